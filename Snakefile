@@ -22,6 +22,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/fit.smk"
+include: "workflow/rules/rf.smk"
 
 
 rule all:

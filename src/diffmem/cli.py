@@ -5,6 +5,9 @@
     diffmem train ...      diffmem sample ...      diffmem score ...
     diffmem classifier ... diffmem quality ...
     diffmem cube ...       diffmem fit ...         diffmem plot ...
+    diffmem closed-form-sample ...                 (families empirical and linear: no training)
+    diffmem sweep ...                              (a width or strength sweep -> one cube)
+    diffmem rf-train ...   diffmem rf-fit ...      diffmem rf-plot ...   (family random_features)
     diffmem check-config config.yaml               (validate and print the resolved config)
 
 `diffmem <stage> --help` lists each stage's options.
@@ -27,6 +30,11 @@ STAGES = {
     "cube": ("diffmem.cube", []),
     "fit": ("diffmem.fit", []),
     "plot": ("diffmem.plots", []),
+    "closed-form-sample": ("diffmem.closed_form", []),
+    "sweep": ("diffmem.sweep", []),
+    "rf-train": ("diffmem.rf", []),
+    "rf-fit": ("diffmem.rf", ["fit"]),
+    "rf-plot": ("diffmem.rf", ["plot"]),
 }
 
 

@@ -84,6 +84,8 @@ def validate_config(raw: dict) -> dict:
     if errors:
         raise ConfigError(_format_error(errors[0]))
     cfg = _fill_defaults(copy.deepcopy(raw), schema, schema)
+    for name, exp in cfg["experiments"].items():
+        resolve_sizes(name, exp["data"])
     cfg.setdefault("run", list(cfg["experiments"]))
     for name in cfg["run"]:
         if name not in cfg["experiments"]:
@@ -122,10 +124,100 @@ def pool_size(data: dict) -> int:
     return total - int(data["n_test"])
 
 
+def resolve_sizes(name: str, data: dict) -> None:
+    """Fill data.n_train from data.psi_n (n = round(psi_n * dim)); exactly one of the two must be given."""
+    where = f"experiments.{name}.data"
+    psi_n = data.pop("psi_n", None)
+    if psi_n is None:
+        if "n_train" not in data:
+            raise ConfigError(f"config error at '{where}': give the training-set sizes as n_train or psi_n")
+        return
+    if "n_train" in data:
+        raise ConfigError(f"config error at '{where}.psi_n': give n_train or psi_n, not both")
+    if data["dataset"] not in ("gmm", "gaussian"):
+        raise ConfigError(f"config error at '{where}.psi_n': psi_n = n / dim needs gmm or gaussian data, "
+                          f"not '{data['dataset']}'; give n_train")
+    sizes = [max(1, round(p * data["dim"])) for p in psi_n]
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"config error at '{where}.psi_n': {psi_n} gives repeated n = {sizes} at dim {data['dim']}")
+    data["n_train"] = sizes
+
+
+# Model keys that belong to one family only; the other families ignore them, so they are dropped from
+# the slices those stages receive (changing them must not rerun, e.g., network training).
+FAMILY_KEYS = {
+    "empirical": ("regularization", "strength"),
+    "random_features": ("psi_p", "rf_time", "rf_num_noise", "rf_solver"),
+}
+# Families with no training stage: their denoiser is computed from the training set.
+CLOSED_FORM = ("empirical", "linear")
+# Model keys a list turns into an extra cube dimension (one sub-experiment per value).
+SWEEP_KEYS = ("width", "strength")
+
+
+def family_model(model: dict) -> dict:
+    """The model slice without the keys of the other families."""
+    foreign = {k for fam, keys in FAMILY_KEYS.items() if fam != model.get("family", "network") for k in keys}
+    return {k: v for k, v in model.items() if k not in foreign}
+
+
+def sweep_of(exp: dict) -> tuple[str, list] | None:
+    """(key, values) of the experiment's sweep, or None when every sweepable key is a scalar."""
+    found = [(k, exp["model"][k]) for k in SWEEP_KEYS if isinstance(exp["model"].get(k), list)]
+    return found[0] if found else None
+
+
+def sweep_leaf_name(parent: str, key: str, value: float) -> str:
+    """Name (and results sub-folder) of one value of a sweep: 'unet_widths/width32', 'emp/strength0.01'."""
+    return f"{parent}/{key}{value:g}"
+
+
+def expand_sweeps(experiments: dict) -> dict[str, dict]:
+    """The experiments the per-run stages see: a sweep experiment becomes one leaf per swept value."""
+    leaves = {}
+    for name, exp in experiments.items():
+        sweep = sweep_of(exp)
+        if sweep is None:
+            leaves[name] = exp
+            continue
+        key, values = sweep
+        for value in values:
+            leaf = copy.deepcopy(exp)
+            leaf["model"][key] = value
+            leaves[sweep_leaf_name(name, key, value)] = leaf
+    return leaves
+
+
+def check_family(name: str, exp: dict) -> None:
+    model, data, where = exp["model"], exp["data"], f"experiments.{name}.model"
+    family = model["family"]
+    lists = [k for k in SWEEP_KEYS if isinstance(model[k], list)]
+    if len(lists) > 1:
+        raise ConfigError(f"config error at '{where}': sweep one key at a time, not {lists}")
+    if isinstance(model["strength"], list) and family != "empirical":
+        raise ConfigError(f"config error at '{where}.strength': a strength sweep needs family empirical, not '{family}'")
+    if isinstance(model["width"], list) and family != "network":
+        raise ConfigError(f"config error at '{where}.width': a width sweep needs family network, not '{family}'")
+    strengths = model["strength"] if isinstance(model["strength"], list) else [model["strength"]]
+    if family == "empirical" and model["regularization"] in ("consistency",) and any(s <= 0 for s in strengths):
+        raise ConfigError(f"config error at '{where}.strength': the consistency floor tau must be > 0 "
+                          "(tau = 0 is the unregularized empirical denoiser: use regularization none)")
+    if family == "random_features":
+        if data["dataset"] != "gaussian":
+            raise ConfigError(f"config error at '{where}.family': random_features is the paper's model on "
+                              f"isotropic Gaussian data (dataset gaussian), not '{data['dataset']}'")
+        if exp["quality"]["enabled"]:
+            raise ConfigError(f"config error at 'experiments.{name}.quality.enabled': random_features is trained "
+                              "at one diffusion time and generates no samples; set quality.enabled false")
+    if family in CLOSED_FORM and exp["train"]["grouped"]:
+        raise ConfigError(f"config error at 'experiments.{name}.train.grouped': family '{family}' has no training")
+
+
 def check_experiment(name: str, exp: dict) -> None:
     """Semantic checks the JSON schema cannot express."""
     data = exp["data"]
     where = f"experiments.{name}"
+    check_family(name, exp)
     size = pool_size(data)
     if size < 1:
         raise ConfigError(f"config error at '{where}.data.n_test': the test split ({data['n_test']}) leaves no training pool")
@@ -209,6 +301,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    family: str = "network"
     arch: str = "mlp"
     parameterization: str = "edm"
     width: int = 256
@@ -221,6 +314,12 @@ class ModelConfig:
     beta_min: float = 1e-4
     beta_max: float = 0.02
     num_timesteps: int = 1000
+    regularization: str = "none"
+    strength: float = 0.0
+    psi_p: float = 8.0
+    rf_time: float = 0.1
+    rf_num_noise: int = 1
+    rf_solver: str = "gd"
 
     from_dict = classmethod(_from_dict)
 
@@ -315,6 +414,7 @@ class FitConfig:
     tau_gen_metric: str | None = "auto"
     tau_gen_tolerance: float = 0.1
     tau_gen_threshold: float | None = None
+    rf_gap: float = 0.1
 
     from_dict = classmethod(_from_dict)
 

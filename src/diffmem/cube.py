@@ -47,14 +47,23 @@ def load_parts(paths: list[str]) -> list[xr.Dataset]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="diffmem cube", description=__doc__)
-    parser.add_argument("--scores", nargs="+", required=True)
-    parser.add_argument("--train-metrics", nargs="+", required=True)
+    parser.add_argument("--scores", nargs="*", default=[], help="per-run scores.nc files")
+    parser.add_argument("--train-metrics", nargs="*", default=[],
+                        help="per-run train_metrics.nc (trained families) or rf_metrics.nc (random_features)")
+    parser.add_argument("--closed-form", action="store_true", help="mark the cube as a closed-form family's (step 0 only)")
     parser.add_argument("--quality", nargs="*", default=[], help="per-run quality.nc files")
     parser.add_argument("--config-hash", default="unknown")
     parser.add_argument("--experiment", default="")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    cube = combine_runs(load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality), attrs={**provenance(args.config_hash), "experiment": args.experiment})
+    if not args.scores and not args.train_metrics:
+        from diffmem.io import fail
+
+        fail("diffmem cube: give per-run files with --scores and/or --train-metrics")
+    attrs = {**provenance(args.config_hash), "experiment": args.experiment}
+    if args.closed_form:
+        attrs["closed_form"] = "closed-form model: no training, its single checkpoint is recorded as step 0"
+    cube = combine_runs(load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality), attrs=attrs)
     atomic_to_netcdf(cube, args.out)
     print(f"[cube] {dict(cube.sizes)} -> {args.out}")
 

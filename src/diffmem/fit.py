@@ -138,18 +138,41 @@ def pick_quality_metric(cube: xr.Dataset, choice: str | None) -> str | None:
     return None
 
 
+def final_memorization(cube: xr.Dataset, *, threshold: float) -> dict[str, xr.DataArray]:
+    """f_mem at each run's last checkpoint (mean and s.e. over seeds, per n) and n_star, the largest n
+    whose mean final f_mem still reaches `threshold` (NaN when no n does): the memorization threshold of
+    the model at the end of training."""
+    def last_valid(v: np.ndarray) -> float:
+        ok = np.nonzero(np.isfinite(v))[0]
+        return float(v[ok[-1]]) if ok.size else np.nan
+
+    last = xr.apply_ufunc(last_valid, cube[names.F_MEM], input_core_dims=[[names.STEP]], vectorize=True,
+                          output_dtypes=[float])  # (n, seed): runs may stop at different steps
+    mean = last.mean(names.SEED)
+    count = last.notnull().sum(names.SEED)
+    se = (last.std(names.SEED, ddof=1) / np.sqrt(count)).where(count > 1)
+    memorizing = mean[names.N].where(mean >= threshold)
+    n_star = memorizing.max() if bool(memorizing.notnull().any()) else xr.DataArray(np.nan)
+    return {names.F_MEM_FINAL: mean, names.F_MEM_FINAL_SE: se, names.N_STAR: n_star.astype(float)}
+
+
 def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) -> xr.Dataset:
     """tau_mem (and tau_gen when the cube has a quality metric) per (n, seed) with their power-law fits."""
     boot = {"num_bootstrap": cfg.num_bootstrap, "ci_level": cfg.ci_level, "rng": rng}
+    variables = final_memorization(cube, threshold=cfg.tau_mem_threshold)
+    attrs = {"tau_mem_threshold": cfg.tau_mem_threshold, "ci_level": cfg.ci_level, "num_bootstrap": cfg.num_bootstrap}
+    if cube.sizes[names.STEP] < 2:
+        # a closed-form model has one "checkpoint": there is no time axis to read onsets from
+        attrs["note"] = "single step (closed-form model): no tau_mem / tau_gen"
+        out = xr.Dataset(variables, attrs=attrs)
+        for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
+            if key in cube.attrs:
+                out.attrs[key] = cube.attrs[key]
+        return names.annotate(out)
     tau_mem = onset_times(cube[names.F_MEM], threshold=cfg.tau_mem_threshold)
-    variables = scaling_fit(tau_mem, prefix=names.TAU_MEM, **boot)
-    attrs = {
-        "tau_mem_threshold": cfg.tau_mem_threshold,
-        "ci_level": cfg.ci_level,
-        "num_bootstrap": cfg.num_bootstrap,
-        "num_censored": int(tau_mem.isnull().sum()),
-        "note": "censored runs (tau NaN) are excluded from the fits",
-    }
+    variables.update(scaling_fit(tau_mem, prefix=names.TAU_MEM, **boot))
+    attrs.update({"num_censored": int(tau_mem.isnull().sum()),
+                  "note": "censored runs (tau NaN) are excluded from the fits"})
     metric = pick_quality_metric(cube, cfg.tau_gen_metric)
     if metric is not None:
         lower = metric not in names.HIGHER_IS_BETTER
@@ -186,6 +209,11 @@ def main(argv: list[str] | None = None) -> None:
         except ConfigError as exc:
             fail(str(exc))
     atomic_to_netcdf(fit, args.out)
+    finals = ", ".join(f"n={int(n)}: {float(v):.3f}" for n, v in zip(fit[names.N].values, fit[names.F_MEM_FINAL].values))
+    print(f"[fit] final f_mem {finals}; n* = {float(fit[names.N_STAR]):g}")
+    if names.TAU_MEM not in fit:
+        print(f"[fit] {fit.attrs['note']} -> {args.out}")
+        return
     lo, hi = fit[names.TAU_MEM_EXPONENT_CI].values
     print(f"[fit] tau_mem ~ n^b with b = {float(fit[names.TAU_MEM_EXPONENT]):.3f} "
           f"[{lo:.3f}, {hi:.3f}] ({int(cfg.ci_level * 100)} % CI), "

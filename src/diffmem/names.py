@@ -32,6 +32,14 @@ TAU_GEN_EXPONENT = "tau_gen_exponent"
 TAU_GEN_EXPONENT_CI = "tau_gen_exponent_ci"
 TAU_GEN_PREFACTOR = "tau_gen_prefactor"
 CI_BOUND = "bound"
+F_MEM_FINAL = "f_mem_final"
+F_MEM_FINAL_SE = "f_mem_final_se"
+N_STAR = "n_star"
+
+# sweep dimensions (an experiment whose model.width or model.strength is a list)
+WIDTH = "width"
+STRENGTH = "strength"
+N_PARAMS = "n_params"
 
 # quality metrics (lower is better unless listed in HIGHER_IS_BETTER)
 FD = "fd_{space}"
@@ -85,6 +93,12 @@ ATTRS: dict[str, dict[str, str]] = {
     DENOISER_ERR_POP: {"long_name": "mean squared error of the denoiser against the population (true) denoiser", "units": "data units^2"},
     DENOISER_ERR_EMP: {"long_name": "mean squared error of the denoiser against the empirical optimal denoiser", "units": "data units^2"},
     PROBE_SIGMA: {"long_name": "noise level of the denoiser-error probe", "units": "data units"},
+    F_MEM_FINAL: {"long_name": "f_mem at the last checkpoint, mean over seeds", "units": "1"},
+    F_MEM_FINAL_SE: {"long_name": "standard error over seeds of f_mem at the last checkpoint", "units": "1"},
+    N_STAR: {"long_name": "largest n whose final f_mem (mean over seeds) reaches tau_mem_threshold", "units": "1"},
+    WIDTH: {"long_name": "MLP hidden width or U-Net base channels", "units": "1"},
+    STRENGTH: {"long_name": "regularization strength (Tikhonov c, consistency floor tau or kernel bandwidth h)", "units": "1"},
+    N_PARAMS: {"long_name": "number of trainable parameters of the model", "units": "1"},
 }
 
 

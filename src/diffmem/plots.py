@@ -5,6 +5,8 @@
 - `tau_mem_vs_n.png`: tau_mem(n, seed) in log-log with the fitted power law and its exponent CI.
 - `losses.png`: training and held-out probe loss against step per n.
 - `overview.png`: the four panels together (the README's headline figure).
+With `--closed-form` (families empirical and linear, a single step): `f_mem_vs_n.png`, and with
+`--quality` also `quality_vs_n.png` (the quality metric against n, P(Delta > 0) against n/d).
 With `--quality` (experiments with `quality.enabled`):
 - `timescales.png`: tau_gen and tau_mem against n (log-log) with both fits and the generalization
   window between them shaded.
@@ -230,6 +232,51 @@ def make_quality_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, 
     return written
 
 
+def make_closed_form_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "",
+                             quality: bool = False, data_dim: int | None = None) -> list[Path]:
+    """Closed-form families (one step): `f_mem_vs_n.png`, or with `quality` `quality_vs_n.png` (the
+    preferred quality metric against n, and P(Delta > 0) against n/d when E_TG was computed)."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    sns.set_theme(style="whitegrid", context="paper")
+    x = cube[names.N].values / (data_dim or 1)
+    xlabel = "n / d" if data_dim else "training-set size n"
+    if not quality:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        f = cube[names.F_MEM].isel({names.STEP: -1})
+        ax.errorbar(x, f.mean(names.SEED).values, yerr=np.nan_to_num(f.std(names.SEED).values), marker="o", capsize=2)
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, x)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("f_mem  (d1/d2 < %.2f)" % cube[names.F_MEM].attrs.get("ratio_threshold", 1 / 3))
+        ax.set_title(title, fontsize=9)
+        _save(fig, outdir / "f_mem_vs_n.png")
+        return [outdir / "f_mem_vs_n.png"]
+    metric = next((m for m in names.QUALITY_PREFERENCE if m in cube), None)
+    panels = [m for m in (metric, names.P_DELTA_POS) if m is not None and m in cube]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6), squeeze=False)
+    for ax, var in zip(axes[0], panels):
+        v = cube[var].isel({names.STEP: -1})
+        if names.SEED in v.dims:
+            ax.errorbar(x, v.mean(names.SEED).values, yerr=np.nan_to_num(v.std(names.SEED).values), marker="o", capsize=2)
+        else:
+            ax.plot(x, v.values, marker="o")
+            ax.axhline(0.5, color="k", lw=0.8, ls=":")
+            ax.set_ylim(-0.05, 1.05)
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, x)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(var if var != names.P_DELTA_POS else "P(E_TG - E_OG > 0) over seeds")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no quality metric in the cube", ha="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, outdir / "quality_vs_n.png")
+    return [outdir / "quality_vs_n.png"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="diffmem plot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -239,10 +286,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--title", default="")
     parser.add_argument("--quality", action="store_true", help="the quality figures instead of the memorization ones")
     parser.add_argument("--data-dim", type=int, default=None, help="d, to plot P(Delta > 0) against n/d")
+    parser.add_argument("--closed-form", action="store_true", help="figures of a closed-form family (one step)")
     args = parser.parse_args(argv)
     with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
         title = args.title or cube.attrs.get("experiment", "")
-        if args.quality:
+        if args.closed_form:
+            paths = make_closed_form_figures(cube.load(), fit.load(), args.outdir, title=title, quality=args.quality,
+                                             data_dim=args.data_dim)
+        elif args.quality:
             paths = make_quality_figures(cube.load(), fit.load(), args.outdir, title=title, data_dim=args.data_dim)
         else:
             paths = make_figures(cube.load(), fit.load(), args.outdir, title=title)

@@ -30,7 +30,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
-from diffmem.config import ConfigError, DataConfig, QualityConfig, read_json_arg, stable_hash
+from diffmem.config import ConfigError, DataConfig, ModelConfig, QualityConfig, read_json_arg, stable_hash
 from diffmem.data import load_dataset, load_train
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail, file_digest
 from diffmem.metrics import distances, exact, features, kde
@@ -105,7 +105,7 @@ def quality_of_step(samples: np.ndarray, *, train: np.ndarray, reference: np.nda
     return out
 
 
-def quality_run(manifest: dict, *, state_dir: Path, train: np.ndarray, ds, data: DataConfig, cfg: QualityConfig,
+def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds, data: DataConfig, cfg: QualityConfig,
                 classifier_path: str | None, log=print) -> xr.Dataset:
     rng = np.random.default_rng([cfg.seed, 17])
     truth = true_distribution(data)
@@ -131,7 +131,11 @@ def quality_run(manifest: dict, *, state_dir: Path, train: np.ndarray, ds, data:
             continue
         samples = np.load(sample_file)
         denoiser = None
-        if truth is not None and cfg.exact:
+        if truth is not None and cfg.exact and "closed_form" in manifest:
+            from diffmem.closed_form import closed_form_denoiser
+
+            denoiser = closed_form_denoiser(ModelConfig.from_dict(manifest["closed_form"]), train)
+        elif truth is not None and cfg.exact:
             try:
                 ckpt = load_checkpoint(checkpoint_path(state_dir, step))
             except CheckpointError as exc:
@@ -177,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="diffmem quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", required=True, help="samples.json manifest")
-    parser.add_argument("--train-metrics", required=True, help="train_metrics.nc (locates the checkpoints)")
+    parser.add_argument("--train-metrics", default=None,
+                        help="train_metrics.nc (locates the checkpoints; not for closed-form families)")
     parser.add_argument("--train", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-cfg", required=True)
@@ -194,8 +199,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     manifest = json.loads(Path(args.samples).read_text())
     manifest.setdefault("num_samples", manifest.get("sample_config", {}).get("num_samples", 0))
-    with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:
-        state_dir = Path(tm.attrs["state_dir"])
+    state_dir = None
+    if args.train_metrics is not None:
+        with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:
+            state_dir = Path(tm.attrs["state_dir"])
+    elif "closed_form" not in manifest:
+        fail("diffmem quality: --train-metrics is needed to find the checkpoints of a trained model")
     train, _, _ = load_train(args.train)
     ds = load_dataset(args.dataset)
     out = quality_run(manifest, state_dir=state_dir, train=train, ds=ds, data=data, cfg=cfg,

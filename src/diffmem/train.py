@@ -28,7 +28,15 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, existing_steps, load_checkpoint, save_checkpoint
-from diffmem.config import ConfigError, ModelConfig, TrainConfig, checkpoint_grid, read_json_arg, stable_hash
+from diffmem.config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    checkpoint_grid,
+    family_model,
+    read_json_arg,
+    stable_hash,
+)
 from diffmem.data import load_dataset, load_train
 from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
@@ -206,7 +214,9 @@ def trajectory_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, *, x_train: 
     """Hash of everything that determines the training trajectory (not where it stops)."""
     train = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in TrainConfig.TRAJECTORY_FREE}
     data_digest = hashlib.sha256(np.ascontiguousarray(x_train).tobytes()).hexdigest()[:16]
-    return stable_hash({"model": dataclasses.asdict(model_cfg), "train": train, "data": data_digest, "seed": seed})
+    # only the network's own keys: the family switch and other families' keys do not move the trajectory
+    model = {k: v for k, v in family_model(dataclasses.asdict(model_cfg)).items() if k != "family"}
+    return stable_hash({"model": model, "train": train, "data": data_digest, "seed": seed})
 
 
 def run_training(

@@ -2,7 +2,16 @@
 import json
 import shlex
 
-from diffmem.config import ConfigError, stable_hash, validate_config
+from diffmem.config import (
+    CLOSED_FORM,
+    ConfigError,
+    expand_sweeps,
+    family_model,
+    stable_hash,
+    sweep_leaf_name,
+    sweep_of,
+    validate_config,
+)
 
 try:
     CFG = validate_config(config)
@@ -10,7 +19,11 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 RESULTS = CFG["results_dir"]
-EXPERIMENTS = CFG["experiments"]
+# The experiments the per-run stages see: a sweep (model.width or model.strength a list) becomes one
+# sub-experiment per value, "<name>/width32", run under results/<name>/width32/; the `sweep` rule then
+# combines their cubes into results/<name>/cube.nc.
+SWEEPS = {name: sweep_of(exp) for name, exp in CFG["experiments"].items() if sweep_of(exp) is not None}
+EXPERIMENTS = expand_sweeps(CFG["experiments"])
 
 
 def R(template):
@@ -24,10 +37,11 @@ def RUN(name):
 
 FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses"]
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
+RF_FIGURES = ["rf_losses", "rf_split_time"]
 
 
 wildcard_constraints:
-    exp="[A-Za-z][A-Za-z0-9_-]*",
+    exp=r"[A-Za-z][A-Za-z0-9_-]*(/(width|strength)[0-9][0-9.e+-]*)?",
     n=r"\d+",
     seed=r"\d+",
 
@@ -54,6 +68,33 @@ def section(name):
     return lambda wildcards: as_arg(exp_cfg(wildcards)[name])
 
 
+def model_slice(wildcards):
+    # without the other families' keys: e.g. a network's training does not rerun when `strength` changes
+    return as_arg(family_model(exp_cfg(wildcards)["model"]))
+
+
+def family(exp):
+    return EXPERIMENTS[exp]["model"]["family"]
+
+
+def names_where(test):
+    """Wildcard regex of the (leaf) experiments passing test(name); rules are constrained with these so
+    each family's files have exactly one producing rule."""
+    return exp_regex([name for name in EXPERIMENTS if test(name)])
+
+
+def is_trained(exp):
+    return family(exp) == "network"
+
+
+def is_closed_form(exp):
+    return family(exp) in CLOSED_FORM
+
+
+def is_rf(exp):
+    return family(exp) == "random_features"
+
+
 def upstream_hash(wildcards):
     exp = exp_cfg(wildcards)
     return stable_hash({k: exp[k] for k in ("data", "model", "train", "sample", "score")})
@@ -64,12 +105,22 @@ def runs(exp, pattern):
     return [pattern.format(exp=exp, n=n, seed=s) for n in data["n_train"] for s in data["seeds"]]
 
 
+def figure_names(exp):
+    if is_rf(exp):
+        return RF_FIGURES
+    if is_closed_form(exp):
+        return ["f_mem_vs_n"] + (["quality_vs_n"] if quality_enabled(exp) else [])
+    return FIGURES + (QUALITY_FIGURES if quality_enabled(exp) else [])
+
+
 def experiment_targets(exp):
+    """Every file `snakemake` builds for one configured experiment (a sweep: its leaves and the sweep)."""
+    if exp in SWEEPS:
+        key, values = SWEEPS[exp]
+        out = [R(f"{exp}/cube.nc"), R(f"{exp}/fit.nc"), R(f"{exp}/figures/sweep_{key}.png")]
+        return out + [t for v in values for t in experiment_targets(sweep_leaf_name(exp, key, v))]
     out = [R(f"{exp}/cube.nc"), R(f"{exp}/fit.nc")]
-    out += [R(f"{exp}/figures/{name}.png") for name in FIGURES]
-    if quality_enabled(exp):
-        out += [R(f"{exp}/figures/{name}.png") for name in QUALITY_FIGURES]
-    return out
+    return out + [R(f"{exp}/figures/{name}.png") for name in figure_names(exp)]
 
 
 def all_targets():
@@ -101,17 +152,20 @@ def classifier_slice(wildcards):
 def quality_inputs(wildcards):
     inputs = {
         "samples": RUN("samples.json"),
-        "metrics": RUN("train_metrics.nc"),
         "train": RUN("train.npz"),
         "dataset": R("{exp}/data/dataset.npz"),
     }
+    if is_trained(wildcards.exp):
+        inputs["metrics"] = RUN("train_metrics.nc")
     if "classifier" in exp_cfg(wildcards)["quality"]["feature_spaces"]:
         inputs["classifier"] = R("{exp}/classifier/classifier.pt")
     return inputs
 
 
 def cube_inputs(wildcards):
-    inputs = {"scores": runs(wildcards.exp, RUN("scores.nc")), "metrics": runs(wildcards.exp, RUN("train_metrics.nc"))}
+    inputs = {"scores": runs(wildcards.exp, RUN("scores.nc"))}
+    if is_trained(wildcards.exp):
+        inputs["metrics"] = runs(wildcards.exp, RUN("train_metrics.nc"))
     if quality_enabled(wildcards.exp):
         inputs["quality"] = runs(wildcards.exp, RUN("quality.nc"))
     return inputs
@@ -126,7 +180,7 @@ import re
 
 
 def grouped_experiments():
-    return [name for name, exp in EXPERIMENTS.items() if exp["train"]["grouped"]]
+    return [name for name, exp in EXPERIMENTS.items() if exp["train"]["grouped"] and is_trained(name)]
 
 
 def exp_regex(names):
@@ -134,7 +188,28 @@ def exp_regex(names):
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
-UNGROUPED_EXPS = exp_regex([name for name in EXPERIMENTS if name not in grouped_experiments()])
+UNGROUPED_EXPS = names_where(lambda name: is_trained(name) and name not in grouped_experiments())
+TRAINED_EXPS = names_where(is_trained)
+CLOSED_FORM_EXPS = names_where(is_closed_form)
+SAMPLED_EXPS = names_where(lambda name: not is_rf(name))
+RF_EXPS = names_where(is_rf)
+SWEEP_EXPS = exp_regex(list(SWEEPS))
+
+
+def sweep_inputs(wildcards):
+    key, values = SWEEPS[wildcards.exp]
+    leaves = [sweep_leaf_name(wildcards.exp, key, v) for v in values]
+    return {
+        "cubes": [R(f"{leaf}/cube.nc") for leaf in leaves],
+        "fits": [R(f"{leaf}/fit.nc") for leaf in leaves],
+        "dataset": R(f"{leaves[0]}/data/dataset.npz"),
+    }
+
+
+def sweep_params(wildcards):
+    key, values = SWEEPS[wildcards.exp]
+    return f"--key {key} --values {' '.join(f'{v:g}' for v in values)}"
+
 
 
 def grouped_train_jobs():

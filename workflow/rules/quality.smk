@@ -23,6 +23,7 @@ rule quality:
     params:
         data=data_slice,
         quality=section("quality"),
+        metrics=lambda wildcards, input: f"--train-metrics {input.metrics}" if "metrics" in input.keys() else "",
         classifier=lambda wildcards, input: (
             f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
         ),
@@ -33,6 +34,6 @@ rule quality:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem quality --samples {input.samples} --train-metrics {input.metrics} --train {input.train}"
+        "diffmem quality --samples {input.samples} {params.metrics} --train {input.train}"
         " --dataset {input.dataset} --data-cfg {params.data} --quality-cfg {params.quality}"
         " {params.classifier} --out {output} > {log} 2>&1"

@@ -1,4 +1,6 @@
 rule sample:
+    wildcard_constraints:
+        exp=TRAINED_EXPS,
     input:
         RUN("train_metrics.nc"),
     output:
@@ -16,3 +18,27 @@ rule sample:
     shell:
         "diffmem sample --train-metrics {input} --sample-cfg {params.sample} --device {params.device}"
         " --out {output} > {log} 2>&1"
+
+
+# Closed-form families (empirical, linear): the denoiser is computed from the training set, so there is
+# no training job; the run's single "checkpoint" is step 0.
+rule closed_form_sample:
+    wildcard_constraints:
+        exp=CLOSED_FORM_EXPS,
+    input:
+        RUN("train.npz"),
+    output:
+        RUN("samples.json"),
+    params:
+        model=model_slice,
+        sample=section("sample"),
+        state=R("{exp}/state/n{n}_seed{seed}"),
+    resources:
+        mem_mb=resource("sample_mem_mb"),
+    log:
+        R("{exp}/logs/sample/n{n}_seed{seed}.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem closed-form-sample --train {input} --model {params.model} --sample-cfg {params.sample}"
+        " --state-root {params.state} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"

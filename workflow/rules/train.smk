@@ -9,7 +9,7 @@ rule train:
     output:
         RUN("train_metrics.nc"),
     params:
-        model=section("model"),
+        model=model_slice,
         train=section("train"),
         state=R("{exp}/state/n{n}_seed{seed}"),
     threads: lambda wildcards: exp_cfg(wildcards)["train"]["threads"]

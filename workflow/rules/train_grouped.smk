@@ -20,7 +20,7 @@ for _exp, _n in grouped_train_jobs():
         output:
             [R(f"{_exp}/runs/n{_n}_seed{s}/train_metrics.nc") for s in _seeds],
         params:
-            model=as_arg(_cfg["model"]),
+            model=as_arg(family_model(_cfg["model"])),
             train=as_arg(_cfg["train"]),
             seeds=_seeds,
             states=[R(f"{_exp}/state/n{_n}_seed{s}") for s in _seeds],

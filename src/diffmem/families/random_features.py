@@ -31,7 +31,7 @@ Delta_t = 1 - e^{-2t} (equivalently sigma = sqrt(e^{2t} - 1) after dividing x_t 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -155,6 +155,7 @@ def train_random_features(
     resample_noise: bool = True,
     record_steps: Sequence[int] | None = None,
     num_eval_noise: int = 16,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Full-batch gradient descent (Eq. (9)) on the RF score loss at diffusion time t, from A = 0.
 
@@ -162,6 +163,9 @@ def train_random_features(
     `generator`, then the noise.  Returns numpy arrays "step", "tau" (= step lr / d^2), "train_loss",
     "test_loss", "score_error" (Eq. (8), evaluated with `num_eval_noise` fixed draws per point), and the
     final "A" [d, p] and "W" [p, d].
+
+    `progress(step, {"train_loss": ..., "test_loss": ..., "score_error": ...})`, if given, is called after
+    each recorded evaluation; an exception it raises stops training (e.g. on a non-finite loss).
     """
     dtype = train_x.dtype
     n, d = train_x.shape
@@ -186,6 +190,8 @@ def train_random_features(
             out["train_loss"].append(tr)
             out["test_loss"].append(te)
             out["score_error"].append(err)
+            if progress is not None:
+                progress(k, {"train_loss": tr, "test_loss": te, "score_error": err})
         if k == num_steps:
             break
         if resample_noise:

@@ -30,6 +30,12 @@ def build_denoiser(cfg: ModelConfig, *, data_shape: tuple[int, ...]) -> nn.Modul
             emb_dim=cfg.emb_dim,
             image_size=data_shape[-1],
         )
+    elif cfg.arch == "linear":
+        from diffmem.families.linear import LinearNet
+
+        # knots span the c_noise each preconditioning feeds the net (EDM: 250 ln sigma; VP: the timestep)
+        span = None if cfg.parameterization == "edm" else (0.0, float(cfg.num_timesteps - 1))
+        net = LinearNet(math.prod(data_shape), **({} if span is None else {"c_noise_range": span}))
     else:
         raise ValueError(f"unknown model arch {cfg.arch!r}")
     if cfg.parameterization == "edm":

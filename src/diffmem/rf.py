@@ -1,0 +1,457 @@
+"""The random-features (RF) stage: train the RF score model per (n, seed), fit its split time, plot.
+
+The model, its gradient descent and the theory live in `diffmem.families.random_features` (Bonnaire et
+al., arXiv 2505.17638, Sect. 3: s_A(x) = A tanh(W x / sqrt(d)) / sqrt(p) trained at one diffusion time t
+on N(0, I_d) data).  This module is the workflow around it:
+
+- `rf_run`: one training run on one training set (n, seed), recorded on the train config's log-spaced
+  checkpoint grid, in steps and in the paper's time tau = step lr / d^2.  Solver `gd` runs full-batch
+  gradient descent with the noise redrawn every step; `flow` evaluates the exact gradient flow, Eq. (10),
+  of the fixed-noise loss at the same taus.
+- `rf_fit`: the split time tau_split (first tau where (test - train) / test loss > fit.rf_gap) per
+  (n, seed), its power law in n with a bootstrap-over-seeds CI, a generalization time tau_gen from the
+  score error, and the theory tau_mem = psi_p / (Delta_t lam_min) per n (paper's convention, see
+  `theory_tau_mem`).  The paper's effect: tau_split grows ~ linearly with psi_n = n / d at fixed
+  psi_p = p / d, tau_gen does not.
+- `make_rf_figures`: rf_losses.png and rf_split_time.png.
+
+Run:
+    diffmem rf-train --train train.npz --dataset dataset.npz --model '<json>' --train-cfg '<json>' \\
+        --seed 0 --out rf_metrics.nc
+    diffmem rf-fit --cube cube.nc --model '<json>' --fit-cfg '<json>' --out rf_fit.nc
+    diffmem rf-plot --cube cube.nc --fit rf_fit.nc --outdir figures/ [--title T]
+(equivalently `python -m diffmem.rf train|fit|plot ...`).  cube.nc is `diffmem.cube.combine_runs` of
+the rf_metrics.nc files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from diffmem import names
+from diffmem.config import ConfigError, FitConfig, ModelConfig, TrainConfig, checkpoint_grid, read_json_arg
+from diffmem.families.random_features import (
+    delta,
+    rf_features,
+    rf_gradient_flow,
+    split_time,
+    theory_tau_mem,
+    train_random_features,
+)
+from diffmem.fit import power_law_fit, quality_onset, scaling_fit
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
+
+__all__ = ["RFDivergedError", "gd_lr_bound", "make_rf_figures", "main", "rf_fit", "rf_run"]
+
+# names of what this stage writes (the shared ones come from diffmem.names)
+TAU = "tau"
+DIM = "dim"
+PSI_N = "psi_n"
+SCORE_ERROR = "score_error"
+TAU_SPLIT = "tau_split"
+TAU_GEN = "tau_gen"
+TAU_MEM_THEORY = "tau_mem_theory"
+SOLVERS = ("gd", "flow")
+TAU_UNITS = "tau (= step lr / d^2)"
+
+RUN_ATTRS = {
+    TAU: {"long_name": "gradient-descent time tau = step lr / d^2 (arXiv 2505.17638 Eq. (9))", "units": "1"},
+    DIM: {"long_name": "data dimension d", "units": "1"},
+    names.TRAIN_LOSS: {"long_name": "RF score loss on the training set (Eq. (8), fixed evaluation noise)", "units": "1"},
+    names.TEST_LOSS: {"long_name": "RF score loss on the held-out test split (Eq. (8), fixed evaluation noise)", "units": "1"},
+    SCORE_ERROR: {"long_name": "(1/d) E||s_A(x_t) - s(x_t)||^2 on the test split, s(x) = -x", "units": "1"},
+}
+
+# streams of the run seed, independent of the subset's (data.subset_indices): W and the training noise;
+# the noise of the stability-bound estimate
+_RF_STREAM = 0x52F
+_BOUND_STREAM = 0x52F + 1
+
+
+class RFDivergedError(RuntimeError):
+    """Gradient descent produced a non-finite loss (the learning rate is too large)."""
+
+
+def _generator(seed: int, stream: int = _RF_STREAM) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
+def gd_lr_bound(train_x: torch.Tensor, w: torch.Tensor, *, t: float, num_noise: int,
+                generator: torch.Generator) -> float:
+    """Largest stable GD learning rate, p d / (Delta_t lam_max(U)), for the loss at one noise draw.
+
+    The loss is quadratic in A with Hessian 2 Delta_t U / (p d) (Eq. (10), U of Eq. (11)), so gradient
+    descent diverges when lr > 2 / lam_max(Hessian).  With the noise redrawn every step this holds for
+    the mean dynamics; lam_max is estimated from `num_noise` draws per point (a cheap p x p or nm x nm
+    eigenproblem).  train_x [n, d], w [p, d].
+    """
+    p, d = w.shape
+    xs = train_x.repeat(num_noise, 1)  # [n m, d]
+    xi = torch.randn(xs.shape, generator=generator, dtype=xs.dtype)
+    phi = rf_features(w, math.exp(-t) * xs + math.sqrt(delta(t)) * xi)  # [n m, p]
+    gram = phi @ phi.T if phi.shape[0] <= p else phi.T @ phi  # same nonzero spectrum as n m U
+    lam_max = float(torch.linalg.eigvalsh(gram)[-1]) / phi.shape[0]
+    return p * d / (delta(t) * lam_max)
+
+
+class _Progress:
+    """Progress lines for long runs (at most one per `every_s` seconds) and a stop on a non-finite loss."""
+
+    def __init__(self, *, label: str, num_steps: int, lr: float, d: int, log: Callable[[str], None],
+                 every_s: float = 10.0):
+        self.label, self.num_steps, self.lr, self.d, self.log, self.every_s = label, num_steps, lr, d, log, every_s
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, step: int, losses: dict[str, float]) -> None:
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise RFDivergedError(
+                f"random-features gradient descent diverged ({self.label}): non-finite {bad[0]} at step {step} "
+                f"(tau = {step * self.lr / self.d**2:.4g}) with train.lr = {self.lr:g}; use a smaller train.lr")
+        now = time.monotonic()
+        if now - self.last >= self.every_s or step == self.num_steps:
+            self.last = now
+            self.log(f"[rf] {self.label} step {step}/{self.num_steps} train {losses['train_loss']:.4f} "
+                     f"test {losses['test_loss']:.4f} score error {losses['score_error']:.4f} "
+                     f"({now - self.start:.0f} s)")
+
+
+def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train: TrainConfig, seed: int,
+           log: Callable[[str], None] = print) -> xr.Dataset:
+    """One RF training run on train_x [n, d], evaluated on test_x [n_test, d]; dims (step,).
+
+    p = round(psi_p d); W and the training noise come from `seed` alone (not n).  Raises
+    `RFDivergedError` on a non-finite loss and `ConfigError` on an unknown solver.
+    """
+    if model.rf_solver not in SOLVERS:
+        raise ConfigError(f"config error at 'model.rf_solver': {model.rf_solver!r} is not one of {SOLVERS}")
+    x = torch.as_tensor(np.asarray(train_x), dtype=torch.float64)  # [n, d]
+    x_test = torch.as_tensor(np.asarray(test_x), dtype=torch.float64)  # [n_test, d]
+    n, d = x.shape
+    p = max(1, round(model.psi_p * d))
+    t, lr = float(model.rf_time), float(train.lr)
+    steps = np.asarray(checkpoint_grid(dataclasses.asdict(train)), dtype=np.int64)
+    tau = steps * lr / d**2
+    label = f"n={n} seed={seed}"
+
+    # W is the first draw of the run's generator (train_random_features / rf_gradient_flow), so the bound
+    # is computed for the run's own features; its noise comes from a separate generator.
+    w = torch.randn(p, d, generator=_generator(seed), dtype=torch.float64)
+    lr_bound = gd_lr_bound(x, w, t=t, num_noise=model.rf_num_noise, generator=_generator(seed, _BOUND_STREAM))
+    unstable = model.rf_solver == "gd" and lr > lr_bound
+    log(f"[rf] {label}: d={d} p={p} t={t:g} solver={model.rf_solver} lr={lr:g} (GD bound ~{lr_bound:.3g}) "
+        f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}")
+    if unstable:
+        log(f"[rf] {label}: warning: lr {lr:g} is above the GD stability bound ~{lr_bound:.3g}; expect divergence")
+
+    if model.rf_solver == "gd":
+        res = train_random_features(
+            x, x_test, p=p, t=t, lr=lr, num_steps=int(steps[-1]), generator=_generator(seed),
+            num_noise=model.rf_num_noise, resample_noise=True, record_steps=steps,
+            progress=_Progress(label=label, num_steps=int(steps[-1]), lr=lr, d=d, log=log),
+        )
+        if not np.array_equal(res["step"], steps):
+            raise RuntimeError(f"recorded steps {res['step']} differ from the checkpoint grid {steps}")
+    else:
+        res = rf_gradient_flow(x, x_test, p=p, t=t, taus=tau, generator=_generator(seed),
+                               num_noise=model.rf_num_noise)
+        for key in (names.TRAIN_LOSS, names.TEST_LOSS, SCORE_ERROR):
+            bad = np.flatnonzero(~np.isfinite(res[key]))
+            if bad.size:
+                raise RFDivergedError(f"random-features gradient flow ({label}): non-finite {key} at step "
+                                      f"{int(steps[bad[0]])}")
+    ds = xr.Dataset(
+        {key: ((names.STEP,), np.asarray(res[key], dtype=np.float64)) for key in (names.TRAIN_LOSS, names.TEST_LOSS, SCORE_ERROR)},
+        coords={names.STEP: steps, TAU: ((names.STEP,), tau), names.N: n, names.SEED: int(seed), DIM: d},
+        attrs={"d": d, "p": p, "psi_p": p / d, "psi_n": n / d, "rf_time": t, "lr": lr, "solver": model.rf_solver,
+               "rf_num_noise": model.rf_num_noise, "lr_stability_bound": lr_bound,
+               "lr_above_stability_bound": int(lr > lr_bound)},
+    )
+    for key, attrs in RUN_ATTRS.items():
+        ds[key].attrs.update(attrs)
+    names.annotate(ds)
+    for key, attrs in RUN_ATTRS.items():  # ours win over the generic denoising-loss names
+        ds[key].attrs.update(attrs)
+    final = {k: float(ds[k][-1]) for k in (names.TRAIN_LOSS, names.TEST_LOSS)}
+    log(f"[rf] {label}: final train {final[names.TRAIN_LOSS]:.4f} test {final[names.TEST_LOSS]:.4f}")
+    return ds
+
+
+def _data_dim(cube: xr.Dataset) -> int:
+    if DIM in cube.coords:
+        return int(cube[DIM])
+    if "d" in cube.attrs:
+        return int(cube.attrs["d"])
+    raise ConfigError("the cube has no data dimension (scalar coordinate 'dim' written by rf_run); "
+                      "build it with diffmem.cube.combine_runs from rf_run outputs")
+
+
+def _split_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, *, rel_gap: float) -> float:
+    ok = np.isfinite(train_loss) & np.isfinite(test_loss)
+    s = split_time(train_loss[ok], test_loss[ok], tau[ok], rel_gap=rel_gap)
+    return float("nan") if s is None else float(s)
+
+
+def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.random.Generator) -> xr.Dataset:
+    """Split and generalization times per (n, seed), their power laws in n, and the theory per n.
+
+    cube: `combine_runs` of `rf_run` outputs, dims (n, seed, step) with the `tau` coordinate on step.
+    tau_split is the first recorded tau with (test - train) / test loss > fit.rf_gap (NaN and censored
+    when the gap never opens); tau_gen the first tau at which the score error has closed all but
+    fit.tau_gen_tolerance of the gap between its first and best value (log-interpolated).  Censored runs
+    are left out of the fits.
+    """
+    d = _data_dim(cube)
+    p = max(1, round(model.psi_p * d))
+    psi_p = p / d
+    steps = cube[names.STEP].values
+    tau = cube[TAU].values if TAU in cube.coords else None
+    if tau is None:
+        raise ConfigError("the cube has no 'tau' coordinate on step (written by rf_run)")
+    tau_per_step = float(tau[-1] / steps[-1])  # tau = step lr / d^2, linear in step
+    tau_split = xr.apply_ufunc(
+        lambda tr, te: _split_tau(tr, te, tau, rel_gap=fit.rf_gap),
+        cube[names.TRAIN_LOSS], cube[names.TEST_LOSS],
+        input_core_dims=[[names.STEP], [names.STEP]], vectorize=True, output_dtypes=[float])
+    # in steps, then to tau: onset_step interpolates in log(step) and treats step 0 as step 1
+    tau_gen = tau_per_step * xr.apply_ufunc(
+        lambda v: quality_onset(steps, v, tolerance=fit.tau_gen_tolerance), cube[SCORE_ERROR],
+        input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
+    boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng}
+    variables = scaling_fit(tau_split, prefix=TAU_SPLIT, **boot)
+    variables.update(scaling_fit(tau_gen, prefix=TAU_GEN, **boot))
+    n = cube[names.N].values
+    psi_n = n / d
+    theory = np.array([theory_tau_mem(float(pn), psi_p, model.rf_time) for pn in psi_n])
+    variables[TAU_MEM_THEORY] = xr.DataArray(theory, dims=(names.N,))
+    theory_prefactor, theory_exponent = power_law_fit(n, theory)
+    variables[f"{TAU_MEM_THEORY}_exponent"] = xr.DataArray(theory_exponent)
+
+    out = xr.Dataset(variables, coords={names.N: n, PSI_N: ((names.N,), psi_n), names.CI_BOUND: ["lower", "upper"]})
+    level = f"{fit.ci_level:g}"
+    described = {
+        TAU_SPLIT: (f"first tau at which (test - train) / test loss exceeds rf_gap = {fit.rf_gap:g}", TAU_UNITS),
+        f"{TAU_SPLIT}_censored": ("the train/test gap never opened by the last checkpoint (tau_split is NaN)", "1"),
+        f"{TAU_SPLIT}_exponent": ("exponent b of tau_split = A n^b (least squares in log-log)", "1"),
+        f"{TAU_SPLIT}_prefactor": ("prefactor A of tau_split = A n^b", TAU_UNITS),
+        f"{TAU_SPLIT}_exponent_ci": (f"bootstrap-over-seeds {level} confidence interval of tau_split's exponent", "1"),
+        TAU_GEN: (f"first tau at which the score error has closed all but {fit.tau_gen_tolerance:g} of the gap "
+                  "between its first and best value", TAU_UNITS),
+        f"{TAU_GEN}_censored": ("the score error never improved (tau_gen is NaN)", "1"),
+        f"{TAU_GEN}_exponent": ("exponent b of tau_gen = A n^b (least squares in log-log)", "1"),
+        f"{TAU_GEN}_prefactor": ("prefactor A of tau_gen = A n^b", TAU_UNITS),
+        f"{TAU_GEN}_exponent_ci": (f"bootstrap-over-seeds {level} confidence interval of tau_gen's exponent", "1"),
+        TAU_MEM_THEORY: ("theory tau_mem = psi_p / (Delta_t lam_min) (arXiv 2505.17638 Thm 3.2, paper convention: "
+                         "twice the e-folding time of the slowest memorizing mode)", TAU_UNITS),
+        f"{TAU_MEM_THEORY}_exponent": ("exponent b of a power-law fit of tau_mem_theory over the n grid", "1"),
+        PSI_N: ("psi_n = n / d", "1"),
+    }
+    for key, (long_name, units) in described.items():
+        out[key].attrs.update({"long_name": long_name, "units": units})
+    names.annotate(out)
+    out.attrs = {
+        "d": d, "p": p, "psi_p": psi_p, "rf_time": float(model.rf_time), "rf_gap": float(fit.rf_gap),
+        "tau_gen_tolerance": float(fit.tau_gen_tolerance), "ci_level": float(fit.ci_level),
+        "num_bootstrap": int(fit.num_bootstrap), "num_censored": int(tau_split.isnull().sum()),
+        "num_censored_gen": int(tau_gen.isnull().sum()),
+        "note": "censored runs (NaN) are excluded from the fits; times in tau = step lr / d^2; "
+                "tau_split is read on the checkpoint grid (no interpolation)",
+    }
+    for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
+        if key in cube.attrs:
+            out.attrs[key] = cube.attrs[key]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _colors(count: int):
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(count, 1)))
+
+
+def _plot_losses(cube: xr.Dataset, fit: xr.Dataset | None, title: str):
+    import matplotlib.pyplot as plt
+
+    d = _data_dim(cube)
+    tau = cube[TAU].values
+    keep = tau > 0  # log x
+    panels = ((names.TRAIN_LOSS, "train loss"), (names.TEST_LOSS, "test loss"), (SCORE_ERROR, "score error"))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True)
+    colors = _colors(cube.sizes[names.N])
+    for ax, (var, label) in zip(axes, panels):
+        for color, n in zip(colors, cube[names.N].values):
+            curves = cube[var].sel({names.N: n}).values[:, keep]  # [seed, step]
+            mean = np.nanmean(curves, axis=0)
+            ax.plot(tau[keep], mean, color=color, label=f"psi_n = {n / d:g}")
+            if curves.shape[0] > 1:
+                ax.fill_between(tau[keep], np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=color,
+                                alpha=0.15, lw=0)
+            if fit is not None and var == names.TEST_LOSS and TAU_SPLIT in fit:
+                split = fit[TAU_SPLIT].sel({names.N: n}).values
+                if np.isfinite(split).any():
+                    ax.axvline(float(np.exp(np.nanmean(np.log(split)))), color=color, ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tau = step lr / d^2")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, title="mean over seeds (band: min-max)", title_fontsize=7)
+    if fit is not None and TAU_SPLIT in fit:
+        axes[1].set_title(f"dotted: split time (gap > {fit.attrs.get('rf_gap', '')})", fontsize=8)
+    fig.suptitle(title or f"random features: d = {d}, psi_p = {cube.attrs.get('psi_p', '')}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_split(fit: xr.Dataset, title: str):
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    psi_n = fit[PSI_N].values
+    d = fit.attrs.get("d", 1)
+    grid = np.geomspace(psi_n.min() / 1.2, psi_n.max() * 1.2, 60)
+    for var, color, label in ((TAU_SPLIT, "tab:red", "split time (measured)"),
+                              (TAU_GEN, "tab:blue", "tau_gen (score error)")):
+        if var not in fit:
+            continue
+        vals = fit[var].transpose(names.N, names.SEED).values  # [n, seed]
+        for j in range(vals.shape[1]):
+            ax.scatter(psi_n, vals[:, j], s=12, color=color, alpha=0.45, lw=0)
+        with np.errstate(all="ignore"):
+            geo = np.exp(np.nanmean(np.log(vals), axis=1))
+            lo, hi = np.nanmin(vals, axis=1), np.nanmax(vals, axis=1)
+        ok = np.isfinite(geo)
+        yerr = np.clip([geo[ok] - lo[ok], hi[ok] - geo[ok]], 0.0, None)  # rounding when all seeds agree
+        ax.errorbar(psi_n[ok], geo[ok], yerr=yerr, fmt="o", color=color, ms=5,
+                    capsize=3, label=f"{label}: geometric mean, seed range")
+        a, b = float(fit[f"{var}_prefactor"]), float(fit[f"{var}_exponent"])
+        ci = fit[f"{var}_exponent_ci"].values
+        if np.isfinite(b):
+            ax.plot(grid, a * (grid * d) ** b, color=color, lw=1.2,
+                    label=f"fit ~ psi_n^{b:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]")
+    if TAU_MEM_THEORY in fit:
+        ax.plot(psi_n, fit[TAU_MEM_THEORY].values, "k--", marker="s", ms=4,
+                label=f"theory tau_mem ~ psi_n^{float(fit[f'{TAU_MEM_THEORY}_exponent']):.2f}\n"
+                      "(paper's psi_p / (Delta_t lambda_min) convention)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(psi_n)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("psi_n = n / d")
+    ax.set_ylabel("tau = step lr / d^2")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6.5)
+    ax.set_title(title or f"d = {d}, psi_p = {fit.attrs.get('psi_p', 0):g}, t = {fit.attrs.get('rf_time', 0):g}, "
+                 f"gap > {fit.attrs.get('rf_gap', 0):g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def make_rf_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "") -> list[Path]:
+    """Write rf_losses.png (losses and score error vs tau per psi_n) and rf_split_time.png; return the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in (("rf_losses.png", _plot_losses(cube, fit, title)), ("rf_split_time.png", _plot_split(fit, title))):
+        _save(fig, outdir / name)
+        written.append(outdir / name)
+    return written
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+def _open(path: str) -> xr.Dataset:
+    with xr.open_dataset(path, engine=NETCDF_ENGINE) as ds:
+        return ds.load()
+
+
+def _cmd_train(args) -> None:
+    from diffmem.data import load_dataset, load_train
+
+    model = ModelConfig.from_dict(read_json_arg(args.model))
+    train = TrainConfig.from_dict(read_json_arg(args.train_cfg))
+    if train.lr <= 0 or train.max_steps < 1:
+        raise ConfigError("config error at 'train': random features need lr > 0 and max_steps >= 1")
+    torch.set_num_threads(max(1, int(train.threads)))
+    x, _, _ = load_train(args.train)
+    test = load_dataset(args.dataset).test
+    ds = rf_run(x, test, model=model, train=train, seed=args.seed)
+    atomic_to_netcdf(ds, args.out)
+    print(f"[rf] n={x.shape[0]} seed={args.seed}: {ds.sizes[names.STEP]} checkpoints -> {args.out}")
+
+
+def _cmd_fit(args) -> None:
+    model = ModelConfig.from_dict(read_json_arg(args.model))
+    cfg = FitConfig.from_dict(read_json_arg(args.fit_cfg))
+    out = rf_fit(_open(args.cube), model=model, fit=cfg, rng=np.random.default_rng(0))
+    atomic_to_netcdf(out, args.out)
+    lo, hi = out[f"{TAU_SPLIT}_exponent_ci"].values
+    print(f"[rf-fit] tau_split ~ n^b with b = {float(out[f'{TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
+          f"({cfg.ci_level:g} CI), {out.attrs['num_censored']} censored runs; theory exponent "
+          f"{float(out[f'{TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
+
+
+def _cmd_plot(args) -> None:
+    cube, fit = _open(args.cube), _open(args.fit)
+    paths = make_rf_figures(cube, fit, args.outdir, title=args.title or cube.attrs.get("experiment", ""))
+    print(f"[rf-plot] wrote {len(paths)} figures to {args.outdir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="diffmem rf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="one RF training run on one training set (diffmem rf-train)")
+    t.add_argument("--train", required=True, help="training subset .npz (diffmem subsample)")
+    t.add_argument("--dataset", required=True, help="dataset .npz with the held-out test split (diffmem prepare-data)")
+    t.add_argument("--model", required=True, help="model config slice as JSON (or a path to one)")
+    t.add_argument("--train-cfg", required=True, help="train config slice as JSON (or a path to one)")
+    t.add_argument("--seed", type=int, required=True)
+    t.add_argument("--out", required=True, help="rf_metrics.nc")
+    f = sub.add_parser("fit", help="split times, power-law fits and theory (diffmem rf-fit)")
+    f.add_argument("--cube", required=True, help="combine_runs of the rf_metrics.nc files")
+    f.add_argument("--model", required=True, help="model config slice as JSON (or a path to one)")
+    f.add_argument("--fit-cfg", required=True, help="fit config slice as JSON (or a path to one)")
+    f.add_argument("--out", required=True)
+    p = sub.add_parser("plot", help="rf_losses.png and rf_split_time.png (diffmem rf-plot)")
+    p.add_argument("--cube", required=True)
+    p.add_argument("--fit", required=True)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    try:
+        {"train": _cmd_train, "fit": _cmd_fit, "plot": _cmd_plot}[args.cmd](args)
+    except (ConfigError, RFDivergedError) as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

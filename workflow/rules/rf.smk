@@ -1,0 +1,81 @@
+# Family random_features (Bonnaire et al. 2025, Sect. 3): the score model is trained at one diffusion
+# time on isotropic Gaussian data and tracked by its train loss, test loss and error to the exact score;
+# it generates no samples, so its runs skip sample / score / quality. The fit measures the time where
+# train and test loss separate against psi_n = n / d, with the paper's theory overlaid.
+rule rf_train:
+    wildcard_constraints:
+        exp=RF_EXPS,
+    input:
+        train=RUN("train.npz"),
+        dataset=R("{exp}/data/dataset.npz"),
+    output:
+        RUN("rf_metrics.nc"),
+    params:
+        model=model_slice,
+        train=section("train"),
+    threads: lambda wildcards: exp_cfg(wildcards)["train"]["threads"]
+    resources:
+        mem_mb=resource("train_mem_mb"),
+        runtime=resource("train_runtime_min"),
+    log:
+        R("{exp}/logs/train/n{n}_seed{seed}.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem rf-train --train {input.train} --dataset {input.dataset} --model {params.model}"
+        " --train-cfg {params.train} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+
+
+rule rf_cube:
+    wildcard_constraints:
+        exp=RF_EXPS,
+    input:
+        lambda wildcards: runs(wildcards.exp, RUN("rf_metrics.nc")),
+    output:
+        R("{exp}/cube.nc"),
+    params:
+        config_hash=upstream_hash,
+    log:
+        R("{exp}/logs/cube.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem cube --train-metrics {input} --config-hash {params.config_hash} --experiment {wildcards.exp}"
+        " --out {output} > {log} 2>&1"
+
+
+rule rf_fit:
+    wildcard_constraints:
+        exp=RF_EXPS,
+    input:
+        R("{exp}/cube.nc"),
+    output:
+        R("{exp}/fit.nc"),
+    params:
+        model=model_slice,
+        fit=section("fit"),
+    log:
+        R("{exp}/logs/fit.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem rf-fit --cube {input} --model {params.model} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
+
+
+rule rf_plot:
+    wildcard_constraints:
+        exp=RF_EXPS,
+    input:
+        cube=R("{exp}/cube.nc"),
+        fit=R("{exp}/fit.nc"),
+    output:
+        [R(f"{{exp}}/figures/{name}.png") for name in RF_FIGURES],
+    params:
+        outdir=R("{exp}/figures"),
+    log:
+        R("{exp}/logs/plot.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem rf-plot --cube {input.cube} --fit {input.fit} --outdir {params.outdir}"
+        " --title {wildcards.exp} > {log} 2>&1"
