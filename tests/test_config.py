@@ -82,3 +82,70 @@ def test_raising_max_steps_extends_the_grid():
 def test_config_yaml_parses_with_plain_yaml():
     with open("config.yaml") as fh:
         assert "experiments" in yaml.safe_load(fh)
+
+
+# ---- model families and sweeps
+
+
+def gaussian(**data):
+    return {"experiments": {"g": {"data": {"dataset": "gaussian", "dim": 8, "seeds": [0], **data}}}}
+
+
+def test_psi_n_gives_n_train_from_the_dimension():
+    out = validate_config(gaussian(psi_n=[0.25, 1, 8]))
+    assert out["experiments"]["g"]["data"]["n_train"] == [2, 8, 64]
+    assert "psi_n" not in out["experiments"]["g"]["data"]
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"psi_n": [1], "n_train": [8]}, "n_train or psi_n, not both"),
+    ({}, "give the training-set sizes as n_train or psi_n"),
+    ({"psi_n": [0.01, 0.02]}, "repeated n"),
+])
+def test_psi_n_errors(data, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_config(gaussian(**data))
+
+
+def test_psi_n_needs_synthetic_data():
+    with pytest.raises(ConfigError, match="psi_n = n / dim needs gmm or gaussian"):
+        validate_config({"experiments": {"e": {"data": {"dataset": "digits", "psi_n": [1], "seeds": [0]}}}})
+
+
+def test_sweeps_expand_into_leaves_and_are_checked():
+    from diffmem.config import expand_sweeps
+
+    out = validate_config(cfg(model__width=[16, 32]))
+    leaves = expand_sweeps(out["experiments"])
+    assert sorted(leaves) == ["e/width16", "e/width32"]
+    assert leaves["e/width32"]["model"]["width"] == 32
+    with pytest.raises(ConfigError, match="strength sweep needs family empirical"):
+        validate_config(cfg(model__strength=[0.0, 1.0]))
+    with pytest.raises(ConfigError, match="width sweep needs family network"):
+        validate_config(cfg(model__family="empirical", model__width=[8, 16]))
+    with pytest.raises(ConfigError, match="one key at a time"):
+        validate_config(cfg(model__family="empirical", model__width=[8, 16], model__strength=[0.0, 1.0]))
+    with pytest.raises(ConfigError, match="floor tau must be > 0"):
+        validate_config(cfg(model__family="empirical", model__regularization="consistency", model__strength=[0.0]))
+
+
+def test_random_features_needs_gaussian_data_and_no_quality():
+    with pytest.raises(ConfigError, match="random_features is the paper's model"):
+        validate_config(cfg(model__family="random_features"))
+    bad = gaussian(n_train=[8])
+    bad["experiments"]["g"]["model"] = {"family": "random_features"}
+    bad["experiments"]["g"]["quality"] = {"enabled": True}
+    with pytest.raises(ConfigError, match="generates no samples"):
+        validate_config(bad)
+
+
+def test_other_families_keys_do_not_move_a_network_trajectory():
+    import numpy as np
+
+    from diffmem.config import ModelConfig, TrainConfig
+    from diffmem.train import trajectory_hash
+
+    x = np.zeros((4, 2), dtype=np.float32)
+    base = trajectory_hash(ModelConfig(), TrainConfig(), x_train=x, seed=0)
+    assert trajectory_hash(ModelConfig(strength=3.0, psi_p=2.0), TrainConfig(), x_train=x, seed=0) == base
+    assert trajectory_hash(ModelConfig(width=8), TrainConfig(), x_train=x, seed=0) != base

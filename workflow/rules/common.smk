@@ -137,6 +137,10 @@ def data_dim(exp):
     return data["dim"] if data["dataset"] in ("gmm", "gaussian") else None
 
 
+def dim_flag(wildcards):
+    return f"--data-dim {data_dim(wildcards.exp)}" if data_dim(wildcards.exp) else ""
+
+
 def quality_enabled(exp):
     return EXPERIMENTS[exp]["quality"]["enabled"]
 

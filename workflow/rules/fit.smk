@@ -54,9 +54,6 @@ rule plot_quality:
         " --title {wildcards.exp} {params.dim} > {log} 2>&1"
 
 
-def dim_flag(wildcards):
-    return f"--data-dim {data_dim(wildcards.exp)}" if data_dim(wildcards.exp) else ""
-
 
 # Closed-form families: one step, so f_mem (and quality) are read against n, not against training time.
 rule plot_closed_form:
