@@ -74,3 +74,26 @@ def test_tau_gen_independent_of_n_gives_zero_exponent():
     assert fit.attrs["tau_gen_metric"] == "fd_data"
     assert float(fit[names.TAU_GEN_EXPONENT]) == pytest.approx(0.0, abs=1e-6)
     assert float(fit[names.TAU_MEM_EXPONENT]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_half_crossing_interpolates_in_log_n():
+    from diffmem.fit import half_crossing
+
+    n = np.array([2, 4, 8, 16])
+    assert half_crossing(n, np.array([0.0, 0.25, 0.75, 1.0])) == pytest.approx(np.sqrt(32))
+    assert half_crossing(n, np.array([0.6, 0.8, 1.0, 1.0])) == 2
+    assert np.isnan(half_crossing(n, np.array([0.0, 0.1, 0.2, 0.4])))
+    assert half_crossing(n, np.array([np.nan, 0.0, 0.5, 1.0])) == pytest.approx(8)
+
+
+def test_final_memorization_and_n_star():
+    from diffmem.fit import final_memorization
+
+    f = np.array([[[0.0, 0.8], [0.0, 0.6]], [[0.0, 0.2], [0.0, np.nan]], [[0.0, 0.0], [0.0, 0.05]]])  # (n, seed, step)
+    cube = xr.Dataset({names.F_MEM: ((names.N, names.SEED, names.STEP), f)},
+                      coords={names.N: [8, 16, 32], names.SEED: [0, 1], names.STEP: [0, 10]})
+    out = final_memorization(cube, threshold=0.1)
+    # the run stopped early (NaN at the last step) counts with its last valid value, 0.0
+    assert out[names.F_MEM_FINAL].values == pytest.approx([0.7, 0.1, 0.025])
+    assert float(out[names.N_STAR]) == 16
+    assert np.isnan(float(final_memorization(cube, threshold=0.9)[names.N_STAR]))

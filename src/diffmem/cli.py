@@ -32,7 +32,7 @@ STAGES = {
     "plot": ("diffmem.plots", []),
     "closed-form-sample": ("diffmem.closed_form", []),
     "sweep": ("diffmem.sweep", []),
-    "rf-train": ("diffmem.rf", []),
+    "rf-train": ("diffmem.rf", ["train"]),
     "rf-fit": ("diffmem.rf", ["fit"]),
     "rf-plot": ("diffmem.rf", ["plot"]),
 }

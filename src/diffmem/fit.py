@@ -156,10 +156,31 @@ def final_memorization(cube: xr.Dataset, *, threshold: float) -> dict[str, xr.Da
     return {names.F_MEM_FINAL: mean, names.F_MEM_FINAL_SE: se, names.N_STAR: n_star.astype(float)}
 
 
+def half_crossing(n: np.ndarray, p: np.ndarray) -> float:
+    """The n where P(Delta > 0) first rises through 1/2 (interpolated in log n); NaN if it never does.
+    Starting at or above 1/2 gives the smallest n."""
+    n, p = np.asarray(n, float), np.asarray(p, float)
+    ok = np.isfinite(p)
+    n, p = n[ok], p[ok]
+    if p.size == 0:
+        return np.nan
+    if p[0] >= 0.5:
+        return float(n[0])
+    for i in range(1, p.size):
+        if p[i] >= 0.5 > p[i - 1]:
+            frac = (0.5 - p[i - 1]) / (p[i] - p[i - 1])
+            return float(np.exp(np.log(n[i - 1]) + frac * (np.log(n[i]) - np.log(n[i - 1]))))
+    return np.nan
+
+
 def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) -> xr.Dataset:
     """tau_mem (and tau_gen when the cube has a quality metric) per (n, seed) with their power-law fits."""
     boot = {"num_bootstrap": cfg.num_bootstrap, "ci_level": cfg.ci_level, "rng": rng}
     variables = final_memorization(cube, threshold=cfg.tau_mem_threshold)
+    if names.P_DELTA_POS in cube:
+        n = cube[names.N].values
+        variables[names.N_HALF] = xr.apply_ufunc(lambda p: half_crossing(n, p), cube[names.P_DELTA_POS],
+                                                 input_core_dims=[[names.N]], vectorize=True, output_dtypes=[float])
     attrs = {"tau_mem_threshold": cfg.tau_mem_threshold, "ci_level": cfg.ci_level, "num_bootstrap": cfg.num_bootstrap}
     if cube.sizes[names.STEP] < 2:
         # a closed-form model has one "checkpoint": there is no time axis to read onsets from
@@ -211,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     atomic_to_netcdf(fit, args.out)
     finals = ", ".join(f"n={int(n)}: {float(v):.3f}" for n, v in zip(fit[names.N].values, fit[names.F_MEM_FINAL].values))
     print(f"[fit] final f_mem {finals}; n* = {float(fit[names.N_STAR]):g}")
+    if names.N_HALF in fit:
+        print(f"[fit] P(Delta > 0) crosses 1/2 at n = {float(fit[names.N_HALF].isel({names.STEP: -1})):.3g} (last step)")
     if names.TAU_MEM not in fit:
         print(f"[fit] {fit.attrs['note']} -> {args.out}")
         return

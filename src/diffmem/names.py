@@ -35,6 +35,7 @@ CI_BOUND = "bound"
 F_MEM_FINAL = "f_mem_final"
 F_MEM_FINAL_SE = "f_mem_final_se"
 N_STAR = "n_star"
+N_HALF = "n_half"
 
 # sweep dimensions (an experiment whose model.width or model.strength is a list)
 WIDTH = "width"
@@ -96,6 +97,7 @@ ATTRS: dict[str, dict[str, str]] = {
     F_MEM_FINAL: {"long_name": "f_mem at the last checkpoint, mean over seeds", "units": "1"},
     F_MEM_FINAL_SE: {"long_name": "standard error over seeds of f_mem at the last checkpoint", "units": "1"},
     N_STAR: {"long_name": "largest n whose final f_mem (mean over seeds) reaches tau_mem_threshold", "units": "1"},
+    N_HALF: {"long_name": "n at which P(E_TG - E_OG > 0) first rises through 1/2 (log-n interpolated)", "units": "1"},
     WIDTH: {"long_name": "MLP hidden width or U-Net base channels", "units": "1"},
     STRENGTH: {"long_name": "regularization strength (Tikhonov c, consistency floor tau or kernel bandwidth h)", "units": "1"},
     N_PARAMS: {"long_name": "number of trainable parameters of the model", "units": "1"},
