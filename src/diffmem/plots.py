@@ -277,17 +277,58 @@ def make_closed_form_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Pa
     return [outdir / "quality_vs_n.png"]
 
 
+def compare_p_delta(cubes: list[xr.Dataset], dims: list[int], out: str | Path, *, labels: list[str] | None = None,
+                    title: str = "") -> Path:
+    """P(E_TG - E_OG > 0) at each cube's last step against n/d, one curve per cube (e.g. d = 8, 16, 32)."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    labels = labels or [f"d = {d}" for d in dims]
+    xs = []
+    for cube, d, label in zip(cubes, dims, labels):
+        p = cube[names.P_DELTA_POS].isel({names.STEP: -1})
+        x = cube[names.N].values / d
+        xs.extend(x)
+        ax.plot(x, p.values, marker="o", label=label)
+    ax.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis, np.unique(xs))
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("n / d")
+    ax.set_ylabel("P(E_TG - E_OG > 0) over seeds")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="diffmem plot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cube", required=True)
-    parser.add_argument("--fit", required=True)
-    parser.add_argument("--outdir", required=True)
+    parser.add_argument("--cube")
+    parser.add_argument("--fit")
+    parser.add_argument("--outdir")
     parser.add_argument("--title", default="")
     parser.add_argument("--quality", action="store_true", help="the quality figures instead of the memorization ones")
     parser.add_argument("--data-dim", type=int, default=None, help="d, to plot P(Delta > 0) against n/d")
     parser.add_argument("--closed-form", action="store_true", help="figures of a closed-form family (one step)")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="CUBE",
+                        help="overlay P(Delta > 0) vs n/d of these cubes (with --dims) into --out")
+    parser.add_argument("--dims", nargs="+", type=int, default=None, help="d of each --compare cube")
+    parser.add_argument("--out", default=None, help="figure file of --compare")
     args = parser.parse_args(argv)
+    if not args.compare and not (args.cube and args.fit and args.outdir):
+        parser.error("--cube, --fit and --outdir are required (or --compare CUBE ... --dims D ... --out FILE)")
+    if args.compare:
+        if not args.dims or len(args.dims) != len(args.compare) or not args.out:
+            parser.error("--compare needs one --dims entry per cube and --out")
+        cubes = []
+        for path in args.compare:
+            with xr.open_dataset(path, engine=NETCDF_ENGINE) as c:
+                cubes.append(c.load())
+        print(f"[plot] wrote {compare_p_delta(cubes, args.dims, args.out, title=args.title)}")
+        return
     with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
         title = args.title or cube.attrs.get("experiment", "")
         if args.closed_form:

@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +41,15 @@ import torch
 import xarray as xr
 
 from diffmem import names
-from diffmem.config import ConfigError, FitConfig, ModelConfig, TrainConfig, checkpoint_grid, read_json_arg
+from diffmem.config import (
+    ConfigError,
+    FitConfig,
+    ModelConfig,
+    TrainConfig,
+    checkpoint_grid,
+    read_json_arg,
+    stable_hash,
+)
 from diffmem.families.random_features import (
     delta,
     rf_features,
@@ -50,7 +59,7 @@ from diffmem.families.random_features import (
     train_random_features,
 )
 from diffmem.fit import power_law_fit, quality_onset, scaling_fit
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail, provenance
 
 __all__ = ["RFDivergedError", "gd_lr_bound", "make_rf_figures", "main", "rf_fit", "rf_run"]
 
@@ -150,10 +159,9 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
     # is computed for the run's own features; its noise comes from a separate generator.
     w = torch.randn(p, d, generator=_generator(seed), dtype=torch.float64)
     lr_bound = gd_lr_bound(x, w, t=t, num_noise=model.rf_num_noise, generator=_generator(seed, _BOUND_STREAM))
-    unstable = model.rf_solver == "gd" and lr > lr_bound
     log(f"[rf] {label}: d={d} p={p} t={t:g} solver={model.rf_solver} lr={lr:g} (GD bound ~{lr_bound:.3g}) "
         f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}")
-    if unstable:
+    if model.rf_solver == "gd" and lr > lr_bound:
         log(f"[rf] {label}: warning: lr {lr:g} is above the GD stability bound ~{lr_bound:.3g}; expect divergence")
 
     if model.rf_solver == "gd":
@@ -179,8 +187,6 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
                "rf_num_noise": model.rf_num_noise, "lr_stability_bound": lr_bound,
                "lr_above_stability_bound": int(lr > lr_bound)},
     )
-    for key, attrs in RUN_ATTRS.items():
-        ds[key].attrs.update(attrs)
     names.annotate(ds)
     for key, attrs in RUN_ATTRS.items():  # ours win over the generic denoising-loss names
         ds[key].attrs.update(attrs)
@@ -199,7 +205,8 @@ def _data_dim(cube: xr.Dataset) -> int:
 
 
 def _split_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, *, rel_gap: float) -> float:
-    ok = np.isfinite(train_loss) & np.isfinite(test_loss)
+    # at tau = 0 (A = 0) nothing is learned yet: a gap there is evaluation noise, not a split
+    ok = np.isfinite(train_loss) & np.isfinite(test_loss) & (tau > 0)
     s = split_time(train_loss[ok], test_loss[ok], tau[ok], rel_gap=rel_gap)
     return float("nan") if s is None else float(s)
 
@@ -208,7 +215,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     """Split and generalization times per (n, seed), their power laws in n, and the theory per n.
 
     cube: `combine_runs` of `rf_run` outputs, dims (n, seed, step) with the `tau` coordinate on step.
-    tau_split is the first recorded tau with (test - train) / test loss > fit.rf_gap (NaN and censored
+    tau_split is the first recorded tau > 0 with (test - train) / test loss > fit.rf_gap (NaN and censored
     when the gap never opens); tau_gen the first tau at which the score error has closed all but
     fit.tau_gen_tolerance of the gap between its first and best value (log-interpolated).  Censored runs
     are left out of the fits.
@@ -321,7 +328,9 @@ def _plot_losses(cube: xr.Dataset, fit: xr.Dataset | None, title: str):
     axes[0].legend(fontsize=7, title="mean over seeds (band: min-max)", title_fontsize=7)
     if fit is not None and TAU_SPLIT in fit:
         axes[1].set_title(f"dotted: split time (gap > {fit.attrs.get('rf_gap', '')})", fontsize=8)
-    fig.suptitle(title or f"random features: d = {d}, psi_p = {cube.attrs.get('psi_p', '')}", fontsize=10)
+    info = fit.attrs if fit is not None else cube.attrs
+    fig.suptitle(title or f"random features: d = {d}, psi_p = {info.get('psi_p', float('nan')):g}, "
+                 f"t = {info.get('rf_time', float('nan')):g}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -341,7 +350,8 @@ def _plot_split(fit: xr.Dataset, title: str):
         vals = fit[var].transpose(names.N, names.SEED).values  # [n, seed]
         for j in range(vals.shape[1]):
             ax.scatter(psi_n, vals[:, j], s=12, color=color, alpha=0.45, lw=0)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # all seeds censored at some n
             geo = np.exp(np.nanmean(np.log(vals), axis=1))
             lo, hi = np.nanmin(vals, axis=1), np.nanmax(vals, axis=1)
         ok = np.isfinite(geo)
@@ -404,6 +414,7 @@ def _cmd_train(args) -> None:
     x, _, _ = load_train(args.train)
     test = load_dataset(args.dataset).test
     ds = rf_run(x, test, model=model, train=train, seed=args.seed)
+    ds.attrs.update(provenance(stable_hash({"model": dataclasses.asdict(model), "train": dataclasses.asdict(train)})))
     atomic_to_netcdf(ds, args.out)
     print(f"[rf] n={x.shape[0]} seed={args.seed}: {ds.sizes[names.STEP]} checkpoints -> {args.out}")
 
