@@ -189,3 +189,18 @@ def test_rejects_nonpositive_sigma():
     den = EmpiricalDenoiser(_data(4, 2, seed=0))
     with pytest.raises(ValueError):
         den(torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+
+
+def test_typical_floor_keeps_the_mass_next_to_training_points_in_high_dimension():
+    gen = torch.Generator().manual_seed(3)
+    dim = 64
+    train = torch.randn(30, dim, generator=gen, dtype=torch.float64) * 3
+    sigma = 0.05
+    x = train[:5] + sigma * torch.randn(5, dim, generator=gen, dtype=torch.float64)  # noisy copies
+    # the log kernel sum of a noisy copy is -||z||^2 / 2 = -D/2 +- sqrt(D/2) (about -32 +- 6 here)
+    raw = ConsistencyDenoiser(train, strength=1e-4)  # the authors' floor on the raw kernel sum
+    typical = ConsistencyDenoiser(train, strength=1e-4, floor_on="typical")
+    assert float(raw.retained_mass(x, sigma).max()) < 1e-6  # wiped out: the sampler would never denoise
+    assert float(typical.retained_mass(x, sigma).min()) > 0.99
+    far = torch.zeros(3, dim, dtype=torch.float64) + 20.0  # far from every training point
+    assert float(typical.retained_mass(far, sigma).max()) < 1e-3

@@ -35,6 +35,8 @@ from diffmem.io import atomic_write_text, fail
 from diffmem.sample import generate, sample_cache_dir
 
 STEP = 0  # the single "checkpoint" of a closed-form model
+# bump when what a config means changes (2: the consistency floor is relative to a typical neighbour)
+CLOSED_FORM_VERSION = 2
 
 
 def closed_form_denoiser(model: ModelConfig, train: np.ndarray) -> torch.nn.Module:
@@ -61,7 +63,9 @@ def closed_form_denoiser(model: ModelConfig, train: np.ndarray) -> torch.nn.Modu
     if reg == "tikhonov":
         return TikhonovDenoiser(x, strength=strength, **kwargs)
     if reg == "consistency":
-        return ConsistencyDenoiser(x, strength=strength, **kwargs)
+        # the floor on the kernel sum relative to a typical noisy neighbour (see ConsistencyDenoiser): the
+        # raw kernel sum is ~e^{-D/2} next to a training point, which a floor of order 1 would wipe out
+        return ConsistencyDenoiser(x, strength=strength, floor_on="typical", **kwargs)
     if reg == "kernel":
         return KernelSmoothedDenoiser(x, bandwidth=strength, **kwargs)
     raise ValueError(f"unknown regularization {reg!r}")
@@ -70,7 +74,7 @@ def closed_form_denoiser(model: ModelConfig, train: np.ndarray) -> torch.nn.Modu
 def model_key(model: ModelConfig, train: np.ndarray) -> str:
     """Cache key of a closed-form model: its own config keys and the training set's bytes."""
     digest = hashlib.sha256(np.ascontiguousarray(train).tobytes()).hexdigest()[:16]
-    return stable_hash({"model": family_model(dataclasses.asdict(model)), "data": digest})
+    return stable_hash({"model": family_model(dataclasses.asdict(model)), "data": digest, "version": CLOSED_FORM_VERSION})
 
 
 def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarray, state_root: str | Path,

@@ -198,6 +198,12 @@ class ConsistencyDenoiser(EmpiricalDenoiser):
     - floor_on="kernel_sum" (default, the authors' code): L = logsumexp_i l_i, the log of the
       unnormalized kernel sum sum_i exp(-||x - x_i||^2 / (2 sigma^2)) (<= n, ~1 next to a training point);
     - floor_on="density": L = log of the normalized mixture density (1/n) sum_i N(x; x_i, sigma^2 I).
+    - floor_on="typical": L = logsumexp_i l_i + D/2, the kernel sum relative to its value e^{-D/2} at a
+      typical noisy copy x_i + sigma z of one training point (||z||^2 ~ D).  In D dimensions the raw kernel
+      sum next to a training point is ~e^{-D/2} (1e-14 for the 8x8 digits), so a floor tau of order 1
+      on it removes all the mass at every sigma and the sampler never denoises; this form keeps the
+      authors' scale (~1 next to a training point, up to e^{D/2}/e in their 2-d examples) in any D.
+      It is what the workflow's `regularization: consistency` uses.
     x0_hat = sum_i w_i x_i + (1 - sum_i w_i) x, i.e. the score is sum_i w_i (x_i - x) / sigma^2
     = grad p / max(p, tau).  tau -> 0 recovers the empirical denoiser; tau -> inf gives x0_hat = x.
     Other keyword arguments go to ``EmpiricalDenoiser``.
@@ -208,14 +214,14 @@ class ConsistencyDenoiser(EmpiricalDenoiser):
         train: Tensor,
         *,
         strength: float,
-        floor_on: Literal["kernel_sum", "density"] = "kernel_sum",
+        floor_on: Literal["kernel_sum", "density", "typical"] = "kernel_sum",
         **kwargs: Any,
     ) -> None:
         super().__init__(train, **kwargs)
         if strength < 0:
             raise ValueError("the floor tau must be >= 0")
-        if floor_on not in ("kernel_sum", "density"):
-            raise ValueError(f"floor_on must be 'kernel_sum' or 'density', got {floor_on!r}")
+        if floor_on not in ("kernel_sum", "density", "typical"):
+            raise ValueError(f"floor_on must be 'kernel_sum', 'density' or 'typical', got {floor_on!r}")
         self.strength = float(strength)
         self.floor_on = floor_on
 
@@ -230,6 +236,8 @@ class ConsistencyDenoiser(EmpiricalDenoiser):
         level = lse
         if self.floor_on == "density":
             level = lse - math.log(self.num_train) - 0.5 * self.dim * torch.log(2 * math.pi * s * s)
+        elif self.floor_on == "typical":
+            level = lse + 0.5 * self.dim
         log_tau = math.log(self.strength) if self.strength > 0 else -math.inf
         mass = torch.exp(level - level.clamp_min(log_tau))  # [B], = min(1, p / tau)
         return mean, mass
