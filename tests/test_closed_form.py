@@ -52,3 +52,17 @@ def test_samples_memorize_and_are_cached(tmp_path, rng):
     other = sample_closed_form(ModelConfig(family="empirical", regularization="tikhonov", strength=1.0), cfg,
                                train=train, state_root=tmp_path, n=20, seed=0, log=lambda m: None)
     assert other["files"]["0"] != manifest["files"]["0"]
+
+
+def test_train_stage_refuses_untrained_families(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "diffmem.train", "--train", "x.npz", "--dataset", "d.npz",
+                           "--model", json.dumps({"family": "empirical"}), "--train-cfg", "{}", "--seed", "0",
+                           "--state-root", str(tmp_path), "--out", str(tmp_path / "m.nc")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "is not trained by this stage" in proc.stderr + proc.stdout
+    assert not (tmp_path / "m.nc").exists()

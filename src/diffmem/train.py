@@ -331,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         train_cfg = TrainConfig.from_dict(read_json_arg(args.train_cfg))
     except ConfigError as exc:
         fail(str(exc))
+    if model_cfg.family != "network":
+        fail(f"diffmem train: model.family {model_cfg.family!r} is not trained by this stage "
+             "(empirical / linear: diffmem closed-form-sample; random_features: diffmem rf-train)")
     torch.set_num_threads(train_cfg.threads)
     set_tf32(train_cfg.tf32)
     try:
