@@ -149,3 +149,9 @@ def test_other_families_keys_do_not_move_a_network_trajectory():
     base = trajectory_hash(ModelConfig(), TrainConfig(), x_train=x, seed=0)
     assert trajectory_hash(ModelConfig(strength=3.0, psi_p=2.0), TrainConfig(), x_train=x, seed=0) == base
     assert trajectory_hash(ModelConfig(width=8), TrainConfig(), x_train=x, seed=0) != base
+
+
+def test_sweep_values_must_give_distinct_folders():
+    with pytest.raises(ConfigError, match="coincide to 6 significant digits"):
+        validate_config(cfg(model__family="empirical", model__regularization="tikhonov",
+                            model__strength=[0.1234567, 0.1234568]))

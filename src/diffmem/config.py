@@ -198,6 +198,11 @@ def check_family(name: str, exp: dict) -> None:
         raise ConfigError(f"config error at '{where}.strength': a strength sweep needs family empirical, not '{family}'")
     if isinstance(model["width"], list) and family != "network":
         raise ConfigError(f"config error at '{where}.width': a width sweep needs family network, not '{family}'")
+    for key in lists:
+        leaves = [sweep_leaf_name(name, key, v) for v in model[key]]
+        if len(set(leaves)) != len(leaves):
+            raise ConfigError(f"config error at '{where}.{key}': values {model[key]} coincide to 6 significant "
+                              "digits (the sub-experiment folders would collide)")
     strengths = model["strength"] if isinstance(model["strength"], list) else [model["strength"]]
     if family == "empirical" and model["regularization"] in ("consistency",) and any(s <= 0 for s in strengths):
         raise ConfigError(f"config error at '{where}.strength': the consistency floor tau must be > 0 "

@@ -197,7 +197,6 @@ TRAINED_EXPS = names_where(is_trained)
 CLOSED_FORM_EXPS = names_where(is_closed_form)
 SAMPLED_EXPS = names_where(lambda name: not is_rf(name))
 RF_EXPS = names_where(is_rf)
-SWEEP_EXPS = exp_regex(list(SWEEPS))
 
 
 def sweep_inputs(wildcards):
