@@ -40,7 +40,7 @@ def finished(tmp_path_factory):
 
 
 def test_only_trained_families_plan_training_jobs(finished):
-    _, cfg, plan = finished
+    _, _, plan = finished
     trained = {job["exp"] for rule, job in plan if rule == "train"}
     assert trained == {"lintrained", "widths/width8", "widths/width16"}
     sampled_closed = {job["exp"] for rule, job in plan if rule == "closed_form_sample"}
@@ -82,7 +82,7 @@ def test_linear_closed_form_cube_has_e_tg_against_n_over_d(finished):
 
 
 def test_linear_net_trains_through_the_normal_training_stage(finished):
-    workdir, cfg, _ = finished
+    workdir, _, _ = finished
     cube = open_nc(workdir / "results" / "lintrained" / "cube.nc")
     assert cube.sizes[names.STEP] > 2
     loss = cube[names.TRAIN_LOSS].mean(names.SEED)

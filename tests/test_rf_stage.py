@@ -9,8 +9,7 @@ import pytest
 import torch
 import xarray as xr
 
-from diffmem import names
-from diffmem import rf
+from diffmem import names, rf
 from diffmem.config import FitConfig, ModelConfig, TrainConfig, checkpoint_grid
 from diffmem.cube import combine_runs, load_parts
 from diffmem.data import main as data_main

@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmem.config import CLOSED_FORM, ConfigError, ModelConfig, SampleConfig, family_model, read_json_arg, stable_hash
+from diffmem.config import (
+    CLOSED_FORM,
+    ConfigError,
+    ModelConfig,
+    SampleConfig,
+    family_model,
+    read_json_arg,
+    stable_hash,
+)
 from diffmem.data import load_train
 from diffmem.io import atomic_write_text, fail
 from diffmem.sample import generate, sample_cache_dir

@@ -61,7 +61,7 @@ from diffmem.families.random_features import (
 from diffmem.fit import power_law_fit, quality_onset, scaling_fit
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail, provenance
 
-__all__ = ["RFDivergedError", "gd_lr_bound", "make_rf_figures", "main", "rf_fit", "rf_run"]
+__all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
 
 # names of what this stage writes (the shared ones come from diffmem.names)
 TAU = "tau"
@@ -243,7 +243,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     psi_n = n / d
     theory = np.array([theory_tau_mem(float(pn), psi_p, model.rf_time) for pn in psi_n])
     variables[TAU_MEM_THEORY] = xr.DataArray(theory, dims=(names.N,))
-    theory_prefactor, theory_exponent = power_law_fit(n, theory)
+    _, theory_exponent = power_law_fit(n, theory)
     variables[f"{TAU_MEM_THEORY}_exponent"] = xr.DataArray(theory_exponent)
 
     out = xr.Dataset(variables, coords={names.N: n, PSI_N: ((names.N,), psi_n), names.CI_BOUND: ["lower", "upper"]})
