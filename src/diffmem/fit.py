@@ -173,27 +173,11 @@ def half_crossing(n: np.ndarray, p: np.ndarray) -> float:
     return np.nan
 
 
-def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) -> xr.Dataset:
-    """tau_mem (and tau_gen when the cube has a quality metric) per (n, seed) with their power-law fits."""
-    boot = {"num_bootstrap": cfg.num_bootstrap, "ci_level": cfg.ci_level, "rng": rng}
-    variables = final_memorization(cube, threshold=cfg.tau_mem_threshold)
-    if names.P_DELTA_POS in cube:
-        n = cube[names.N].values
-        variables[names.N_HALF] = xr.apply_ufunc(lambda p: half_crossing(n, p), cube[names.P_DELTA_POS],
-                                                 input_core_dims=[[names.N]], vectorize=True, output_dtypes=[float])
-    attrs = {"tau_mem_threshold": cfg.tau_mem_threshold, "ci_level": cfg.ci_level, "num_bootstrap": cfg.num_bootstrap}
-    if cube.sizes[names.STEP] < 2:
-        # a closed-form model has one "checkpoint": there is no time axis to read onsets from
-        attrs["note"] = "single step (closed-form model): no tau_mem / tau_gen"
-        out = xr.Dataset(variables, attrs=attrs)
-        for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
-            if key in cube.attrs:
-                out.attrs[key] = cube.attrs[key]
-        return names.annotate(out)
+def onset_fits(cube: xr.Dataset, cfg: FitConfig, *, boot: dict) -> tuple[dict[str, xr.DataArray], dict]:
+    """tau_mem (and tau_gen when the cube has a quality metric) per (n, seed), their power-law fits, and attrs."""
     tau_mem = onset_times(cube[names.F_MEM], threshold=cfg.tau_mem_threshold)
-    variables.update(scaling_fit(tau_mem, prefix=names.TAU_MEM, **boot))
-    attrs.update({"num_censored": int(tau_mem.isnull().sum()),
-                  "note": "censored runs (tau NaN) are excluded from the fits"})
+    variables = scaling_fit(tau_mem, prefix=names.TAU_MEM, **boot)
+    attrs = {"num_censored": int(tau_mem.isnull().sum()), "note": "censored runs (tau NaN) are excluded from the fits"}
     metric = pick_quality_metric(cube, cfg.tau_gen_metric)
     if metric is not None:
         lower = metric not in names.HIGHER_IS_BETTER
@@ -206,7 +190,29 @@ def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) ->
         attrs.update({"tau_gen_metric": metric, "tau_gen_tolerance": cfg.tau_gen_tolerance,
                       "tau_gen_threshold": "none" if cfg.tau_gen_threshold is None else cfg.tau_gen_threshold,
                       "num_censored_gen": int(tau_gen.isnull().sum())})
-    out = xr.Dataset(variables, coords={names.CI_BOUND: ["lower", "upper"]}, attrs=attrs)
+    return variables, attrs
+
+
+def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) -> xr.Dataset:
+    """Final-step memorization (f_mem_final, n_star), P(Delta > 0)'s crossing, and, when the cube has a
+    time axis, tau_mem and tau_gen with their power-law fits."""
+    variables = final_memorization(cube, threshold=cfg.tau_mem_threshold)
+    if names.P_DELTA_POS in cube:
+        n = cube[names.N].values
+        variables[names.N_HALF] = xr.apply_ufunc(lambda p: half_crossing(n, p), cube[names.P_DELTA_POS],
+                                                 input_core_dims=[[names.N]], vectorize=True, output_dtypes=[float])
+    attrs = {"tau_mem_threshold": cfg.tau_mem_threshold, "ci_level": cfg.ci_level, "num_bootstrap": cfg.num_bootstrap}
+    coords = {}
+    if cube.sizes[names.STEP] < 2:
+        # a closed-form model has one "checkpoint": there is no time axis to read onsets from
+        attrs["note"] = "single step (closed-form model): no tau_mem / tau_gen"
+    else:
+        boot = {"num_bootstrap": cfg.num_bootstrap, "ci_level": cfg.ci_level, "rng": rng}
+        onsets, onset_attrs = onset_fits(cube, cfg, boot=boot)
+        variables.update(onsets)
+        attrs.update(onset_attrs)
+        coords[names.CI_BOUND] = ["lower", "upper"]
+    out = xr.Dataset(variables, coords=coords, attrs=attrs)
     for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
         if key in cube.attrs:
             out.attrs[key] = cube.attrs[key]

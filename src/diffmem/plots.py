@@ -35,6 +35,7 @@ import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from diffmem import names  # noqa: E402
+from diffmem.fit import pick_quality_metric  # noqa: E402
 from diffmem.io import NETCDF_ENGINE  # noqa: E402
 
 
@@ -253,7 +254,7 @@ def make_closed_form_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Pa
         ax.set_title(title, fontsize=9)
         _save(fig, outdir / "f_mem_vs_n.png")
         return [outdir / "f_mem_vs_n.png"]
-    metric = next((m for m in names.QUALITY_PREFERENCE if m in cube), None)
+    metric = pick_quality_metric(cube, "auto")
     panels = [m for m in (metric, names.P_DELTA_POS) if m is not None and m in cube]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6), squeeze=False)
     for ax, var in zip(axes[0], panels):
@@ -323,11 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         if not args.dims or len(args.dims) != len(args.compare) or not args.out:
             parser.error("--compare needs one --dims entry per cube and --out")
-        cubes = []
-        for path in args.compare:
-            with xr.open_dataset(path, engine=NETCDF_ENGINE) as c:
-                cubes.append(c.load())
-        print(f"[plot] wrote {compare_p_delta(cubes, args.dims, args.out, title=args.title)}")
+        from diffmem.cube import load_parts
+
+        print(f"[plot] wrote {compare_p_delta(load_parts(args.compare), args.dims, args.out, title=args.title)}")
         return
     with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
         title = args.title or cube.attrs.get("experiment", "")

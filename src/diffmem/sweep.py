@@ -26,7 +26,9 @@ import pandas as pd
 import xarray as xr
 
 from diffmem import names
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf
+from diffmem.cube import load_parts
+from diffmem.fit import pick_quality_metric
+from diffmem.io import atomic_to_netcdf
 
 SWEEP_FIGURE = {names.WIDTH: "sweep_width.png", names.STRENGTH: "sweep_strength.png"}
 
@@ -53,10 +55,6 @@ def combine_sweep(parts: list[xr.Dataset], *, key: str, values: list[float], att
         out.attrs.update(attrs)
     out.attrs["sweep"] = key
     return names.annotate(out)
-
-
-def _quality_metric(cube: xr.Dataset) -> str | None:
-    return next((m for m in names.QUALITY_PREFERENCE if m in cube), None)
 
 
 def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "") -> Path:
@@ -107,7 +105,7 @@ def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, 
         ax2.set_ylabel("n*")
         ax2.legend(fontsize=7)
     else:
-        metric = _quality_metric(cube)
+        metric = pick_quality_metric(cube, "auto")
         fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(10 if metric else 5, 3.8), squeeze=False)
         ax = axes[0, 0]
         pos = values[values > 0]
@@ -156,32 +154,25 @@ def main(argv: list[str] | None = None) -> None:
 
     if not len(args.values) == len(args.cubes) == len(args.fits):
         fail("diffmem sweep: --values, --cubes and --fits must have the same length")
+    from diffmem.config import read_json_arg
+
     values = [int(v) if args.key == names.WIDTH else v for v in args.values]
+    model = read_json_arg(args.model) if args.model else {}
     n_params = None
     if args.key == names.WIDTH:
-        from diffmem.config import read_json_arg
         from diffmem.data import load_dataset
 
-        if args.model is None or args.dataset is None:
+        if not model or args.dataset is None:
             fail("diffmem sweep: a width sweep needs --model and --dataset (for the parameter counts)")
         ds = load_dataset(args.dataset)
         shape = tuple(ds.image_shape) if ds.image_shape else (int(ds.pool.shape[1]),)
-        n_params = parameter_counts(read_json_arg(args.model), values, data_shape=shape)
-
-    def load(paths: list[str]) -> list[xr.Dataset]:
-        parts = []
-        for path in paths:
-            with xr.open_dataset(path, engine=NETCDF_ENGINE) as part:
-                parts.append(part.load())
-        return parts
+        n_params = parameter_counts(model, values, data_shape=shape)
 
     attrs = {"experiment": args.experiment}
-    cube = combine_sweep(load(args.cubes), key=args.key, values=values, attrs=attrs, n_params=n_params)
-    fit = combine_sweep(load(args.fits), key=args.key, values=values, attrs=attrs, n_params=n_params)
-    if args.model:
-        from diffmem.config import read_json_arg
-
-        cube.attrs["regularization"] = read_json_arg(args.model).get("regularization", "")
+    cube = combine_sweep(load_parts(args.cubes), key=args.key, values=values, attrs=attrs, n_params=n_params)
+    fit = combine_sweep(load_parts(args.fits), key=args.key, values=values, attrs=attrs, n_params=n_params)
+    if model:
+        cube.attrs["regularization"] = model.get("regularization", "")
     atomic_to_netcdf(cube, args.out_cube)
     atomic_to_netcdf(fit, args.out_fit)
     path = make_sweep_figure(cube, fit, args.outdir, title=args.experiment)
