@@ -23,10 +23,22 @@ needs_slurm_plugin = pytest.mark.skipif(not HAS_SLURM_PLUGIN, reason="snakemake-
 # distinct, non-default values so that a rule reading the wrong key fails the test
 RESOURCES = {
     "smoke": {"train_mem_mb": 2345, "train_runtime_min": 17, "gpus_per_train_job": 0, "sample_mem_mb": 1234,
-              "score_mem_mb": 3456},
+              "sample_runtime_min": 13, "score_mem_mb": 3456, "score_runtime_min": 19, "quality_mem_mb": 4567,
+              "quality_runtime_min": 23, "cpus_per_job": 2, "small_mem_mb": 1111, "small_runtime_min": 11},
     "smoke-g": {"train_mem_mb": 5432, "train_runtime_min": 71, "gpus_per_train_job": 1, "sample_mem_mb": 4321,
-                "score_mem_mb": 6543},
+                "sample_runtime_min": 31, "score_mem_mb": 6543, "score_runtime_min": 91, "quality_mem_mb": 7654,
+                "quality_runtime_min": 32, "cpus_per_job": 1, "small_mem_mb": 2222, "small_runtime_min": 22},
 }
+# rule -> (mem key, runtime key, cpus: a resources key or "threads" for train.threads)
+REQUESTS = {
+    "train": ("train_mem_mb", "train_runtime_min", "threads"),
+    "train_grouped": ("train_mem_mb", "train_runtime_min", "threads"),
+    "sample": ("sample_mem_mb", "sample_runtime_min", "cpus_per_job"),
+    "score": ("score_mem_mb", "score_runtime_min", "cpus_per_job"),
+    "quality": ("quality_mem_mb", "quality_runtime_min", "cpus_per_job"),
+    "classifier": ("quality_mem_mb", "quality_runtime_min", "cpus_per_job"),
+}
+SMALL = ("small_mem_mb", "small_runtime_min", None)
 
 
 def snakefile(tmp_path: Path) -> Path:
@@ -42,7 +54,7 @@ def write_config(tmp_path: Path) -> Path:
     cfg = yaml.safe_load((REPO / "tests/smoke_config.yaml").read_text())
     smoke = cfg["experiments"]["smoke"]
     grouped = yaml.safe_load(yaml.safe_dump(smoke))
-    grouped["train"].update(grouped=True, threads=2)
+    grouped["train"].update(threads=2)  # grouped by train.grouped auto: its jobs hold a GPU
     cfg["experiments"]["smoke-g"] = grouped
     for name, res in RESOURCES.items():
         cfg["experiments"][name]["resources"] = res
@@ -88,24 +100,30 @@ def experiment_of(job: dict) -> str:
     return job["wildcards"].get("exp") or re.search(r"results_smoke/([^/]+)/", job["output"]).group(1)
 
 
-def assert_resources_follow_config(jobs: list[dict]) -> None:
+def assert_resources_follow_config(jobs: list[dict], *, local: bool = True) -> None:
+    """Every job requests mem_mb, runtime and cpus_per_task from its experiment's resources (train and
+    sample also gpu); Snakemake's threads equal cpus_per_task (it exports OMP_NUM_THREADS = threads; threads are capped at the cores,
+    so the values stay at or below 2)."""
     checked = set()
+    threads = {"smoke": 1, "smoke-g": 2}
     for job in jobs:
         rule, res = job["rule"], job["resources"]
-        if rule not in ("train", "sample", "score") and not rule.startswith("train_grouped_"):
+        if rule == "all":
             continue
+        kind = "train_grouped" if rule.startswith("train_grouped_") else rule
         want = RESOURCES[experiment_of(job)]
-        if rule == "train" or rule.startswith("train_grouped_"):
-            assert int(res["mem_mb"]) == want["train_mem_mb"], job
-            assert int(res["runtime"]) == want["train_runtime_min"], job
+        mem, runtime, cpus = REQUESTS.get(kind, SMALL)
+        assert int(res["mem_mb"]) == want[mem], job
+        assert int(res["runtime"]) == want[runtime], job
+        expected_cpus = 1 if cpus is None else threads[experiment_of(job)] if cpus == "threads" else want[cpus]
+        assert int(res["cpus_per_task"]) == expected_cpus, job
+        if local:  # a remote executor's dry run prints no threads
+            assert job["threads"] == expected_cpus, job
+        if kind in ("train", "train_grouped", "sample"):
             assert int(res["gpu"]) == want["gpus_per_train_job"], job
-        elif rule == "sample":
-            assert int(res["mem_mb"]) == want["sample_mem_mb"], job
-            assert int(res["gpu"]) == want["gpus_per_train_job"], job
-        else:
-            assert int(res["mem_mb"]) == want["score_mem_mb"], job
-        checked.add(rule if not rule.startswith("train_grouped_") else "train_grouped")
-    assert checked == {"train", "train_grouped", "sample", "score"}, checked
+        checked.add(kind)
+    assert {"train", "train_grouped", "sample", "score", "quality", "classifier", "cube", "fit",
+            "prepare_data", "subsample"} <= checked, checked
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +164,12 @@ def test_slurm_profile_resources_follow_config_and_route_partitions(workdir):
     out = dry_run(tmp, "--profile", "workflow/profiles/slurm", f"--configfile={config}", "all",
                   snakefile_path=smk)
     jobs = planned_jobs(out)
-    assert_resources_follow_config(jobs)
+    assert_resources_follow_config(jobs, local=False)
     gpu_partition = profile["default-resources"]["slurm_partition"]
     for job in jobs:
         res = job["resources"]
         assert res["slurm_account"] == profile["default-resources"]["slurm_account"]
         expected = profile["set-resources"].get(job["rule"], {})
         assert res["slurm_partition"] == expected.get("slurm_partition", gpu_partition), job
-        if "cpus_per_task" in expected:
-            assert int(res["cpus_per_task"]) == expected["cpus_per_task"], job
     assert any(j["rule"].startswith("train_grouped_") and j["resources"]["slurm_partition"] == gpu_partition
                for j in jobs)

@@ -5,6 +5,11 @@ step, the resolved model/train config, the loss probe values and a format versio
 a state directory keyed by the hash of everything that determines the training trajectory, so a
 changed setting never resumes from incompatible weights, and raising `max_steps` resumes from the
 last one.
+
+Between grid steps, `resume.pt` in the same directory holds the latest resume state: the same
+fields as a checkpoint without the probe losses, overwritten in place (atomically) every
+`train.resume_every_min` minutes and when the job is told to stop (SIGTERM / SIGUSR1). It is only a
+shortcut: a missing or unreadable one means training continues from the grid checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from diffmem.io import atomic_torch_save
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step(\d{9})\.pt$")
+RESUME_NAME = "resume.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -44,16 +50,50 @@ def save_checkpoint(state_dir: str | Path, step: int, payload: dict[str, Any]) -
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint; a truncated or foreign file raises CheckpointError naming it."""
-    path = Path(path)
+    return _load(Path(path), what="checkpoint", map_location=map_location,
+                 hint="delete it to retrain from the previous checkpoint")
+
+
+def resume_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / RESUME_NAME
+
+
+def save_resume(state_dir: str | Path, step: int, payload: dict[str, Any]) -> Path:
+    """Overwrite `resume.pt` with the state after `step` (atomically: a kill mid-write keeps the old one)."""
+    path = resume_path(state_dir)
+    atomic_torch_save(path, {"version": FORMAT_VERSION, "step": step, **payload})
+    return path
+
+
+def load_resume(state_dir: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The resume state of `state_dir`, or None if there is none; an unreadable file raises CheckpointError."""
+    path = resume_path(state_dir)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        return None
+    return _load(path, what="resume file", map_location=map_location,
+                 hint="training continues from the grid checkpoints")
+
+
+def remove_resume(state_dir: str | Path) -> bool:
+    """Delete `resume.pt`; returns whether there was one."""
+    path = resume_path(state_dir)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _load(path: Path, *, what: str, map_location: str | torch.device, hint: str) -> dict[str, Any]:
+    if not path.exists():
+        raise CheckpointError(f"{what} {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable file is reported the same way
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
-            "delete it to retrain from the previous checkpoint"
+            f"{what} {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); {hint}"
         ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("version") != FORMAT_VERSION or "model" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} is not a diffmem v{FORMAT_VERSION} checkpoint")
+    if (not isinstance(ckpt, dict) or ckpt.get("version") != FORMAT_VERSION or "model" not in ckpt
+            or not isinstance(ckpt.get("step"), int)):
+        raise CheckpointError(f"{what} {path} is not a diffmem v{FORMAT_VERSION} checkpoint; {hint}")
     return ckpt

@@ -29,12 +29,16 @@ group of one; to float rounding of batched kernels, ~1e-6, otherwise):
   added to the gradient, bias correction and eps placement as in torch.optim.Adam);
 - its checkpoints, written in the single-model format (the fields of `train.state_payload` plus
   config and metrics), so `diffmem sample` works unchanged and a grouped run resumes on the
-  single path and vice versa. EMA and the ddpm parameterisation are supported.
+  single path and vice versa. EMA and the ddpm parameterisation are supported;
+- its `resume.pt` (see train.py): every member of a (sub-)group saves one, at the same step, on the
+  `train.resume_every_min` timer and on SIGTERM / SIGUSR1 (which then stops the run, exit status
+  128 + signal number, no metrics written). It is the single path's format, so either path
+  continues from the other's.
 
 Members with different n: a member with n < batch_size trains full-batch on its n points, so
 effective batch sizes differ. Batches are padded to the largest (with finite values) and a mask
-removes padded rows from each member's mean loss. Members whose resume step differs are trained
-as separate sub-groups, one after the other.
+removes padded rows from each member's mean loss. Members whose resume step differs (grid checkpoint
+or resume.pt) are trained as separate sub-groups, one after the other.
 
 Run: `python -m diffmem.grouped --train a.npz b.npz --seeds 0 1 --dataset dataset.npz
 --model '<json>' --train-cfg '<json>' --state-roots r0 r1 --outs m0.nc m1.nc`
@@ -57,15 +61,23 @@ import torch
 from torch.func import functional_call, stack_module_state
 
 from diffmem import names
-from diffmem.checkpoint import CheckpointError, checkpoint_path, existing_steps, load_checkpoint, save_checkpoint
+from diffmem.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    existing_steps,
+    load_checkpoint,
+    save_checkpoint,
+    save_resume,
+)
 from diffmem.config import ConfigError, ModelConfig, TrainConfig, checkpoint_grid, read_json_arg
 from diffmem.data import load_dataset, load_train
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.loss import denoising_loss
 from diffmem.models import build_denoiser
 from diffmem.train import (
-    TrainingDiverged, TrainState, autocast_context, init_state, make_optimizer, make_probe, metrics_dataset,
-    next_batch, probe_loss, restore_state, set_tf32, trajectory_hash,
+    ResumeTrigger, TrainingDiverged, TrainingInterrupted, TrainState, autocast_context, discard_resume, init_state,
+    interrupted, make_optimizer, make_probe, metrics_dataset, next_batch, probe_loss, restore_state, resume_point,
+    set_tf32, trajectory_hash,
 )
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as used by train.make_optimizer
@@ -428,18 +440,19 @@ class _Member:
     train_probe: tuple
 
 
-def _start_group(members: list[dict], start: int, *, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 data_shape: tuple[int, ...], device: torch.device, log) -> tuple[GroupState, GroupData]:
+def _start_group(members: list[dict], sources: list[Path | None], start: int, *, model_cfg: ModelConfig,
+                 train_cfg: TrainConfig, data_shape: tuple[int, ...], device: torch.device,
+                 log) -> tuple[GroupState, GroupData]:
+    """Each member restored from its source (grid checkpoint or resume.pt at `start`) or fresh (None)."""
     states, subsets = [], []
-    for member in members:
+    for member, source in zip(members, sources):
         x = torch.as_tensor(member["x_train"], dtype=torch.float32, device=device)
         x = x.reshape(x.shape[0], *data_shape)
         label = f"n={x.shape[0]} seed={member['seed']}"
         kwargs = dict(data_shape=data_shape, n=x.shape[0], seed=member["seed"], device=device)
-        if start in set(existing_steps(member["state_dir"])):
-            path = checkpoint_path(member["state_dir"], start)
-            state = restore_state(load_checkpoint(path, map_location=device), model_cfg, train_cfg, **kwargs)
-            log(f"[train-group] {label}: resuming from step {start} ({path})")
+        if source is not None:
+            state = restore_state(load_checkpoint(source, map_location=device), model_cfg, train_cfg, **kwargs)
+            log(f"[train-group] {label}: resuming from step {start} ({source})")
         else:
             state = init_state(model_cfg, train_cfg, **kwargs)
             log(f"[train-group] {label}: starting from scratch")
@@ -450,8 +463,11 @@ def _start_group(members: list[dict], start: int, *, model_cfg: ModelConfig, tra
 
 def _train_group_until(state: GroupState, data: GroupData, members: list[_Member], *, base: torch.nn.Module,
                        grid: list[int], test_probe: tuple, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                       data_shape: tuple[int, ...], vp_sigmas, log) -> dict[int, str]:
-    """Train until the last grid step, checkpointing each member; returns {member: divergence message}."""
+                       data_shape: tuple[int, ...], vp_sigmas, trigger: ResumeTrigger, log) -> dict[int, str]:
+    """Train until the last grid step, checkpointing each member; returns {member: divergence message}.
+
+    Raises TrainingInterrupted after saving every member's resume.pt when `trigger` got a stop signal.
+    """
     group_loss = make_group_loss(base, train_cfg=train_cfg, device=data.x.device)
     param_groups = make_optimizer(base.parameters(), train_cfg).state_dict()["param_groups"]
     config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
@@ -466,7 +482,10 @@ def _train_group_until(state: GroupState, data: GroupData, members: list[_Member
             losses = group_step(state, data, group_loss=group_loss, model_cfg=model_cfg, train_cfg=train_cfg,
                                 vp_sigmas=vp_sigmas)
             running.append(losses)
-            if (state.step % check_every == 0 or state.step == target) and not bool(torch.isfinite(losses).all()):
+            # at a grid step the checkpoints below are the resume point; a stop request waits one step
+            save_resume_now = state.step < target and trigger.due()
+            if ((state.step % check_every == 0 or state.step == target or save_resume_now)
+                    and not bool(torch.isfinite(losses).all())):
                 for m in torch.nonzero(~torch.isfinite(losses)).flatten().tolist():
                     if m not in diverged:
                         kept = max([s for s in members[m].have if s < state.step] or [0])
@@ -479,6 +498,15 @@ def _train_group_until(state: GroupState, data: GroupData, members: list[_Member
                 running = []
                 log(f"[train-group] step {state.step:>9d}/{last}  loss {float(mean.mean()):.4f} "
                     f"(members {float(mean.min()):.4f}..{float(mean.max()):.4f})  {rate:,.0f} model-steps/s")
+            if save_resume_now:
+                paths = [save_resume(member.state_dir, state.step, {
+                    **member_payload(state, m, base=base, param_groups=param_groups), "config": config,
+                }) for m, member in enumerate(members) if m not in diverged]
+                trigger.saved()
+                log(f"[train-group] resume state at step {state.step} saved for {len(paths)} members"
+                    + (f" ({paths[0]}, ...)" if paths else ""))
+                if trigger.signum is not None:
+                    raise interrupted(trigger.signum, state.step, paths)
         saved = []
         base.eval()
         for m, member in enumerate(members):
@@ -500,6 +528,7 @@ def _train_group_until(state: GroupState, data: GroupData, members: list[_Member
             member.have.add(target)
             saved.append(metrics)
         base.train()
+        trigger.saved()
         if saved:
             train_l = [s[names.TRAIN_LOSS] for s in saved]
             test_l = [s[names.TEST_LOSS] for s in saved]
@@ -528,30 +557,38 @@ def run_training_group(
     test_probe = make_probe(xv, size=train_cfg.probe_size, model_cfg=model_cfg, train_cfg=train_cfg,
                             vp_sigmas=vp_sigmas, tag="test")
     by_start: dict[int, list[int]] = {}
+    sources: dict[int, Path | None] = {}
     for i, member in enumerate(members):
+        label = f"[train-group] n={member['x_train'].shape[0]} seed={member['seed']}:"
         have = set(existing_steps(member["state_dir"]))
-        missing = [s for s in grid if s not in have]
-        if not missing:
-            log(f"[train-group] n={member['x_train'].shape[0]} seed={member['seed']}: every checkpoint exists")
+        if all(s in have for s in grid):
+            log(f"{label} every checkpoint exists")
+            discard_resume(member["state_dir"], grid[-1], log=lambda m, label=label: log(f"{label} {m}"))
             continue
-        start = max([s for s in have if s <= missing[0]], default=0)
+        start, sources[i] = resume_point(member["state_dir"], grid, log=lambda m, label=label: log(f"{label} {m}"))
         by_start.setdefault(start, []).append(i)
     errors: list[str] = []
-    for start, indices in sorted(by_start.items()):
-        sub = [members[i] for i in indices]
-        log(f"[train-group] training {len(sub)} members from step {start} to {grid[-1]} on {device}")
-        state, data = _start_group(sub, start, model_cfg=model_cfg, train_cfg=train_cfg, data_shape=data_shape,
-                                   device=device, log=log)
-        runs = []
-        for member, x in zip(sub, (data.x[m, : data.n[m]] for m in range(len(sub)))):
-            probe = make_probe(x, size=train_cfg.probe_size, model_cfg=model_cfg, train_cfg=train_cfg,
-                               vp_sigmas=vp_sigmas, tag="train")
-            runs.append(_Member(f"n={x.shape[0]} seed={member['seed']}", Path(member["state_dir"]),
-                                set(existing_steps(member["state_dir"])), probe))
-        diverged = _train_group_until(state, data, runs, base=base, grid=grid, test_probe=test_probe,
-                                      model_cfg=model_cfg, train_cfg=train_cfg, data_shape=data_shape,
-                                      vp_sigmas=vp_sigmas, log=log)
-        errors += [diverged[m] for m in sorted(diverged)]
+    with ResumeTrigger(train_cfg.resume_every_min).handling_signals() as trigger:
+        for start, indices in sorted(by_start.items()):
+            sub = [members[i] for i in indices]
+            log(f"[train-group] training {len(sub)} members from step {start} to {grid[-1]} on {device}")
+            state, data = _start_group(sub, [sources[i] for i in indices], start, model_cfg=model_cfg,
+                                       train_cfg=train_cfg, data_shape=data_shape, device=device, log=log)
+            runs = []
+            for member, x in zip(sub, (data.x[m, : data.n[m]] for m in range(len(sub)))):
+                probe = make_probe(x, size=train_cfg.probe_size, model_cfg=model_cfg, train_cfg=train_cfg,
+                                   vp_sigmas=vp_sigmas, tag="train")
+                runs.append(_Member(f"n={x.shape[0]} seed={member['seed']}", Path(member["state_dir"]),
+                                    set(existing_steps(member["state_dir"])), probe))
+            trigger.saved()  # the timer counts training time, not the loading above
+            diverged = _train_group_until(state, data, runs, base=base, grid=grid, test_probe=test_probe,
+                                          model_cfg=model_cfg, train_cfg=train_cfg, data_shape=data_shape,
+                                          vp_sigmas=vp_sigmas, trigger=trigger, log=log)
+            errors += [diverged[m] for m in sorted(diverged)]
+            for m, member in enumerate(sub):
+                if m not in diverged:
+                    discard_resume(member["state_dir"], grid[-1],
+                                   log=lambda line, label=runs[m].label: log(f"[train-group] {label}: {line}"))
     if errors:
         raise TrainingDiverged("; ".join(errors))
     out = []
@@ -610,6 +647,8 @@ def main(argv: list[str] | None = None) -> None:
                                      data_shape=shapes.pop(), device=device, log=lambda m: print(m, flush=True))
     except (TrainingDiverged, CheckpointError) as exc:
         fail(str(exc))
+    except TrainingInterrupted as exc:
+        fail(str(exc), code=128 + exc.signum)  # the shell's convention for "killed by this signal"
     for member, member_metrics, out in zip(members, metrics, args.outs):
         ds = metrics_dataset(member_metrics, n=member["x_train"].shape[0], seed=member["seed"],
                              attrs={"state_dir": str(member["state_dir"]), "trajectory_hash": member["digest"]})

@@ -5,6 +5,13 @@ and held-out losses on a fixed probe of (x, sigma, noise) triples, identical acr
 seeds, so values are comparable. Training resumes exactly from the latest usable checkpoint: the
 batch order, noise draws and optimizer state continue as if never interrupted.
 
+Grid steps are log-spaced, so on long runs they are far apart. In between, the state is also saved
+to `resume.pt` in the state folder every `train.resume_every_min` minutes, and at once when the job
+gets SIGTERM or SIGUSR1 (what SLURM sends before its time limit or on preemption): the run then
+stops after the current step with exit status 128 + signal number and writes no train_metrics.nc.
+Rerunning the same command continues from `resume.pt` when it is later than the last grid
+checkpoint; it is deleted once the grid is complete.
+
 Run: `diffmem train --train train.npz --dataset dataset.npz --model '<json>' --train-cfg '<json>'
 --seed 0 --state-root results/exp/state/n64_seed0 --out results/exp/runs/n64_seed0/train_metrics.nc`
 """
@@ -16,18 +23,30 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import xarray as xr
 
 from diffmem import names
-from diffmem.checkpoint import CheckpointError, checkpoint_path, existing_steps, load_checkpoint, save_checkpoint
+from diffmem.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    existing_steps,
+    load_checkpoint,
+    load_resume,
+    remove_resume,
+    resume_path,
+    save_checkpoint,
+    save_resume,
+)
 from diffmem.config import (
     ConfigError,
     ModelConfig,
@@ -45,10 +64,98 @@ from diffmem.models import build_denoiser
 from diffmem.models.precond import vp_sigma_schedule
 
 PROBE_SEED = 20250523  # one probe for every n, seed and step
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends before a time limit or a preemption
 
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on a signal after saving its state to resume.pt; rerunning continues it."""
+
+    def __init__(self, message: str, *, signum: int, step: int) -> None:
+        super().__init__(message)
+        self.signum, self.step = signum, step
+
+
+class ResumeTrigger:
+    """When to write resume.pt: `every_min` minutes after the last save (or the start), or after a stop signal.
+
+    `due()` is cheap enough to ask after every step (one monotonic clock read). The signal handlers
+    only record the signal; the training loop saves and stops after the next step it completes that
+    is not a grid step (a grid step writes its checkpoint, then trains one more step).
+    """
+
+    def __init__(self, every_min: float) -> None:
+        self.every_s = 60.0 * every_min
+        self.signum: int | None = None
+        self.last = time.monotonic()
+
+    def request_stop(self, signum: int, frame: object = None) -> None:
+        self.signum = signum
+
+    def due(self) -> bool:
+        return self.signum is not None or time.monotonic() - self.last >= self.every_s
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+    @contextlib.contextmanager
+    def handling_signals(self) -> Iterator[ResumeTrigger]:
+        """Route STOP_SIGNALS to `request_stop` while training; the previous handlers come back after.
+
+        Python only lets the main thread install handlers; elsewhere (a worker thread) only the
+        timer runs.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self.request_stop) for signum in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                # None: a handler installed outside Python, which cannot be put back; use the default
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def resume_point(state_dir: str | Path, grid: list[int], *, log: Callable[[str], None]) -> tuple[int, Path | None]:
+    """Where training in `state_dir` continues: (step, file to restore it from, or None to start fresh).
+
+    The latest grid checkpoint at or before the first missing grid step, or resume.pt if its step is
+    later and still at or before that step (a later one would skip a grid checkpoint). An unreadable
+    resume.pt is logged and passed over: it is only a shortcut.
+    """
+    have = set(existing_steps(state_dir))
+    first_missing = min(s for s in grid if s not in have)
+    start = max([s for s in have if s <= first_missing], default=0)
+    source = checkpoint_path(state_dir, start) if start in have else None
+    try:
+        resume = load_resume(state_dir)
+    except CheckpointError as exc:
+        log(f"ignoring {exc}")
+        return start, source
+    if resume is None:
+        return start, source
+    step = resume["step"]
+    if start < step <= first_missing:
+        return step, resume_path(state_dir)
+    reason = f"not after grid checkpoint {start}" if step <= start else f"after the missing grid step {first_missing}"
+    log(f"ignoring {resume_path(state_dir)} at step {step}: {reason}")
+    return start, source
+
+
+def discard_resume(state_dir: str | Path, last_step: int, *, log: Callable[[str], None]) -> None:
+    """Delete resume.pt once the grid up to `last_step` is complete, unless it is further on (a longer run's)."""
+    try:
+        resume = load_resume(state_dir)
+    except CheckpointError:
+        resume = None  # unreadable: nothing worth keeping
+    if resume is not None and resume["step"] > last_step:
+        log(f"keeping {resume_path(state_dir)}: its step {resume['step']} is beyond max_steps {last_step}")
+        return
+    remove_resume(state_dir)
 
 
 @dataclass
@@ -241,19 +348,20 @@ def run_training(
                                     vp_sigmas=vp_sigmas, tag="test"),
     }
     if missing:
-        starts = [s for s in have if s <= missing[0]]
-        if starts:
-            start = max(starts)
-            ckpt = load_checkpoint(checkpoint_path(state_dir, start), map_location=device)
+        start, source = resume_point(state_dir, grid, log=lambda m: log(f"[train] {m}"))
+        if source is not None:
+            ckpt = load_checkpoint(source, map_location=device)
             state = restore_state(ckpt, model_cfg, train_cfg, data_shape=data_shape, n=n, seed=seed, device=device)
-            log(f"[train] resuming from step {start} ({checkpoint_path(state_dir, start)})")
+            log(f"[train] resuming from step {start} ({source})")
         else:
             state = init_state(model_cfg, train_cfg, data_shape=data_shape, n=n, seed=seed, device=device)
             log(f"[train] starting from scratch: {sum(p.numel() for p in state.denoiser.parameters()):,} parameters")
-        _train_until(state, xt, grid=grid, have=have, probes=probes, model_cfg=model_cfg, train_cfg=train_cfg,
-                     vp_sigmas=vp_sigmas, state_dir=state_dir, log=log)
+        with ResumeTrigger(train_cfg.resume_every_min).handling_signals() as trigger:
+            _train_until(state, xt, grid=grid, have=have, probes=probes, model_cfg=model_cfg, train_cfg=train_cfg,
+                         vp_sigmas=vp_sigmas, state_dir=state_dir, trigger=trigger, log=log)
     else:
         log("[train] every checkpoint of the grid exists; nothing to train")
+    discard_resume(state_dir, grid[-1], log=lambda m: log(f"[train] {m}"))
     metrics = {}
     for step in grid:
         ckpt = load_checkpoint(checkpoint_path(state_dir, step))
@@ -262,9 +370,12 @@ def run_training(
 
 
 def _train_until(state: TrainState, xt: torch.Tensor, *, grid: list[int], have: set[int], probes: dict,
-                 model_cfg: ModelConfig, train_cfg: TrainConfig, vp_sigmas, state_dir, log) -> None:
+                 model_cfg: ModelConfig, train_cfg: TrainConfig, vp_sigmas, state_dir, trigger: ResumeTrigger,
+                 log) -> None:
     targets = [s for s in grid if s >= state.step]
     last = targets[-1]
+    config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
+              "data_shape": list(xt.shape[1:])}
     check_every = 1 if xt.device.type == "cpu" else 100
     batch_loss = make_batch_loss(train_cfg, xt.device)
     t0, steps0, running = time.perf_counter(), state.step, []
@@ -273,7 +384,9 @@ def _train_until(state: TrainState, xt: torch.Tensor, *, grid: list[int], have: 
             loss = train_step(state, xt, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas,
                               batch_loss=batch_loss)
             running.append(loss)
-            if state.step % check_every == 0 or state.step == target:
+            # at a grid step the checkpoint below is the resume point; a stop request waits one step
+            save_resume_now = state.step < target and trigger.due()
+            if state.step % check_every == 0 or state.step == target or save_resume_now:
                 value = float(loss)
                 if not math.isfinite(value):
                     raise TrainingDiverged(
@@ -287,6 +400,12 @@ def _train_until(state: TrainState, xt: torch.Tensor, *, grid: list[int], have: 
                 mean = float(torch.stack(running).mean())
                 running = []
                 log(f"[train] step {state.step:>9d}/{last}  loss {mean:.4f}  {rate:,.0f} steps/s")
+            if save_resume_now:
+                path = save_resume(state_dir, state.step, {**state_payload(state), "config": config})
+                trigger.saved()
+                log(f"[train] resume state at step {state.step} saved to {path}")
+                if trigger.signum is not None:
+                    raise interrupted(trigger.signum, state.step, [path])
         if target not in have:
             denoiser = state.denoiser
             denoiser.eval()
@@ -294,15 +413,24 @@ def _train_until(state: TrainState, xt: torch.Tensor, *, grid: list[int], have: 
             denoiser.train()
             if not all(math.isfinite(v) for v in metrics.values()):
                 raise TrainingDiverged(f"non-finite probe loss {metrics} at step {state.step}; earlier checkpoints kept")
-            save_checkpoint(state_dir, target, {
-                **state_payload(state),
-                "config": {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
-                           "data_shape": list(xt.shape[1:])},
-                "metrics": metrics,
-            })
+            save_checkpoint(state_dir, target, {**state_payload(state), "config": config, "metrics": metrics})
+            trigger.saved()
             have.add(target)
             log(f"[train] checkpoint step {target}: train {metrics[names.TRAIN_LOSS]:.4f}"
                 f"  test {metrics[names.TEST_LOSS]:.4f}")
+
+
+def interrupted(signum: int, step: int, paths: list[Path]) -> TrainingInterrupted:
+    """The TrainingInterrupted for a stop on `signum` after `step`, with the state saved to `paths`."""
+    if len(paths) == 1:
+        where = str(paths[0])
+    else:
+        where = f"{len(paths)} resume files" + (f" ({paths[0]}, ...)" if paths else "")
+    return TrainingInterrupted(
+        f"stopped by {signal.Signals(signum).name} after step {step}; training state saved to {where}; "
+        "rerun the same command to continue (no metrics were written)",
+        signum=signum, step=step,
+    )
 
 
 def metrics_dataset(metrics: dict[int, dict[str, float]], *, n: int, seed: int, attrs: dict) -> xr.Dataset:
@@ -352,6 +480,8 @@ def main(argv: list[str] | None = None) -> None:
                                log=lambda m: print(m, flush=True))
     except (TrainingDiverged, CheckpointError) as exc:
         fail(str(exc))
+    except TrainingInterrupted as exc:
+        fail(str(exc), code=128 + exc.signum)  # the shell's convention for "killed by this signal"
     ds = metrics_dataset(metrics, n=x_train.shape[0], seed=args.seed,
                          attrs={"state_dir": str(state_dir), "trajectory_hash": digest})
     atomic_to_netcdf(ds, args.out)

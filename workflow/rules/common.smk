@@ -7,9 +7,11 @@ from diffmem.config import (
     ConfigError,
     expand_sweeps,
     family_model,
+    size_experiment,
     stable_hash,
     sweep_leaf_name,
     sweep_of,
+    training_groups,
     validate_config,
 )
 
@@ -23,7 +25,8 @@ RESULTS = CFG["results_dir"]
 # sub-experiment per value, "<name>/width32", run under results/<name>/width32/; the `sweep` rule then
 # combines their cubes into results/<name>/cube.nc.
 SWEEPS = {name: sweep_of(exp) for name, exp in CFG["experiments"].items() if sweep_of(exp) is not None}
-EXPERIMENTS = expand_sweeps(CFG["experiments"])
+# Each leaf's unset `resources:` are sized from its grid (src/diffmem/resources.py).
+EXPERIMENTS = {name: size_experiment(exp) for name, exp in expand_sweeps(CFG["experiments"]).items()}
 
 
 def R(template):
@@ -127,8 +130,29 @@ def all_targets():
     return [t for exp in CFG["run"] for t in experiment_targets(exp)]
 
 
+def resources_of(exp):
+    """The resources section of a leaf experiment, or of a sweep's first leaf for the sweep itself."""
+    if exp in SWEEPS:
+        key, values = SWEEPS[exp]
+        exp = sweep_leaf_name(exp, key, values[0])
+    try:
+        return EXPERIMENTS[exp]["resources"]
+    except KeyError:
+        raise WorkflowError(f"experiment '{exp}' is not defined in the config") from None
+
+
 def resource(key):
-    return lambda wildcards: exp_cfg(wildcards)["resources"][key]
+    """A rule's request for `key` of its experiment's `resources:` (given, or sized from the grid)."""
+    return lambda wildcards: resources_of(wildcards.exp)[key]
+
+
+def train_threads(wildcards):
+    return exp_cfg(wildcards)["train"]["threads"]
+
+
+def job_cpus(wildcards):
+    """cpus_per_task (and threads: Snakemake exports OMP_NUM_THREADS) of sampling, scoring and quality."""
+    return resources_of(wildcards.exp)["cpus_per_job"]
 
 
 def data_dim(exp):
@@ -216,10 +240,10 @@ def sweep_params(wildcards):
 
 
 def grouped_train_jobs():
-    """(experiment, n) of every grouped training job."""
-    return [(exp, n) for exp in grouped_experiments() for n in EXPERIMENTS[exp]["data"]["n_train"]]
+    """(experiment, label, [(n, seed), ...]) of every grouped training job (train.group_by, max_group)."""
+    return [(exp, label, members) for exp in grouped_experiments() for label, members in training_groups(EXPERIMENTS[exp])]
 
 
-def grouped_rule_name(exp, n):
-    safe = re.sub(r"\W", "_", exp)  # rule names are identifiers; experiment names may hold '-'
-    return f"train_grouped_{safe}_n{n}"
+def grouped_rule_name(exp, label):
+    safe = re.sub(r"\W", "_", exp)  # rule names are identifiers; experiment names may hold '-' and '/'
+    return f"train_grouped_{safe}_{label}"

@@ -3,6 +3,10 @@ rule prepare_data:
         R("{exp}/data/dataset.npz"),
     params:
         data=data_slice,
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/prepare_data.log"),
     conda:
@@ -16,6 +20,10 @@ rule subsample:
         R("{exp}/data/dataset.npz"),
     output:
         RUN("train.npz"),
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/subsample/n{n}_seed{seed}.log"),
     conda:

@@ -7,6 +7,10 @@ rule fit:
         R("{exp}/fit.nc"),
     params:
         fit=section("fit"),
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/fit.log"),
     conda:
@@ -25,6 +29,10 @@ rule plot:
         [R(f"{{exp}}/figures/{name}.png") for name in FIGURES],
     params:
         outdir=R("{exp}/figures"),
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/plot.log"),
     conda:
@@ -45,6 +53,10 @@ rule plot_quality:
     params:
         outdir=R("{exp}/figures"),
         dim=lambda wildcards: f"--data-dim {data_dim(wildcards.exp)}" if data_dim(wildcards.exp) else "",
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/plot_quality.log"),
     conda:
@@ -67,6 +79,10 @@ rule plot_closed_form:
     params:
         outdir=R("{exp}/figures"),
         dim=dim_flag,
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/plot.log"),
     conda:
@@ -87,6 +103,10 @@ rule plot_closed_form_quality:
     params:
         outdir=R("{exp}/figures"),
         dim=dim_flag,
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/plot_quality.log"),
     conda:
@@ -115,6 +135,10 @@ for _key in ("width", "strength"):
             sweep=sweep_params,
             model=lambda wildcards: as_arg(family_model(CFG["experiments"][wildcards.exp]["model"])),
             outdir=R("{exp}/figures"),
+        resources:
+            mem_mb=resource("small_mem_mb"),
+            runtime=resource("small_runtime_min"),
+            cpus_per_task=1,
         log:
             R(f"{{exp}}/logs/sweep_{_key}.log"),
         conda:

@@ -7,6 +7,11 @@ rule classifier:
         R("{exp}/classifier/classifier.pt"),
     params:
         quality=classifier_slice,
+    threads: job_cpus
+    resources:
+        mem_mb=resource("quality_mem_mb"),
+        runtime=resource("quality_runtime_min"),
+        cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/classifier.log"),
     conda:
@@ -27,8 +32,11 @@ rule quality:
         classifier=lambda wildcards, input: (
             f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
         ),
+    threads: job_cpus
     resources:
-        mem_mb=resource("score_mem_mb"),
+        mem_mb=resource("quality_mem_mb"),
+        runtime=resource("quality_runtime_min"),
+        cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/quality/n{n}_seed{seed}.log"),
     conda:

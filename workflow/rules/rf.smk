@@ -13,10 +13,11 @@ rule rf_train:
     params:
         model=model_slice,
         train=section("train"),
-    threads: lambda wildcards: exp_cfg(wildcards)["train"]["threads"]
+    threads: train_threads
     resources:
         mem_mb=resource("train_mem_mb"),
         runtime=resource("train_runtime_min"),
+        cpus_per_task=train_threads,
     log:
         R("{exp}/logs/train/n{n}_seed{seed}.log"),
     conda:
@@ -35,6 +36,10 @@ rule rf_cube:
         R("{exp}/cube.nc"),
     params:
         config_hash=upstream_hash,
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/cube.log"),
     conda:
@@ -54,6 +59,10 @@ rule rf_fit:
     params:
         model=model_slice,
         fit=section("fit"),
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/fit.log"),
     conda:
@@ -72,6 +81,10 @@ rule rf_plot:
         [R(f"{{exp}}/figures/{name}.png") for name in RF_FIGURES],
     params:
         outdir=R("{exp}/figures"),
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/plot.log"),
     conda:

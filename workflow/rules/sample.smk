@@ -8,8 +8,11 @@ rule sample:
     params:
         sample=section("sample"),
         device=lambda wildcards: exp_cfg(wildcards)["train"]["device"],
+    threads: job_cpus
     resources:
         mem_mb=resource("sample_mem_mb"),
+        runtime=resource("sample_runtime_min"),
+        cpus_per_task=job_cpus,
         gpu=resource("gpus_per_train_job"),
     log:
         R("{exp}/logs/sample/n{n}_seed{seed}.log"),
@@ -33,8 +36,11 @@ rule closed_form_sample:
         model=model_slice,
         sample=section("sample"),
         state=R("{exp}/state/n{n}_seed{seed}"),
+    threads: job_cpus
     resources:
         mem_mb=resource("sample_mem_mb"),
+        runtime=resource("sample_runtime_min"),
+        cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/sample/n{n}_seed{seed}.log"),
     conda:

@@ -7,8 +7,11 @@ rule score:
         RUN("scores.nc"),
     params:
         score=section("score"),
+    threads: job_cpus
     resources:
         mem_mb=resource("score_mem_mb"),
+        runtime=resource("score_runtime_min"),
+        cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/score/n{n}_seed{seed}.log"),
     conda:
@@ -30,6 +33,10 @@ rule cube:
         quality=lambda wildcards, input: f"--quality {' '.join(input.quality)}" if "quality" in input.keys() else "",
         metrics=lambda wildcards, input: f"--train-metrics {' '.join(input.metrics)}" if "metrics" in input.keys() else "",
         closed=lambda wildcards: "--closed-form" if is_closed_form(wildcards.exp) else "",
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
     log:
         R("{exp}/logs/cube.log"),
     conda:

@@ -12,10 +12,11 @@ rule train:
         model=model_slice,
         train=section("train"),
         state=R("{exp}/state/n{n}_seed{seed}"),
-    threads: lambda wildcards: exp_cfg(wildcards)["train"]["threads"]
+    threads: train_threads
     resources:
         mem_mb=resource("train_mem_mb"),
         runtime=resource("train_runtime_min"),
+        cpus_per_task=train_threads,
         gpu=resource("gpus_per_train_job"),
     log:
         R("{exp}/logs/train/n{n}_seed{seed}.log"),

@@ -1,36 +1,40 @@
-# Grouped training: for an experiment with `train.grouped: true`, one job per (experiment, n) trains
-# every seed of that n as one batched computation (`python -m diffmem.grouped`, see grouped.py).
-# Each seed keeps its own train_metrics.nc, log-free checkpoints under state/n{n}_seed{seed}/ and
-# trajectory hash, exactly as the per-(n, seed) `train` rule writes them, so sample, score and cube
-# are unchanged and either rule resumes the other's checkpoints.
-# One job has one output per seed, and the seeds differ by experiment, so the rules are generated
-# here with concrete file lists (the `name:` directive) rather than written with wildcards.
-# Resources are the experiment's `resources:` as for `train`; grouped rules cannot be named in a
-# profile's set-resources (their names depend on the config), so they take the default-resources.
-for _exp, _n in grouped_train_jobs():
-    _seeds = EXPERIMENTS[_exp]["data"]["seeds"]
+# Grouped training: for an experiment with `train.grouped` on (true, or auto with
+# resources.gpus_per_train_job > 0), one job trains a group of (n, seed) runs as one batched
+# computation (`python -m diffmem.grouped`, see grouped.py): all seeds of one n (train.group_by: n),
+# all n of one seed (seed) or every run (experiment), split into jobs of at most train.max_group.
+# Each run keeps its own train_metrics.nc, checkpoints under state/n{n}_seed{seed}/ and trajectory
+# hash, exactly as the per-(n, seed) `train` rule writes them, so sample, score and cube are
+# unchanged and either rule resumes the other's checkpoints.
+# One job has one output per member, and the members differ by experiment, so the rules are
+# generated here with concrete file lists (the `name:` directive) rather than written with wildcards.
+# Resources are the experiment's `resources:`, with unset training requests sized for the largest
+# group; grouped rules cannot be named in a profile's set-resources (their names depend on the
+# config), so a profile reaches them through default-resources.
+for _exp, _label, _members in grouped_train_jobs():
     _cfg = EXPERIMENTS[_exp]
+    _runs = [f"{_exp}/runs/n{n}_seed{s}" for n, s in _members]
 
     rule:
         name:
-            grouped_rule_name(_exp, _n)
+            grouped_rule_name(_exp, _label)
         input:
-            train=[R(f"{_exp}/runs/n{_n}_seed{s}/train.npz") for s in _seeds],
+            train=[R(f"{run}/train.npz") for run in _runs],
             dataset=R(f"{_exp}/data/dataset.npz"),
         output:
-            [R(f"{_exp}/runs/n{_n}_seed{s}/train_metrics.nc") for s in _seeds],
+            [R(f"{run}/train_metrics.nc") for run in _runs],
         params:
             model=as_arg(family_model(_cfg["model"])),
             train=as_arg(_cfg["train"]),
-            seeds=_seeds,
-            states=[R(f"{_exp}/state/n{_n}_seed{s}") for s in _seeds],
+            seeds=[s for _, s in _members],
+            states=[R(f"{_exp}/state/n{n}_seed{s}") for n, s in _members],
         threads: _cfg["train"]["threads"]
         resources:
             mem_mb=_cfg["resources"]["train_mem_mb"],
             runtime=_cfg["resources"]["train_runtime_min"],
             gpu=_cfg["resources"]["gpus_per_train_job"],
+            cpus_per_task=_cfg["train"]["threads"],
         log:
-            R(f"{_exp}/logs/train/n{_n}_grouped.log"),
+            R(f"{_exp}/logs/train/grouped_{_label}.log"),
         conda:
             "../../envs/diffmem.yaml"
         shell:

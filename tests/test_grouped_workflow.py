@@ -1,0 +1,73 @@
+"""Grouped training through the real Snakemake workflow.
+
+The smoke experiment with `resources.gpus_per_train_job: 1` (so `train.grouped: auto` groups it; on
+this CPU machine the jobs still train on the CPU), `group_by: experiment` and `max_group: 3`: its four
+(n, seed) runs, with two different n, train in two grouped jobs. Every run's checkpoints must match
+the per-(n, seed) `train` rule's to float tolerance, and the downstream outputs must be the usual ones.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from diffmem.checkpoint import existing_steps, load_checkpoint
+from diffmem.config import checkpoint_grid
+from test_workflow import REPO, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.snakemake
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(workdir, config) after running the grouped and the per-run variant of the smoke experiment."""
+    workdir = tmp_path_factory.mktemp("grouped_wf")
+    cfg = yaml.safe_load((REPO / "tests" / "smoke_config.yaml").read_text())
+    cfg["results_dir"] = "results"
+    single = cfg["experiments"]["smoke"]
+    single["quality"]["enabled"] = False
+    grouped = yaml.safe_load(yaml.safe_dump(single))
+    grouped["train"].update(group_by="experiment", max_group=3)
+    grouped["resources"] = {"gpus_per_train_job": 1}
+    cfg["experiments"] = {"single": single, "grouped": grouped}
+    cfg["run"] = ["single", "grouped"]
+    write_config(workdir, cfg)
+    jobs = planned_jobs(workdir)
+    snakemake(workdir, "--resources", "gpu=1")
+    return workdir, cfg, jobs
+
+
+def test_auto_grouping_plans_two_grouped_jobs_and_no_single_training(runs):
+    _, _, jobs = runs
+    rules = [rule for rule, _ in jobs]
+    assert sorted(r for r in rules if r.startswith("train_grouped_")) == [
+        "train_grouped_grouped_all_part0", "train_grouped_grouped_all_part1"]
+    assert sum(rule == "train" and wc["exp"] == "grouped" for rule, wc in jobs) == 0
+    assert sum(rule == "train" and wc["exp"] == "single" for rule, wc in jobs) == 4
+
+
+def test_grouped_members_match_the_per_run_rule(runs):
+    workdir, cfg, _ = runs
+    data = cfg["experiments"]["single"]["data"]
+    grid = checkpoint_grid(cfg["experiments"]["single"]["train"])
+    for n in data["n_train"]:
+        for seed in data["seeds"]:
+            dirs = [next((workdir / "results" / exp / "state" / f"n{n}_seed{seed}").iterdir())
+                    for exp in ("single", "grouped")]
+            assert [existing_steps(d) for d in dirs] == [grid, grid]
+            assert dirs[0].name == dirs[1].name  # same trajectory hash: grouping is not part of it
+            a, b = (load_checkpoint(d / f"step{grid[-1]:09d}.pt") for d in dirs)
+            for key in a["model"]:
+                torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-5)
+            assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-4)
+
+
+def test_grouped_experiment_has_the_usual_cube(runs):
+    workdir, cfg, _ = runs
+    cubes = [xr.load_dataset(workdir / "results" / exp / "cube.nc") for exp in ("single", "grouped")]
+    assert cubes[0].sizes == cubes[1].sizes
+    assert set(cubes[0].data_vars) == set(cubes[1].data_vars)
+    log = (workdir / "results" / "grouped" / "logs" / "train" / "grouped_all_part0.log").read_text()
+    assert "3 members" in log
