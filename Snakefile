@@ -11,7 +11,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Only check here: diffmem.config fills the defaults, after the top-level gpus_per_train_job has
+# become each experiment's default (a default filled in first would hide it).
+validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
 
 
 include: "workflow/rules/common.smk"

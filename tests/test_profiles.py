@@ -173,3 +173,18 @@ def test_slurm_profile_resources_follow_config_and_route_partitions(workdir):
         assert res["slurm_partition"] == expected.get("slurm_partition", gpu_partition), job
     assert any(j["rule"].startswith("train_grouped_") and j["resources"]["slurm_partition"] == gpu_partition
                for j in jobs)
+
+
+@needs_slurm_plugin
+def test_slurm_profile_puts_training_on_gpus_and_groups_it_without_config_changes(tmp_path):
+    """The profile's `config: gpus_per_train_job=1` is every experiment's default: the unchanged smoke
+    config trains in grouped GPU jobs; --config gpus_per_train_job=0 (CPU nodes) trains one run per job."""
+    gpu = planned_jobs(dry_run(tmp_path, "--profile", "workflow/profiles/slurm", "--configfile", "tests/smoke_config.yaml"))
+    grouped = [j for j in gpu if j["rule"].startswith("train_grouped_")]
+    assert len(grouped) == 2 and not any(j["rule"] == "train" for j in gpu)
+    assert all(int(j["resources"]["gpu"]) == 1 for j in gpu if j["rule"] in ("sample",) or j in grouped)
+    cpu = planned_jobs(dry_run(tmp_path, "--profile", "workflow/profiles/slurm", "--configfile",
+                               "tests/smoke_config.yaml", "--config", "gpus_per_train_job=0"))
+    train = [j for j in cpu if j["rule"] == "train"]
+    assert len(train) == 4 and not any(j["rule"].startswith("train_grouped_") for j in cpu)
+    assert all(int(j["resources"]["gpu"]) == 0 for j in train)

@@ -124,3 +124,16 @@ def test_group_by_and_max_group():
     assert [label for label, _ in parts] == ["all_part0", "all_part1", "all_part2"]
     assert [len(m) for _, m in parts] == [5, 5, 2]
     assert sorted(run for _, m in parts for run in m) == sorted(everything[0][1])
+
+
+def test_top_level_gpus_per_train_job_is_every_experiments_default():
+    raw = {"gpus_per_train_job": 1, "experiments": {
+        "a": {"data": dict(DIGITS)},
+        "b": {"data": dict(DIGITS), "resources": {"gpus_per_train_job": 0}},
+        "c": {"data": dict(DIGITS), "resources": {"train_mem_mb": 999}},
+    }}
+    exps = validate_config(raw)["experiments"]
+    assert [exps[k]["resources"]["gpus_per_train_job"] for k in "abc"] == [1, 0, 1]
+    assert [exps[k]["train"]["grouped"] for k in "abc"] == [True, False, True]
+    assert exps["c"]["resources"]["train_mem_mb"] == 999
+    assert "gpus_per_train_job" not in raw["experiments"]["a"].get("resources", {})  # the input is not modified

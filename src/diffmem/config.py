@@ -83,7 +83,11 @@ def validate_config(raw: dict) -> dict:
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_format_error(errors[0]))
-    cfg = _fill_defaults(copy.deepcopy(raw), schema, schema)
+    raw = copy.deepcopy(raw)
+    if raw.get("gpus_per_train_job") is not None:  # the default of every experiment's own key
+        for exp in raw["experiments"].values():
+            exp.setdefault("resources", {}).setdefault("gpus_per_train_job", raw["gpus_per_train_job"])
+    cfg = _fill_defaults(raw, schema, schema)
     for name, exp in cfg["experiments"].items():
         resolve_sizes(name, exp["data"])
     cfg.setdefault("run", list(cfg["experiments"]))
