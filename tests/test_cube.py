@@ -38,3 +38,23 @@ def test_different_step_grids_are_outer_joined(tmp_path, rng):
     cube = combine_runs(load_parts([str(p) for p in paths]), attrs={})
     assert list(cube[names.STEP].values) == [0, 1, 10, 100]
     assert np.isnan(float(cube[names.F_MEM].sel(n=8, seed=0, step=100)))
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_private_one(tmp_path):
+    """Results on a shared filesystem stay readable to the group: 0o666 less the umask, as open() gives."""
+    import os
+    import stat
+
+    from diffmem.io import atomic_savez, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_savez(tmp_path / "b.npz", x=np.zeros(2))
+        os.umask(0o002)
+        atomic_write_text(tmp_path / "c.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.npz").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "c.txt").stat().st_mode) == 0o664

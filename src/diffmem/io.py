@@ -19,6 +19,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+def _file_mode() -> int:
+    """The mode a plain open() would give a new file: 0o666 less the umask (mkstemp's files are 0o600,
+    which would hide results from the group on a shared cluster filesystem)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> None:
     """Write through `write(tmp_path)` then rename, so a finished file is never half-overwritten."""
     path = Path(path)
@@ -27,6 +35,7 @@ def _atomic(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> 
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
