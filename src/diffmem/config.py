@@ -229,8 +229,9 @@ def resolve_grouping(exp: dict) -> None:
     """train.grouped auto -> true when each training job holds a GPU (gpus_per_train_job > 0), else false.
 
     Measured (benchmarks/README.md): a job that holds a whole GPU trains k grouped models at ~k x the
-    model-steps/s of one (10x at k = 16 on an H100) because small models are launch-bound; on CPU,
-    and on a GPU that concurrent single-model jobs share, k processes match or beat one grouped job.
+    model-steps/s of one (9.1x at k = 16 on an H100) because small models are launch-bound; on CPU,
+    and on a GPU that concurrent single-model jobs share, k processes match or beat a group of one
+    n's seeds (only many tiny models gain there: set grouped true with group_by experiment).
     """
     train = exp["train"]
     if train["grouped"] == "auto":
