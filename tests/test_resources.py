@@ -103,6 +103,8 @@ def test_grouped_auto_follows_the_gpu_request():
     assert experiment(resources={"gpus_per_train_job": 1})["train"]["grouped"] is True
     assert experiment(train={"grouped": False}, resources={"gpus_per_train_job": 1})["train"]["grouped"] is False
     assert experiment(train={"grouped": True})["train"]["grouped"] is True
+    unet = experiment(model={"arch": "unet", "width": 8}, resources={"gpus_per_train_job": 1})
+    assert unet["train"]["grouped"] is False  # vmapped convolutions are slower than one U-Net per job
     closed = experiment(model={"family": "empirical"}, resources={"gpus_per_train_job": 1})
     assert closed["train"]["grouped"] is False  # auto never groups an untrained family
     with pytest.raises(ConfigError, match=r"train\.grouped.*random_features"):

@@ -226,16 +226,20 @@ def check_family(name: str, exp: dict) -> None:
 
 
 def resolve_grouping(exp: dict) -> None:
-    """train.grouped auto -> true when each training job holds a GPU (gpus_per_train_job > 0), else false.
+    """train.grouped auto -> true when each training job holds a GPU (gpus_per_train_job > 0) and the
+    network is an MLP or linear, else false.
 
     Measured (benchmarks/README.md): a job that holds a whole GPU trains k grouped models at ~k x the
     model-steps/s of one (9.1x at k = 16 on an H100) because small models are launch-bound; on CPU,
     and on a GPU that concurrent single-model jobs share, k processes match or beat a group of one
-    n's seeds (only many tiny models gain there: set grouped true with group_by experiment).
+    n's seeds (only many tiny models gain there: set grouped true with group_by experiment). The
+    U-Net never gains: vmap turns its convolutions into grouped convolutions, and on the H100 a group
+    of 4 ran at 12.7 model-steps/s against 18.1 for one U-Net per job.
     """
-    train = exp["train"]
+    train, model = exp["train"], exp["model"]
     if train["grouped"] == "auto":
-        train["grouped"] = exp["model"]["family"] == "network" and exp["resources"]["gpus_per_train_job"] > 0
+        train["grouped"] = (model["family"] == "network" and model["arch"] != "unet"
+                            and exp["resources"]["gpus_per_train_job"] > 0)
 
 
 def training_groups(exp: dict) -> list[tuple[str, list[tuple[int, int]]]]:
