@@ -139,3 +139,24 @@ def test_top_level_gpus_per_train_job_is_every_experiments_default():
     assert [exps[k]["train"]["grouped"] for k in "abc"] == [True, False, True]
     assert exps["c"]["resources"]["train_mem_mb"] == 999
     assert "gpus_per_train_job" not in raw["experiments"]["a"].get("resources", {})  # the input is not modified
+
+
+def test_resources_command_prints_the_requests(capsys, tmp_path):
+    from pathlib import Path
+
+    from diffmem.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "config.yaml"
+    main(["resources", str(config), "--gpus-per-train-job", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits |")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1:3] == ["12", "4 x 3"] and cells[4] == "1"  # 12 runs, grouped by n: 4 GPU jobs of 3 seeds
+    main(["resources", str(config), "--all"])
+    out = capsys.readouterr().out
+    assert "| gaussian_d16 | 24 | 1 x 24 |" in out and "| tikhonov_digits/strength0 | 6 | none (closed form) | — |" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiments: {e: {data: {dataset: digits, n_train: [5000], seeds: [0]}}}\n")
+    with pytest.raises(SystemExit):
+        main(["resources", str(bad)])
+    assert "n = [5000] larger than the pool" in capsys.readouterr().err

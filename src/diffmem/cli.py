@@ -9,6 +9,7 @@
     diffmem sweep ...                              (a width or strength sweep -> one cube)
     diffmem rf-train ...   diffmem rf-fit ...      diffmem rf-plot ...   (family random_features)
     diffmem check-config config.yaml               (validate and print the resolved config)
+    diffmem resources config.yaml [--gpus-per-train-job 1]   (what each experiment's jobs will request)
 
 `diffmem <stage> --help` lists each stage's options.
 """
@@ -35,6 +36,7 @@ STAGES = {
     "rf-train": ("diffmem.rf", ["train"]),
     "rf-fit": ("diffmem.rf", ["fit"]),
     "rf-plot": ("diffmem.rf", ["plot"]),
+    "resources": ("diffmem.resources", []),
 }
 
 
