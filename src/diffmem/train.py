@@ -176,8 +176,14 @@ def seed_of(*parts: object) -> int:
 
 def fused_adam(device: torch.device) -> bool:
     """Whether Adam runs as torch's fused kernel on this device (CPU and CUDA: one pass over the state
-    instead of ~8 multi-tensor passes; the grouped path follows the same choice, so both agree)."""
-    return device.type in ("cpu", "cuda")
+    instead of ~8 multi-tensor passes; the grouped path follows the same choice, so both agree).
+    torch < 2.4 has no CPU kernel; there, and on other devices, Adam stays foreach."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        supported = _get_fused_kernels_supported_devices()
+    except ImportError:  # an older torch: CUDA only
+        supported = ["cuda"]
+    return device.type in ("cpu", "cuda") and device.type in supported
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
