@@ -188,3 +188,17 @@ def test_slurm_profile_puts_training_on_gpus_and_groups_it_without_config_change
     train = [j for j in cpu if j["rule"] == "train"]
     assert len(train) == 4 and not any(j["rule"].startswith("train_grouped_") for j in cpu)
     assert all(int(j["resources"]["gpu"]) == 0 for j in train)
+
+
+def test_grouped_rule_name_collision_is_a_clear_error(tmp_path):
+    cfg = yaml.safe_load((REPO / "tests/smoke_config.yaml").read_text())
+    exp = cfg["experiments"]["smoke"]
+    exp["train"]["grouped"] = True
+    cfg["experiments"] = {"a-b": exp, "a_b": yaml.safe_load(yaml.safe_dump(exp))}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+                           "--snakefile", str(REPO / "Snakefile"), f"--configfile={path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "experiments 'a-b' and 'a_b' both give the grouped training rule name" in proc.stdout + proc.stderr

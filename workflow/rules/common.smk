@@ -241,7 +241,14 @@ def sweep_params(wildcards):
 
 def grouped_train_jobs():
     """(experiment, label, [(n, seed), ...]) of every grouped training job (train.group_by, max_group)."""
-    return [(exp, label, members) for exp in grouped_experiments() for label, members in training_groups(EXPERIMENTS[exp])]
+    jobs = [(exp, label, members) for exp in grouped_experiments() for label, members in training_groups(EXPERIMENTS[exp])]
+    seen = {}
+    for exp, label, _ in jobs:
+        name = grouped_rule_name(exp, label)
+        if seen.setdefault(name, exp) != exp:
+            raise WorkflowError(f"config error: experiments '{seen[name]}' and '{exp}' both give the grouped training "
+                                f"rule name '{name}' (rule names replace '-' and '/' by '_'); rename one of them")
+    return jobs
 
 
 def grouped_rule_name(exp, label):
