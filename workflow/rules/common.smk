@@ -247,7 +247,7 @@ def grouped_train_jobs():
         name = grouped_rule_name(exp, label)
         if seen.setdefault(name, exp) != exp:
             raise WorkflowError(f"config error: experiments '{seen[name]}' and '{exp}' both give the grouped training "
-                                f"rule name '{name}' (rule names replace '-' and '/' by '_'); rename one of them")
+                                f"rule name '{name}' (in rule names, '_' stands for any other non-word character); rename one of them")
     return jobs
 
 
