@@ -100,13 +100,14 @@ def validate_config(raw: dict) -> dict:
     return cfg
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path, **overrides: Any) -> dict:
+    """Read, validate and resolve a config file; `overrides` set top-level keys, as `--config key=value`."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config error: config file {path} does not exist")
     with open(path) as fh:
         raw = yaml.safe_load(fh)
-    return validate_config(raw or {})
+    return validate_config({**(raw or {}), **overrides})
 
 
 def pool_size(data: dict) -> int:

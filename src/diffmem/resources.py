@@ -149,9 +149,9 @@ def on_gpu(exp: dict) -> bool:
     return exp["resources"]["gpus_per_train_job"] > 0 or str(exp["train"]["device"]).startswith("cuda")
 
 
-def step_seconds(exp: dict, members: int, batch: int) -> float:
-    """Estimated seconds of one (grouped) training step of `members` models."""
-    flops = 3.0 * model_size(exp["model"], data_shape(exp["data"])).flops * batch * members  # forward + backward
+def step_seconds(exp: dict, size: ModelSize, members: int, batch: int) -> float:
+    """Estimated seconds of one (grouped) training step of `members` models of this size."""
+    flops = 3.0 * size.flops * batch * members  # forward + backward
     if on_gpu(exp):
         return GPU_STEP_OVERHEAD_S + flops / (GPU_GFLOPS * 1e9)
     return flops / (CPU_GFLOPS_PER_THREAD * 1e9 * exp["train"]["threads"])
@@ -179,7 +179,7 @@ def train_resources(exp: dict, members: int = 1) -> dict[str, int]:
         state = 5 * 4 * size.params + max(data["n_train"]) * math.prod(shape) * 4
         activations = 0.0 if on_gpu(exp) else batch * size.activations * 4
         est_mem = members * (state + activations) + 2 * 4 * math.prod(shape) * train["probe_size"] * 3
-        est_s = train["max_steps"] * step_seconds(exp, members, batch)
+        est_s = train["max_steps"] * step_seconds(exp, size, members, batch)
     out = {"train_mem_mb": _mb(est_mem), "train_runtime_min": _minutes(est_s)}
     return {k: v if res.get(k) is None else res[k] for k, v in out.items()}
 
@@ -191,7 +191,7 @@ def size_resources(exp: dict, checkpoints: int, members: int = 1) -> dict[str, i
     """
     res, data, sample = exp["resources"], exp["data"], exp["sample"]
     family = exp["model"]["family"]
-    shape = (data["dim"],) if family == "random_features" else data_shape(data)
+    shape = data_shape(data)  # random_features: gaussian data, (dim,)
     dim = math.prod(shape)
     n_max = max(data["n_train"])
     res.update(train_resources(exp, members))
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     """`diffmem resources [config.yaml] [--gpus-per-train-job N] [--all]`: the requests, before submitting."""
     import argparse
 
-    from diffmem.config import ConfigError, load_config, validate_config
+    from diffmem.config import ConfigError, load_config
     from diffmem.io import fail
 
     parser = argparse.ArgumentParser(prog="diffmem resources", description=main.__doc__)
@@ -277,14 +277,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="as --config gpus_per_train_job=N (what the SLURM profile sets to 1)")
     parser.add_argument("--all", action="store_true", help="every experiment, not only those in `run`")
     args = parser.parse_args(argv)
+    overrides = {} if args.gpus_per_train_job is None else {"gpus_per_train_job": args.gpus_per_train_job}
     try:
-        cfg = load_config(args.config)
-        if args.gpus_per_train_job is not None:
-            import yaml
-
-            with open(args.config) as fh:
-                raw = yaml.safe_load(fh)
-            cfg = validate_config({**raw, "gpus_per_train_job": args.gpus_per_train_job})
+        cfg = load_config(args.config, **overrides)
     except ConfigError as exc:
         fail(str(exc))
     print(request_table(cfg, list(cfg["experiments"]) if args.all else cfg["run"]))
