@@ -23,7 +23,10 @@ include: "workflow/rules/train_grouped.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/quality.smk"
+include: "workflow/rules/cube.smk"
 include: "workflow/rules/fit.smk"
+include: "workflow/rules/plot.smk"
+include: "workflow/rules/sweep.smk"
 include: "workflow/rules/rf.smk"
 
 

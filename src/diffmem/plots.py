@@ -36,7 +36,7 @@ import xarray as xr  # noqa: E402
 
 from diffmem import names  # noqa: E402
 from diffmem.fit import pick_quality_metric  # noqa: E402
-from diffmem.io import NETCDF_ENGINE  # noqa: E402
+from diffmem.io import NETCDF_ENGINE, fail  # noqa: E402
 
 
 def _frame(cube: xr.Dataset, variables: list[str]) -> pd.DataFrame:
@@ -113,7 +113,9 @@ def _save(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "") -> list[Path]:
+def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "",
+                 only: set[str] | None = None) -> list[Path]:
+    """The memorization figures (`only`: just these names, without .png; default all)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="paper")
@@ -125,11 +127,15 @@ def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title
         "losses.png": lambda ax: plot_losses(ax, cube),
     }
     for name, draw in single.items():
+        if only is not None and name[:-4] not in only:
+            continue
         fig, ax = plt.subplots(figsize=(5, 3.6))
         draw(ax)
         ax.set_title(title, fontsize=9)
         _save(fig, outdir / name)
         written.append(outdir / name)
+    if only is not None and "overview" not in only:
+        return written
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     for ax, draw in zip(axes.ravel(), single.values()):
         draw(ax)
@@ -208,7 +214,9 @@ def plot_p_delta(ax, cube: xr.Dataset, *, data_dim: int | None) -> None:
 
 
 def make_quality_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "",
-                         data_dim: int | None = None) -> list[Path]:
+                         data_dim: int | None = None, only: set[str] | None = None) -> list[Path]:
+    """The quality figures the cube and fit can fill (`only`: just these; asking for one they cannot
+    fill, e.g. p_delta_pos without E_TG, is an error rather than a placeholder)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="paper")
@@ -219,14 +227,18 @@ def make_quality_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, 
         "loss_gap.png": lambda ax: plot_loss_gap(ax, cube),
         "p_delta_pos.png": (lambda ax: plot_p_delta(ax, cube, data_dim=data_dim)) if names.P_DELTA_POS in cube else None,
     }
+    missing = {"quality_vs_step.png": "the fit has no tau_gen metric (fit.tau_gen_metric null)",
+               "p_delta_pos.png": "the cube has no p_delta_pos (it needs quality.e_tg: true)"}
     written = []
     for name, draw in panels.items():
-        fig, ax = plt.subplots(figsize=(5, 3.6))
+        if only is not None and name[:-4] not in only:
+            continue
         if draw is None:
-            ax.text(0.5, 0.5, f"{name[:-4]}: not computed for this experiment", ha="center", transform=ax.transAxes)
-            ax.set_axis_off()
-        else:
-            draw(ax)
+            if only is not None:
+                raise ValueError(f"cannot draw {name}: {missing[name]}")
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        draw(ax)
         ax.set_title(title, fontsize=9)
         _save(fig, outdir / name)
         written.append(outdir / name)
@@ -318,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="overlay P(Delta > 0) vs n/d of these cubes (with --dims) into --out")
     parser.add_argument("--dims", nargs="+", type=int, default=None, help="d of each --compare cube")
     parser.add_argument("--out", default=None, help="figure file of --compare")
+    parser.add_argument("--figures", nargs="+", default=None, metavar="NAME",
+                        help="draw only these figures (names without .png); default every one of the family")
     args = parser.parse_args(argv)
     if not args.compare and not (args.cube and args.fit and args.outdir):
         parser.error("--cube, --fit and --outdir are required (or --compare CUBE ... --dims D ... --out FILE)")
@@ -330,13 +344,20 @@ def main(argv: list[str] | None = None) -> None:
         return
     with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
         title = args.title or cube.attrs.get("experiment", "")
-        if args.closed_form:
-            paths = make_closed_form_figures(cube.load(), fit.load(), args.outdir, title=title, quality=args.quality,
-                                             data_dim=args.data_dim)
-        elif args.quality:
-            paths = make_quality_figures(cube.load(), fit.load(), args.outdir, title=title, data_dim=args.data_dim)
-        else:
-            paths = make_figures(cube.load(), fit.load(), args.outdir, title=title)
+        only = set(args.figures) if args.figures else None
+        try:
+            if args.closed_form:
+                paths = make_closed_form_figures(cube.load(), fit.load(), args.outdir, title=title,
+                                                 quality=args.quality, data_dim=args.data_dim)
+            elif args.quality:
+                paths = make_quality_figures(cube.load(), fit.load(), args.outdir, title=title,
+                                             data_dim=args.data_dim, only=only)
+            else:
+                paths = make_figures(cube.load(), fit.load(), args.outdir, title=title, only=only)
+        except ValueError as exc:
+            fail(f"plot: {exc}")
+        if only is not None and {p.stem for p in paths} != only:
+            fail(f"plot: no figure(s) {sorted(only - {p.stem for p in paths})} in this family of figures")
     print(f"[plot] wrote {len(paths)} figures to {args.outdir}")
 
 

@@ -1,5 +1,6 @@
 # Config resolution, target lists and per-rule config slices. Rules only read from here.
 import json
+import re
 import shlex
 
 from diffmem.config import (
@@ -40,6 +41,7 @@ def RUN(name):
 
 FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses"]
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
+CLOSED_FORM_FIGURES = ["f_mem_vs_n", "quality_vs_n"]
 RF_FIGURES = ["rf_losses", "rf_split_time"]
 
 
@@ -109,11 +111,17 @@ def runs(exp, pattern):
 
 
 def figure_names(exp):
+    """The figures of one leaf experiment; only those its cube and fit can fill (no placeholders)."""
     if is_rf(exp):
         return RF_FIGURES
     if is_closed_form(exp):
         return ["f_mem_vs_n"] + (["quality_vs_n"] if quality_enabled(exp) else [])
-    return FIGURES + (QUALITY_FIGURES if quality_enabled(exp) else [])
+    if not quality_enabled(exp):
+        return FIGURES
+    quality = EXPERIMENTS[exp]["quality"]
+    skip = {"quality_vs_step"} if EXPERIMENTS[exp]["fit"]["tau_gen_metric"] is None else set()
+    skip |= set() if quality["e_tg"] else {"p_delta_pos"}  # P(Delta > 0) needs E_TG
+    return FIGURES + [name for name in QUALITY_FIGURES if name not in skip]
 
 
 def experiment_targets(exp):
@@ -146,6 +154,10 @@ def resource(key):
     return lambda wildcards: resources_of(wildcards.exp)[key]
 
 
+# The request of every short single-core job (data preparation, cube, fit, figures, sweeps).
+SMALL_JOB = dict(mem_mb=resource("small_mem_mb"), runtime=resource("small_runtime_min"), cpus_per_task=1)
+
+
 def train_threads(wildcards):
     return exp_cfg(wildcards)["train"]["threads"]
 
@@ -161,8 +173,14 @@ def data_dim(exp):
     return data["dim"] if data["dataset"] in ("gmm", "gaussian") else None
 
 
-def dim_flag(wildcards):
-    return f"--data-dim {data_dim(wildcards.exp)}" if data_dim(wildcards.exp) else ""
+def plot_flags(wildcards):
+    """Which figure family `diffmem plot` draws from, and d for the n/d axes of synthetic data."""
+    flags = ["--closed-form"] if is_closed_form(wildcards.exp) else []
+    if wildcards.figure in QUALITY_FIGURES or wildcards.figure == "quality_vs_n":
+        flags.append("--quality")
+    if data_dim(wildcards.exp):
+        flags.append(f"--data-dim {data_dim(wildcards.exp)}")
+    return " ".join(flags)
 
 
 def quality_enabled(exp):
@@ -199,14 +217,10 @@ def cube_inputs(wildcards):
     return inputs
 
 
-# --- Grouped training (workflow/rules/train_grouped.smk) ------------------------------------------
-# Added for grouped training; nothing above depends on it. An experiment with `train.grouped: true`
-# trains all seeds of one n in one job (jobs generated per experiment and n). The per-(n, seed)
-# `train` job must not claim those files, so train.smk constrains it with exp=UNGROUPED_EXPS
-# (concrete outputs already win over wildcard ones; the constraint makes the intent explicit).
-import re
-
-
+# --- Which rule produces an experiment's files ------------------------------------------------------
+# An experiment with `train.grouped` on trains a group of (n, seed) runs in one job (rules generated per
+# experiment and group in train_grouped.smk). The per-(n, seed) `train` job must not claim those files,
+# so train.smk constrains it with exp=UNGROUPED_EXPS.
 def grouped_experiments():
     return [name for name, exp in EXPERIMENTS.items() if exp["train"]["grouped"] and is_trained(name)]
 
@@ -236,7 +250,6 @@ def sweep_inputs(wildcards):
 def sweep_params(wildcards):
     key, values = SWEEPS[wildcards.exp]
     return f"--key {key} --values {' '.join(f'{v:g}' for v in values)}"
-
 
 
 def grouped_train_jobs():

@@ -4,9 +4,7 @@ rule prepare_data:
     params:
         data=data_slice,
     resources:
-        mem_mb=resource("small_mem_mb"),
-        runtime=resource("small_runtime_min"),
-        cpus_per_task=1,
+        **SMALL_JOB,
     log:
         R("{exp}/logs/prepare_data.log"),
     conda:
@@ -21,9 +19,7 @@ rule subsample:
     output:
         RUN("train.npz"),
     resources:
-        mem_mb=resource("small_mem_mb"),
-        runtime=resource("small_runtime_min"),
-        cpus_per_task=1,
+        **SMALL_JOB,
     log:
         R("{exp}/logs/subsample/n{n}_seed{seed}.log"),
     conda:

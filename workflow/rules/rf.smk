@@ -37,9 +37,7 @@ rule rf_cube:
     params:
         config_hash=upstream_hash,
     resources:
-        mem_mb=resource("small_mem_mb"),
-        runtime=resource("small_runtime_min"),
-        cpus_per_task=1,
+        **SMALL_JOB,
     log:
         R("{exp}/logs/cube.log"),
     conda:
@@ -60,9 +58,7 @@ rule rf_fit:
         model=model_slice,
         fit=section("fit"),
     resources:
-        mem_mb=resource("small_mem_mb"),
-        runtime=resource("small_runtime_min"),
-        cpus_per_task=1,
+        **SMALL_JOB,
     log:
         R("{exp}/logs/fit.log"),
     conda:
@@ -82,9 +78,7 @@ rule rf_plot:
     params:
         outdir=R("{exp}/figures"),
     resources:
-        mem_mb=resource("small_mem_mb"),
-        runtime=resource("small_runtime_min"),
-        cpus_per_task=1,
+        **SMALL_JOB,
     log:
         R("{exp}/logs/plot.log"),
     conda:
