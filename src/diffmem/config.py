@@ -406,7 +406,7 @@ class TrainConfig:
     threads: int = 1
     log_every: int = 2000
     resume_every_min: float = 10.0
-    grouped: bool = False
+    grouped: bool | str = "auto"  # validate_config resolves auto to true or false
     group_by: str = "n"
     max_group: int | None = None
     precision: str = "fp32"
@@ -484,12 +484,42 @@ class FitConfig:
     from_dict = classmethod(_from_dict)
 
 
+# Run settings: keys that change how a job runs (threads, devices, logging, timers, batching of
+# evaluations, how training jobs are grouped), not what it writes. The Snakemake rules keep them out of
+# `params:` (a changed param reruns the job and everything downstream): a slice carries the path of a
+# run-settings file instead (RUN_SETTINGS_KEY), which `read_json_arg` merges back in. Keys that change
+# the numbers a job writes are not here; see README, "What reruns" for the device, tf32 and compile.
+RUN_SETTINGS = {
+    "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
+              "tf32", "compile"),
+    "sample": ("batch_size",),
+    "score": ("chunk_size", "device"),
+}
+RUN_SETTINGS_KEY = "run_settings"
+
+
+def split_run_settings(section: str, values: dict) -> tuple[dict, dict]:
+    """(result keys, run settings) of one resolved config section."""
+    run = RUN_SETTINGS.get(section, ())
+    return ({k: v for k, v in values.items() if k not in run}, {k: v for k, v in values.items() if k in run})
+
+
 def read_json_arg(text: str) -> dict:
-    """Parse a config slice passed on the command line as JSON (by the Snakemake rules) or a path to one."""
+    """Parse a config slice passed on the command line as JSON (by the Snakemake rules) or a path to one.
+
+    A slice holding RUN_SETTINGS_KEY gets the keys of that JSON file merged in."""
     candidate = Path(text)
     if not text.lstrip().startswith("{") and candidate.exists():
         text = candidate.read_text()
     try:
-        return json.loads(text)
+        values = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config error: cannot parse config slice as JSON ({exc})") from exc
+    settings = values.pop(RUN_SETTINGS_KEY, None) if isinstance(values, dict) else None
+    if settings is not None:
+        try:
+            values.update(json.loads(Path(settings).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"config error: cannot read the run settings {settings} ({exc}); Snakemake writes "
+                              "them when it reads the workflow: run snakemake again") from exc
+    return values

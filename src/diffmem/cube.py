@@ -1,17 +1,19 @@
 """Combine the per-(n, seed) files into one cube indexed by (n, seed, step[, sample]).
 
 Run: `diffmem cube --scores a/scores.nc b/scores.nc --train-metrics a/train_metrics.nc ...
---config-hash abc --out results/<experiment>/cube.nc`
+--out results/<experiment>/cube.nc` (its config_hash attribute: a hash of the inputs' attributes)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import xarray as xr
 
 from diffmem import names
+from diffmem.config import stable_hash
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, provenance
 
 
@@ -37,6 +39,14 @@ def combine_runs(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
     return names.annotate(cube)
 
 
+def inputs_hash(parts: list[xr.Dataset]) -> str:
+    """Provenance of a cube from its inputs' own attributes (each run's trajectory hash, state folder,
+    ratio threshold, metric settings, ...), not from config sections: what the files say they are."""
+    records = [{"attrs": {k: v for k, v in part.attrs.items() if k != "created"},
+                "vars": {name: dict(var.attrs) for name, var in part.variables.items()}} for part in parts]
+    return stable_hash(sorted(json.dumps(r, sort_keys=True, default=str) for r in records))
+
+
 def load_parts(paths: list[str]) -> list[xr.Dataset]:
     parts = []
     for path in paths:
@@ -52,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="per-run train_metrics.nc (trained families) or rf_metrics.nc (random_features)")
     parser.add_argument("--closed-form", action="store_true", help="mark the cube as a closed-form family's (step 0 only)")
     parser.add_argument("--quality", nargs="*", default=[], help="per-run quality.nc files")
-    parser.add_argument("--config-hash", default="unknown")
+    parser.add_argument("--config-hash", default=None, help="default: a hash of the inputs' attributes")
     parser.add_argument("--experiment", default="")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -60,10 +70,11 @@ def main(argv: list[str] | None = None) -> None:
         from diffmem.io import fail
 
         fail("diffmem cube: give per-run files with --scores and/or --train-metrics")
-    attrs = {**provenance(args.config_hash), "experiment": args.experiment}
+    parts = load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
+    attrs = {**provenance(args.config_hash or inputs_hash(parts)), "experiment": args.experiment}
     if args.closed_form:
         attrs["closed_form"] = "closed-form model: no training, its single checkpoint is recorded as step 0"
-    cube = combine_runs(load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality), attrs=attrs)
+    cube = combine_runs(parts, attrs=attrs)
     atomic_to_netcdf(cube, args.out)
     print(f"[cube] {dict(cube.sizes)} -> {args.out}")
 

@@ -63,15 +63,18 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-metrics", required=True, help="train_metrics.nc of the run")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default=None, help="default: the slice's device key, else auto")
     parser.add_argument("--out", required=True, help="samples.json manifest")
     args = parser.parse_args(argv)
     try:
-        cfg = SampleConfig.from_dict(read_json_arg(args.sample_cfg))
+        values = read_json_arg(args.sample_cfg)
+        device_name = args.device or values.pop("device", None) or "auto"  # the workflow passes train.device
+        values.pop("device", None)
+        cfg = SampleConfig.from_dict(values)
     except ConfigError as exc:
         fail(str(exc))
     try:
-        device, _gpu_lease = select_device(args.device)  # the lease holds this job's GPU until exit
+        device, _gpu_lease = select_device(device_name)  # the lease holds this job's GPU until exit
     except RuntimeError as exc:
         fail(str(exc))
     with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:

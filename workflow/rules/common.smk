@@ -1,16 +1,18 @@
 # Config resolution, target lists and per-rule config slices. Rules only read from here.
 import json
+import os
 import re
 import shlex
 
 from diffmem.config import (
     CLOSED_FORM,
+    RUN_SETTINGS_KEY,
     ConfigError,
     expand_sweeps,
     family_model,
     size_experiment,
-    stable_hash,
     sweep_leaf_name,
+    split_run_settings,
     sweep_of,
     training_groups,
     validate_config,
@@ -69,8 +71,53 @@ def data_slice(wildcards):
     return as_arg({k: v for k, v in data.items() if k not in ("n_train", "seeds")})
 
 
+# Run settings (diffmem.config.RUN_SETTINGS: threads, devices, logging, evaluation batch sizes, ...)
+# are not params: each experiment's are written to a file that is not an input, and a slice carries
+# its path, so changing them reruns nothing (README, "What reruns"). Written on every parse (also by
+# the jobs Snakemake spawns), only when the content changed.
+def settings_path(exp, name):
+    return f".snakemake/diffmem/run_settings/{exp}/{name}.json"
+
+
+def write_run_settings(exp, name, settings):
+    path = settings_path(exp, name)
+    text = json.dumps(settings, sort_keys=True)
+    if os.path.exists(path) and open(path).read() == text:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def run_settings(exp, name):
+    """(result keys, run settings) of an experiment's config section; sampling runs on the training device."""
+    values, settings = split_run_settings(name, EXPERIMENTS[exp][name])
+    if name == "sample":
+        settings["device"] = EXPERIMENTS[exp]["train"]["device"]
+    return values, settings
+
+
+def result_slice(exp, name):
+    """An experiment's config section without its run settings, which it points to instead."""
+    values, settings = run_settings(exp, name)
+    return values | {RUN_SETTINGS_KEY: settings_path(exp, name)} if settings else values
+
+
+for _exp in EXPERIMENTS:
+    for _name in ("train", "sample", "score"):
+        write_run_settings(_exp, _name, run_settings(_exp, _name)[1])
+
+
 def section(name):
-    return lambda wildcards: as_arg(exp_cfg(wildcards)[name])
+    """A rule's param: the keys of one config section that can change its output (as a JSON word)."""
+
+    def param(wildcards):
+        exp_cfg(wildcards)  # one clear line for an experiment that is not in the config
+        return as_arg(result_slice(wildcards.exp, name))
+
+    return param
 
 
 def model_slice(wildcards):
@@ -98,11 +145,6 @@ def is_closed_form(exp):
 
 def is_rf(exp):
     return family(exp) == "random_features"
-
-
-def upstream_hash(wildcards):
-    exp = exp_cfg(wildcards)
-    return stable_hash({k: exp[k] for k in ("data", "model", "train", "sample", "score")})
 
 
 def runs(exp, pattern):
@@ -206,6 +248,13 @@ def quality_inputs(wildcards):
     if "classifier" in exp_cfg(wildcards)["quality"]["feature_spaces"]:
         inputs["classifier"] = R("{exp}/classifier/classifier.pt")
     return inputs
+
+
+def run_grid(wildcards):
+    """The (n, seed) runs a cube combines, as a param: removing an n or a seed must rebuild the cube even
+    where Snakemake's input trigger is off (profiles/default)."""
+    data = exp_cfg(wildcards)["data"]
+    return {"n": data["n_train"], "seeds": data["seeds"], "quality": quality_enabled(wildcards.exp)}
 
 
 def cube_inputs(wildcards):

@@ -7,7 +7,7 @@ rule cube:
     output:
         R("{exp}/cube.nc"),
     params:
-        config_hash=upstream_hash,
+        runs=run_grid,
         quality=lambda wildcards, input: f"--quality {' '.join(input.quality)}" if "quality" in input.keys() else "",
         metrics=lambda wildcards, input: f"--train-metrics {' '.join(input.metrics)}" if "metrics" in input.keys() else "",
         closed=lambda wildcards: "--closed-form" if is_closed_form(wildcards.exp) else "",
@@ -19,4 +19,4 @@ rule cube:
         "../../envs/diffmem.yaml"
     shell:
         "diffmem cube --scores {input.scores} {params.metrics} {params.quality} {params.closed}"
-        " --config-hash {params.config_hash} --experiment {wildcards.exp} --out {output} > {log} 2>&1"
+        " --experiment {wildcards.exp} --out {output} > {log} 2>&1"

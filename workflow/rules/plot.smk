@@ -9,7 +9,7 @@ rule plot:
         cube=R("{exp}/cube.nc"),
         fit=R("{exp}/fit.nc"),
     output:
-        R("{exp}/figures/{figure}.png"),
+        report(R("{exp}/figures/{figure}.png"), caption="../report/figure.rst", category="{exp}"),
     params:
         flags=plot_flags,
         outdir=R("{exp}/figures"),

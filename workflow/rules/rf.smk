@@ -35,7 +35,7 @@ rule rf_cube:
     output:
         R("{exp}/cube.nc"),
     params:
-        config_hash=upstream_hash,
+        runs=run_grid,
     resources:
         **SMALL_JOB,
     log:
@@ -43,7 +43,7 @@ rule rf_cube:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem cube --train-metrics {input} --config-hash {params.config_hash} --experiment {wildcards.exp}"
+        "diffmem cube --train-metrics {input} --experiment {wildcards.exp}"
         " --out {output} > {log} 2>&1"
 
 
@@ -74,7 +74,7 @@ rule rf_plot:
         cube=R("{exp}/cube.nc"),
         fit=R("{exp}/fit.nc"),
     output:
-        [R(f"{{exp}}/figures/{name}.png") for name in RF_FIGURES],
+        [report(R(f"{{exp}}/figures/{name}.png"), caption=f"../report/{name}.rst", category="{exp}") for name in RF_FIGURES],
     params:
         outdir=R("{exp}/figures"),
     resources:

@@ -7,7 +7,6 @@ rule sample:
         RUN("samples.json"),
     params:
         sample=section("sample"),
-        device=lambda wildcards: exp_cfg(wildcards)["train"]["device"],
     threads: job_cpus
     resources:
         mem_mb=resource("sample_mem_mb"),
@@ -19,7 +18,7 @@ rule sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem sample --train-metrics {input} --sample-cfg {params.sample} --device {params.device}"
+        "diffmem sample --train-metrics {input} --sample-cfg {params.sample}"
         " --out {output} > {log} 2>&1"
 
 

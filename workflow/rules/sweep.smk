@@ -12,7 +12,7 @@ for _key in ("width", "strength"):
         output:
             cube=R("{exp}/cube.nc"),
             fit=R("{exp}/fit.nc"),
-            figure=R(f"{{exp}}/figures/sweep_{_key}.png"),
+            figure=report(R(f"{{exp}}/figures/sweep_{_key}.png"), caption="../report/sweep.rst", category="{exp}"),
         params:
             sweep=sweep_params,
             model=lambda wildcards: as_arg(family_model(CFG["experiments"][wildcards.exp]["model"])),

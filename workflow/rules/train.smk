@@ -1,5 +1,7 @@
 # Checkpoints live under state/ (not a declared output): Snakemake deletes a job's outputs
 # before rerunning it, and a raised max_steps must resume from them instead of starting over.
+# The params are exactly those of the grouped rules (train_grouped.smk; the state folder is in the
+# command, not a param), so turning grouping on or off reruns nothing (README, "What reruns").
 rule train:
     wildcard_constraints:
         exp=UNGROUPED_EXPS,
@@ -11,7 +13,6 @@ rule train:
     params:
         model=model_slice,
         train=section("train"),
-        state=R("{exp}/state/n{n}_seed{seed}"),
     threads: train_threads
     resources:
         mem_mb=resource("train_mem_mb"),
@@ -24,5 +25,5 @@ rule train:
         "../../envs/diffmem.yaml"
     shell:
         "diffmem train --train {input.train} --dataset {input.dataset} --model {params.model}"
-        " --train-cfg {params.train} --seed {wildcards.seed} --state-root {params.state}"
+        " --train-cfg {params.train} --seed {wildcards.seed} --state-root " + R("{wildcards.exp}/state/n{wildcards.n}_seed{wildcards.seed}") +
         " --out {output} > {log} 2>&1"

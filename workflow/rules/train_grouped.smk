@@ -7,7 +7,8 @@
 # unchanged and either rule resumes the other's checkpoints.
 # One job has one output per member, and the members differ by experiment, so the rules are
 # generated here with concrete file lists (the `name:` directive) rather than written with wildcards.
-# Resources are the experiment's `resources:`, with unset training requests sized for the largest
+# Params are those of the per-(n, seed) `train` rule (seeds and state folders are in the command), so
+# regrouping reruns nothing. Resources are the experiment's `resources:`, with unset training requests sized for the largest
 # group; grouped rules cannot be named in a profile's set-resources (their names depend on the
 # config), so a profile reaches them through default-resources.
 for _exp, _label, _members in grouped_train_jobs():
@@ -24,9 +25,7 @@ for _exp, _label, _members in grouped_train_jobs():
             [R(f"{run}/train_metrics.nc") for run in _runs],
         params:
             model=as_arg(family_model(_cfg["model"])),
-            train=as_arg(_cfg["train"]),
-            seeds=[s for _, s in _members],
-            states=[R(f"{_exp}/state/n{n}_seed{s}") for n, s in _members],
+            train=as_arg(result_slice(_exp, "train")),
         threads: _cfg["train"]["threads"]
         resources:
             mem_mb=_cfg["resources"]["train_mem_mb"],
@@ -38,6 +37,6 @@ for _exp, _label, _members in grouped_train_jobs():
         conda:
             "../../envs/diffmem.yaml"
         shell:
-            "python -m diffmem.grouped --train {input.train} --seeds {params.seeds} --dataset {input.dataset}"
-            " --model {params.model} --train-cfg {params.train} --state-roots {params.states}"
-            " --outs {output} > {log} 2>&1"
+            "python -m diffmem.grouped --train {input.train} --seeds " + " ".join(str(s) for _, s in _members)
+            + " --dataset {input.dataset} --model {params.model} --train-cfg {params.train} --state-roots "
+            + " ".join(R(f"{_exp}/state/n{n}_seed{s}") for n, s in _members) + " --outs {output} > {log} 2>&1"
