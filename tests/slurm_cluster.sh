@@ -7,15 +7,20 @@
 #                                      makes sbatch / squeue / sacct / scontrol use this cluster
 #   tests/slurm_cluster.sh stop DIR    stop the three daemons started in DIR (by their pid files)
 #
-# Everything (config, munge socket and key, state, logs, pid files) lives in DIR, so nothing under
-# /etc is touched and a system-wide SLURM, if any, is left alone. Ports: $SLURM_TEST_PORT (default
-# 16817) for slurmctld and the next one for slurmd. There is no slurmdbd: accounting storage is off and
-# the Snakemake plugin reads job states with squeue (MinJobAge keeps finished jobs visible for 10 min).
+# Everything (config, munge socket and key, state, logs, pid files) lives in DIR. The one exception:
+# /etc/slurm/slurm.conf becomes a link to DIR/slurm.conf, because the Snakemake jobstep plugin drops
+# SLURM_CONF from the environment of the `srun` it runs inside each job, so srun only finds the config
+# at its default path. If that file exists already (a real SLURM installation), `start` refuses rather
+# than replace it; `stop` removes the link only if it is ours. Ports: $SLURM_TEST_PORT (default 16817)
+# for slurmctld and the next one for slurmd. There is no slurmdbd: accounting storage is off (sacct
+# answers "accounting storage is disabled"), so the Snakemake plugin must read job states with squeue
+# (--slurm-status-command squeue); MinJobAge keeps finished jobs visible to squeue for 10 minutes.
 set -euo pipefail
 
 cmd=${1:?usage: slurm_cluster.sh start|stop DIR}
 dir=$(realpath -m "${2:?usage: slurm_cluster.sh start|stop DIR}")
 port=${SLURM_TEST_PORT:-16817}
+ETC_CONF=/etc/slurm/slurm.conf
 
 stop() {
     for name in slurmd slurmctld munged; do
@@ -28,6 +33,7 @@ stop() {
             rm -f "$pidfile"
         fi
     done
+    if [[ -L $ETC_CONF && $(readlink "$ETC_CONF") == "$dir/slurm.conf" ]]; then rm -f "$ETC_CONF"; fi
 }
 
 fail() {
@@ -82,6 +88,12 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     stop  # leftovers of an earlier run in the same folder
+    if [[ -e $ETC_CONF || -L $ETC_CONF ]]; then
+        echo "slurm_cluster: $ETC_CONF exists (another SLURM configuration); not replacing it" >&2
+        exit 1
+    fi
+    mkdir -p "$(dirname "$ETC_CONF")"
+    ln -s "$dir/slurm.conf" "$ETC_CONF"
     munged --force --key-file="$dir/munge.key" --socket="$dir/munge.socket" --pid-file="$dir/munged.pid" \
         --log-file="$dir/munged.log" --seed-file="$dir/munge.seed" || fail "munged did not start"
     export SLURM_CONF=$dir/slurm.conf

@@ -1,6 +1,7 @@
 """The execution profiles resolve, and every job requests the resources its experiment's config says.
 
-Dry runs only (nothing is submitted or executed): `snakemake --profile workflow/profiles/<name> -n`.
+Dry runs only (nothing is submitted or executed): `snakemake [--profile workflow/profiles/slurm] -n`;
+profiles/default applies to every run without being named.
 Grouped training rules come from workflow/rules/train_grouped.smk; until the main Snakefile
 includes it, the tests include it through a two-line wrapper Snakefile.
 """
@@ -144,11 +145,16 @@ def test_grouped_experiment_trains_once_per_n_and_generic_train_skips_it(workdir
     assert sum(j["rule"] == "sample" and j["wildcards"]["exp"] == "smoke-g" for j in jobs) == 4
 
 
-def test_default_profile_resolves_and_resources_follow_config(workdir):
+def test_default_profile_applies_unnamed_and_resources_follow_config(workdir):
+    """profiles/default next to the Snakefile is Snakemake's workflow profile: used without --profile."""
     tmp, config, smk = workdir
-    out = dry_run(tmp, "--profile", "workflow/profiles/default", f"--configfile={config}", "all",
-                  snakefile_path=smk)
+    out = dry_run(tmp, "--cores", "2", f"--configfile={config}", "all", snakefile_path=smk)
+    assert f"workflow specific profile {REPO / 'profiles/default'}" in out
     assert_resources_follow_config(planned_jobs(out))
+    profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    assert profile["show-failed-logs"] is True
+    # it also applies on top of the SLURM profile, where its keys win: nothing executor-specific in it
+    assert not {"cores", "jobs", "executor", "resources", "default-resources", "set-resources"} & set(profile)
 
 
 @needs_slurm_plugin

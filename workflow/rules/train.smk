@@ -25,5 +25,5 @@ rule train:
         "../../envs/diffmem.yaml"
     shell:
         "diffmem train --train {input.train} --dataset {input.dataset} --model {params.model}"
-        " --train-cfg {params.train} --seed {wildcards.seed} --state-root " + R("{wildcards.exp}/state/n{wildcards.n}_seed{wildcards.seed}") +
-        " --out {output} > {log} 2>&1"
+        f" --train-cfg {{params.train}} --seed {{wildcards.seed}} --state-root {RESULTS}/{{wildcards.exp}}/state/"
+        "n{wildcards.n}_seed{wildcards.seed} --out {output} > {log} 2>&1"

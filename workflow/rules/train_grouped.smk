@@ -19,7 +19,10 @@ for _exp, _label, _members in grouped_train_jobs():
         name:
             grouped_rule_name(_exp, _label)
         input:
-            train=[R(f"{run}/train.npz") for run in _runs],
+            # ancient: a member's train.npz may be newer than another member's train_metrics.nc when
+            # the runs were trained apart (or in other groups); that is no reason to retrain. A new
+            # training subset always comes with a new dataset.npz, which still triggers the job.
+            train=[ancient(R(f"{run}/train.npz")) for run in _runs],
             dataset=R(f"{_exp}/data/dataset.npz"),
         output:
             [R(f"{run}/train_metrics.nc") for run in _runs],
@@ -37,6 +40,6 @@ for _exp, _label, _members in grouped_train_jobs():
         conda:
             "../../envs/diffmem.yaml"
         shell:
-            "python -m diffmem.grouped --train {input.train} --seeds " + " ".join(str(s) for _, s in _members)
-            + " --dataset {input.dataset} --model {params.model} --train-cfg {params.train} --state-roots "
-            + " ".join(R(f"{_exp}/state/n{n}_seed{s}") for n, s in _members) + " --outs {output} > {log} 2>&1"
+            f"python -m diffmem.grouped --train {{input.train}} --seeds {' '.join(str(s) for _, s in _members)}"
+            " --dataset {input.dataset} --model {params.model} --train-cfg {params.train} --state-roots"
+            f" {' '.join(R(f'{_exp}/state/n{n}_seed{s}') for n, s in _members)} --outs {{output}} > {{log}} 2>&1"
