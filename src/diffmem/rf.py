@@ -48,6 +48,7 @@ from diffmem.config import (
     TrainConfig,
     checkpoint_grid,
     read_json_arg,
+    split_run_settings,
     stable_hash,
 )
 from diffmem.families.random_features import (
@@ -414,7 +415,8 @@ def _cmd_train(args) -> None:
     x, _, _ = load_train(args.train)
     test = load_dataset(args.dataset).test
     ds = rf_run(x, test, model=model, train=train, seed=args.seed)
-    ds.attrs.update(provenance(stable_hash({"model": dataclasses.asdict(model), "train": dataclasses.asdict(train)})))
+    result_keys = split_run_settings("train", dataclasses.asdict(train))[0]  # not threads, logging, ...
+    ds.attrs.update(provenance(stable_hash({"model": dataclasses.asdict(model), "train": result_keys})))
     atomic_to_netcdf(ds, args.out)
     print(f"[rf] n={x.shape[0]} seed={args.seed}: {ds.sizes[names.STEP]} checkpoints -> {args.out}")
 

@@ -6,6 +6,7 @@ import shlex
 
 from diffmem.config import (
     CLOSED_FORM,
+    RUN_SETTINGS,
     RUN_SETTINGS_KEY,
     ConfigError,
     expand_sweeps,
@@ -106,7 +107,7 @@ def result_slice(exp, name):
 
 
 for _exp in EXPERIMENTS:
-    for _name in ("train", "sample", "score"):
+    for _name in RUN_SETTINGS:
         write_run_settings(_exp, _name, run_settings(_exp, _name)[1])
 
 
