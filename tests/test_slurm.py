@@ -109,7 +109,7 @@ def test_a_requeued_training_job_resumes_from_resume_pt(cluster, tmp_path):
     exp = cfg["experiments"]["smoke"]
     exp["data"].update(n_train=[16], seeds=[0])
     # long enough to requeue it mid-run; resume.pt also written on SIGTERM, and on a 2 s timer
-    exp["train"].update(max_steps=40000, log_every=500, resume_every_min=0.03)
+    exp["train"].update(max_steps=20000, log_every=250, resume_every_min=0.03)
     exp["quality"]["enabled"] = False
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     train_log = tmp_path / "results_smoke/smoke/logs/train/n16_seed0.log"
@@ -119,7 +119,7 @@ def test_a_requeued_training_job_resumes_from_resume_pt(cluster, tmp_path):
     while time.time() < deadline and proc.poll() is None:
         text = train_log.read_text() if train_log.exists() else ""
         steps = [int(s) for s in re.findall(r"step (\d+)", text)]
-        if steps and max(steps) >= 2000:  # training is under way, past a few resume saves
+        if steps and max(steps) >= 1000:  # training is under way, past a few resume saves
             queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %j"], env=env, capture_output=True,
                                    text=True).stdout.split()
             job_id = queue[0] if queue else None
@@ -132,6 +132,6 @@ def test_a_requeued_training_job_resumes_from_resume_pt(cluster, tmp_path):
     text = train_log.read_text()
     resumed = re.findall(r"resuming from step (\d+) \((.*?)\)", text)
     assert resumed and "resume.pt" in resumed[-1][1], text[-3000:]
-    assert 0 < int(resumed[-1][0]) < 40000
+    assert 0 < int(resumed[-1][0]) < 20000
     with xr.open_dataset(tmp_path / target, engine="h5netcdf") as metrics:
-        assert int(metrics["step"].max()) == 40000
+        assert int(metrics["step"].max()) == 20000

@@ -42,6 +42,8 @@ def RUN(name):
     """A file of one (n, seed) run: RUN("train.npz") -> "<results_dir>/{exp}/runs/n{n}_seed{seed}/train.npz"."""
     return R(f"{{exp}}/runs/n{{n}}_seed{{seed}}/{name}")
 
+
+# Figure names (without .png) of each family; `figure_names` picks an experiment's.
 FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses"]
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
 CLOSED_FORM_FIGURES = ["f_mem_vs_n", "quality_vs_n"]
