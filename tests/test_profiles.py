@@ -149,7 +149,7 @@ def test_default_profile_applies_unnamed_and_resources_follow_config(workdir):
     """profiles/default next to the Snakefile is Snakemake's workflow profile: used without --profile."""
     tmp, config, smk = workdir
     out = dry_run(tmp, "--cores", "2", f"--configfile={config}", "all", snakefile_path=smk)
-    assert f"workflow specific profile {REPO / 'profiles/default'}" in out
+    assert re.search(r"Using workflow specific profile \S*profiles/default for setting default command line", out)
     assert_resources_follow_config(planned_jobs(out))
     profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
     assert profile["show-failed-logs"] is True

@@ -71,10 +71,10 @@ def cluster(tmp_path_factory):
     subprocess.run(["bash", str(CLUSTER), "stop", str(folder)], capture_output=True, text=True, timeout=120)
 
 
-def submit(workdir: Path, env: dict, profile: Path, *args: str, timeout: int = 1500) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(REPO / "workflow/profiles/slurm"), "--profile", str(profile),
-           "--configfile", str(workdir / "config.yaml"), *args]
+def submit(workdir: Path, env: dict, profile: Path, *targets: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--profile", str(REPO / "workflow/profiles/slurm"), "--profile", str(profile),
+           "--configfile", str(workdir / "config.yaml")]
     log = open(workdir / "snakemake.log", "w")
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
