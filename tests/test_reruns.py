@@ -9,6 +9,7 @@ figure with its caption, grouped by experiment. Dry runs only against the shared
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
 import subprocess
@@ -105,6 +106,13 @@ def test_the_slurm_profiles_gpu_default_reruns_nothing(smoke):
     """`--config gpus_per_train_job=1` (what workflow/profiles/slurm sets) regroups training on GPUs."""
     workdir, _ = smoke
     assert planned(workdir, None, "--config", "gpus_per_train_job=1") == {}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+                    reason="snakemake-executor-plugin-slurm not installed")
+def test_moving_a_finished_local_run_to_the_slurm_profile_reruns_nothing(smoke):
+    workdir, _ = smoke
+    assert planned(workdir, None, "--profile", str(REPO / "workflow/profiles/slurm")) == {}
 
 
 @pytest.mark.parametrize("section, key, value, reruns", [
