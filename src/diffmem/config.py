@@ -463,6 +463,7 @@ class QualityConfig:
     enabled: bool = False
     feature_spaces: tuple[str, ...] = ("data",)
     inception_weights: str | None = None
+    inception_sha256: str | None = None
     num_reference: int = 2000
     kid_subset_size: int = 100
     kid_num_subsets: int = 50
