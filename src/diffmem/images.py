@@ -205,7 +205,10 @@ def load_cifar10(folder: str | Path, *, grayscale: bool = False, image_size: int
     images = np.concatenate([p[0] for p in parts])[:max_images]  # [N, 3, 32, 32] uint8
     labels = np.concatenate([p[1] for p in parts])[:max_images]
     if not grayscale and image_size in (None, 32):
-        return (images.astype(np.float32) / 127.5 - 1.0), labels
+        x = images.astype(np.float32)
+        x /= 127.5
+        x -= 1.0
+        return x, labels
     progress = _Progress("cifar10", images.shape[0])
     out = []
     for i, img in enumerate(images):
