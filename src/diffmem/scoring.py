@@ -41,7 +41,10 @@ def nearest_neighbors(
     """Exact k nearest neighbours: distances [M, k] (float64, ascending) and indices [M, k].
 
     With `return_stats`, a third value counts the rows whose candidate list was widened beyond
-    `num_candidates` because the float32 stage could not rank them with certainty."""
+    `num_candidates` because the float32 stage could not rank them with certainty. The reference is
+    held twice on `device` (the caller's values for the float64 recheck, the centred float32 copy
+    for the matrix product). Exact as long as float64 resolves the data's spread at their offset
+    (an offset below ~1e8 times the spread)."""
     if reference.shape[0] < k:
         raise ValueError(f"need at least {k} reference points, got {reference.shape[0]}")
     device = torch.device(device)
