@@ -22,6 +22,10 @@ import yaml
 
 SECTIONS = ("data", "model", "train", "sample", "score", "fit", "quality", "resources")
 DIGITS_SIZE = 1797
+# datasets read from image files (diffmem.images); their per-sample shape is (C, H, W)
+IMAGE_DATASETS = ("images", "cifar10", "celeba")
+# datasets with class labels (the classifier feature space trains on them)
+LABELLED_DATASETS = ("digits", "cifar10")
 
 
 class ConfigError(ValueError):
@@ -117,6 +121,10 @@ def pool_size(data: dict) -> int:
         total = DIGITS_SIZE
     elif ds in ("gmm", "gaussian"):
         return int(data["pool_size"])
+    elif ds in IMAGE_DATASETS:
+        from diffmem.images import count_images
+
+        total = count_images(data)
     else:
         path = data.get("path")
         if not path:
@@ -296,9 +304,9 @@ def check_experiment(name: str, exp: dict) -> None:
         raise ConfigError(f"config error at '{where}.model.arch': unet needs image-shaped data, not '{data['dataset']}'")
     quality = exp["quality"]
     if quality["enabled"]:
-        if "classifier" in quality["feature_spaces"] and data["dataset"] != "digits":
+        if "classifier" in quality["feature_spaces"] and data["dataset"] not in LABELLED_DATASETS:
             raise ConfigError(f"config error at '{where}.quality.feature_spaces': the classifier space needs labels "
-                              f"(dataset digits), not '{data['dataset']}'")
+                              f"(dataset digits or cifar10), not '{data['dataset']}'")
         if "inception" in quality["feature_spaces"] and not quality["inception_weights"]:
             raise ConfigError(f"config error at '{where}.quality.inception_weights': the inception space needs a "
                               "local weights file (weights cannot be downloaded at run time)")
@@ -357,6 +365,9 @@ class DataConfig:
     path: str | None = None
     image_shape: tuple[int, ...] | None = None
     scale_to_unit: bool = False
+    image_size: int | None = None
+    grayscale: bool = False
+    max_images: int | None = None
 
     from_dict = classmethod(_from_dict)
 
@@ -452,6 +463,7 @@ class QualityConfig:
     enabled: bool = False
     feature_spaces: tuple[str, ...] = ("data",)
     inception_weights: str | None = None
+    inception_sha256: str | None = None
     num_reference: int = 2000
     kid_subset_size: int = 100
     kid_num_subsets: int = 50

@@ -14,7 +14,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import stable_hash
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, provenance
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, cf_global_attrs, provenance
 
 
 def _expand(ds: xr.Dataset) -> xr.Dataset:
@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> None:
 
         fail("diffmem cube: give per-run files with --scores and/or --train-metrics")
     parts = load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
-    attrs = {**provenance(args.config_hash or inputs_hash(parts)), "experiment": args.experiment}
+    attrs = {**provenance(args.config_hash or inputs_hash(parts)), "experiment": args.experiment,
+             **cf_global_attrs(title=f"diffmem cube of experiment {args.experiment or '?'}",
+                               summary="Memorization (f_mem, d1/d2 per sample), losses and sample quality of "
+                                       "diffusion models over training-set size n, seed and optimizer step",
+                               command=f"diffmem cube --experiment {args.experiment} ({len(args.scores)} scores, "
+                                       f"{len(args.train_metrics)} train-metrics, {len(args.quality)} quality files)")}
     if args.closed_form:
         attrs["closed_form"] = "closed-form model: no training, its single checkpoint is recorded as step 0"
     cube = combine_runs(parts, attrs=attrs)

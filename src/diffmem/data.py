@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmem.config import ConfigError, DataConfig, read_json_arg
+from diffmem.config import IMAGE_DATASETS, ConfigError, DataConfig, read_json_arg
 from diffmem.io import atomic_savez, fail
 
 
@@ -81,6 +81,15 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
             raise ConfigError("config error at 'data.path': dataset 'npy' needs a path")
         x, npy_shape = load_npy(cfg.path, scale_to_unit=cfg.scale_to_unit)
         shape = shape or npy_shape
+    elif cfg.dataset in IMAGE_DATASETS:
+        from diffmem.images import load_image_dataset
+
+        images, labels = load_image_dataset(cfg)  # [N, C, H, W] in [-1, 1]
+        if shape is not None and tuple(shape) != images.shape[1:]:
+            raise ConfigError(f"config error at 'data.image_shape': {shape} does not match the images' "
+                              f"{tuple(images.shape[1:])} (leave it unset for image datasets)")
+        shape = tuple(int(s) for s in images.shape[1:])
+        x = images.reshape(images.shape[0], -1)
     else:
         raise ConfigError(f"config error at 'data.dataset': unknown dataset {cfg.dataset!r}")
     if not np.all(np.isfinite(x)):

@@ -27,7 +27,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ConfigError, FitConfig, read_json_arg
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, cf_global_attrs, fail
 
 
 def onset_step(steps: np.ndarray, values: np.ndarray, *, threshold: float) -> float:
@@ -216,6 +216,11 @@ def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) ->
     for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
         if key in cube.attrs:
             out.attrs[key] = cube.attrs[key]
+    out.attrs.update(cf_global_attrs(
+        title=f"diffmem fit of experiment {cube.attrs.get('experiment', '?')}",
+        summary="Memorization and generalization onsets (tau_mem, tau_gen) per training-set size and seed, "
+                "their power-law fits in n with bootstrap confidence intervals, final f_mem and n*",
+        command=f"diffmem fit (tau_mem_threshold {cfg.tau_mem_threshold})", previous=cube.attrs))
     return names.annotate(out)
 
 

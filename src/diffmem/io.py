@@ -102,3 +102,41 @@ def provenance(config_hash: str) -> dict[str, str]:
         "config_hash": config_hash,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+# CF (https://cfconventions.org) and ACDD 1.3 (https://wiki.esipfed.org/ACDD_1.3) global attributes, so
+# generic NetCDF tools (ncdump, Panoply, THREDDS catalogues, xarray users) see what a file is and where
+# its definitions come from
+CONVENTIONS = "CF-1.10, ACDD-1.3"
+REFERENCES = (
+    "Bonnaire, Urfin, Biroli & Mezard (2025), Why Diffusion Models Don't Memorize: The Role of Implicit "
+    "Dynamical Regularization in Training, arXiv:2505.17638; "
+    "Baptista, Dasgupta, Kovachki, Oberai & Stuart (2025), Memorization and Regularization in Generative "
+    "Diffusion Models, arXiv:2501.15785; "
+    "Halder & Pehlevan (2024), A solvable generative model with a linear, one-step denoiser, arXiv:2411.17807; "
+    "Yoon, Choi, Kwon & Lee (2023), Diffusion Probabilistic Models Generalize when They Fail to Memorize "
+    "(the d1/d2 < 1/3 criterion); "
+    "Kadkhodaie, Guth, Simoncelli & Mallat (2024), Generalization in diffusion models arises from "
+    "geometry-adaptive harmonic representations, ICLR 2024"
+)
+KEYWORDS = "diffusion models, memorization, generalization, training dynamics, nearest neighbours"
+
+
+def cf_global_attrs(*, title: str, summary: str, command: str, previous: dict | None = None) -> dict[str, str]:
+    """CF / ACDD global attributes of a result file: Conventions, title, summary, keywords, source,
+    references, date_created and a history line ("<UTC time>: <command>") appended to the history of
+    the file it was made from (`previous`, e.g. the cube's attrs for the fit file)."""
+    from diffmem import __version__
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = str((previous or {}).get("history", "")).strip()
+    return {
+        "Conventions": CONVENTIONS,
+        "title": title,
+        "summary": summary,
+        "keywords": KEYWORDS,
+        "source": f"diffmem {__version__} (git {git_commit()})",
+        "references": REFERENCES,
+        "date_created": now,
+        "history": (before + "\n" if before else "") + f"{now}: {command}",
+    }

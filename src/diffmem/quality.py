@@ -51,14 +51,17 @@ def true_distribution(data: DataConfig):
 class Featurizer:
     """Maps data [N, D] to features per space; the classifier / Inception networks load once."""
 
-    def __init__(self, spaces, *, image_shape, classifier_path=None, inception_weights=None):
+    def __init__(self, spaces, *, image_shape, classifier_path=None, inception_weights=None, inception_sha256=None):
         self.spaces = list(spaces)
         self.image_shape = image_shape
         self.models = {}
         if "classifier" in self.spaces:
             self.models["classifier"] = features.load_classifier(classifier_path)
         if "inception" in self.spaces:
-            self.models["inception"] = features.load_inception(inception_weights)
+            try:
+                self.models["inception"] = features.load_inception(inception_weights, sha256=inception_sha256)
+            except (FileNotFoundError, ValueError) as exc:
+                fail(str(exc))
 
     def __call__(self, space: str, x: np.ndarray) -> np.ndarray:
         if space != "data" and self.image_shape is not None:
@@ -110,7 +113,7 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
     rng = np.random.default_rng([cfg.seed, 17])
     truth = true_distribution(data)
     featurize = Featurizer(cfg.feature_spaces, image_shape=ds.image_shape, classifier_path=classifier_path,
-                           inception_weights=cfg.inception_weights)
+                           inception_weights=cfg.inception_weights, inception_sha256=cfg.inception_sha256)
     reference = reference_set(ds, truth, cfg, rng)
     ref_feats = {space: featurize(space, reference) for space in featurize.spaces}
     population = None
@@ -120,7 +123,8 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
     # per-checkpoint results are cached beside the samples, keyed by everything they depend on, so a
     # raised max_steps only evaluates the new checkpoints
     key = stable_hash({"quality": cfg.__dict__, "data": data.__dict__, "version": QUALITY_VERSION,
-                       "classifier": file_digest(classifier_path) if "classifier" in cfg.feature_spaces else None})
+                       "classifier": file_digest(classifier_path) if "classifier" in cfg.feature_spaces else None,
+                       "inception": file_digest(cfg.inception_weights) if "inception" in cfg.feature_spaces else None})
     rows, t0, cached = [], time.perf_counter(), 0
     for step in steps:
         sample_file = Path(manifest["files"][str(step)])

@@ -52,6 +52,12 @@ def data_shape(data: dict) -> tuple[int, ...]:
         return (1, 8, 8)
     if dataset in ("gmm", "gaussian"):
         return (int(data["dim"]),)
+    from diffmem.config import IMAGE_DATASETS
+
+    if dataset in IMAGE_DATASETS:
+        from diffmem.images import image_shape_of
+
+        return image_shape_of(data)
     shape = np.load(data["path"], mmap_mode="r").shape  # checked readable by config.pool_size
     return tuple(int(s) for s in shape[1:])
 

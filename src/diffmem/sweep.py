@@ -28,7 +28,7 @@ import xarray as xr
 from diffmem import names
 from diffmem.cube import load_parts
 from diffmem.fit import pick_quality_metric
-from diffmem.io import atomic_to_netcdf
+from diffmem.io import atomic_to_netcdf, cf_global_attrs
 
 SWEEP_FIGURE = {names.WIDTH: "sweep_width.png", names.STRENGTH: "sweep_strength.png"}
 
@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     fit = combine_sweep(load_parts(args.fits), key=args.key, values=values, attrs=attrs, n_params=n_params)
     if model:
         cube.attrs["regularization"] = model.get("regularization", "")
+    # the parts' agreeing CF attrs survive the concat; title, history and date are the sweep's own
+    for ds, what in ((cube, "cube"), (fit, "fit")):
+        ds.attrs.update(cf_global_attrs(
+            title=f"diffmem {what} of experiment {args.experiment}, swept over {args.key}",
+            summary=ds.attrs.get("summary", f"diffmem {what} over {args.key}"),
+            command=f"diffmem sweep --key {args.key} ({len(values)} sub-experiments)"))
     atomic_to_netcdf(cube, args.out_cube)
     atomic_to_netcdf(fit, args.out_fit)
     path = make_sweep_figure(cube, fit, args.outdir, title=args.experiment)

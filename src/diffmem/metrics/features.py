@@ -4,18 +4,26 @@
 - `classifier`: the penultimate (128-d) layer of `DigitClassifier`, a small CNN trained once per
   experiment on the labelled pool (`train_classifier`); works on single-channel 8x8 digits and
   32x32 images alike.
-- `inception`: the 2048-d pool features of Inception-v3 (Szegedy et al. 2016) in the variant used
-  for FID (Heusel et al. 2017). torchvision is optional, so the network is defined here. Weights
-  cannot be downloaded at run time: `load_inception(path)` loads a local state_dict with
-  torchvision's module names (Conv2d_1a_3x3.conv.weight, Mixed_5b.branch1x1.bn.running_mean, ...),
-  e.g. the converted TF FID weights (pt_inception-2015-12-05), which expect inputs in [-1, 1].
+- `inception`: the 2048-d pool3 features of the Inception-v3 network behind FID (Heusel et al.
+  2017): the TF graph inception-2015-12-05 as ported to PyTorch by pytorch-fid, whose weights file
+  pt_inception-2015-12-05-6726825d.pth the common FID packages load. Written here in plain torch
+  (torchvision is not needed). It differs from torchvision's ImageNet Inception-v3: the average
+  pools of Mixed_5b-d, 6b-e and 7b leave padding out of the mean (count_include_pad=False, as TF
+  does), Mixed_7c max-pools its pool branch, the classifier has 1008 classes and there is no
+  auxiliary head; inputs are resized to 299x299 bilinearly (align_corners=False) and taken in
+  [-1, 1] (no ImageNet mean/std transform). `load_inception(path)` loads the local weights file
+  strictly (every tensor, right shapes) and checks its SHA-256 against the 8 hex digits in its
+  name or a configured digest. Not reproduced: TF's own bilinear resize (pytorch-fid uses torch's,
+  so FIDs match pytorch-fid's, which differ from TF-FID by a fraction of a point).
 
 Images are [N, C, H, W] float arrays in [-1, 1]; features come back as float64 numpy [N, F].
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +34,8 @@ from torch.nn import functional as F
 from diffmem.io import atomic_torch_save
 
 __all__ = ["DigitClassifier", "train_classifier", "classifier_accuracy", "classifier_features", "save_classifier",
-           "load_classifier", "InceptionV3Features", "load_inception", "extract_features", "FEATURE_SPACES"]
+           "load_classifier", "InceptionV3Features", "load_inception", "check_digest", "extract_features",
+           "FEATURE_SPACES", "FID_WEIGHTS_NAME", "FID_WEIGHTS_URL"]
 
 FEATURE_SPACES = ("data", "classifier", "inception")
 
@@ -267,8 +276,15 @@ class InceptionE(nn.Module):
                           self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), self.branch_pool(pooled)], 1)
 
 
+FID_NUM_CLASSES = 1008  # the TF graph's classifier: 1000 ImageNet classes + 8 unused
+
+
 class InceptionV3Features(nn.Module):
-    """Inception-v3 up to the 2048-d global average pool; input [B, C, H, W] in [-1, 1]."""
+    """FID Inception-v3; `forward` gives the 2048-d pool3 features of input [B, C, H, W] in [-1, 1].
+
+    Module names and shapes are those of the FID weights file (torchvision's Inception3 layout with
+    num_classes=1008 and no AuxLogits), so its state_dict loads strictly; `fc` (the 1008-class
+    read-out) is loaded with the rest but FID does not use it (`logits` does)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -283,6 +299,10 @@ class InceptionV3Features(nn.Module):
         self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b, self.Mixed_7c = InceptionE(1280, pool="avg"), InceptionE(2048, pool="max")
+        self.fc = nn.Linear(2048, FID_NUM_CLASSES)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] in [-1, 1] -> [B, 1008]
+        return self.fc(self.forward(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 1 or 3, H, W] in [-1, 1] -> [B, 2048]
         if x.shape[1] == 1:  # grayscale: the same image in each of the three colour channels
@@ -298,28 +318,73 @@ class InceptionV3Features(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)  # [B, 2048]
 
 
-def load_inception(weights_path: str | Path | None, *, device: torch.device | str = "cpu") -> InceptionV3Features:
-    """Inception-v3 feature trunk with weights from a local file (loaded with weights_only=True).
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
+_DIGEST_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z]+$")
 
-    The file holds a state_dict with torchvision's names (optionally nested under 'state_dict');
-    the classifier head (fc.*) and auxiliary logits are ignored, and BatchNorm's
-    num_batches_tracked may be absent. Raises FileNotFoundError naming the path when it is missing
-    and ValueError when trunk tensors are missing."""
+
+def sha256_of(path: str | Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def check_digest(path: str | Path, expected: str | None = None) -> str | None:
+    """Verify a file's SHA-256 against `expected` (a hex prefix of 8-64 digits) or, without it,
+    against the hex digits at the end of its name (torch hub's convention, e.g. ...-6726825d.pth).
+    Returns the prefix checked (None when there is nothing to check); raises ValueError on mismatch."""
+    if expected is None:
+        match = _DIGEST_IN_NAME.search(Path(path).name)
+        expected = match.group(1) if match else None
+    if expected is None:
+        return None
+    expected = expected.lower()
+    actual = sha256_of(path)
+    if not actual.startswith(expected):
+        raise ValueError(f"Inception-v3 weights {path}: SHA-256 {actual[:16]}... does not start with {expected} "
+                         "(a corrupt or different file)")
+    return expected
+
+
+def load_inception(weights_path: str | Path | None, *, sha256: str | None = None,
+                   device: torch.device | str = "cpu") -> InceptionV3Features:
+    """The FID Inception-v3 with weights from a local file (loaded with weights_only=True).
+
+    The file is pytorch-fid's pt_inception-2015-12-05-6726825d.pth or any state_dict with the same
+    names and shapes (optionally nested under 'state_dict', or prefixed by 'module.'); BatchNorm's
+    num_batches_tracked may be present or absent. Its SHA-256 is checked (`check_digest`). Raises
+    FileNotFoundError naming the path when it is missing and ValueError, one line, when the digest or
+    the tensors do not match (missing, unexpected or wrongly shaped, e.g. torchvision's ImageNet
+    weights with their 1000-class fc and AuxLogits)."""
     if weights_path is None or not Path(weights_path).exists():
         raise FileNotFoundError(
-            f"Inception-v3 weights {weights_path} not found: FID features need a local state_dict file "
-            "(quality.inception_weights); they cannot be downloaded at run time")
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            f"Inception-v3 weights {weights_path} not found: FID features need the local file {FID_WEIGHTS_NAME} "
+            f"(quality.inception_weights; get it from {FID_WEIGHTS_URL}); it cannot be downloaded at run time")
+    check_digest(weights_path, sha256)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"Inception-v3 weights {weights_path} cannot be read as a state_dict ({exc})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"Inception-v3 weights {weights_path} hold a {type(state).__name__}, not a state_dict")
     # checkpoints saved from a DataParallel or compiled wrapper prefix every name
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
     model = InceptionV3Features()
-    trunk = {k: v for k, v in state.items() if not k.startswith(("fc.", "AuxLogits."))}
-    missing, _ = model.load_state_dict(trunk, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"Inception-v3 weights {weights_path} lack {len(missing)} tensors, e.g. {missing[:3]}")
+    expected = {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    given = {k: v.shape for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(given) if tuple(expected[k]) != tuple(given[k]))
+    if missing or unexpected or shapes:
+        hint = (" (these look like torchvision's ImageNet Inception-v3, not the FID weights)"
+                if any(k.startswith("AuxLogits.") for k in unexpected) or "fc.weight" in shapes else "")
+        parts = [f"{len(missing)} missing (e.g. {missing[:2]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})" if unexpected else "",
+                 f"{len(shapes)} of the wrong shape (e.g. {shapes[0]}: {tuple(given[shapes[0]])} instead of "
+                 f"{tuple(expected[shapes[0]])})" if shapes else ""]
+        raise ValueError(f"Inception-v3 weights {weights_path} do not match the FID network: "
+                         + ", ".join(p for p in parts if p) + hint)
+    model.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
     return model.to(device).eval()
 
 
