@@ -12,6 +12,7 @@ import sys
 import xarray as xr
 
 from diffmem import names
+from diffmem.copies import split_per_example
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, provenance
 
 
@@ -25,9 +26,12 @@ def combine_runs(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
 
     Runs with different step grids are outer-joined on step (missing values NaN)."""
     expanded = [_expand(p) for p in parts]
+    expanded, per_example = split_per_example(expanded)  # train_index variables (copies.py)
     # variable attrs (e.g. f_mem's ratio_threshold) agree across runs and survive; per-run global
     # attrs (state folders) conflict and are dropped, then replaced by the cube's provenance
     cube = xr.combine_by_coords(expanded, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
+    if per_example is not None:
+        cube = cube.merge(per_example, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
     cube = cube.transpose(names.N, names.SEED, names.STEP, ...)
     cube.attrs = dict(attrs)
     if names.DELTA in cube:
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="per-run train_metrics.nc (trained families) or rf_metrics.nc (random_features)")
     parser.add_argument("--closed-form", action="store_true", help="mark the cube as a closed-form family's (step 0 only)")
     parser.add_argument("--quality", nargs="*", default=[], help="per-run quality.nc files")
+    parser.add_argument("--twin", nargs="*", default=[], help="per-run twin.nc files (data.twin)")
     parser.add_argument("--config-hash", default="unknown")
     parser.add_argument("--experiment", default="")
     parser.add_argument("--out", required=True)
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     attrs = {**provenance(args.config_hash), "experiment": args.experiment}
     if args.closed_form:
         attrs["closed_form"] = "closed-form model: no training, its single checkpoint is recorded as step 0"
-    cube = combine_runs(load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality), attrs=attrs)
+    cube = combine_runs(load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
+                         + load_parts(args.twin), attrs=attrs)
     atomic_to_netcdf(cube, args.out)
     print(f"[cube] {dict(cube.sizes)} -> {args.out}")
 
