@@ -89,7 +89,7 @@ def cube_lines(cube: xr.Dataset) -> list[str]:
         steps = cube[names.STEP].values
         lines.append(f"checkpoints: step {int(steps.min())} ... {int(steps.max())}")
     if names.TWIN_CLOSER in cube:
-        last = cube[names.TWIN_CLOSER].ffill(names.STEP).isel({names.STEP: -1}).mean(names.SEED)
+        last = _last_valid(cube[names.TWIN_CLOSER]).mean(names.SEED)
         lines.append("twin models, fraction of sample pairs closer to each other than to their training sets "
                      "(last checkpoint, mean over seeds):")
         lines += [f"  n={int(n):>7d}: {_num(v)}" for n, v in zip(last[names.N].values, last.values)]
@@ -101,6 +101,15 @@ def cube_lines(cube: xr.Dataset) -> list[str]:
         lines.append("training points copied by >= 1 memorized sample at the last checkpoint (mean over seeds):")
         lines += [f"  n={int(n):>7d}: {_num(v)}" for n, v in zip(frac[names.N].values, frac.values)]
     return lines
+
+
+def _last_valid(da: xr.DataArray) -> xr.DataArray:
+    """The last non-NaN value along step of every other index (runs may stop at different steps)."""
+    def last(v: np.ndarray) -> float:
+        ok = np.flatnonzero(np.isfinite(v))
+        return float(v[ok[-1]]) if ok.size else np.nan
+
+    return xr.apply_ufunc(last, da, input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
 
 
 KNOWN = {names.TAU_MEM, names.TAU_MEM_CENSORED, names.TAU_MEM_EXPONENT, names.TAU_MEM_EXPONENT_CI,
