@@ -22,12 +22,12 @@ def test_steps_before_inside_after():
 
 def test_steps_fall_back_when_a_tau_is_missing():
     no_gen = gallery_steps(STEPS, tau_gen=np.nan, tau_mem=2000.0)
-    assert no_gen[0] == ("first checkpoint (tau_gen not measured)", 1)
+    assert no_gen[0] == ("first checkpoint (no tau_gen)", 1)
     no_mem = gallery_steps(STEPS, tau_gen=50.0, tau_mem=np.nan)
     assert no_mem[-1] == ("last checkpoint (tau_mem not reached)", 10000)
     assert all(lbl != "" for lbl, _ in no_mem)
     early_gen = gallery_steps(STEPS, tau_gen=0.5, tau_mem=np.nan)
-    assert "before it" in early_gen[0][0] and early_gen[0][1] == 1
+    assert "is earlier" in early_gen[0][0] and early_gen[0][1] == 1
 
 
 def test_steps_skip_an_empty_window_and_single_checkpoint():

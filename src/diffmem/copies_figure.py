@@ -117,7 +117,10 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
         if c.size == 0:
             continue
         k = np.arange(1, max(int(c.max()), 1) + 1)
-        ax.step(k, [(c >= v).mean() for v in k], where="post", color=palette[n], label=f"n={n}")
+        ax.plot(k, [(c >= v).mean() for v in k], marker="o", markersize=3, color=palette[n],
+                label=f"n={n}: {(c > 0).mean():.0%} copied, max {int(c.max())}")
+    ax.set_xscale("log")
+    ax.set_xlim(left=0.8)
     ax.set_xlabel("copy count k (memorized samples, last checkpoint)")
     ax.set_ylabel("fraction of training points copied >= k times")
     ax.set_yscale("symlog", linthresh=0.01)

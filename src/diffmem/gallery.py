@@ -42,9 +42,9 @@ def gallery_steps(steps, *, tau_gen: float, tau_mem: float) -> list[tuple[str, i
     picks: list[tuple[str, int]] = []
     earlier = positive[positive < tau_gen] if np.isfinite(tau_gen) else positive[:0]
     if earlier.size:
-        picks.append((f"before tau_gen = {tau_gen:.3g}", int(earlier[-1])))
+        picks.append((f"before tau_gen ({tau_gen:.3g})", int(earlier[-1])))
     else:
-        why = "tau_gen not measured" if not np.isfinite(tau_gen) else f"tau_gen = {tau_gen:.3g} before it"
+        why = "no tau_gen" if not np.isfinite(tau_gen) else f"tau_gen {tau_gen:.3g} is earlier"
         picks.append((f"first checkpoint ({why})", int(positive[0])))
     lo = tau_gen if np.isfinite(tau_gen) else float(positive[0])
     hi = tau_mem if np.isfinite(tau_mem) else float(positive[-1]) + 1
@@ -52,14 +52,13 @@ def gallery_steps(steps, *, tau_gen: float, tau_mem: float) -> list[tuple[str, i
     if inside.size:
         mid = np.sqrt(max(lo, 1.0) * hi)
         step = int(inside[np.argmin(np.abs(np.log(inside) - np.log(mid)))])
-        what = "window" if np.isfinite(tau_gen) and np.isfinite(tau_mem) else "window (a tau missing)"
-        picks.append((f"inside the {what}", step))
+        missing = [name for name, tau in (("tau_gen", tau_gen), ("tau_mem", tau_mem)) if not np.isfinite(tau)]
+        picks.append(("inside the window" + (f" (no {', '.join(missing)})" if missing else ""), step))
     last = int(positive[-1])
     if np.isfinite(tau_mem) and last >= tau_mem:
-        picks.append((f"after tau_mem = {tau_mem:.3g}", last))
+        picks.append((f"after tau_mem ({tau_mem:.3g})", last))
     else:
-        why = "tau_mem not reached" if not np.isfinite(tau_mem) or last < tau_mem else ""
-        picks.append((f"last checkpoint ({why})", last))
+        picks.append(("last checkpoint (tau_mem not reached)", last))
     seen, out = set(), []
     for label, step in picks:
         if step not in seen:
@@ -106,8 +105,14 @@ def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: t
 
     num = max(len(c["samples"]) for c in columns)
     lo, hi = float(np.min(train)), float(np.max(train))
-    fig, axes = plt.subplots(num, 2 * len(columns), figsize=(2.3 * len(columns) * 1.3, 1.25 * num + 1.1),
-                             squeeze=False)
+    height = 1.25 * num + 1.4
+    ratios = ([1, 1, 0.35] * len(columns))[:-1]  # a narrow spacer column between checkpoints
+    fig, grid = plt.subplots(num, len(ratios), figsize=(3.4 * len(columns), height), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios})
+    fig.subplots_adjust(wspace=0.08, hspace=0.45, top=1.0 - 1.25 / height)
+    for ax in grid[:, 2::3].ravel():
+        ax.axis("off")
+    axes = np.delete(grid, np.s_[2::3], axis=1)  # [num, 2 * columns]: sample, nearest per checkpoint
     for j, col in enumerate(columns):
         for i in range(num):
             ax_s, ax_t = axes[i, 2 * j], axes[i, 2 * j + 1]
@@ -135,11 +140,10 @@ def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: t
                 ax_t.set_title("nearest train", fontsize=7)
         # a header over each pair of columns
         left, right = axes[0, 2 * j].get_position(), axes[0, 2 * j + 1].get_position()
-        fig.text((left.x0 + right.x1) / 2, 1.0 - 0.35 / (1.25 * num + 1.1),
-                 f"step {col['step']}: {col['label']}\nf_mem = {col['f_mem']:.2f}", ha="center", va="top",
+        fig.text((left.x0 + right.x1) / 2, 1.0 - 0.3 / height,
+                 f"step {col['step']}\n{col['label']}\nf_mem = {col['f_mem']:.2f}", ha="center", va="top",
                  fontsize=8)
-    fig.suptitle(title, fontsize=9, y=1.0 + 0.1 / num)
-    fig.subplots_adjust(wspace=0.08, hspace=0.45, top=1.0 - 0.95 / (1.25 * num + 1.1))
+    fig.suptitle(title, fontsize=9, y=1.0 + 0.15 / height)
     return fig
 
 
