@@ -52,3 +52,12 @@ def test_summary_cli_reads_an_experiment_folder_and_fails_in_one_line(tmp_path, 
     main([str(exp)])
     out = capsys.readouterr().out
     assert "tau_mem (f_mem >= 0.1) per n" in out and "n: 16, 32, 64; seeds: 0, 1" in out
+
+
+def test_summary_of_a_sweep_has_one_block_per_value():
+    fits = [fit_onsets(synthetic_cube(), FitConfig(num_bootstrap=20), rng=np.random.default_rng(0)) for _ in range(2)]
+    fits[1][names.F_MEM_FINAL] = fits[1][names.F_MEM_FINAL] * 0 + 0.125
+    fit = xr.concat(fits, dim=xr.DataArray([16, 32], dims=names.WIDTH, name=names.WIDTH))
+    text = summarize(fit)
+    assert "-- width = 16 --" in text and "-- width = 32 --" in text
+    assert text.count("n=     16: 0.125 +- 0") == 1

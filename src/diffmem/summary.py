@@ -89,15 +89,17 @@ def cube_lines(cube: xr.Dataset) -> list[str]:
         steps = cube[names.STEP].values
         lines.append(f"checkpoints: step {int(steps.min())} ... {int(steps.max())}")
     if names.TWIN_CLOSER in cube:
-        last = _last_valid(cube[names.TWIN_CLOSER]).mean(names.SEED)
+        last = _last_valid(cube[names.TWIN_CLOSER])
+        last = last.mean([d for d in last.dims if d != names.N])  # over seeds (and a sweep's values)
         lines.append("twin models, fraction of sample pairs closer to each other than to their training sets "
-                     "(last checkpoint, mean over seeds):")
+                     "(last checkpoint, mean over seeds; near 0: each copies its own set, near 1: they agree):")
         lines += [f"  n={int(n):>7d}: {_num(v)}" for n, v in zip(last[names.N].values, last.values)]
     if names.COPY_COUNT in cube:
         counts = cube[names.COPY_COUNT]
         copied = (counts > 0).sum(names.TRAIN_INDEX)
         size = counts.notnull().sum(names.TRAIN_INDEX)
-        frac = (copied / size.where(size > 0)).mean(names.SEED)
+        frac = copied / size.where(size > 0)
+        frac = frac.mean([d for d in frac.dims if d != names.N])
         lines.append("training points copied by >= 1 memorized sample at the last checkpoint (mean over seeds):")
         lines += [f"  n={int(n):>7d}: {_num(v)}" for n, v in zip(frac[names.N].values, frac.values)]
     return lines
@@ -167,6 +169,18 @@ def summarize(fit: xr.Dataset, cube: xr.Dataset | None = None, *, title: str = "
                      + (f"; seeds: {', '.join(str(int(s)) for s in fit[names.SEED].values)}" if names.SEED in fit.coords else ""))
     if cube is not None:
         lines += cube_lines(cube)
+    sweep = next((d for d in (names.WIDTH, names.STRENGTH) if d in fit.dims), None)
+    if sweep is None:
+        return "\n".join(lines + fit_lines(fit))
+    for value in fit[sweep].values:  # a sweep: one block per swept value
+        lines.append(f"-- {sweep} = {value:g} --")
+        lines += fit_lines(fit.sel({sweep: value}))
+    return "\n".join(lines)
+
+
+def fit_lines(fit: xr.Dataset) -> list[str]:
+    """Onsets, final memorization and the other fit variables of one (non-sweep) fit."""
+    lines = []
     if names.TAU_MEM in fit or names.TAU_GEN in fit:
         threshold = fit.attrs.get("tau_mem_threshold")
         lines += onset_lines(fit, names.TAU_MEM, f"tau_mem (f_mem >= {threshold})")
@@ -179,7 +193,7 @@ def summarize(fit: xr.Dataset, cube: xr.Dataset | None = None, *, title: str = "
     if diagnostics:
         lines.append("fit diagnostics and other fit variables:")
         lines += diagnostics
-    return "\n".join(lines)
+    return lines
 
 
 def resolve(path: str) -> tuple[Path, Path | None]:
