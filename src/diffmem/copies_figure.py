@@ -123,7 +123,7 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
     ax.set_xlim(left=0.8)
     ax.set_xlabel("copy count k (memorized samples, last checkpoint)")
     ax.set_ylabel("fraction of training points copied >= k times")
-    ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_yscale("log")
     ax.legend(fontsize=6)
     ax.set_title("distribution of copy counts", fontsize=9)
     max_step = float(np.nanmax(cube[names.FIRST_COPY_STEP].values)) if np.isfinite(
