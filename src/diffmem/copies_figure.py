@@ -82,8 +82,8 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
     corr = correlations(cube)
     ns = [int(n) for n in cube[names.N].values]
     palette = dict(zip(ns, sns.color_palette("viridis", n_colors=len(ns))))
-    fig = plt.figure(figsize=(13, 7.2))
-    grid = fig.add_gridspec(2, 1, height_ratios=[1, 1.5], hspace=0.35)
+    fig = plt.figure(figsize=(13, 6.4))
+    grid = fig.add_gridspec(2, 1, height_ratios=[0.55, 1.5], hspace=0.3)
     top_grid = grid[0].subgridspec(1, max(top, 1), wspace=0.1)
     if n_top is None:
         ax = fig.add_subplot(grid[0])

@@ -30,6 +30,10 @@ from diffmem.data import load_train
 from diffmem.io import NETCDF_ENGINE, fail
 
 
+def _steps(tau: float) -> str:
+    return f"{tau:,.0f}" if tau >= 10 else f"{tau:.2g}"
+
+
 def gallery_steps(steps, *, tau_gen: float, tau_mem: float) -> list[tuple[str, int]]:
     """(label, step) of the checkpoints to show: before tau_gen, inside the window, after tau_mem.
 
@@ -42,9 +46,9 @@ def gallery_steps(steps, *, tau_gen: float, tau_mem: float) -> list[tuple[str, i
     picks: list[tuple[str, int]] = []
     earlier = positive[positive < tau_gen] if np.isfinite(tau_gen) else positive[:0]
     if earlier.size:
-        picks.append((f"before tau_gen ({tau_gen:.3g})", int(earlier[-1])))
+        picks.append((f"before tau_gen ({_steps(tau_gen)})", int(earlier[-1])))
     else:
-        why = "no tau_gen" if not np.isfinite(tau_gen) else f"tau_gen {tau_gen:.3g} is earlier"
+        why = "no tau_gen" if not np.isfinite(tau_gen) else f"tau_gen {_steps(tau_gen)} is earlier"
         picks.append((f"first checkpoint ({why})", int(positive[0])))
     lo = tau_gen if np.isfinite(tau_gen) else float(positive[0])
     hi = tau_mem if np.isfinite(tau_mem) else float(positive[-1]) + 1
@@ -56,7 +60,7 @@ def gallery_steps(steps, *, tau_gen: float, tau_mem: float) -> list[tuple[str, i
         picks.append(("inside the window" + (f" (no {', '.join(missing)})" if missing else ""), step))
     last = int(positive[-1])
     if np.isfinite(tau_mem) and last >= tau_mem:
-        picks.append((f"after tau_mem ({tau_mem:.3g})", last))
+        picks.append((f"after tau_mem ({_steps(tau_mem)})", last))
     else:
         picks.append(("last checkpoint (tau_mem not reached)", last))
     seen, out = set(), []

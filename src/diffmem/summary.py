@@ -53,6 +53,9 @@ def onset_lines(fit: xr.Dataset, prefix: str, label: str) -> list[str]:
     exponent, prefactor = fit.get(f"{prefix}_exponent"), fit.get(f"{prefix}_prefactor")
     ci = fit.get(f"{prefix}_exponent_ci")
     if exponent is not None:
+        used = np.unique(np.broadcast_to(tau[names.N].values[:, None], tau.shape)[np.isfinite(tau.values)])
+        lines.append(f"  fit from {used.size} value(s) of n with a reached {label.split()[0]}"
+                     + (" (too few for an exponent)" if used.size < 2 else ""))
         ci_text = f" [{_num(ci.values[0])}, {_num(ci.values[1])}]" if ci is not None else ""
         level = fit.attrs.get("ci_level")
         level_text = f" ({float(level) * 100:g} % CI)" if level is not None else ""
