@@ -276,7 +276,7 @@ def pictured(exp):
 def picture_targets(exp):
     if not pictured(exp):
         return []
-    out = runs(exp, R("{exp}/figures/gallery/n{n}_seed{seed}.png")) + [R(f"{exp}/figures/copies.png")]
+    out = [R(f"{exp}/figures/gallery"), R(f"{exp}/figures/copies.png")]  # gallery/: n<n>_seed<s>.png per run
     return out + ([R(f"{exp}/figures/twin.png")] if has_twin(exp) else [])
 
 

@@ -6,32 +6,36 @@ PICTURED_EXPS = names_where(pictured)
 TWINNED_EXPS = names_where(has_twin)
 
 
+# One job draws the galleries of every run of an experiment (the imports cost more than a figure).
 rule gallery:
     wildcard_constraints:
         exp=PICTURED_EXPS,
     input:
-        samples=RUN("samples.json"),
-        scores=RUN("scores.nc"),
-        train=RUN("train.npz"),
+        samples=lambda wildcards: runs(wildcards.exp, RUN("samples.json")),
+        scores=lambda wildcards: runs(wildcards.exp, RUN("scores.nc")),
+        train=lambda wildcards: runs(wildcards.exp, RUN("train.npz")),
         fit=R("{exp}/fit.nc"),
     output:
         report(
-            R("{exp}/figures/gallery/n{n}_seed{seed}.png"),
+            directory(R("{exp}/figures/gallery")),
+            patterns=["n{n}_seed{seed}.png"],
             caption="../report/gallery.rst",
             category="copies",
             subcategory="{exp}",
         ),
+    params:
+        outs=lambda wildcards: runs(wildcards.exp, R("{exp}/figures/gallery/n{n}_seed{seed}.png")),
     resources:
         mem_mb=resource("small_mem_mb"),
         runtime=resource("small_runtime_min"),
         cpus_per_task=1,
     log:
-        R("{exp}/logs/gallery/n{n}_seed{seed}.log"),
+        R("{exp}/logs/gallery.log"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
         "diffmem gallery --samples {input.samples} --scores {input.scores} --train {input.train}"
-        " --fit {input.fit} --title {wildcards.exp} --out {output} > {log} 2>&1"
+        " --fit {input.fit} --title {wildcards.exp} --out {params.outs} > {log} 2>&1"
 
 
 rule copies_figure:
