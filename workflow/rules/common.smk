@@ -280,11 +280,9 @@ def picture_targets(exp):
     return out + ([R(f"{exp}/figures/twin.png")] if has_twin(exp) else [])
 
 
-def subset_args(wildcards):
-    """diffmem subsample's --seed (and --twin for a twin run: its seed is the run's plus TWIN_SEED_OFFSET)."""
-    if is_twin(wildcards.exp):
-        return f"--seed {int(wildcards.seed) - TWIN_SEED_OFFSET} --twin"
-    return f"--seed {wildcards.seed}"
+def twin_subset_seed(wildcards):
+    """The seed whose pool permutation a twin run's set comes from (its own seed less TWIN_SEED_OFFSET)."""
+    return int(wildcards.seed) - TWIN_SEED_OFFSET
 
 
 def twin_run(name):

@@ -20,8 +20,6 @@ rule subsample:
         R("{exp}/data/dataset.npz"),
     output:
         RUN("train.npz"),
-    params:
-        subset=subset_args,
     resources:
         mem_mb=resource("small_mem_mb"),
         runtime=resource("small_runtime_min"),
@@ -31,4 +29,4 @@ rule subsample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem subsample --dataset {input} --n {wildcards.n} {params.subset} --out {output} > {log} 2>&1"
+        "diffmem subsample --dataset {input} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"

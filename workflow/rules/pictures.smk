@@ -4,6 +4,33 @@
 
 PICTURED_EXPS = names_where(pictured)
 TWINNED_EXPS = names_where(has_twin)
+TWIN_EXPS = names_where(is_twin)
+
+
+# A twin run's training set: the last n points of its parent seed's pool permutation (disjoint from the
+# run's first n). Everything else about a twin run is done by the ordinary rules.
+ruleorder: subsample_twin > subsample
+
+
+rule subsample_twin:
+    wildcard_constraints:
+        exp=TWIN_EXPS,
+    input:
+        R("{exp}/data/dataset.npz"),
+    output:
+        RUN("train.npz"),
+    params:
+        seed=twin_subset_seed,
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("small_runtime_min"),
+        cpus_per_task=1,
+    log:
+        R("{exp}/logs/subsample/n{n}_seed{seed}.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem subsample --dataset {input} --n {wildcards.n} --seed {params.seed} --twin --out {output} > {log} 2>&1"
 
 
 # One job draws the galleries of every run of an experiment (the imports cost more than a figure).
