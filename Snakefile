@@ -32,6 +32,7 @@ include: "workflow/rules/fit.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/rf.smk"
+include: "workflow/rules/pictures.smk"
 
 
 rule all:

@@ -10,6 +10,8 @@
     diffmem rf-train ...   diffmem rf-fit ...      diffmem rf-plot ...   (family random_features)
     diffmem check-config config.yaml               (validate and print the resolved config)
     diffmem resources config.yaml [--gpus-per-train-job 1]   (what each experiment's jobs will request)
+    diffmem summary results/<experiment>           (n, tau_mem with CI, tau_gen, final f_mem, n*, diagnostics)
+    diffmem gallery ...    diffmem copies-figure ...  diffmem twin ...   diffmem twin-figure ...
 
 `diffmem <stage> --help` lists each stage's options.
 """
@@ -37,6 +39,11 @@ STAGES = {
     "rf-fit": ("diffmem.rf", ["fit"]),
     "rf-plot": ("diffmem.rf", ["plot"]),
     "resources": ("diffmem.resources", []),
+    "summary": ("diffmem.summary", []),
+    "gallery": ("diffmem.gallery", []),
+    "copies-figure": ("diffmem.copies_figure", []),
+    "twin": ("diffmem.twin", ["compare"]),
+    "twin-figure": ("diffmem.twin", ["plot"]),
 }
 
 

@@ -297,6 +297,8 @@ def check_experiment(name: str, exp: dict) -> None:
             f"config error at '{where}.data.n_train': n = {too_big} larger than the pool of {size} points "
             f"({data['dataset']} minus n_test = {data['n_test']})"
         )
+    if data.get("twin"):
+        check_twin(name, exp, size)
     model = exp["model"]
     if model["emb_dim"] % 2:
         raise ConfigError(f"config error at '{where}.model.emb_dim': must be even, got {model['emb_dim']}")
@@ -321,6 +323,17 @@ def check_experiment(name: str, exp: dict) -> None:
         raise ConfigError(f"config error at '{where}.sample.sigma_min': must be below sigma_max")
     if model["beta_min"] >= model["beta_max"]:
         raise ConfigError(f"config error at '{where}.model.beta_min': must be below beta_max")
+
+
+def check_twin(name: str, exp: dict, size: int) -> None:
+    """data.twin needs a family that samples and a pool holding two disjoint sets of the largest n."""
+    where = f"config error at 'experiments.{name}.data.twin'"
+    if exp["model"]["family"] == "random_features":
+        raise ConfigError(f"{where}: random_features generates no samples to compare")
+    largest = max(exp["data"]["n_train"])
+    if 2 * largest > size:
+        raise ConfigError(f"{where}: the twin needs two disjoint training sets of n = {largest}, "
+                          f"2 x {largest} = {2 * largest} points, but the pool has {size}")
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -368,6 +381,7 @@ class DataConfig:
     image_size: int | None = None
     grayscale: bool = False
     max_images: int | None = None
+    twin: bool = False
 
     from_dict = classmethod(_from_dict)
 

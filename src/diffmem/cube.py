@@ -15,6 +15,7 @@ import xarray as xr
 from diffmem import names
 from diffmem.config import stable_hash
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, cf_global_attrs, provenance
+from diffmem.copies import split_per_example
 
 
 def _expand(ds: xr.Dataset) -> xr.Dataset:
@@ -27,9 +28,12 @@ def combine_runs(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
 
     Runs with different step grids are outer-joined on step (missing values NaN)."""
     expanded = [_expand(p) for p in parts]
+    expanded, per_example = split_per_example(expanded)  # train_index variables (copies.py)
     # variable attrs (e.g. f_mem's ratio_threshold) agree across runs and survive; per-run global
     # attrs (state folders) conflict and are dropped, then replaced by the cube's provenance
     cube = xr.combine_by_coords(expanded, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
+    if per_example is not None:
+        cube = cube.merge(per_example, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
     cube = cube.transpose(names.N, names.SEED, names.STEP, ...)
     cube.attrs = dict(attrs)
     if names.DELTA in cube:
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="per-run train_metrics.nc (trained families) or rf_metrics.nc (random_features)")
     parser.add_argument("--closed-form", action="store_true", help="mark the cube as a closed-form family's (step 0 only)")
     parser.add_argument("--quality", nargs="*", default=[], help="per-run quality.nc files")
+    parser.add_argument("--twin", nargs="*", default=[], help="per-run twin.nc files (data.twin)")
     parser.add_argument("--config-hash", default=None, help="default: a hash of the inputs' attributes")
     parser.add_argument("--experiment", default="")
     parser.add_argument("--out", required=True)
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         from diffmem.io import fail
 
         fail("diffmem cube: give per-run files with --scores and/or --train-metrics")
-    parts = load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
+    parts = (load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
+             + load_parts(args.twin))
     attrs = {**provenance(args.config_hash or inputs_hash(parts)), "experiment": args.experiment,
              **cf_global_attrs(title=f"diffmem cube of experiment {args.experiment or '?'}",
                                summary="Memorization (f_mem, d1/d2 per sample), losses and sample quality of "

@@ -110,12 +110,18 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
     )
 
 
-def subset_indices(pool_size: int, *, n: int, seed: int) -> np.ndarray:
-    """Indices of the training set of size n: the first n of a permutation seeded by `seed`."""
+def subset_indices(pool_size: int, *, n: int, seed: int, twin: bool = False) -> np.ndarray:
+    """Indices of the training set of size n: the first n of a permutation seeded by `seed`.
+
+    twin: the last n of the same permutation, last first (disjoint from the first n while 2n <= pool
+    size, and nested across n like the first n): the training set of the twin model (twin.py)."""
     if n > pool_size:
         raise ConfigError(f"config error: n = {n} is larger than the pool of {pool_size} points")
+    if twin and 2 * n > pool_size:
+        raise ConfigError(f"config error at 'data.twin': the twin of n = {n} needs 2 x {n} = {2 * n} pool points, "
+                          f"the pool has {pool_size}")
     perm = np.random.default_rng([seed, 0x5EED]).permutation(pool_size)
-    return perm[:n]
+    return perm[::-1][:n] if twin else perm[:n]
 
 
 def save_dataset(ds: Dataset, path: str | Path) -> None:
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--dataset", required=True)
     s.add_argument("--n", type=int, required=True)
     s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--twin", action="store_true", help="the twin model's set: the last n of the permutation")
     s.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
@@ -167,12 +174,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[data] {cfg.dataset}: pool {ds.pool.shape}, test {ds.test.shape} -> {args.out}")
         else:
             ds = load_dataset(args.dataset)
-            idx = subset_indices(ds.pool.shape[0], n=args.n, seed=args.seed)
+            idx = subset_indices(ds.pool.shape[0], n=args.n, seed=args.seed, twin=args.twin)
             arrays = {"x": ds.pool[idx], "indices": idx}
             if ds.image_shape is not None:
                 arrays["image_shape"] = np.asarray(ds.image_shape, dtype=np.int64)
             atomic_savez(args.out, **arrays)
-            print(f"[data] n={args.n} seed={args.seed}: {idx.shape[0]} training points -> {args.out}")
+            what = " (twin: last n of the permutation)" if args.twin else ""
+            print(f"[data] n={args.n} seed={args.seed}{what}: {idx.shape[0]} training points -> {args.out}")
     except ConfigError as exc:
         fail(str(exc))
 

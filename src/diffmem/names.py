@@ -110,3 +110,32 @@ def annotate(ds):
         if name in ATTRS:
             ds[name].attrs.update(ATTRS[name])
     return ds
+
+
+# --- Per-training-example copies and the twin-model test (issue 14) --------------------------------
+# train_index i is the i-th point of a run's training set, i.e. position i of its seed's permutation
+# of the pool: the sets are nested across n, so train_index i is the same pool point at every n of
+# one seed (train_pool_index gives it).
+TRAIN_INDEX = "train_index"
+TRAIN_POOL_INDEX = "train_pool_index"
+COPY_COUNT = "copy_count"
+FIRST_COPY_STEP = "first_copy_step"
+TRAIN_NN_DISTANCE = "train_nn_distance"
+TRAIN_MEAN_DISTANCE = "train_mean_distance"
+# twin models (Kadkhodaie, Guth, Simoncelli & Mallat, ICLR 2024): a second model per (n, seed) trained
+# on a disjoint training set of the same size, sampled from the same initial noise
+TWIN_DISTANCE = "twin_distance"
+TWIN_D1 = "twin_d1"
+TWIN_CLOSER = "twin_closer"
+
+ATTRS.update({
+    TRAIN_INDEX: {"long_name": "position in the run's training set (= position in its seed's pool permutation)", "units": "1"},
+    TRAIN_POOL_INDEX: {"long_name": "pool index of the training point", "units": "1"},
+    COPY_COUNT: {"long_name": "memorized samples whose nearest training point this is, at the last checkpoint", "units": "1"},
+    FIRST_COPY_STEP: {"long_name": "first checkpoint step at which a memorized sample copies this training point (NaN: never)", "units": "steps"},
+    TRAIN_NN_DISTANCE: {"long_name": "Euclidean distance of the training point to its nearest other training point", "units": "data units"},
+    TRAIN_MEAN_DISTANCE: {"long_name": "Euclidean distance of the training point to the training-set mean", "units": "data units"},
+    TWIN_DISTANCE: {"long_name": "distance between the samples of the model and its twin from the same initial noise", "units": "data units"},
+    TWIN_D1: {"long_name": "distance of the twin model's sample to the twin's nearest training point", "units": "data units"},
+    TWIN_CLOSER: {"long_name": "fraction of sample pairs closer to each other than either is to its own nearest training point", "units": "1"},
+})

@@ -244,7 +244,10 @@ def request_table(cfg: dict, names: list[str]) -> str:
     """A markdown table of what each experiment's jobs ask the scheduler for (a resolved config)."""
     from diffmem.config import expand_sweeps, size_experiment, training_groups
 
+    from diffmem.twin import twin_experiments
+
     leaves = expand_sweeps({name: cfg["experiments"][name] for name in names})
+    leaves.update(twin_experiments(leaves))  # data.twin: the twin runs are jobs too (<name>/twin)
     rows = ["| experiment | runs | training jobs x members | train mem (MB) / time (h:mm) | gpus | "
             "sample mem / time | score mem / time | training GPU-hours requested |",
             "|---|---:|---|---|---:|---|---|---:|"]

@@ -2,7 +2,9 @@
 
 Writes `scores.nc` with per-sample d1, d2, ratio = d1/d2, nearest training index and the distance
 to the nearest held-out test point (dims step, sample), and f_mem with its bootstrap standard
-error (dim step). Distances are cached beside the samples, so a new `ratio_threshold` or a raised
+error (dim step), and per training example (dim train_index, src/diffmem/copies.py) how many
+memorized samples copy it at the last checkpoint, from which step it is copied and how isolated it
+is in its training set. Distances are cached beside the samples, so a new `ratio_threshold` or a raised
 `max_steps` only recomputes what changed.
 
 Run: `diffmem score --samples samples.json --train train.npz --dataset dataset.npz
@@ -22,6 +24,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ConfigError, ScoreConfig, read_json_arg
+from diffmem.copies import copy_statistics
 from diffmem.data import load_dataset, load_train
 from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
@@ -82,6 +85,10 @@ def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: n
         },
     )
     ds[names.F_MEM].attrs["ratio_threshold"] = cfg.ratio_threshold
+    # per training example (dim train_index): copies at the last checkpoint, first copy step, isolation
+    train_nn = nearest_neighbors(train, train, k=2, chunk_size=cfg.chunk_size, device=device)[0][:, 1]
+    ds = ds.merge(copy_statistics(np.stack([d["nearest"] for d in per_step]), mask, steps=np.array(steps),
+                                  pool_index=pool_index, train_nn_distance=train_nn, train=train))
     return names.annotate(ds)
 
 

@@ -4,6 +4,8 @@ import os
 import re
 import shlex
 
+from diffmem.twin import TWIN_SEED_OFFSET, is_twin, twin_experiments
+
 from diffmem.config import (
     CLOSED_FORM,
     RUN_SETTINGS,
@@ -31,6 +33,9 @@ RESULTS = CFG["results_dir"]
 SWEEPS = {name: sweep_of(exp) for name, exp in CFG["experiments"].items() if sweep_of(exp) is not None}
 # Each leaf's unset `resources:` are sized from its grid (src/diffmem/resources.py).
 EXPERIMENTS = {name: size_experiment(exp) for name, exp in expand_sweeps(CFG["experiments"]).items()}
+# data.twin: each such (leaf) experiment gets a twin experiment "<name>/twin" (results/<name>/twin/), run by
+# the normal subsample / train / sample rules on disjoint training sets (src/diffmem/twin.py, pictures.smk)
+EXPERIMENTS.update(twin_experiments(EXPERIMENTS))
 
 
 def R(template):
@@ -51,7 +56,7 @@ RF_FIGURES = ["rf_losses", "rf_split_time"]
 
 
 wildcard_constraints:
-    exp=r"[A-Za-z][A-Za-z0-9_-]*(/(width|strength)[0-9][0-9.e+-]*)?",
+    exp=r"[A-Za-z][A-Za-z0-9_-]*(/(width|strength)[0-9][0-9.e+-]*)?(/twin)?",
     n=r"\d+",
     seed=r"\d+",
 
@@ -71,7 +76,7 @@ def as_arg(obj):
 def data_slice(wildcards):
     # n_train and seeds select branches; they must not invalidate the shared dataset file
     data = exp_cfg(wildcards)["data"]
-    return as_arg({k: v for k, v in data.items() if k not in ("n_train", "seeds")})
+    return as_arg({k: v for k, v in data.items() if k not in ("n_train", "seeds", "twin")})
 
 
 # Run settings (diffmem.config.RUN_SETTINGS: threads, devices, logging, evaluation batch sizes, ...)
@@ -176,7 +181,7 @@ def experiment_targets(exp):
         out = [R(f"{exp}/cube.nc"), R(f"{exp}/fit.nc"), R(f"{exp}/figures/sweep_{key}.png")]
         return out + [t for v in values for t in experiment_targets(sweep_leaf_name(exp, key, v))]
     out = [R(f"{exp}/cube.nc"), R(f"{exp}/fit.nc")]
-    return out + [R(f"{exp}/figures/{name}.png") for name in figure_names(exp)]
+    return out + [R(f"{exp}/figures/{name}.png") for name in figure_names(exp)] + picture_targets(exp)
 
 
 def all_targets():
@@ -266,6 +271,8 @@ def cube_inputs(wildcards):
         inputs["metrics"] = runs(wildcards.exp, RUN("train_metrics.nc"))
     if quality_enabled(wildcards.exp):
         inputs["quality"] = runs(wildcards.exp, RUN("quality.nc"))
+    if has_twin(wildcards.exp):
+        inputs["twin"] = runs(wildcards.exp, RUN("twin.nc"))
     return inputs
 
 
@@ -319,3 +326,36 @@ def grouped_train_jobs():
 def grouped_rule_name(exp, label):
     safe = re.sub(r"\W", "_", exp)  # rule names are identifiers; experiment names may hold '-' and '/'
     return f"train_grouped_{safe}_{label}"
+
+
+# --- Pictures and twin models (workflow/rules/pictures.smk, src/diffmem/twin.py) ------------------
+def has_twin(exp):
+    return bool(EXPERIMENTS[exp]["data"].get("twin")) and not is_twin(exp)
+
+
+def pictured(exp):
+    """Experiments with samples and scores (every family but random_features), twins excluded."""
+    return not is_rf(exp) and not is_twin(exp)
+
+
+def picture_targets(exp):
+    if not pictured(exp):
+        return []
+    out = [R(f"{exp}/figures/gallery"), R(f"{exp}/figures/copies.png")]  # gallery/: n<n>_seed<s>.png per run
+    return out + ([R(f"{exp}/figures/twin.png")] if has_twin(exp) else [])
+
+
+def twin_subset_seed(wildcards):
+    """The seed whose pool permutation a twin run's set comes from (its own seed less TWIN_SEED_OFFSET)."""
+    return int(wildcards.seed) - TWIN_SEED_OFFSET
+
+
+def twin_run(name):
+    """A file of the twin of run (n, seed): results/<exp>/twin/runs/n{n}_seed{seed + TWIN_SEED_OFFSET}/name."""
+    return lambda wildcards: R(f"{wildcards.exp}/twin/runs/n{wildcards.n}_seed{int(wildcards.seed) + TWIN_SEED_OFFSET}/{name}")
+
+
+def train_runs_arg(wildcards, input):
+    """N:SEED:train.npz of every run, for copies-figure."""
+    pairs = [(n, s) for n in exp_cfg(wildcards)["data"]["n_train"] for s in exp_cfg(wildcards)["data"]["seeds"]]
+    return " ".join(f"{n}:{s}:{path}" for (n, s), path in zip(pairs, input.train))
