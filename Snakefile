@@ -25,6 +25,7 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/rf.smk"
+include: "workflow/rules/linear_exact.smk"
 
 
 rule all:

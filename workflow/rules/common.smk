@@ -41,6 +41,7 @@ def RUN(name):
 FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses"]
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
 RF_FIGURES = ["rf_losses", "rf_split_time"]
+LINEAR_EXACT_FIGURES = ["p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og"]
 
 
 wildcard_constraints:
@@ -98,6 +99,10 @@ def is_rf(exp):
     return family(exp) == "random_features"
 
 
+def is_linear_exact(exp):
+    return family(exp) == "linear_exact"
+
+
 def upstream_hash(wildcards):
     exp = exp_cfg(wildcards)
     return stable_hash({k: exp[k] for k in ("data", "model", "train", "sample", "score")})
@@ -109,6 +114,8 @@ def runs(exp, pattern):
 
 
 def figure_names(exp):
+    if is_linear_exact(exp):
+        return LINEAR_EXACT_FIGURES
     if is_rf(exp):
         return RF_FIGURES
     if is_closed_form(exp):
@@ -219,8 +226,9 @@ def exp_regex(names):
 UNGROUPED_EXPS = names_where(lambda name: is_trained(name) and name not in grouped_experiments())
 TRAINED_EXPS = names_where(is_trained)
 CLOSED_FORM_EXPS = names_where(is_closed_form)
-SAMPLED_EXPS = names_where(lambda name: not is_rf(name))
+SAMPLED_EXPS = names_where(lambda name: not is_rf(name) and not is_linear_exact(name))
 RF_EXPS = names_where(is_rf)
+LINEAR_EXACT_EXPS = names_where(is_linear_exact)
 
 
 def sweep_inputs(wildcards):
