@@ -218,6 +218,9 @@ def check_family(name: str, exp: dict) -> None:
         if data["dataset"] != "gaussian":
             raise ConfigError(f"config error at '{where}.family': random_features is the paper's model on "
                               f"isotropic Gaussian data (dataset gaussian), not '{data['dataset']}'")
+        if model["rf_solver"] == "gd" and model["rf_num_noise"] < 1:
+            raise ConfigError(f"config error at '{where}.rf_num_noise': gradient descent draws rf_num_noise >= 1 noise "
+                              "samples per point every step (0, the analytic noise average, is for rf_solver flow)")
         if exp["quality"]["enabled"]:
             raise ConfigError(f"config error at 'experiments.{name}.quality.enabled': random_features is trained "
                               "at one diffusion time and generates no samples; set quality.enabled false")
@@ -497,6 +500,7 @@ class FitConfig:
     tau_gen_tolerance: float = 0.1
     tau_gen_threshold: float | None = None
     rf_gap: float = 0.1
+    rf_split: str = "half_gap"
 
     from_dict = classmethod(_from_dict)
 
