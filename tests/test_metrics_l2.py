@@ -64,6 +64,7 @@ def test_degenerate_generated_gaussian_is_fine_and_symmetry_trick_is_exact():
     cov = np.diag([1.0, 0.0, 0.0])  # rank 1: rho_G is a line, int rho_G^2 is infinite but E is finite
     out = l2_kde_gaussian(x, eps=0.5, mean=np.zeros(3), cov=cov)
     assert np.isfinite(out["e"]) and out["cross"] > 0
+    assert out["e"] == pytest.approx(out["diag"] + out["off"] - 2 * out["cross"])
     # the self overlap visits half the pairs (x is y); a copy goes through the general path
     assert log_kde_overlap(x, x, eps_x=0.5, eps_y=0.5, chunk=64) == pytest.approx(
         log_kde_overlap(x, x.copy(), eps_x=0.5, eps_y=0.5, chunk=50), rel=1e-12)
@@ -75,7 +76,7 @@ def test_values_stay_finite_at_d_100_where_raw_terms_underflow_float32():
     x = rng.standard_normal((n, d))
     out = l2_kde_gaussian(x, eps=halder_width(n, d), mean=np.zeros(d), cov=np.eye(d))
     # int rho_T^2 ~ (diagonal) 1 / n times (sigma / eps)^d = 1 in these units
-    assert out["self"] == pytest.approx(1.0, rel=0.05)
+    assert out["diag"] == pytest.approx(1.0, rel=1e-12) and out["off"] < 1e-6
     assert np.isfinite(out["e"])
 
 

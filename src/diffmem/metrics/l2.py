@@ -12,7 +12,8 @@ Gaussian integral, int N(x; a, A) N(x; b, B) dx = N(a - b; 0, A + B), so
 
 E = int rho_D^2 - 2 int rho_D rho_G leaves out int rho_G^2: it is common to E_TG and E_OG, so
 Delta = E_TG - E_OG does not need it, and it also works for a degenerate rho_G (n <= d).  This is the
-quantity of the authors' code.  Everything is computed in float64 from log-sum-exps; the result is
+quantity of the authors' code.  The diagonal (i = j) part of int rho_D^2 is kept apart: with per-set widths
+eps = sigma N^(-1/d) it is the same for every set and dwarfs the rest at large d (see ``l2_kde_gaussian``).  Everything is computed in float64 from log-sum-exps; the result is
 reported in units of u = (4 pi sigma_ref^2)^(-d/2), the self-overlap int N(0, sigma_ref^2 I)^2 (so a KDE of
 N points at eps = sigma N^(-1/d) has int rho_D^2 ~ 1 in these units), which keeps the values O(1) at any
 d (raw values are ~1e-50 at d = 100).
@@ -49,9 +50,16 @@ def _points(x, name: str) -> np.ndarray:
     return a
 
 
-def log_kde_overlap(x: np.ndarray, y: np.ndarray, *, eps_x: float, eps_y: float, chunk: int = 1024) -> float:
+def log_kde_overlap(x: np.ndarray, y: np.ndarray, *, eps_x: float, eps_y: float, chunk: int = 1024,
+                    exclude_diagonal: bool = False) -> float:
     """log int rho_x rho_y for the KDEs of x [N, d] (width eps_x) and y [M, d] (width eps_y):
-    log (1/(N M)) sum_ij N(x_i - y_j; 0, (eps_x^2 + eps_y^2) I).  With y = x, log int rho_x^2."""
+    log (1/(N M)) sum_ij N(x_i - y_j; 0, (eps_x^2 + eps_y^2) I).  With y = x, log int rho_x^2.
+
+    exclude_diagonal (y must be x): only the pairs i != j, still divided by N^2.  The diagonal alone is
+    (4 pi eps^2)^(-d/2) / N; at large d it exceeds the off-diagonal part by factors like e^{d/2}, so the
+    two must be kept apart for differences of small terms to survive float64 rounding."""
+    if exclude_diagonal and x is not y:
+        raise ValueError("exclude_diagonal needs y to be x (the same array object)")
     a, b = _points(x, "x"), _points(y, "y")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"dimensions differ: {a.shape[1]} vs {b.shape[1]}")
@@ -74,6 +82,10 @@ def log_kde_overlap(x: np.ndarray, y: np.ndarray, *, eps_x: float, eps_y: float,
         logits -= b2[None, start:]
         np.minimum(logits, 0.0, out=logits)  # rounding can leave a tiny positive -|.|^2
         logits *= scale
+        if exclude_diagonal:
+            np.fill_diagonal(logits[:, : blk.shape[0]], -np.inf)
+            if not np.isfinite(logits).any():  # a single point: no pairs in this block
+                continue
         top = float(logits.max())
         logits -= top
         np.exp(logits, out=logits)
@@ -81,6 +93,8 @@ def log_kde_overlap(x: np.ndarray, y: np.ndarray, *, eps_x: float, eps_y: float,
         if same:  # the diagonal block holds both (i, j) and (j, i); the blocks to its right stand for two
             total = 2.0 * total - float(logits[:, : blk.shape[0]].sum())
         parts.append(top + math.log(total))
+    if not parts:
+        return -math.inf
     log_sum = logsumexp(parts)
     return float(log_sum - math.log(a.shape[0]) - math.log(b.shape[0]) - 0.5 * d * (_LOG_2PI + math.log(var)))
 
@@ -117,17 +131,24 @@ def log_gaussian_overlap(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray,
 
 
 def l2_kde_gaussian(x: np.ndarray, *, eps: float, mean: np.ndarray, cov: np.ndarray, sigma_ref: float = 1.0,
-                    self_overlap_log: float | None = None) -> dict[str, float]:
+                    offdiag_log: float | None = None) -> dict[str, float]:
     """The paper's E = int rho_D^2 - 2 int rho_D rho_G for the KDE of x [N, d] at width eps and
-    rho_G = N(mean, cov), in units of (4 pi sigma_ref^2)^(-d/2) (see the module docstring).
+    rho_G = N(mean, cov), in units of (4 pi sigma_ref^2)^(-d/2) (see the module docstring), split as
 
-    `self_overlap_log`: log int rho_D^2 if already computed (it does not depend on rho_G; for a large
-    population set it is the expensive O(N^2 d) term).  Returns {'e', 'self', 'cross'} (all in those
-    units: e = self - 2 cross)."""
+        E = diag + off - 2 cross,   diag = (sigma_ref / eps)^d / N   (the i = j pairs of int rho_D^2),
+
+    so that 'e_offdiag' = off - 2 cross is exact to float64 precision of its own (small) terms.  With the
+    per-set widths eps = sigma_ref N^(-1/d), diag = 1 for every set: it cancels in E_TG - E_OG, and
+    'e_offdiag' is what to compare (at d = 100 the diagonal is e^{30} times the rest, which float64 would
+    round away).  `offdiag_log`: log of the off-diagonal part of int rho_D^2 if already computed (for a
+    large population set it is the expensive O(N^2 d) term).  Returns {'e', 'e_offdiag', 'diag', 'off',
+    'cross'}."""
     a = _points(x, "x")
-    d = a.shape[1]
+    n, d = a.shape
     log_unit = 0.5 * d * (math.log(4.0 * math.pi) + 2.0 * math.log(sigma_ref))
-    log_self = log_kde_overlap(a, a, eps_x=eps, eps_y=eps) if self_overlap_log is None else float(self_overlap_log)
+    if offdiag_log is None:
+        offdiag_log = log_kde_overlap(a, a, eps_x=eps, eps_y=eps, exclude_diagonal=True)
     log_cross = log_kde_gaussian_overlap(a, eps=eps, mean=mean, cov=cov)
-    self_term, cross = math.exp(log_self + log_unit), math.exp(log_cross + log_unit)
-    return {"e": self_term - 2.0 * cross, "self": self_term, "cross": cross}
+    diag = math.exp(d * math.log(sigma_ref / eps) - math.log(n))
+    off, cross = math.exp(offdiag_log + log_unit), math.exp(log_cross + log_unit)
+    return {"e": diag + off - 2.0 * cross, "e_offdiag": off - 2.0 * cross, "diag": diag, "off": off, "cross": cross}
