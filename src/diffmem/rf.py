@@ -182,7 +182,8 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
             raise RuntimeError(f"recorded steps {res['step']} differ from the checkpoint grid {steps}")
     else:
         res = rf_gradient_flow(x, x_test, p=p, t=t, taus=tau, generator=_generator(seed),
-                               num_noise=model.rf_num_noise, num_eval_noise=eval_noise)
+                               num_noise=model.rf_num_noise, num_eval_noise=eval_noise,
+                               log=lambda m: log(f"[rf] {label}: {m} ({time.monotonic() - t0:.0f} s)"))
         for key in (names.TRAIN_LOSS, names.TEST_LOSS, SCORE_ERROR):
             bad = np.flatnonzero(~np.isfinite(res[key]))
             if bad.size:

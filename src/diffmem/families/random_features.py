@@ -31,6 +31,7 @@ Delta_t = 1 - e^{-2t} (equivalently sigma = sqrt(e^{2t} - 1) after dividing x_t 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -291,6 +292,7 @@ def rf_gradient_flow(
     num_noise: int = 0,
     num_eval_noise: int = 16,
     eigh_float32_above: int = 2048,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Exact solution of the gradient flow Eq. (10).  With num_noise = 0 (default) U, V (Eq. (11)) are the
     noise-averaged moments (``noise_averaged_moments``, analytic), the small-lr limit of gradient descent
@@ -314,6 +316,9 @@ def rf_gradient_flow(
         del phi
     else:
         u_mat, v_mat = noise_averaged_moments(train_x, w, t=t)
+    say = log or (lambda _: None)
+    t0 = time.monotonic()
+    say(f"U, V ready; eigendecomposition of U [{p}, {p}]")
     # float32 above p = eigh_float32_above: the eigendecomposition dominates the cost (p^3) and its absolute
     # eigenvalue error, ~1e-7 lambda_max, stays far below the memorization edge lambda_min
     if p > eigh_float32_above:
@@ -322,6 +327,7 @@ def rf_gradient_flow(
     else:
         lam, q = torch.linalg.eigh(u_mat)
     del u_mat
+    say(f"eigendecomposition done ({time.monotonic() - t0:.0f} s); {len(taus)} times")
     lam = lam.clamp_min(0)
     c = 2.0 * dt * d / p
     vq = v_mat.T @ q  # [d, p]
