@@ -84,3 +84,20 @@ def test_halder_width():
     assert halder_width(10_000, 100) == pytest.approx(10_000 ** (-0.01))
     with pytest.raises(ValueError):
         halder_width(0, 3)
+
+
+def test_e_tg_e_og_l2_on_samples_tells_copies_from_fresh_draws():
+    from diffmem.metrics.kde import e_tg_e_og
+
+    rng = np.random.default_rng(4)
+    d = 3
+    train, pop = rng.standard_normal((20, d)), rng.standard_normal((3000, d))
+    copies = train[rng.integers(0, 20, 400)] + 0.01 * rng.standard_normal((400, d))
+    fresh = rng.standard_normal((400, d))
+    mem = e_tg_e_og(train, copies, pop, divergence="l2", rng=rng)
+    gen = e_tg_e_og(train, fresh, pop, divergence="l2", rng=rng)
+    assert mem["delta"] < 0 < gen["delta"]
+    with pytest.raises(ValueError, match="population samples"):
+        from diffmem.metrics.exact import IsotropicGaussian
+
+        e_tg_e_og(train, fresh, IsotropicGaussian(d), divergence="l2", rng=rng)

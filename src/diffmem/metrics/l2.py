@@ -30,7 +30,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 __all__ = ["log_kde_overlap", "log_kde_gaussian_overlap", "log_gaussian_overlap", "l2_kde_gaussian",
-           "halder_width"]
+           "l2_kde_kde", "halder_width"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -151,4 +151,17 @@ def l2_kde_gaussian(x: np.ndarray, *, eps: float, mean: np.ndarray, cov: np.ndar
     log_cross = log_kde_gaussian_overlap(a, eps=eps, mean=mean, cov=cov)
     diag = math.exp(d * math.log(sigma_ref / eps) - math.log(n))
     off, cross = math.exp(offdiag_log + log_unit), math.exp(log_cross + log_unit)
+    return {"e": diag + off - 2.0 * cross, "e_offdiag": off - 2.0 * cross, "diag": diag, "off": off, "cross": cross}
+
+
+def l2_kde_kde(x: np.ndarray, *, eps_x: float, y: np.ndarray, eps_y: float, sigma_ref: float = 1.0) -> dict[str, float]:
+    """E = int rho_x^2 - 2 int rho_x rho_y for two KDEs (rho_y: generated samples smoothed at their own
+    width, when the exact rho_G is not available), in units of (4 pi sigma_ref^2)^(-d/2), split as in
+    ``l2_kde_gaussian``: {'e', 'e_offdiag', 'diag', 'off', 'cross'}."""
+    a, b = _points(x, "x"), _points(y, "y")
+    n, d = a.shape
+    log_unit = 0.5 * d * (math.log(4.0 * math.pi) + 2.0 * math.log(sigma_ref))
+    diag = math.exp(d * math.log(sigma_ref / eps_x) - math.log(n))
+    off = math.exp(log_kde_overlap(a, a, eps_x=eps_x, eps_y=eps_x, exclude_diagonal=True) + log_unit)
+    cross = math.exp(log_kde_overlap(a, b, eps_x=eps_x, eps_y=eps_y) + log_unit)
     return {"e": diag + off - 2.0 * cross, "e_offdiag": off - 2.0 * cross, "diag": diag, "off": off, "cross": cross}
