@@ -230,6 +230,14 @@ def _save(fig, path: Path) -> None:
     tmp.replace(path)
 
 
+def _psi_ticks(ax, values) -> None:
+    import matplotlib.ticker as mticker
+
+    ax.xaxis.set_major_locator(mticker.FixedLocator(sorted(values)))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+
+
 def _fig_p_delta(fit: xr.Dataset, title: str):
     import matplotlib.pyplot as plt
 
@@ -240,6 +248,7 @@ def _fig_p_delta(fit: xr.Dataset, title: str):
                     ms=3, capsize=2, label=f"d = {int(d)}")
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set_xscale("log")
+    _psi_ticks(ax, fit[PSI_N].values)
     ax.set_xlabel("n / d")
     ax.set_ylabel("P(E_TG - E_OG > 0)")
     ax.set_ylim(-0.03, 1.03)
@@ -254,13 +263,14 @@ def _fig_p_delta(fit: xr.Dataset, title: str):
 def _fig_n_half(fit: xr.Dataset, title: str):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.5, 4))
     d = fit[DIM].values.astype(float)
     half = fit[names.N_HALF].values
     ci = fit[N_HALF_SE].values
     cens = fit["n_half_censored"].values.astype(bool)
     yerr = np.abs(np.stack([half - ci[:, 0], ci[:, 1] - half]))
     ax.errorbar(d[~cens], half[~cens], yerr=yerr[:, ~cens], fmt="o", capsize=3, label="n_half (95 % bootstrap CI)")
+    ax2.errorbar(d[~cens], half[~cens] / d[~cens], yerr=yerr[:, ~cens] / d[~cens], fmt="o-", capsize=3)
     if cens.any():
         n_grid = fit[names.N].values
         for k in np.flatnonzero(cens):  # mark where the grid ends instead of a point
@@ -271,15 +281,25 @@ def _fig_n_half(fit: xr.Dataset, title: str):
     lo, hi = fit["n_half_exponent_ci"].values
     grid = np.geomspace(d.min(), d.max(), 50)
     if np.isfinite(b):
-        ax.plot(grid, a * grid**b, "C0--", label=f"fit n_half ~ d^{b:.2f} [{lo:.2f}, {hi:.2f}]")
-        ax.plot(grid, a * grid[0] ** b * grid / grid[0], "k:", lw=0.8, label="slope 1 (n proportional to d)")
-    ax.set_xscale("log")
+        ax.plot(grid, a * grid**b, "C0--", label=f"power-law fit d^{b:.2f} [{lo:.2f}, {hi:.2f}]\n"
+                                                 "(CI: sampling only; see the local slopes)")
+        ax.plot(grid, half[~cens][0] * grid / d[~cens][0], "k:", lw=0.8, label="slope 1 (n proportional to d)")
+    ok = ~cens & np.isfinite(half)
+    dd, hh = d[ok], half[ok]
+    for k in range(dd.size - 1):  # local log-log slopes between neighbouring d
+        slope = np.log(hh[k + 1] / hh[k]) / np.log(dd[k + 1] / dd[k])
+        ax.annotate(f"{slope:.2f}", (np.sqrt(dd[k] * dd[k + 1]), np.sqrt(hh[k] * hh[k + 1])), fontsize=7,
+                    color="C3", ha="right", va="bottom")
+    for axis in (ax, ax2):
+        axis.set_xscale("log")
+        axis.set_xlabel("d")
+        axis.grid(True, which="both", alpha=0.3)
     ax.set_yscale("log")
-    ax.set_xlabel("d")
     ax.set_ylabel("n_half (P(Delta > 0) = 1/2)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{title}: crossing against dimension", fontsize=9)
+    ax2.set_ylabel("n_half / d")
+    ax.legend(fontsize=6.5)
+    ax.set_title(f"{title}: crossing against d (red: local slopes)", fontsize=8)
+    ax2.set_title("n_half / d: constant if n_half is proportional to d", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -292,16 +312,18 @@ def _fig_e(cube: xr.Dataset, title: str):
         sel = cube.sel({DIM: d})
         x = sel[PSI_N].values
         for ax, key, style in ((axes[0], names.E_TG, "-"), (axes[0], names.E_OG, "--")):
-            ax.plot(x, sel[key].mean(names.SEED).values, style, color=f"C{k}", marker="o", ms=3,
-                    label=f"{key} d={int(d)}" if key == names.E_TG else None)
+            ax.plot(x, sel[key].median(names.SEED).values, style, color=f"C{k}", marker="o", ms=3,
+                    label=f"d={int(d)}" if key == names.E_TG else None)
         dm = sel[names.DELTA].mean(names.SEED).values
         ds = sel[names.DELTA].std(names.SEED).values
         axes[1].errorbar(x, dm / ds, color=f"C{k}", marker="o", ms=3, label=f"d = {int(d)}")
-    axes[0].set_title("mean E_TG (solid) and E_OG (dashed)", fontsize=8)
+    axes[0].set_title("median E_TG (solid) and E_OG (dashed); symlog below 1e-12", fontsize=8)
+    axes[0].set_yscale("symlog", linthresh=1e-12)
     axes[1].axhline(0, color="k", lw=0.8, ls=":")
     axes[1].set_title("mean(Delta) / sd(Delta) over repeats", fontsize=8)
     for ax in axes:
         ax.set_xscale("log")
+        _psi_ticks(ax, cube[PSI_N].values)
         ax.set_xlabel("n / d")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6)

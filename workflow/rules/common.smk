@@ -103,6 +103,11 @@ def is_linear_exact(exp):
     return family(exp) == "linear_exact"
 
 
+def linear_exact_parts(wildcards):
+    """The per-dimension results a linear_exact experiment stacks (model.linear_dims)."""
+    return [R(f"{wildcards.exp}/dims/d{d}.nc") for d in EXPERIMENTS[wildcards.exp]["model"]["linear_dims"]]
+
+
 def upstream_hash(wildcards):
     exp = exp_cfg(wildcards)
     return stable_hash({k: exp[k] for k in ("data", "model", "train", "sample", "score")})

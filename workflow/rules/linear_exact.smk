@@ -4,10 +4,6 @@
 # against d, one draws the figures.
 
 
-def linear_exact_dims(exp):
-    return EXPERIMENTS[exp]["model"]["linear_dims"]
-
-
 rule linear_exact_run:
     wildcard_constraints:
         exp=LINEAR_EXACT_EXPS,
@@ -36,7 +32,7 @@ rule linear_exact_cube:
     wildcard_constraints:
         exp=LINEAR_EXACT_EXPS,
     input:
-        lambda wildcards: [R(f"{wildcards.exp}/dims/d{d}.nc") for d in linear_exact_dims(wildcards.exp)],
+        linear_exact_parts,
     output:
         R("{exp}/cube.nc"),
     resources:
