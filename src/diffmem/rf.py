@@ -258,9 +258,18 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     tau_gen = tau_per_step * xr.apply_ufunc(
         lambda v: quality_onset(steps, v, tolerance=fit.tau_gen_tolerance), cube[SCORE_ERROR],
         input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
+    # the half-gap time needs the gap to have settled: compare it a decade before the last checkpoint
+    early = int(np.searchsorted(tau, tau[-1] / 10.0))
+    gap = cube[names.TEST_LOSS] - cube[names.TRAIN_LOSS]
+    settled = gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1})
     boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng}
     variables = scaling_fit(tau_split, prefix=TAU_SPLIT, **boot)
+    variables["gap_settled"] = settled.drop_vars([c for c in settled.coords if c not in (names.N, names.SEED)])
+
     variables.update(scaling_fit(tau_gen, prefix=TAU_GEN, **boot))
+    if cube.sizes[names.SEED] < 2:  # a bootstrap over one seed is no interval
+        for key in (f"{TAU_SPLIT}_exponent_ci", f"{TAU_GEN}_exponent_ci"):
+            variables[key] = variables[key] * np.nan
     n = cube[names.N].values
     psi_n = n / d
     theory = np.array([theory_tau_mem(float(pn), psi_p, model.rf_time) for pn in psi_n])
@@ -288,6 +297,8 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
                          "twice the e-folding time of the slowest memorizing mode)", TAU_UNITS),
         f"{TAU_MEM_THEORY}_exponent": ("exponent b of a power-law fit of tau_mem_theory over the n grid", "1"),
         PSI_N: ("psi_n = n / d", "1"),
+        "gap_settled": ("train-test gap a decade before the last checkpoint over the gap at it (near 1: settled; "
+                        "well below 1: the half-gap time is a lower bound)", "1"),
     }
     for key, (long_name, units) in described.items():
         out[key].attrs.update({"long_name": long_name, "units": units})
@@ -378,6 +389,11 @@ def _plot_split(fit: xr.Dataset, title: str):
         vals = fit[var].transpose(names.N, names.SEED).values  # [n, seed]
         for j in range(vals.shape[1]):
             ax.scatter(psi_n, vals[:, j], s=12, color=color, alpha=0.45, lw=0)
+        if var == TAU_SPLIT and "gap_settled" in fit and fit.attrs.get("rf_split") == "half_gap":
+            loose = fit["gap_settled"].transpose(names.N, names.SEED).values < 0.9
+            if loose.any():
+                ax.scatter(np.broadcast_to(psi_n[:, None], vals.shape)[loose], vals[loose], s=40, marker="x",
+                           color="k", lw=1, label="gap not settled by the last checkpoint (lower bound)")
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # all seeds censored at some n
             geo = np.exp(np.nanmean(np.log(vals), axis=1))
