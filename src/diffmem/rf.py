@@ -267,7 +267,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     variables["gap_settled"] = settled.drop_vars([c for c in settled.coords if c not in (names.N, names.SEED)])
 
     variables.update(scaling_fit(tau_gen, prefix=TAU_GEN, **boot))
-    if cube.sizes[names.SEED] < 2:  # a bootstrap over one seed is no interval
+    if cube.sizes[names.SEED] < 3:  # a bootstrap over one or two seeds is no interval
         for key in (f"{TAU_SPLIT}_exponent_ci", f"{TAU_GEN}_exponent_ci"):
             variables[key] = variables[key] * np.nan
     n = cube[names.N].values
