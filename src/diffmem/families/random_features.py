@@ -20,7 +20,10 @@ Delta_t = 1 - e^{-2t} (equivalently sigma = sqrt(e^{2t} - 1) after dividing x_t 
 - The expectation over xi in Eqs. (4), (11) is estimated with `num_noise` draws per training point,
   either redrawn at every step (``resample_noise=True``, as in the authors' training script, where one
   fresh xi per point per step makes gradient descent an unbiased estimate of the E_xi dynamics) or
-  drawn once (``resample_noise=False``: a fixed quadratic problem, the one ``rf_gradient_flow`` solves).
+  drawn once (``resample_noise=False``: a fixed quadratic problem, the one ``rf_gradient_flow`` solves with
+  num_noise = m > 0).  ``rf_gradient_flow`` with num_noise = 0 (default) uses the exact E_xi average of U
+  and V (``noise_averaged_moments``): the flow that gradient descent with resampled noise follows as
+  lr -> 0.  ``half_gap_time`` reads the split time without a threshold on the gap's size.
 - Theory, Eqs. (12)-(14) and Theorem 3.2: the memorization bulk rho_1 of U has left edge
   lam_min = s_t^2 + v_t^2 (1 - sqrt(psi_p/psi_n))^2; tau_mem = psi_p / (Delta_t lam_min), which for
   psi_p >> psi_n >> 1 is ~ psi_n / (Delta_t v_t^2), i.e. linear in n.  The coefficients are computed by
