@@ -33,6 +33,7 @@ include: "workflow/rules/plot.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/rf.smk"
 include: "workflow/rules/pictures.smk"
+include: "workflow/rules/linear_exact.smk"
 
 
 rule all:

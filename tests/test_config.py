@@ -155,3 +155,31 @@ def test_sweep_values_must_give_distinct_folders():
     with pytest.raises(ConfigError, match="coincide to 6 significant digits"):
         validate_config(cfg(model__family="empirical", model__regularization="tikhonov",
                             model__strength=[0.1234567, 0.1234568]))
+
+
+def test_linear_exact_needs_l2_gaussian_data_and_distinct_sizes():
+    def exp(**model):
+        c = gaussian(psi_n=[0.5, 1, 2])
+        c["experiments"]["g"]["model"] = {"family": "linear_exact", **model}
+        c["experiments"]["g"]["quality"] = {"divergence": "l2"}
+        return c
+
+    out = validate_config(exp(linear_dims=[8, 16]))["experiments"]["g"]
+    assert out["model"]["linear_variant"] == "one_step" and out["model"]["linear_repeats"] == 100
+    hellinger = exp()
+    hellinger["experiments"]["g"]["quality"] = {"divergence": "hellinger"}
+    with pytest.raises(ConfigError, match="set divergence l2"):
+        validate_config(hellinger)
+    with pytest.raises(ConfigError, match="repeated n"):
+        validate_config(exp(linear_dims=[2]))  # n/d = 0.5, 1 at d = 2 both give n = 2
+    with pytest.raises(ConfigError, match="linear_exact is evaluated in closed form"):
+        validate_config(cfg(model__family="linear_exact", quality__divergence="l2"))
+
+
+def test_gradient_descent_needs_noise_draws():
+    bad = gaussian(n_train=[8])
+    bad["experiments"]["g"]["model"] = {"family": "random_features", "rf_num_noise": 0}
+    with pytest.raises(ConfigError, match="rf_num_noise"):
+        validate_config(bad)
+    bad["experiments"]["g"]["model"]["rf_solver"] = "flow"
+    validate_config(bad)

@@ -136,3 +136,27 @@ def test_theory_coefficients_and_tau_mem():
     lo, hi = rf.theory_bulk_edges(2, 16, t)
     r = math.sqrt(8)
     assert math.isclose(lo, co["s_t2"] + co["v_t2"] * (1 - r) ** 2) and hi > lo
+
+
+def test_noise_averaged_moments_match_monte_carlo_and_converge_in_order():
+    from diffmem.families.random_features import noise_averaged_moments, noised, rf_features
+
+    g = torch.Generator().manual_seed(0)
+    n, d, p, t = 12, 16, 48, 0.1
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(p, d, generator=g, dtype=torch.float64)
+    u, v = noise_averaged_moments(x, w, t=t, chunk_rows=5)  # several row chunks
+    m = 20_000
+    xs = x.repeat(m, 1)
+    xi = torch.randn(xs.shape, generator=g, dtype=torch.float64)
+    phi = rf_features(w, noised(xs, xi, t))
+    u_mc, v_mc = phi.T @ phi / phi.shape[0], phi.T @ xi / phi.shape[0]
+    # Monte Carlo error ~ 1 / sqrt(n m) ~ 2e-3
+    assert float((u - u_mc).abs().max()) < 8e-3
+    assert float((v - v_mc).abs().max()) < 8e-3
+    # the frozen single draw is far off (it lacks the noise variance on the diagonal)
+    one = rf_features(w, noised(x, xi[:n], t))
+    assert float((one.T @ one / n - u).abs().max()) > 3e-2
+    # the Mehler series converges: each order changes U less
+    steps = [float((noise_averaged_moments(x, w, t=t, order=k)[0] - u).abs().max()) for k in range(4)]
+    assert all(a > b for a, b in zip(steps, steps[1:])) and steps[-1] < 1e-4

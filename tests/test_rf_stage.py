@@ -138,7 +138,7 @@ def test_rf_fit_recovers_a_planted_split_time_and_flags_censored_runs():
     d, lr = 8, 32.0
     cube, split = _synthetic_cube(d, lr)
     model = dataclass_replace(MODEL, psi_p=64.0)
-    fit = rf.rf_fit(cube, model=model, fit=FitConfig(rf_gap=0.2, num_bootstrap=200), rng=np.random.default_rng(0))
+    fit = rf.rf_fit(cube, model=model, fit=FitConfig(rf_gap=0.2, rf_split="threshold", num_bootstrap=200), rng=np.random.default_rng(0))
     tau_split = fit[rf.TAU_SPLIT].transpose(names.N, names.SEED)
     for i, n in enumerate(split):
         expect = [split[n] * lr / d**2] * 3
@@ -164,7 +164,7 @@ def test_rf_fit_recovers_a_planted_split_time_and_flags_censored_runs():
         assert fit[var].attrs.get("long_name") and fit[var].attrs.get("units"), var
     assert fit.attrs["rf_gap"] == 0.2 and fit.attrs["experiment"] == "synthetic"
     # a larger rf_gap than the planted gap never opens: every run censored, no fit
-    none = rf.rf_fit(cube, model=model, fit=FitConfig(rf_gap=0.5, num_bootstrap=20), rng=np.random.default_rng(0))
+    none = rf.rf_fit(cube, model=model, fit=FitConfig(rf_gap=0.5, rf_split="threshold", num_bootstrap=20), rng=np.random.default_rng(0))
     assert bool(none[f"{rf.TAU_SPLIT}_censored"].all()) and np.isnan(float(none[f"{rf.TAU_SPLIT}_exponent"]))
 
 
@@ -229,3 +229,46 @@ def test_cli_rejects_a_bad_config(tmp_path, capsys):
         rf.main(["train", "--train", str(subset), "--dataset", str(dataset), "--model", json.dumps({"rf_solver": "sgd"}),
                  "--train-cfg", "{}", "--seed", "0", "--out", str(tmp_path / "x.nc")])
     assert "rf_solver" in capsys.readouterr().err
+
+
+def test_half_gap_time_of_an_exponential_approach_is_tau0_ln2():
+    taus = np.geomspace(1e-2, 1e4, 400)
+    for tau0, g_inf in ((3.0, 0.2), (150.0, 0.01)):
+        gap = g_inf * -np.expm1(-taus / tau0)
+        got = family.half_gap_time(np.ones_like(taus), 1.0 + gap, taus)
+        assert math.isclose(got, tau0 * math.log(2), rel_tol=2e-3), (tau0, got)
+    # the gap's size does not matter (a threshold on it would): scaling it leaves the time unchanged
+    gap = -np.expm1(-taus / 7.0)
+    assert family.half_gap_time(np.zeros_like(taus), 1e-3 * gap, taus) == family.half_gap_time(
+        np.zeros_like(taus), 10.0 * gap, taus)
+    # no split: a final gap <= 0 gives None; tau <= 0 points are ignored
+    assert family.half_gap_time(np.ones(5), np.ones(5), np.arange(5.0)) is None
+    assert family.half_gap_time([1.0, 1.0, 1.0], [9.0, 1.0, 2.0], [0.0, 1.0, 2.0]) == pytest.approx(
+        math.exp(0.5 * math.log(2.0)))
+
+
+def test_rf_fit_half_gap_recovers_a_linear_scaling_with_shrinking_gaps():
+    d, lr = 8, 1.0
+    steps = np.unique(np.round(np.geomspace(1, 1e6, 80)).astype(np.int64))
+    steps = np.concatenate([[0], steps])
+    tau = steps * lr / d**2
+    parts = []
+    for n in (32, 64, 128, 256):
+        for s in range(3):
+            tau0 = 5.0 * n * (1 + 0.05 * s)  # proportional to n
+            gap = (8.0 / n) * -np.expm1(-tau / tau0)  # the long-time gap shrinks like 1 / n
+            parts.append(xr.Dataset(
+                {names.TRAIN_LOSS: (names.STEP, np.full(tau.size, 0.5)), names.TEST_LOSS: (names.STEP, 0.5 + gap),
+                 rf.SCORE_ERROR: (names.STEP, np.exp(-tau))},
+                coords={names.STEP: steps, rf.TAU: (names.STEP, tau), names.N: n, names.SEED: s, rf.DIM: d}))
+    cube = combine_runs(parts, attrs={"experiment": "synthetic"})
+    model = dataclass_replace(MODEL, psi_p=64.0)
+    fit = rf.rf_fit(cube, model=model, fit=FitConfig(num_bootstrap=200), rng=np.random.default_rng(0))
+    assert fit.attrs["rf_split"] == "half_gap"
+    expect = np.array([[5.0 * n * (1 + 0.05 * s) * math.log(2) for s in range(3)] for n in (32, 64, 128, 256)])
+    np.testing.assert_allclose(fit[rf.TAU_SPLIT].transpose(names.N, names.SEED).values, expect, rtol=1e-2)
+    assert math.isclose(float(fit[f"{rf.TAU_SPLIT}_exponent"]), 1.0, abs_tol=0.01)
+    # the fixed 10 % threshold on the same curves is biased upward by the shrinking gap
+    old = rf.rf_fit(cube, model=model, fit=FitConfig(rf_split="threshold", rf_gap=0.1, num_bootstrap=20),
+                    rng=np.random.default_rng(0))
+    assert float(old[f"{rf.TAU_SPLIT}_exponent"]) > 1.2

@@ -8,6 +8,7 @@
     diffmem closed-form-sample ...                 (families empirical and linear: no training)
     diffmem sweep ...                              (a width or strength sweep -> one cube)
     diffmem rf-train ...   diffmem rf-fit ...      diffmem rf-plot ...   (family random_features)
+    diffmem linear-exact run|cube|fit|plot ...      (family linear_exact: closed form, batched)
     diffmem check-config config.yaml               (validate and print the resolved config)
     diffmem resources config.yaml [--gpus-per-train-job 1]   (what each experiment's jobs will request)
     diffmem summary results/<experiment>           (n, tau_mem with CI, tau_gen, final f_mem, n*, diagnostics)
@@ -38,6 +39,7 @@ STAGES = {
     "rf-train": ("diffmem.rf", ["train"]),
     "rf-fit": ("diffmem.rf", ["fit"]),
     "rf-plot": ("diffmem.rf", ["plot"]),
+    "linear-exact": ("diffmem.linear_exact", []),
     "resources": ("diffmem.resources", []),
     "summary": ("diffmem.summary", []),
     "gallery": ("diffmem.gallery", []),

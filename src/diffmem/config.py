@@ -162,6 +162,7 @@ def resolve_sizes(name: str, data: dict) -> None:
 FAMILY_KEYS = {
     "empirical": ("regularization", "strength"),
     "random_features": ("psi_p", "rf_time", "rf_num_noise", "rf_solver"),
+    "linear_exact": ("linear_variant", "linear_time", "linear_dims", "linear_repeats"),
 }
 # Families with no training stage: their denoiser is computed from the training set.
 CLOSED_FORM = ("empirical", "linear")
@@ -225,11 +226,26 @@ def check_family(name: str, exp: dict) -> None:
         if data["dataset"] != "gaussian":
             raise ConfigError(f"config error at '{where}.family': random_features is the paper's model on "
                               f"isotropic Gaussian data (dataset gaussian), not '{data['dataset']}'")
+        if model["rf_solver"] == "gd" and model["rf_num_noise"] < 1:
+            raise ConfigError(f"config error at '{where}.rf_num_noise': gradient descent draws rf_num_noise >= 1 noise "
+                              "samples per point every step (0, the analytic noise average, is for rf_solver flow)")
         if exp["quality"]["enabled"]:
             raise ConfigError(f"config error at 'experiments.{name}.quality.enabled': random_features is trained "
                               "at one diffusion time and generates no samples; set quality.enabled false")
+    if family == "linear_exact":
+        if data["dataset"] != "gaussian":
+            raise ConfigError(f"config error at '{where}.family': linear_exact is evaluated in closed form on "
+                              f"isotropic Gaussian data (dataset gaussian), not '{data['dataset']}'")
+        if exp["quality"]["divergence"] != "l2":
+            raise ConfigError(f"config error at 'experiments.{name}.quality.divergence': linear_exact computes the "
+                              "closed-form L2 distance; set divergence l2 (Hellinger needs samples: family linear)")
+        for d in model["linear_dims"]:
+            sizes = [max(2, round(n / data["dim"] * d)) for n in data["n_train"]]
+            if len(set(sizes)) != len(sizes):
+                raise ConfigError(f"config error at '{where}.linear_dims': the n / d grid gives repeated n = {sizes} "
+                                  f"at d = {d}")
     if family != "network" and exp["train"]["grouped"] is True:
-        what = "has no training" if family in CLOSED_FORM else "is trained by its own rf_train stage"
+        what = "has no training" if family in (*CLOSED_FORM, "linear_exact") else "is trained by its own rf_train stage"
         raise ConfigError(f"config error at 'experiments.{name}.train.grouped': family '{family}' {what}; "
                           "grouped training is for family network")
 
@@ -407,6 +423,10 @@ class ModelConfig:
     rf_time: float = 0.1
     rf_num_noise: int = 1
     rf_solver: str = "gd"
+    linear_variant: str = "one_step"
+    linear_time: float = 2.0
+    linear_dims: tuple[int, ...] = (8,)
+    linear_repeats: int = 100
 
     from_dict = classmethod(_from_dict)
 
@@ -506,6 +526,7 @@ class FitConfig:
     tau_gen_tolerance: float = 0.1
     tau_gen_threshold: float | None = None
     rf_gap: float = 0.1
+    rf_split: str = "half_gap"
 
     from_dict = classmethod(_from_dict)
 

@@ -7,9 +7,11 @@ on N(0, I_d) data).  This module is the workflow around it:
 - `rf_run`: one training run on one training set (n, seed), recorded on the train config's log-spaced
   checkpoint grid, in steps and in the paper's time tau = step lr / d^2.  Solver `gd` runs full-batch
   gradient descent with the noise redrawn every step; `flow` evaluates the exact gradient flow, Eq. (10),
-  of the fixed-noise loss at the same taus.
-- `rf_fit`: the split time tau_split (first tau where (test - train) / test loss > fit.rf_gap) per
-  (n, seed), its power law in n with a bootstrap-over-seeds CI, a generalization time tau_gen from the
+  of the noise-averaged loss (U, V averaged over model.rf_num_noise draws per point) at the same taus.
+- `rf_fit`: the split time tau_split per (n, seed) -- by default (fit.rf_split: half_gap) the time at which
+  the train-test gap reaches half its long-time value, with no threshold on the gap's size; `threshold`
+  keeps the old first tau where (test - train) / test loss > fit.rf_gap, which is biased because the
+  long-time gap itself shrinks like 1 / psi_n -- its power law in n with a bootstrap-over-seeds CI, a generalization time tau_gen from the
   score error, and the theory tau_mem = psi_p / (Delta_t lam_min) per n (paper's convention, see
   `theory_tau_mem`).  The paper's effect: tau_split grows ~ linearly with psi_n = n / d at fixed
   psi_p = p / d, tau_gen does not.
@@ -53,6 +55,7 @@ from diffmem.config import (
 )
 from diffmem.families.random_features import (
     delta,
+    half_gap_time,
     rf_features,
     rf_gradient_flow,
     split_time,
@@ -159,23 +162,29 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
     # W is the first draw of the run's generator (train_random_features / rf_gradient_flow), so the bound
     # is computed for the run's own features; its noise comes from a separate generator.
     w = torch.randn(p, d, generator=_generator(seed), dtype=torch.float64)
-    lr_bound = gd_lr_bound(x, w, t=t, num_noise=model.rf_num_noise, generator=_generator(seed, _BOUND_STREAM))
+    lr_bound = float("nan")  # the flow has no step size; the bound costs a p x p eigenproblem
+    if model.rf_solver == "gd":
+        lr_bound = gd_lr_bound(x, w, t=t, num_noise=model.rf_num_noise, generator=_generator(seed, _BOUND_STREAM))
+    eval_noise = eval_draws(n)
     log(f"[rf] {label}: d={d} p={p} t={t:g} solver={model.rf_solver} lr={lr:g} (GD bound ~{lr_bound:.3g}) "
-        f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}")
+        f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}; noise draws per point: {model.rf_num_noise} "
+        f"(training), {eval_noise} (evaluation)")
     if model.rf_solver == "gd" and lr > lr_bound:
         log(f"[rf] {label}: warning: lr {lr:g} is above the GD stability bound ~{lr_bound:.3g}; expect divergence")
+    t0 = time.monotonic()
 
     if model.rf_solver == "gd":
         res = train_random_features(
             x, x_test, p=p, t=t, lr=lr, num_steps=int(steps[-1]), generator=_generator(seed),
-            num_noise=model.rf_num_noise, resample_noise=True, record_steps=steps,
+            num_noise=model.rf_num_noise, resample_noise=True, record_steps=steps, num_eval_noise=eval_noise,
             progress=_Progress(label=label, num_steps=int(steps[-1]), lr=lr, d=d, log=log),
         )
         if not np.array_equal(res["step"], steps):
             raise RuntimeError(f"recorded steps {res['step']} differ from the checkpoint grid {steps}")
     else:
         res = rf_gradient_flow(x, x_test, p=p, t=t, taus=tau, generator=_generator(seed),
-                               num_noise=model.rf_num_noise)
+                               num_noise=model.rf_num_noise, num_eval_noise=eval_noise,
+                               log=lambda m: log(f"[rf] {label}: {m} ({time.monotonic() - t0:.0f} s)"))
         for key in (names.TRAIN_LOSS, names.TEST_LOSS, SCORE_ERROR):
             bad = np.flatnonzero(~np.isfinite(res[key]))
             if bad.size:
@@ -186,14 +195,21 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
         coords={names.STEP: steps, TAU: ((names.STEP,), tau), names.N: n, names.SEED: int(seed), DIM: d},
         attrs={"d": d, "p": p, "psi_p": p / d, "psi_n": n / d, "rf_time": t, "lr": lr, "solver": model.rf_solver,
                "rf_num_noise": model.rf_num_noise, "lr_stability_bound": lr_bound,
+               "num_eval_noise": eval_noise,
                "lr_above_stability_bound": int(lr > lr_bound)},
     )
     names.annotate(ds)
     for key, attrs in RUN_ATTRS.items():  # ours win over the generic denoising-loss names
         ds[key].attrs.update(attrs)
     final = {k: float(ds[k][-1]) for k in (names.TRAIN_LOSS, names.TEST_LOSS)}
-    log(f"[rf] {label}: final train {final[names.TRAIN_LOSS]:.4f} test {final[names.TEST_LOSS]:.4f}")
+    log(f"[rf] {label}: final train {final[names.TRAIN_LOSS]:.4f} test {final[names.TEST_LOSS]:.4f} "
+        f"({time.monotonic() - t0:.0f} s)")
     return ds
+
+
+def eval_draws(n: int, *, rows: int = 4096) -> int:
+    """Evaluation noise draws per point: 16, fewer for large n so the cached features stay ~rows x p."""
+    return max(1, min(16, -(-rows // max(n, 1))))
 
 
 def _data_dim(cube: xr.Dataset) -> int:
@@ -205,10 +221,16 @@ def _data_dim(cube: xr.Dataset) -> int:
                       "build it with diffmem.cube.combine_runs from rf_run outputs")
 
 
-def _split_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, *, rel_gap: float) -> float:
+def _split_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, *, rel_gap: float,
+               method: str = "half_gap") -> float:
     # at tau = 0 (A = 0) nothing is learned yet: a gap there is evaluation noise, not a split
     ok = np.isfinite(train_loss) & np.isfinite(test_loss) & (tau > 0)
-    s = split_time(train_loss[ok], test_loss[ok], tau[ok], rel_gap=rel_gap)
+    if method == "half_gap":
+        s = half_gap_time(train_loss[ok], test_loss[ok], tau[ok])
+    elif method == "threshold":
+        s = split_time(train_loss[ok], test_loss[ok], tau[ok], rel_gap=rel_gap)
+    else:
+        raise ConfigError(f"config error at 'fit.rf_split': {method!r} is not one of ('half_gap', 'threshold')")
     return float("nan") if s is None else float(s)
 
 
@@ -230,16 +252,25 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
         raise ConfigError("the cube has no 'tau' coordinate on step (written by rf_run)")
     tau_per_step = float(tau[-1] / steps[-1])  # tau = step lr / d^2, linear in step
     tau_split = xr.apply_ufunc(
-        lambda tr, te: _split_tau(tr, te, tau, rel_gap=fit.rf_gap),
+        lambda tr, te: _split_tau(tr, te, tau, rel_gap=fit.rf_gap, method=fit.rf_split),
         cube[names.TRAIN_LOSS], cube[names.TEST_LOSS],
         input_core_dims=[[names.STEP], [names.STEP]], vectorize=True, output_dtypes=[float])
     # in steps, then to tau: onset_step interpolates in log(step) and treats step 0 as step 1
     tau_gen = tau_per_step * xr.apply_ufunc(
         lambda v: quality_onset(steps, v, tolerance=fit.tau_gen_tolerance), cube[SCORE_ERROR],
         input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
+    # the half-gap time needs the gap to have settled: compare it a decade before the last checkpoint
+    early = int(np.searchsorted(tau, tau[-1] / 10.0))
+    gap = cube[names.TEST_LOSS] - cube[names.TRAIN_LOSS]
+    settled = gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1})
     boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng}
     variables = scaling_fit(tau_split, prefix=TAU_SPLIT, **boot)
+    variables["gap_settled"] = settled.drop_vars([c for c in settled.coords if c not in (names.N, names.SEED)])
+
     variables.update(scaling_fit(tau_gen, prefix=TAU_GEN, **boot))
+    if cube.sizes[names.SEED] < 3:  # a bootstrap over one or two seeds is no interval
+        for key in (f"{TAU_SPLIT}_exponent_ci", f"{TAU_GEN}_exponent_ci"):
+            variables[key] = variables[key] * np.nan
     n = cube[names.N].values
     psi_n = n / d
     theory = np.array([theory_tau_mem(float(pn), psi_p, model.rf_time) for pn in psi_n])
@@ -250,8 +281,10 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     out = xr.Dataset(variables, coords={names.N: n, PSI_N: ((names.N,), psi_n), names.CI_BOUND: ["lower", "upper"]})
     level = f"{fit.ci_level:g}"
     described = {
-        TAU_SPLIT: (f"first tau at which (test - train) / test loss exceeds rf_gap = {fit.rf_gap:g}", TAU_UNITS),
-        f"{TAU_SPLIT}_censored": ("the train/test gap never opened by the last checkpoint (tau_split is NaN)", "1"),
+        TAU_SPLIT: ("tau at which the train-test gap reaches half its value at the last checkpoint (log-tau "
+                    "interpolated)" if fit.rf_split == "half_gap" else
+                    f"first tau at which (test - train) / test loss exceeds rf_gap = {fit.rf_gap:g}", TAU_UNITS),
+        f"{TAU_SPLIT}_censored": ("the train/test gap never opened (tau_split is NaN)", "1"),
         f"{TAU_SPLIT}_exponent": ("exponent b of tau_split = A n^b (least squares in log-log)", "1"),
         f"{TAU_SPLIT}_prefactor": ("prefactor A of tau_split = A n^b", TAU_UNITS),
         f"{TAU_SPLIT}_exponent_ci": (f"bootstrap-over-seeds {level} confidence interval of tau_split's exponent", "1"),
@@ -265,17 +298,21 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
                          "twice the e-folding time of the slowest memorizing mode)", TAU_UNITS),
         f"{TAU_MEM_THEORY}_exponent": ("exponent b of a power-law fit of tau_mem_theory over the n grid", "1"),
         PSI_N: ("psi_n = n / d", "1"),
+        "gap_settled": ("train-test gap a decade before the last checkpoint over the gap at it (near 1: settled; "
+                        "well below 1: the half-gap time is a lower bound)", "1"),
     }
     for key, (long_name, units) in described.items():
         out[key].attrs.update({"long_name": long_name, "units": units})
     names.annotate(out)
     out.attrs = {
         "d": d, "p": p, "psi_p": psi_p, "rf_time": float(model.rf_time), "rf_gap": float(fit.rf_gap),
+        "rf_split": fit.rf_split, "solver": str(cube.attrs.get("solver", model.rf_solver)),
         "tau_gen_tolerance": float(fit.tau_gen_tolerance), "ci_level": float(fit.ci_level),
         "num_bootstrap": int(fit.num_bootstrap), "num_censored": int(tau_split.isnull().sum()),
         "num_censored_gen": int(tau_gen.isnull().sum()),
         "note": "censored runs (NaN) are excluded from the fits; times in tau = step lr / d^2; "
-                "tau_split is read on the checkpoint grid (no interpolation)",
+                + ("tau_split is log-interpolated between checkpoints" if fit.rf_split == "half_gap"
+                   else "tau_split is read on the checkpoint grid (no interpolation)"),
     }
     for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
         if key in cube.attrs:
@@ -328,7 +365,9 @@ def _plot_losses(cube: xr.Dataset, fit: xr.Dataset | None, title: str):
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, title="mean over seeds (band: min-max)", title_fontsize=7)
     if fit is not None and TAU_SPLIT in fit:
-        axes[1].set_title(f"dotted: split time (gap > {fit.attrs.get('rf_gap', '')})", fontsize=8)
+        how = ("half of the final gap" if fit.attrs.get("rf_split", "threshold") == "half_gap"
+               else f"gap > {fit.attrs.get('rf_gap', '')}")
+        axes[1].set_title(f"dotted: split time ({how})", fontsize=8)
     info = fit.attrs if fit is not None else cube.attrs
     fig.suptitle(title or f"random features: d = {d}, psi_p = {info.get('psi_p', float('nan')):g}, "
                  f"t = {info.get('rf_time', float('nan')):g}", fontsize=10)
@@ -351,6 +390,11 @@ def _plot_split(fit: xr.Dataset, title: str):
         vals = fit[var].transpose(names.N, names.SEED).values  # [n, seed]
         for j in range(vals.shape[1]):
             ax.scatter(psi_n, vals[:, j], s=12, color=color, alpha=0.45, lw=0)
+        if var == TAU_SPLIT and "gap_settled" in fit and fit.attrs.get("rf_split") == "half_gap":
+            loose = fit["gap_settled"].transpose(names.N, names.SEED).values < 0.9
+            if loose.any():
+                ax.scatter(np.broadcast_to(psi_n[:, None], vals.shape)[loose], vals[loose], s=40, marker="x",
+                           color="k", lw=1, label="gap not settled by the last checkpoint (lower bound)")
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # all seeds censored at some n
             geo = np.exp(np.nanmean(np.log(vals), axis=1))
@@ -377,8 +421,10 @@ def _plot_split(fit: xr.Dataset, title: str):
     ax.set_ylabel("tau = step lr / d^2")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6.5)
-    ax.set_title(title or f"d = {d}, psi_p = {fit.attrs.get('psi_p', 0):g}, t = {fit.attrs.get('rf_time', 0):g}, "
-                 f"gap > {fit.attrs.get('rf_gap', 0):g}", fontsize=9)
+    how = ("half-gap time" if fit.attrs.get("rf_split", "threshold") == "half_gap"
+           else f"gap > {fit.attrs.get('rf_gap', 0):g}")
+    ax.set_title(f"{title + ': ' if title else ''}d = {d}, psi_p = {fit.attrs.get('psi_p', 0):g}, "
+                 f"t = {fit.attrs.get('rf_time', 0):g}, {fit.attrs.get('solver', '')}, split = {how}", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -53,6 +53,7 @@ FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", 
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
 CLOSED_FORM_FIGURES = ["f_mem_vs_n", "quality_vs_n"]
 RF_FIGURES = ["rf_losses", "rf_split_time"]
+LINEAR_EXACT_FIGURES = ["p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og"]
 
 
 wildcard_constraints:
@@ -155,6 +156,15 @@ def is_rf(exp):
     return family(exp) == "random_features"
 
 
+def is_linear_exact(exp):
+    return family(exp) == "linear_exact"
+
+
+def linear_exact_parts(wildcards):
+    """The per-dimension results a linear_exact experiment stacks (model.linear_dims)."""
+    return [R(f"{wildcards.exp}/dims/d{d}.nc") for d in EXPERIMENTS[wildcards.exp]["model"]["linear_dims"]]
+
+
 def runs(exp, pattern):
     data = EXPERIMENTS[exp]["data"]
     return [pattern.format(exp=exp, n=n, seed=s) for n in data["n_train"] for s in data["seeds"]]
@@ -162,6 +172,8 @@ def runs(exp, pattern):
 
 def figure_names(exp):
     """The figures of one leaf experiment; only those its cube and fit can fill (no placeholders)."""
+    if is_linear_exact(exp):
+        return LINEAR_EXACT_FIGURES
     if is_rf(exp):
         return RF_FIGURES
     if is_closed_form(exp):
@@ -292,8 +304,9 @@ def exp_regex(names):
 UNGROUPED_EXPS = names_where(lambda name: is_trained(name) and name not in grouped_experiments())
 TRAINED_EXPS = names_where(is_trained)
 CLOSED_FORM_EXPS = names_where(is_closed_form)
-SAMPLED_EXPS = names_where(lambda name: not is_rf(name))
+SAMPLED_EXPS = names_where(lambda name: not is_rf(name) and not is_linear_exact(name))
 RF_EXPS = names_where(is_rf)
+LINEAR_EXACT_EXPS = names_where(is_linear_exact)
 
 
 def sweep_inputs(wildcards):
@@ -334,8 +347,9 @@ def has_twin(exp):
 
 
 def pictured(exp):
-    """Experiments with samples and scores (every family but random_features), twins excluded."""
-    return not is_rf(exp) and not is_twin(exp)
+    """Experiments with samples and scores (every family but random_features and linear_exact), twins
+    excluded."""
+    return not is_rf(exp) and not is_linear_exact(exp) and not is_twin(exp)
 
 
 def picture_targets(exp):

@@ -20,7 +20,10 @@ Delta_t = 1 - e^{-2t} (equivalently sigma = sqrt(e^{2t} - 1) after dividing x_t 
 - The expectation over xi in Eqs. (4), (11) is estimated with `num_noise` draws per training point,
   either redrawn at every step (``resample_noise=True``, as in the authors' training script, where one
   fresh xi per point per step makes gradient descent an unbiased estimate of the E_xi dynamics) or
-  drawn once (``resample_noise=False``: a fixed quadratic problem, the one ``rf_gradient_flow`` solves).
+  drawn once (``resample_noise=False``: a fixed quadratic problem, the one ``rf_gradient_flow`` solves with
+  num_noise = m > 0).  ``rf_gradient_flow`` with num_noise = 0 (default) uses the exact E_xi average of U
+  and V (``noise_averaged_moments``): the flow that gradient descent with resampled noise follows as
+  lr -> 0.  ``half_gap_time`` reads the split time without a threshold on the gap's size.
 - Theory, Eqs. (12)-(14) and Theorem 3.2: the memorization bulk rho_1 of U has left edge
   lam_min = s_t^2 + v_t^2 (1 - sqrt(psi_p/psi_n))^2; tau_mem = psi_p / (Delta_t lam_min), which for
   psi_p >> psi_n >> 1 is ~ psi_n / (Delta_t v_t^2), i.e. linear in n.  The coefficients are computed by
@@ -31,6 +34,7 @@ Delta_t = 1 - e^{-2t} (equivalently sigma = sqrt(e^{2t} - 1) after dividing x_t 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -54,6 +58,8 @@ __all__ = [
     "theory_bulk_edges",
     "theory_tau_mem",
     "train_random_features",
+    "half_gap_time",
+    "noise_averaged_moments",
 ]
 
 
@@ -124,7 +130,10 @@ def _default_record_steps(num_steps: int, count: int = 60) -> np.ndarray:
 
 
 class _Evaluator:
-    """Train/test losses and score error with evaluation noise drawn once (common random numbers)."""
+    """Train/test losses and score error with evaluation noise drawn once (common random numbers).
+
+    The features of the evaluation points depend on W only, so they are computed once (on the first call)
+    and each evaluation costs one [rows, p] x [p, d] product per set."""
 
     def __init__(self, train_x: Tensor, test_x: Tensor, *, t: float, num_eval_noise: int, generator: torch.Generator):
         self.dt = delta(t)
@@ -134,12 +143,80 @@ class _Evaluator:
         self.xi_te = torch.randn(te.shape, generator=generator, dtype=te.dtype)
         self.x_tr = noised(tr, self.xi_tr, t)
         self.x_te = noised(te, self.xi_te, t)
+        self._w: Tensor | None = None
+
+    def _features(self, w: Tensor) -> None:
+        if self._w is not w:
+            self._w = w
+            self.phi_tr, self.phi_te = rf_features(w, self.x_tr), rf_features(w, self.x_te)  # [R, p]
 
     def __call__(self, a: Tensor, w: Tensor) -> tuple[float, float, float]:
-        train = rf_loss(a, w, self.x_tr, self.xi_tr, self.dt).mean()
-        test = rf_loss(a, w, self.x_te, self.xi_te, self.dt).mean()
-        err = (rf_score(a, w, self.x_te) - exact_score(self.x_te)).pow(2).sum(1).mean() / w.shape[1]
+        self._features(w)
+        scale = 1.0 / math.sqrt(w.shape[0])
+        s_tr = self.phi_tr @ a.T * scale  # s_A at the training evaluation points, [R, d]
+        s_te = self.phi_te @ a.T * scale
+        d = w.shape[1]
+        train = (math.sqrt(self.dt) * s_tr + self.xi_tr).pow(2).sum(1).mean() / d  # Eq. (8), as rf_loss
+        test = (math.sqrt(self.dt) * s_te + self.xi_te).pow(2).sum(1).mean() / d
+        err = (s_te - exact_score(self.x_te)).pow(2).sum(1).mean() / d
         return float(train), float(test), float(err)
+
+
+def _tanh_derivatives(th: Tensor, order: int) -> list[Tensor]:
+    """tanh^(k)(x) for k = 0..order (order <= 4) as polynomials in th = tanh(x)."""
+    t2 = th * th
+    out = [th, 1 - t2, -2 * th * (1 - t2), -2 + 8 * t2 - 6 * t2 * t2, th * (16 - 40 * t2 + 24 * t2 * t2)]
+    return out[: order + 1]
+
+
+def noise_averaged_moments(train_x: Tensor, w: Tensor, *, t: float, order: int = 4, num_nodes: int = 32,
+                           chunk_rows: int = 512) -> tuple[Tensor, Tensor]:
+    """U [p, p] and V [p, d] of Eq. (11) with the expectation over the noise xi taken analytically.
+
+    U = (1/n) sum_nu E_xi[phi(x_t^nu) phi(x_t^nu)^T], V = (1/n) sum_nu E_xi[phi(x_t^nu) xi^T] is what gradient
+    descent with the noise redrawn every step follows on average (its eta -> 0 limit); it holds the s_t^2
+    term of U that a single frozen draw lacks.  Given x, the pre-activations u_i = w_i.x_t / sqrt(d) are
+    jointly Gaussian with means e^{-t} w_i.x / sqrt(d), variances Delta_t |w_i|^2 / d and covariances
+    Delta_t R_ij, R = W W^T / d.  Mehler's expansion E[f(u_i) f(u_j)] = sum_k (Delta_t R_ij)^k / k!
+    E[f^(k)(u_i)] E[f^(k)(u_j)] gives, with a_k^nu[i] = E[tanh^(k)(u_i)] (Gauss-Hermite, `num_nodes`),
+        U = (1/n) sum_k Delta_t^k / k! (sum_nu a_k^nu a_k^nu^T) o R^{o k}   (o: elementwise),
+    truncated after k = `order` (the next term is ~ (Delta_t R_ij)^(order+1) / (order+1)!, R_ij ~ d^(-1/2)),
+    and the diagonal exactly, U_ii = (1/n) sum_nu E[tanh(u_i)^2].  Stein's lemma gives V exactly:
+    V_ij = sqrt(Delta_t / d) W_ij (1/n) sum_nu a_1^nu[i].  Cost: (order + 1) products [p, n] x [n, p]."""
+    if not 0 <= order <= 4:
+        raise ValueError(f"order must be in 0..4; got {order}")
+    n, d = train_x.shape
+    p = w.shape[0]
+    dt = delta(t)
+    dtype = train_x.dtype
+    nodes, weights = np.polynomial.hermite_e.hermegauss(num_nodes)
+    weights = torch.as_tensor(weights / weights.sum(), dtype=dtype)
+    nodes = torch.as_tensor(nodes, dtype=dtype)
+    r_mat = w @ w.T / d  # [p, p]
+    std = torch.sqrt(dt * torch.diagonal(r_mat))  # [p], noise std of each pre-activation
+    u = torch.zeros(p, p, dtype=dtype)
+    diag = torch.zeros(p, dtype=dtype)
+    a1_sum = torch.zeros(p, dtype=dtype)
+    for c0 in range(0, n, chunk_rows):
+        mean = math.exp(-t) * train_x[c0 : c0 + chunk_rows] @ w.T / math.sqrt(d)  # [c, p]
+        acc = [torch.zeros_like(mean) for _ in range(max(order, 1) + 1)]  # a_1 is needed for V
+        sq = torch.zeros_like(mean)
+        for g, wt in zip(nodes, weights):
+            th = torch.tanh(mean + g * std)
+            for k, val in enumerate(_tanh_derivatives(th, max(order, 1))):
+                acc[k].add_(val, alpha=float(wt))
+            sq.add_(th * th, alpha=float(wt))
+        for k in range(order + 1):
+            gram = acc[k].T @ acc[k]  # [p, p]
+            if k:
+                gram.mul_(r_mat.pow(k)).mul_(dt**k / math.factorial(k))
+            u.add_(gram)
+        diag += sq.sum(0)
+        a1_sum += acc[1].sum(0)
+    u /= n
+    u.diagonal().copy_(diag / n)
+    v = math.sqrt(dt / d) * w * (a1_sum / n)[:, None]  # [p, d]
+    return u, v
 
 
 def train_random_features(
@@ -215,26 +292,45 @@ def rf_gradient_flow(
     t: float,
     taus: Sequence[float],
     generator: torch.Generator,
-    num_noise: int = 16,
+    num_noise: int = 0,
     num_eval_noise: int = 16,
+    eigh_float32_above: int = 2048,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Exact solution of the gradient flow Eq. (10) with U, V (Eq. (11)) from `num_noise` fixed draws.
+    """Exact solution of the gradient flow Eq. (10).  With num_noise = 0 (default) U, V (Eq. (11)) are the
+    noise-averaged moments (``noise_averaged_moments``, analytic), the small-lr limit of gradient descent
+    with the noise redrawn every step; num_noise = m > 0 freezes m draws per point instead (a different,
+    fixed quadratic problem: for m = 1, U has rank <= n and lacks the s_t^2 term).  One eigendecomposition
+    of U [p, p], then every tau is closed form.
 
-    Draws W then the noise from `generator` in the same order as ``train_random_features`` with
-    ``resample_noise=False``, so both see the same problem.  Returns "tau", "train_loss", "test_loss",
-    "score_error", "eigvals" (of U, ascending).
+    Draws W, the evaluation noise, then (num_noise > 0) the training noise from `generator`.  Returns "tau",
+    "train_loss", "test_loss", "score_error", "eigvals" (of U, ascending).
     """
     dtype = train_x.dtype
     n, d = train_x.shape
     dt = delta(t)
     w = torch.randn(p, d, generator=generator, dtype=dtype)
     evaluate = _Evaluator(train_x, test_x, t=t, num_eval_noise=num_eval_noise, generator=generator)
-    xs = train_x.repeat(num_noise, 1)  # [n m, d]
-    xi = torch.randn(xs.shape, generator=generator, dtype=dtype)
-    phi = rf_features(w, noised(xs, xi, t))  # [n m, p]
-    u_mat = phi.T @ phi / phi.shape[0]  # [p, p]
-    v_mat = phi.T @ xi / phi.shape[0]  # [p, d]
-    lam, q = torch.linalg.eigh(u_mat)
+    if num_noise > 0:  # Monte Carlo: fixed draws (the pre-existing frozen-noise problem when num_noise = 1)
+        xs = train_x.repeat(num_noise, 1)  # [n m, d]
+        xi = torch.randn(xs.shape, generator=generator, dtype=dtype)
+        phi = rf_features(w, noised(xs, xi, t))  # [n m, p]
+        u_mat, v_mat = phi.T @ phi / phi.shape[0], phi.T @ xi / phi.shape[0]
+        del phi
+    else:
+        u_mat, v_mat = noise_averaged_moments(train_x, w, t=t)
+    say = log or (lambda _: None)
+    t0 = time.monotonic()
+    say(f"U, V ready; eigendecomposition of U [{p}, {p}]")
+    # float32 above p = eigh_float32_above: the eigendecomposition dominates the cost (p^3) and its absolute
+    # eigenvalue error, ~1e-7 lambda_max, stays far below the memorization edge lambda_min
+    if p > eigh_float32_above:
+        lam, q = torch.linalg.eigh(u_mat.float())
+        lam, q = lam.to(dtype), q.to(dtype)
+    else:
+        lam, q = torch.linalg.eigh(u_mat)
+    del u_mat
+    say(f"eigendecomposition done ({time.monotonic() - t0:.0f} s); {len(taus)} times")
     lam = lam.clamp_min(0)
     c = 2.0 * dt * d / p
     vq = v_mat.T @ q  # [d, p]
@@ -261,6 +357,28 @@ def split_time(
     gap = (te - tr) / te
     hits = np.nonzero(gap > rel_gap)[0]
     return None if hits.size == 0 else st[hits[0]].item()
+
+
+def half_gap_time(train_loss: Sequence[float], test_loss: Sequence[float], taus: Sequence[float]) -> float | None:
+    """The time at which the train-test gap G = test - train first reaches half its long-time value.
+
+    The long-time value is the gap at the last recorded tau (the caller makes the run long enough for the
+    gap to settle).  The crossing is interpolated linearly in log tau between the bracketing points; taus
+    <= 0 are ignored.  None when the final gap is not positive (no split).  For G(tau) = G_inf (1 -
+    e^{-tau / tau_0}) it returns tau_0 ln 2; no threshold on the size of the gap is involved, so a gap that
+    shrinks with n (as it does, ~ 1/psi_n) does not bias the time."""
+    tr, te, ta = np.asarray(train_loss, float), np.asarray(test_loss, float), np.asarray(taus, float)
+    ok = np.isfinite(tr) & np.isfinite(te) & (ta > 0)
+    gap, ta = (te - tr)[ok], ta[ok]
+    if gap.size == 0 or not gap[-1] > 0:
+        return None
+    half = 0.5 * gap[-1]
+    hits = np.nonzero(gap >= half)[0]
+    i = int(hits[0])
+    if i == 0:
+        return float(ta[0])
+    frac = (half - gap[i - 1]) / (gap[i] - gap[i - 1])
+    return float(np.exp(np.log(ta[i - 1]) + frac * (np.log(ta[i]) - np.log(ta[i - 1]))))
 
 
 def rf_coefficients(t: float, *, sigma_x: float = 1.0, num_nodes: int = 96) -> dict[str, float]:

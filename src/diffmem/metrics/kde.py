@@ -173,6 +173,23 @@ def kl_divergence(p: Density, q: Density, *, num_mc: int = 4000, rng: np.random.
 _DIVERGENCES = {"hellinger": hellinger_sq, "kl": kl_divergence}
 
 
+def _e_tg_e_og_l2(train, generated, population, *, bandwidth_rule) -> dict[str, float]:
+    """Halder & Pehlevan's L2 distance (``diffmem.metrics.l2``) with per-set widths, rho_G the KDE of the
+    samples at its own width; closed form, so the standard errors are 0.  sigma_ref (the unit) is the
+    population's per-dimension standard deviation."""
+    from diffmem.metrics.l2 import l2_kde_kde
+
+    if isinstance(population, Density):
+        raise ValueError("divergence 'l2' needs population samples for rho_O (quality.population: samples)")
+    sets = {name: np.asarray(v, np.float64) for name, v in (("t", train), ("g", generated), ("o", population))}
+    widths = {name: bandwidth(v, rule=bandwidth_rule) for name, v in sets.items()}
+    sigma = float(sets["o"].std(axis=0, ddof=1).mean())
+    e = {name: l2_kde_kde(sets[name], eps_x=widths[name], y=sets["g"], eps_y=widths["g"], sigma_ref=sigma)["e"]
+         for name in ("t", "o")}
+    return {"e_tg": e["t"], "e_og": e["o"], "e_tg_se": 0.0, "e_og_se": 0.0, "delta": e["t"] - e["o"], "delta_se": 0.0,
+            "bandwidth_train": widths["t"], "bandwidth_generated": widths["g"], "bandwidth_population": widths["o"]}
+
+
 def e_tg_e_og(train: np.ndarray, generated: np.ndarray, population_or_exact, *,
               bandwidth_rule: str | float = "halder", bandwidth_from: str = "train", smooth_exact: bool = True,
               divergence: str = "hellinger", num_mc: int = 4000, rng: np.random.Generator) -> dict[str, float]:
@@ -196,8 +213,10 @@ def e_tg_e_og(train: np.ndarray, generated: np.ndarray, population_or_exact, *,
     Returns {'e_tg', 'e_og', 'e_tg_se', 'e_og_se', 'delta' = e_tg - e_og, 'delta_se',
     'bandwidth_train', 'bandwidth_generated', 'bandwidth_population'}; the last is the KDE width
     or smoothing width of rho_O, nan for an exact density used unsmoothed."""
+    if divergence == "l2":
+        return _e_tg_e_og_l2(train, generated, population_or_exact, bandwidth_rule=bandwidth_rule)
     if divergence not in _DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; use one of {sorted(_DIVERGENCES)}")
+        raise ValueError(f"unknown divergence {divergence!r}; use one of {sorted(_DIVERGENCES)} or 'l2'")
     if bandwidth_from not in ("train", "each"):
         raise ValueError(f"bandwidth_from must be 'train' or 'each'; got {bandwidth_from!r}")
     div = _DIVERGENCES[divergence]

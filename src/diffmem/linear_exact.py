@@ -1,0 +1,431 @@
+"""Family `linear_exact`: the linear models of Halder & Pehlevan evaluated in closed form, batched.
+
+The memorization-to-generalization transition of the linear family needs many repeated training draws
+(the paper: 300) over a grid of d and n / d.  Every quantity is closed form: the fitted denoiser, the
+Gaussian rho_G it generates and the L2 distances E_TG = D(rho_T, rho_G), E_OG = D(rho_O, rho_G)
+(``diffmem.metrics.l2``), so no samples are drawn and no torch is needed for the paper's model.  One job
+per dimension d computes every (n, repeat) in numpy and writes a small cube; one rule stacks the d's.
+
+Per (d, repeat): a fresh population set of N = quality.num_population points of N(0, sigma^2 I_d) (sigma =
+1, diffmem's `gaussian` data) smooths rho_O at eps_O = sigma N^(-1/d); for each n = round(psi_n d) a fresh
+training set smooths rho_T at eps_T = sigma n^(-1/d) (the authors' per-set widths with the population
+sigma).  Model (`model.linear_variant`):
+- `one_step`: the paper's one-step least-squares denoiser at OU time `model.linear_time` (T = 2), see
+  ``diffmem.families.one_step``;
+- `affine`: diffmem's optimal affine denoiser (``diffmem.families.linear``) integrated exactly by the
+  probability-flow ODE from sample.sigma_max to sample.sigma_min (+ the final denoising step).
+P(Delta > 0) = 1/2 + 1/2 mean_repeats sign(E_TG - E_OG), as in the paper.
+
+The fit (`fit_transition`) reads n_half, where P(Delta > 0) rises through 1/2 (log-n interpolated), per d,
+and fits n_half = A d^b with a bootstrap-over-repeats confidence interval.
+
+Run:
+    diffmem linear-exact run --dim 16 --model '<json>' --data '<json>' --quality '<json>' --sample-cfg '<json>' --out d16.nc
+    diffmem linear-exact cube --parts d8.nc d16.nc ... --experiment NAME --out cube.nc
+    diffmem linear-exact fit --cube cube.nc --fit-cfg '<json>' --out fit.nc
+    diffmem linear-exact plot --cube cube.nc --fit fit.nc --outdir figures/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from diffmem import names
+from diffmem.config import ConfigError, FitConfig, ModelConfig, QualityConfig, SampleConfig, read_json_arg, stable_hash
+from diffmem.families.one_step import fit_one_step, one_step_generated, one_step_noise
+from diffmem.fit import half_crossing, power_law_fit
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail, provenance
+from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
+
+__all__ = ["VARIANTS", "generated_gaussian", "evaluate_dim", "combine_dims", "fit_transition",
+           "make_linear_exact_figures", "main"]
+
+VARIANTS = ("one_step", "affine")
+DIM = "dim"
+PSI_N = "psi_n"
+N_HALF_SE = "n_half_ci"
+P_DELTA_SE = "p_delta_pos_se"
+FIGURES = ("p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og")
+_STREAM = 0x11E  # this stage's random stream, independent of every other stage's
+SIGMA = 1.0  # population standard deviation of diffmem's gaussian data
+
+ATTRS = {
+    names.E_TG: {"long_name": "L2 distance int rho_T^2 - 2 int rho_T rho_G (Halder & Pehlevan) less the diagonal "
+                              "of int rho_T^2 (= 1 for every set), in units of (4 pi sigma^2)^(-d/2)", "units": "1"},
+    names.E_OG: {"long_name": "L2 distance int rho_O^2 - 2 int rho_O rho_G less the diagonal of int rho_O^2 (= 1), "
+                              "in units of (4 pi sigma^2)^(-d/2)", "units": "1"},
+    names.DELTA: {"long_name": "E_TG - E_OG (positive: rho_G closer to the population than to the training set)",
+                  "units": "1"},
+    names.P_DELTA_POS: {"long_name": "1/2 + 1/2 mean over repeats of sign(E_TG - E_OG)", "units": "1"},
+    P_DELTA_SE: {"long_name": "binomial standard error of p_delta_pos", "units": "1"},
+    names.N_HALF: {"long_name": "n at which P(Delta > 0) first rises through 1/2 (log-n interpolated)", "units": "1"},
+    N_HALF_SE: {"long_name": "bootstrap-over-repeats confidence interval of n_half", "units": "1"},
+    DIM: {"long_name": "data dimension d", "units": "1"},
+    PSI_N: {"long_name": "n / d", "units": "1"},
+    names.SEED: {"long_name": "repeat (seed * repeats + repeat index): an independent training and population draw",
+                 "units": "1"},
+}
+
+
+def generated_gaussian(train: np.ndarray, *, model: ModelConfig, sample: SampleConfig,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [d], covariance [d, d]) of the Gaussian the model fitted on train [n, d] generates."""
+    if model.linear_variant == "one_step":
+        y = one_step_noise(train, rng.standard_normal(train.shape), time=model.linear_time)
+        return one_step_generated(fit_one_step(train, y), train, time=model.linear_time)
+    if model.linear_variant == "affine":
+        import torch  # the affine family's closed form lives in the torch module (diffmem.families.linear)
+
+        from diffmem.families.linear import fit_linear_denoiser, linear_generated_gaussian
+
+        g = linear_generated_gaussian(fit_linear_denoiser(torch.as_tensor(train)), sigma_max=sample.sigma_max,
+                                      sigma_min=sample.sigma_min, final_denoise=True)
+        return g.mean.numpy(), g.covariance().numpy()
+    raise ConfigError(f"config error at 'model.linear_variant': {model.linear_variant!r} is not one of {VARIANTS}")
+
+
+def _sizes(dim: int, psi_n: tuple[float, ...]) -> list[int]:
+    sizes = [max(2, round(p * dim)) for p in psi_n]
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"config error at 'data.psi_n': {list(psi_n)} gives repeated n = {sizes} at d = {dim}")
+    return sizes
+
+
+def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], repeats: int, model: ModelConfig,
+                 sample: SampleConfig, num_population: int, log: Callable[[str], None] = print,
+                 every_s: float = 10.0) -> xr.Dataset:
+    """E_TG, E_OG and Delta for every (psi_n, repeat) at dimension `dim`; dims (psi_n, seed)."""
+    sizes = _sizes(dim, psi_n)
+    reps = [(s, r) for s in seeds for r in range(repeats)]
+    e_tg = np.full((len(sizes), len(reps)), np.nan)
+    e_og = np.full_like(e_tg, np.nan)
+    eps_o = halder_width(num_population, dim, sigma=SIGMA)
+    start = last = time.monotonic()
+    for j, (s, r) in enumerate(reps):
+        rng = np.random.default_rng([int(s), int(r), int(dim), _STREAM])
+        pop = SIGMA * rng.standard_normal((num_population, dim))
+        off_o = log_kde_overlap(pop, pop, eps_x=eps_o, eps_y=eps_o, exclude_diagonal=True)  # shared by every n
+        for i, n in enumerate(sizes):
+            train = SIGMA * rng.standard_normal((n, dim))
+            mean, cov = generated_gaussian(train, model=model, sample=sample, rng=rng)
+            # the diagonal of int rho^2 is 1 for both sets (per-set widths): compare what remains
+            e_tg[i, j] = l2_kde_gaussian(train, eps=halder_width(n, dim, sigma=SIGMA), mean=mean, cov=cov,
+                                         sigma_ref=SIGMA)["e_offdiag"]
+            e_og[i, j] = l2_kde_gaussian(pop, eps=eps_o, mean=mean, cov=cov, sigma_ref=SIGMA,
+                                         offdiag_log=off_o)["e_offdiag"]
+        now = time.monotonic()
+        if now - last >= every_s or j == len(reps) - 1:
+            last = now
+            log(f"[linear-exact] d={dim}: repeat {j + 1}/{len(reps)} ({now - start:.0f} s)")
+    seed_coord = np.array([s * repeats + r for s, r in reps], dtype=np.int64)
+    ds = xr.Dataset(
+        {names.E_TG: ((PSI_N, names.SEED), e_tg), names.E_OG: ((PSI_N, names.SEED), e_og),
+         names.DELTA: ((PSI_N, names.SEED), e_tg - e_og)},
+        coords={PSI_N: np.asarray(psi_n, float), names.SEED: seed_coord, names.N: ((PSI_N,), np.asarray(sizes)),
+                DIM: int(dim)},
+        attrs={"variant": model.linear_variant, "linear_time": float(model.linear_time),
+               "num_population": int(num_population), "eps_population": eps_o, "sigma": SIGMA,
+               "divergence": "l2", "widths": "per set: eps = sigma N^(-1/d), sigma = population std"},
+    )
+    return _annotate(ds)
+
+
+def _annotate(ds: xr.Dataset) -> xr.Dataset:
+    names.annotate(ds)
+    for key, attrs in ATTRS.items():
+        if key in ds.variables:
+            ds[key].attrs.update(attrs)
+    return ds
+
+
+def combine_dims(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
+    """Stack per-d results along `dim` (n becomes a (dim, psi_n) coordinate)."""
+    if not parts:
+        raise ConfigError("linear-exact cube: no per-d results given")
+    parts = sorted(parts, key=lambda p: int(p[DIM]))
+    cube = xr.concat([p.expand_dims(DIM) for p in parts], dim=DIM, join="exact", combine_attrs="drop_conflicts")
+    cube.attrs.update(attrs)
+    return _annotate(cube)
+
+
+def p_delta(delta: np.ndarray, axis: int = -1) -> np.ndarray:
+    """1/2 + 1/2 mean(sign Delta) over `axis`, NaNs ignored."""
+    return 0.5 + 0.5 * np.nanmean(np.sign(delta), axis=axis)
+
+
+def _n_half(n: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """n_half per d from Delta [dim, psi_n, seed] and n [dim, psi_n]; NaN (censored) when P(Delta > 0) is
+    already >= 1/2 at the smallest n or never reaches 1/2."""
+    p = p_delta(delta)  # [dim, psi_n]
+    return np.array([np.nan if p[k, 0] >= 0.5 else half_crossing(n[k], p[k]) for k in range(p.shape[0])])
+
+
+def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator) -> xr.Dataset:
+    """P(Delta > 0) per (d, psi_n) with its binomial error, n_half per d with a bootstrap CI, and the
+    power law n_half = A d^b with a bootstrap-over-repeats CI of b (repeats resampled within each d)."""
+    delta = cube[names.DELTA].transpose(DIM, PSI_N, names.SEED).values
+    n = cube[names.N].transpose(DIM, PSI_N).values.astype(float)
+    dims = cube[DIM].values.astype(float)
+    p = p_delta(delta)
+    count = np.isfinite(delta).sum(-1)
+    n_half = _n_half(n, delta)
+    num = delta.shape[-1]
+    boot_half = np.empty((fit.num_bootstrap, dims.size))
+    boot_b = np.full(fit.num_bootstrap, np.nan)
+    for k in range(fit.num_bootstrap):
+        pick = rng.integers(0, num, size=(dims.size, num))
+        resampled = np.take_along_axis(delta, pick[:, None, :], axis=-1)
+        boot_half[k] = _n_half(n, resampled)
+        ok = np.isfinite(boot_half[k])
+        if ok.sum() >= 2:
+            boot_b[k] = power_law_fit(dims[ok], boot_half[k][ok])[1]
+    alpha = (1 - fit.ci_level) / 2
+    q = [alpha, 1 - alpha]
+    ok = np.isfinite(n_half)
+    prefactor, exponent = power_law_fit(dims[ok], n_half[ok]) if ok.sum() >= 2 else (np.nan, np.nan)
+    with np.errstate(all="ignore"):
+        half_ci = np.nanquantile(boot_half, q, axis=0).T  # [dim, 2]
+    b_ok = boot_b[np.isfinite(boot_b)]
+    b_ci = np.quantile(b_ok, q) if b_ok.size else np.array([np.nan, np.nan])
+    out = xr.Dataset(
+        {names.P_DELTA_POS: ((DIM, PSI_N), p),
+         P_DELTA_SE: ((DIM, PSI_N), np.sqrt(np.clip(p * (1 - p), 0, None) / np.maximum(count, 1))),
+         names.N_HALF: ((DIM,), n_half), N_HALF_SE: ((DIM, names.CI_BOUND), half_ci),
+         "n_half_censored": ((DIM,), (~ok).astype(np.int8)),
+         "n_half_exponent": ((), exponent), "n_half_prefactor": ((), prefactor),
+         "n_half_exponent_ci": ((names.CI_BOUND,), b_ci)},
+        coords={DIM: cube[DIM].values, PSI_N: cube[PSI_N].values, names.N: ((DIM, PSI_N), n.astype(np.int64)),
+                names.CI_BOUND: ["lower", "upper"]},
+    )
+    _annotate(out)
+    out["n_half_censored"].attrs.update({"long_name": "P(Delta > 0) >= 1/2 already at the smallest n, or it never "
+                                                      "reaches 1/2 (n_half NaN)", "units": "1"})
+    out["n_half_exponent"].attrs.update({"long_name": "exponent b of n_half = A d^b (least squares in log-log)",
+                                         "units": "1"})
+    out["n_half_prefactor"].attrs.update({"long_name": "prefactor A of n_half = A d^b", "units": "1"})
+    out["n_half_exponent_ci"].attrs.update({"long_name": f"bootstrap-over-repeats {fit.ci_level:g} confidence "
+                                                         "interval of b", "units": "1"})
+    out.attrs = {k: v for k, v in cube.attrs.items()
+                 if k in ("diffmem_version", "git_commit", "config_hash", "experiment", "variant", "linear_time")}
+    out.attrs.update({"num_repeats": int(num), "num_bootstrap": int(fit.num_bootstrap), "ci_level": float(fit.ci_level),
+                      "note": "censored d (n_half below the grid or never reached) are excluded from the power law"})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _psi_ticks(ax, values) -> None:
+    import matplotlib.ticker as mticker
+
+    ax.xaxis.set_major_locator(mticker.FixedLocator(sorted(values)))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+
+
+def _fig_p_delta(fit: xr.Dataset, title: str):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4))
+    for d in fit[DIM].values:
+        sel = fit.sel({DIM: d})
+        ax.errorbar(sel[PSI_N].values, sel[names.P_DELTA_POS].values, yerr=sel[P_DELTA_SE].values, marker="o",
+                    ms=3, capsize=2, label=f"d = {int(d)}")
+    ax.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    _psi_ticks(ax, fit[PSI_N].values)
+    ax.set_xlabel("n / d")
+    ax.set_ylabel("P(E_TG - E_OG > 0)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title}: {fit.attrs.get('variant', '')}, L2, {fit.attrs.get('num_repeats', '?')} repeats\n"
+                 "(error bars: binomial s.e.)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_n_half(fit: xr.Dataset, title: str):
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.5, 4))
+    d = fit[DIM].values.astype(float)
+    half = fit[names.N_HALF].values
+    ci = fit[N_HALF_SE].values
+    cens = fit["n_half_censored"].values.astype(bool)
+    yerr = np.abs(np.stack([half - ci[:, 0], ci[:, 1] - half]))
+    ax.errorbar(d[~cens], half[~cens], yerr=yerr[:, ~cens], fmt="o", capsize=3, label="n_half (95 % bootstrap CI)")
+    ax2.errorbar(d[~cens], half[~cens] / d[~cens], yerr=yerr[:, ~cens] / d[~cens], fmt="o-", capsize=3)
+    if cens.any():
+        n_grid = fit[names.N].values
+        for k in np.flatnonzero(cens):  # mark where the grid ends instead of a point
+            above = fit[names.P_DELTA_POS].values[k, 0] >= 0.5
+            ax.plot(d[k], n_grid[k, 0] if above else n_grid[k, -1], "v" if above else "^", color="gray",
+                    label="censored: crossing below / above the n grid" if k == np.flatnonzero(cens)[0] else None)
+    b, a = float(fit["n_half_exponent"]), float(fit["n_half_prefactor"])
+    lo, hi = fit["n_half_exponent_ci"].values
+    grid = np.geomspace(d.min(), d.max(), 50)
+    if np.isfinite(b):
+        ax.plot(grid, a * grid**b, "C0--", label=f"power-law fit d^{b:.2f} [{lo:.2f}, {hi:.2f}]\n"
+                                                 "(CI: sampling only; see the local slopes)")
+        ax.plot(grid, half[~cens][0] * grid / d[~cens][0], "k:", lw=0.8, label="slope 1 (n proportional to d)")
+    ok = ~cens & np.isfinite(half)
+    dd, hh = d[ok], half[ok]
+    for k in range(dd.size - 1):  # local log-log slopes between neighbouring d
+        slope = np.log(hh[k + 1] / hh[k]) / np.log(dd[k + 1] / dd[k])
+        ax.annotate(f"{slope:.2f}", (np.sqrt(dd[k] * dd[k + 1]), np.sqrt(hh[k] * hh[k + 1])), fontsize=7,
+                    color="C3", ha="right", va="bottom")
+    for axis in (ax, ax2):
+        axis.set_xscale("log")
+        axis.set_xlabel("d")
+        axis.grid(True, which="both", alpha=0.3)
+    ax.set_yscale("log")
+    ax.set_ylabel("n_half (P(Delta > 0) = 1/2)")
+    ax2.set_ylabel("n_half / d")
+    ax.legend(fontsize=6.5)
+    ax.set_title(f"{title}: crossing against d (red: local slopes)", fontsize=8)
+    ax2.set_title("n_half / d: constant if n_half is proportional to d", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_e(cube: xr.Dataset, title: str):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for k, d in enumerate(cube[DIM].values):
+        sel = cube.sel({DIM: d})
+        x = sel[PSI_N].values
+        for ax, key, style in ((axes[0], names.E_TG, "-"), (axes[0], names.E_OG, "--")):
+            ax.plot(x, sel[key].median(names.SEED).values, style, color=f"C{k}", marker="o", ms=3,
+                    label=f"d={int(d)}" if key == names.E_TG else None)
+        dm = sel[names.DELTA].mean(names.SEED).values
+        ds = sel[names.DELTA].std(names.SEED).values
+        axes[1].errorbar(x, dm / ds, color=f"C{k}", marker="o", ms=3, label=f"d = {int(d)}")
+    axes[0].set_title("median E_TG (solid) and E_OG (dashed); symlog below 1e-12", fontsize=8)
+    axes[0].set_yscale("symlog", linthresh=1e-12)
+    axes[1].axhline(0, color="k", lw=0.8, ls=":")
+    axes[1].set_title("mean(Delta) / sd(Delta) over repeats", fontsize=8)
+    for ax in axes:
+        ax.set_xscale("log")
+        _psi_ticks(ax, cube[PSI_N].values)
+        ax.set_xlabel("n / d")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{title}: L2 distances in units of (4 pi sigma^2)^(-d/2)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def make_linear_exact_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "") -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    figs = {"p_delta_vs_psi_n": _fig_p_delta(fit, title), "n_half_vs_d": _fig_n_half(fit, title),
+            "e_tg_e_og": _fig_e(cube, title)}
+    paths = []
+    for name, fig in figs.items():
+        _save(fig, outdir / f"{name}.png")
+        paths.append(outdir / f"{name}.png")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+def _open(path: str) -> xr.Dataset:
+    with xr.open_dataset(path, engine=NETCDF_ENGINE) as ds:
+        return ds.load()
+
+
+def _cmd_run(args) -> None:
+    model = ModelConfig.from_dict(read_json_arg(args.model))
+    data = read_json_arg(args.data)
+    quality = QualityConfig.from_dict(read_json_arg(args.quality))
+    sample = SampleConfig.from_dict(read_json_arg(args.sample_cfg))
+    if quality.divergence != "l2":
+        raise ConfigError("config error at 'quality.divergence': family linear_exact computes the closed-form L2 "
+                          f"distance (l2), not {quality.divergence!r}")
+    psi_n = tuple(float(n) / float(data["dim"]) for n in data["n_train"])
+    t0 = time.monotonic()
+    ds = evaluate_dim(dim=args.dim, psi_n=psi_n, seeds=tuple(data["seeds"]), repeats=model.linear_repeats, model=model,
+                      sample=sample, num_population=quality.num_population, log=lambda m: print(m, flush=True))
+    ds.attrs.update(provenance(stable_hash({"model": read_json_arg(args.model), "data": data,
+                                            "population": quality.num_population})))
+    ds.attrs["run_time_s"] = round(time.monotonic() - t0, 1)
+    atomic_to_netcdf(ds, args.out)
+    p = p_delta(ds[names.DELTA].values)
+    print(f"[linear-exact] d={args.dim}: P(Delta > 0) = {np.round(p, 3).tolist()} at n = "
+          f"{ds[names.N].values.tolist()} ({ds.attrs['run_time_s']} s) -> {args.out}")
+
+
+def _cmd_cube(args) -> None:
+    cube = combine_dims([_open(p) for p in args.parts], attrs={"experiment": args.experiment})
+    atomic_to_netcdf(cube, args.out)
+    print(f"[linear-exact] cube of d = {cube[DIM].values.tolist()} -> {args.out}")
+
+
+def _cmd_fit(args) -> None:
+    cfg = FitConfig.from_dict(read_json_arg(args.fit_cfg))
+    out = fit_transition(_open(args.cube), fit=cfg, rng=np.random.default_rng(0))
+    atomic_to_netcdf(out, args.out)
+    lo, hi = out["n_half_exponent_ci"].values
+    halves = ", ".join(f"d={int(d)}: {float(h):.3g}" for d, h in zip(out[DIM].values, out[names.N_HALF].values))
+    print(f"[linear-exact] n_half {halves}; n_half ~ d^{float(out['n_half_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
+          f"-> {args.out}")
+
+
+def _cmd_plot(args) -> None:
+    paths = make_linear_exact_figures(_open(args.cube), _open(args.fit), args.outdir, title=args.title)
+    print(f"[linear-exact] wrote {len(paths)} figures to {args.outdir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="diffmem linear-exact", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="every (n, repeat) at one dimension d")
+    r.add_argument("--dim", type=int, required=True)
+    r.add_argument("--model", required=True, help="model config slice (JSON or path)")
+    r.add_argument("--data", required=True, help="data config slice with n_train (at data.dim) and seeds")
+    r.add_argument("--quality", required=True, help="quality config slice (divergence, num_population)")
+    r.add_argument("--sample-cfg", required=True, help="sample config slice (sigma_max/min of the affine variant)")
+    r.add_argument("--out", required=True)
+    c = sub.add_parser("cube", help="stack the per-d files")
+    c.add_argument("--parts", nargs="+", required=True)
+    c.add_argument("--experiment", default="")
+    c.add_argument("--out", required=True)
+    f = sub.add_parser("fit", help="P(Delta > 0), n_half per d and its power law in d")
+    f.add_argument("--cube", required=True)
+    f.add_argument("--fit-cfg", required=True)
+    f.add_argument("--out", required=True)
+    p = sub.add_parser("plot", help="p_delta_vs_psi_n.png, n_half_vs_d.png, e_tg_e_og.png")
+    p.add_argument("--cube", required=True)
+    p.add_argument("--fit", required=True)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    try:
+        {"run": _cmd_run, "cube": _cmd_cube, "fit": _cmd_fit, "plot": _cmd_plot}[args.cmd](args)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,100 @@
+"""The one-step least-squares denoiser (Halder & Pehlevan) and the linear_exact stage."""
+
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from diffmem import names
+from diffmem.config import FitConfig, ModelConfig, SampleConfig
+from diffmem.families.one_step import default_l, fit_one_step, one_step_generated, one_step_noise
+from diffmem import linear_exact as le
+
+
+def test_fit_equals_least_squares_with_intercept_when_determined():
+    rng = np.random.default_rng(0)
+    n, d = 40, 5
+    x = rng.standard_normal((n, d)) + 3.0
+    y = one_step_noise(x, rng.standard_normal((n, d)), time=2.0)
+    fit = fit_one_step(x, y)
+    design = np.hstack([np.ones((n, 1)), y])  # [n, d + 1]
+    coef, *_ = np.linalg.lstsq(design, x, rcond=None)
+    np.testing.assert_allclose(fit.beta0, coef[0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(fit.beta1, coef[1:].T, rtol=1e-10, atol=1e-10)
+    # the normal equations hold: residuals orthogonal to the design
+    resid = x - fit.beta0 - y @ fit.beta1.T
+    np.testing.assert_allclose(design.T @ resid, 0.0, atol=1e-9)
+
+
+def test_underdetermined_fit_is_minimum_norm_and_interpolates():
+    rng = np.random.default_rng(1)
+    n, d = 4, 10  # n <= d + 1
+    x = rng.standard_normal((n, d))
+    y = rng.standard_normal((n, d))
+    fit = fit_one_step(x, y)
+    np.testing.assert_allclose(fit.beta0 + y @ fit.beta1.T, x, atol=1e-10)  # interpolates the pairs
+    yc = y - y.mean(0)
+    np.testing.assert_allclose(fit.beta1, (np.linalg.pinv(yc) @ (x - x.mean(0))).T, atol=1e-10)
+    # any other interpolating beta1 (add a direction orthogonal to the centred y's) has a larger norm
+    null = np.linalg.svd(yc)[2][-1]  # [d], yc @ null = 0
+    other = fit.beta1 + np.outer(rng.standard_normal(d), null)
+    assert np.linalg.norm(other) > np.linalg.norm(fit.beta1)
+
+
+def test_generated_gaussian_matches_sampling_the_closed_form_generator():
+    rng = np.random.default_rng(2)
+    n, d, t = 30, 3, 2.0
+    x = rng.standard_normal((n, d))
+    fit = fit_one_step(x, one_step_noise(x, rng.standard_normal((n, d)), time=t))
+    mean, cov = one_step_generated(fit, x, time=t)
+    s2 = math.exp(-2 * t) * x.var(0, ddof=1).mean() + default_l(t) * -math.expm1(-2 * t)
+    z = math.exp(-t) * x.mean(0) + math.sqrt(s2) * rng.standard_normal((200_000, d))
+    samples = fit.beta0 + z @ fit.beta1.T
+    np.testing.assert_allclose(samples.mean(0), mean, atol=0.02 * math.sqrt(cov.diagonal().max()) + 1e-3)
+    np.testing.assert_allclose(np.cov(samples.T), cov, rtol=0.03, atol=0.02 * cov.diagonal().max())
+    np.testing.assert_allclose(cov, cov.T)
+
+
+def _model(variant="one_step"):
+    return ModelConfig(family="linear_exact", linear_variant=variant)
+
+
+def test_evaluate_dim_is_deterministic_and_separates_memorization_from_generalization():
+    kwargs = dict(dim=4, psi_n=(0.5, 1.0, 16.0), seeds=(0,), repeats=12, sample=SampleConfig(), num_population=400,
+                  log=lambda m: None)
+    ds = le.evaluate_dim(model=_model(), **kwargs)
+    assert ds[names.DELTA].dims == (le.PSI_N, names.SEED) and ds.sizes[names.SEED] == 12
+    assert ds[names.N].values.tolist() == [2, 4, 64]
+    xr.testing.assert_identical(ds, le.evaluate_dim(model=_model(), **kwargs))
+    p = le.p_delta(ds[names.DELTA].values)
+    # a handful of points: rho_G hugs the training set (E_TG < E_OG); many points: it generalizes
+    assert p[0] < 0.3 and p[-1] > 0.5
+    affine = le.evaluate_dim(model=_model("affine"), **kwargs)
+    assert np.all(np.isfinite(affine[names.DELTA].values))
+
+
+def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path):
+    rng = np.random.default_rng(3)
+    dims, psi = [8, 16, 32, 64], np.array([0.25, 0.5, 1, 2, 4, 8])
+    parts = []
+    for d in dims:
+        n = np.round(psi * d).astype(int)
+        # P(Delta > 0) rises through 1/2 at n = 2 d: Delta = log(n / 2d) + noise
+        delta = np.log(n / (2.0 * d))[:, None] + 0.3 * rng.standard_normal((psi.size, 400))
+        parts.append(xr.Dataset({names.DELTA: ((le.PSI_N, names.SEED), delta),
+                                 names.E_TG: ((le.PSI_N, names.SEED), delta), names.E_OG: ((le.PSI_N, names.SEED), 0 * delta)},
+                                coords={le.PSI_N: psi, names.SEED: np.arange(400), names.N: ((le.PSI_N,), n), le.DIM: d}))
+    cube = le.combine_dims(parts, attrs={"experiment": "planted"})
+    fit = le.fit_transition(cube, fit=FitConfig(num_bootstrap=200), rng=np.random.default_rng(0))
+    np.testing.assert_allclose(fit[names.N_HALF].values, 2.0 * np.array(dims), rtol=0.1)
+    b = float(fit["n_half_exponent"])
+    lo, hi = fit["n_half_exponent_ci"].values
+    assert abs(b - 1.0) < 0.05 and lo <= 1.0 <= hi and hi - lo < 0.2
+    paths = le.make_linear_exact_figures(cube, fit, tmp_path, title="planted")
+    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    # a d whose P(Delta > 0) starts above 1/2 is censored, not read as a crossing at the first n
+    flipped = cube.copy(deep=True)
+    flipped[names.DELTA].loc[{le.DIM: 8}] = np.abs(flipped[names.DELTA].sel({le.DIM: 8})) + 1.0
+    cens = le.fit_transition(flipped, fit=FitConfig(num_bootstrap=50), rng=np.random.default_rng(0))
+    assert np.isnan(float(cens[names.N_HALF].sel({le.DIM: 8}))) and int(cens["n_half_censored"].sel({le.DIM: 8})) == 1

@@ -1,0 +1,85 @@
+# Family linear_exact (Halder & Pehlevan's linear models in closed form, README "Linear family"): one job
+# per dimension d computes every (n, repeat) -- fitted denoiser, generated Gaussian, closed-form L2
+# E_TG / E_OG -- in numpy; no data, training or sampling stages. One rule stacks the d's, one fits n_half
+# against d, one draws the figures.
+
+
+rule linear_exact_run:
+    wildcard_constraints:
+        exp=LINEAR_EXACT_EXPS,
+        d=r"\d+",
+    output:
+        R("{exp}/dims/d{d}.nc"),
+    params:
+        model=model_slice,
+        data=section("data"),
+        quality=section("quality"),
+        sample=section("sample"),
+    resources:
+        mem_mb=resource("small_mem_mb"),
+        runtime=resource("train_runtime_min"),
+        cpus_per_task=1,
+    log:
+        R("{exp}/logs/linear_exact/d{d}.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem linear-exact run --dim {wildcards.d} --model {params.model} --data {params.data}"
+        " --quality {params.quality} --sample-cfg {params.sample} --out {output} > {log} 2>&1"
+
+
+rule linear_exact_cube:
+    wildcard_constraints:
+        exp=LINEAR_EXACT_EXPS,
+    input:
+        linear_exact_parts,
+    output:
+        R("{exp}/cube.nc"),
+    resources:
+        **SMALL_JOB,
+    log:
+        R("{exp}/logs/cube.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem linear-exact cube --parts {input} --experiment {wildcards.exp} --out {output} > {log} 2>&1"
+
+
+rule linear_exact_fit:
+    wildcard_constraints:
+        exp=LINEAR_EXACT_EXPS,
+    input:
+        R("{exp}/cube.nc"),
+    output:
+        R("{exp}/fit.nc"),
+    params:
+        fit=section("fit"),
+    resources:
+        **SMALL_JOB,
+    log:
+        R("{exp}/logs/fit.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem linear-exact fit --cube {input} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
+
+
+rule linear_exact_plot:
+    wildcard_constraints:
+        exp=LINEAR_EXACT_EXPS,
+    input:
+        cube=R("{exp}/cube.nc"),
+        fit=R("{exp}/fit.nc"),
+    output:
+        [R(f"{{exp}}/figures/{name}.png") for name in LINEAR_EXACT_FIGURES],
+    params:
+        outdir=R("{exp}/figures"),
+    resources:
+        **SMALL_JOB,
+    log:
+        R("{exp}/logs/plot.log"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem linear-exact plot --cube {input.cube} --fit {input.fit} --outdir {params.outdir}"
+        " --title {wildcards.exp} > {log} 2>&1"
