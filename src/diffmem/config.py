@@ -480,6 +480,9 @@ class FitConfig:
     tau_gen_tolerance: float = 0.1
     tau_gen_threshold: float | None = None
     rf_gap: float = 0.1
+    tau_mem_levels: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 0.5)
+    tau_gen_tolerances: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
+    lack_of_fit_alpha: float = 0.05
 
     from_dict = classmethod(_from_dict)
 

@@ -236,7 +236,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     tau_gen = tau_per_step * xr.apply_ufunc(
         lambda v: quality_onset(steps, v, tolerance=fit.tau_gen_tolerance), cube[SCORE_ERROR],
         input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
-    boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng}
+    boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng, "alpha": fit.lack_of_fit_alpha}
     variables = scaling_fit(tau_split, prefix=TAU_SPLIT, **boot)
     variables.update(scaling_fit(tau_gen, prefix=TAU_GEN, **boot))
     n = cube[names.N].values

@@ -38,7 +38,7 @@ def RUN(name):
     """A file of one (n, seed) run: RUN("train.npz") -> "<results_dir>/{exp}/runs/n{n}_seed{seed}/train.npz"."""
     return R(f"{{exp}}/runs/n{{n}}_seed{{seed}}/{name}")
 
-FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses"]
+FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling"]
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
 RF_FIGURES = ["rf_losses", "rf_split_time"]
 
