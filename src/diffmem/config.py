@@ -309,6 +309,10 @@ def check_experiment(name: str, exp: dict) -> None:
         if quality["population"] == "exact" and not synthetic:
             raise ConfigError(f"config error at '{where}.quality.population': exact needs gmm or gaussian data")
     sample = exp["sample"]
+    wants = {"heun": "edm", "ddim": "ddpm"}.get(sample["sampler"])
+    if wants and model["parameterization"] != wants:
+        raise ConfigError(f"config error at '{where}.sample.sampler': {sample['sampler']} samples the {wants} "
+                          f"parameterization, not '{model['parameterization']}' (auto picks the matching one)")
     if sample["sigma_min"] >= sample["sigma_max"]:
         raise ConfigError(f"config error at '{where}.sample.sigma_min': must be below sigma_max")
     if model["beta_min"] >= model["beta_max"]:
@@ -433,6 +437,7 @@ class SampleConfig:
     noise_seed: int = 2024
     batch_size: int = 2048
     use_ema: bool = True
+    sampler: str = "auto"
 
     from_dict = classmethod(_from_dict)
 
