@@ -95,3 +95,31 @@ def test_censored_runs_and_single_seed_turn_the_flag_off():
     assert np.all(np.isnan(one_seed["local_slope_ci"]))
     slope, _ = local_slopes(N, one_seed_tau := table(np.log(N), seeds=1), ci_level=0.95)
     assert slope == pytest.approx(np.diff(np.log(one_seed_tau[:, 0])) / np.diff(np.log(N)))
+
+
+def width_fit(width_power, *, seed=0):
+    """A width sweep's fit.nc with tau_mem = 2000 n / W^width_power (seed noise 5 %)."""
+    import xarray as xr
+
+    from diffmem import names
+
+    rng = np.random.default_rng(seed)
+    widths = np.array([32, 64, 128])
+    tau = 2000.0 * N[:, None, None] / widths[None, :, None] ** width_power * np.exp(0.05 * rng.normal(size=(N.size, 3, 3)))
+    return xr.Dataset({names.TAU_MEM: ((names.N, names.WIDTH, names.SEED), tau)},
+                      coords={names.N: N, names.WIDTH: widths, names.SEED: [0, 1, 2]})
+
+
+def test_width_collapse_recovers_n_over_w_and_rejects_a_wrong_width_law():
+    from diffmem import names
+    from diffmem.sweep import COLLAPSE, width_collapse
+
+    good = [width_collapse(width_fit(1.0, seed=s), num_bootstrap=200) for s in range(20)]
+    assert np.median([float(g[f"{COLLAPSE}_exponent"]) for g in good]) == pytest.approx(1.0, abs=0.03)
+    assert np.median([float(g[f"{COLLAPSE}_prefactor"]) for g in good]) == pytest.approx(2000, rel=0.1)
+    assert np.mean([bool(g[f"{COLLAPSE}_{names.POWER_LAW_OK}"]) for g in good]) >= 0.75  # two 5 % tests: ~90 %
+    # tau_mem ~ n / sqrt(W): tau_mem * W does not collapse, and the joint test says so every time
+    bad = [width_collapse(width_fit(0.5, seed=s), num_bootstrap=200) for s in range(5)]
+    assert all(float(b[f"{COLLAPSE}_collapse_pvalue"]) < 1e-6 for b in bad)
+    assert np.mean([float(g[f"{COLLAPSE}_collapse_pvalue"]) < 0.05 for g in good]) <= 0.2
+    assert not any(bool(b[f"{COLLAPSE}_{names.POWER_LAW_OK}"]) for b in bad)

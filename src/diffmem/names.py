@@ -54,6 +54,7 @@ TAU_MEM_LOCAL_SLOPE_CI = f"{TAU_MEM}_{LOCAL_SLOPE_CI}"
 TAU_MEM_LOF_PVALUE = f"{TAU_MEM}_{LOF_PVALUE}"
 TAU_MEM_POWER_LAW_OK = f"{TAU_MEM}_{POWER_LAW_OK}"
 TAU_GEN_POWER_LAW_OK = f"{TAU_GEN}_{POWER_LAW_OK}"
+TAU_MEM_TIMES_WIDTH = "tau_mem_times_width"  # a width sweep's collapse (n, width, seed) and its joint fit
 F_MEM_FINAL = "f_mem_final"
 F_MEM_FINAL_SE = "f_mem_final_se"
 N_STAR = "n_star"
@@ -139,11 +140,13 @@ _DIAGNOSTIC_ATTRS = {
     "censored": ("{what} not reached by the last checkpoint (NaN)", "1"),
 }
 for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVELS, "tau_mem at each level"),
-                       (TAU_GEN_TOLERANCES, "tau_gen at each tolerance")):
+                       (TAU_GEN_TOLERANCES, "tau_gen at each tolerance"), (TAU_MEM_TIMES_WIDTH, "tau_mem * width over all widths")):
     for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():
         ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
 ATTRS.update({
     TAU_MEM_LEVELS: {"long_name": "first step at which f_mem (raw, or divided by its final value) reaches the level", "units": "steps"},
+    f"{TAU_MEM_TIMES_WIDTH}_collapse_pvalue": {"long_name": "p-value of an F test that tau_mem * width differs between widths (small: no collapse)", "units": "1"},
+    TAU_MEM_TIMES_WIDTH: {"long_name": "tau_mem times the width (collapses across widths when tau_mem is proportional to n / W)", "units": "steps"},
     TAU_GEN_TOLERANCES: {"long_name": "first step at which the quality metric is within the tolerance of its best", "units": "steps"},
     LEVEL: {"long_name": "f_mem level at which tau_mem is read (of f_mem, or of f_mem / final f_mem)", "units": "1"},
     NORMALIZATION: {"long_name": "raw: f_mem as measured; final: f_mem divided by the run's final f_mem", "units": "1"},

@@ -180,3 +180,37 @@ def diagnose(n: np.ndarray, tau: np.ndarray, *, num_bootstrap: int, ci_level: fl
         "power_law_ok": power_law_holds(p_value=lof["p_value"], df_lof=lof["df_lof"], df_pe=lof["df_pe"],
                                         num_censored=num_censored, alpha=alpha),
     }
+
+
+def collapse_test(n: np.ndarray, tau: np.ndarray) -> float:
+    """p-value of an F test that groups share one line in log-log: tau [G, K, S] (group, n, seed).
+
+    Compares one common line (intercept and slope) with one intercept per group and a common slope,
+    on the per-(group, n) means against the seed scatter within them. For a width sweep with tau*W
+    as tau, a small p says that tau_mem * W differs between widths: the widths do not collapse.
+    NaN when the test has no degrees of freedom."""
+    x = np.log(np.asarray(n, float))
+    groups = [log_readings(n, t)[1] for t in np.asarray(tau, float)]  # each [K, S]
+    count = np.array([np.isfinite(y).sum(axis=1) for y in groups])  # [G, K]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.array([np.nansum(y, axis=1) for y in groups]) / count  # [G, K]
+    ss_pe = float(sum(np.nansum((y - m[:, None]) ** 2) for y, m in zip(groups, mean)))
+    cells = count > 0
+    num_groups = int(cells.any(axis=1).sum())
+    df_pe = int(count.sum() - cells.sum())
+    if num_groups < 2 or df_pe < 1 or ss_pe <= 0:
+        return float("nan")
+    w = np.where(cells, count, 0.0)
+    m0 = np.where(cells, mean, 0.0)
+    xx = np.broadcast_to(x, w.shape)
+
+    def ss_resid(intercept_per_group: bool) -> float:
+        axis = 1 if intercept_per_group else None
+        sw = w.sum(axis=axis, keepdims=True)
+        xm = (w * xx).sum(axis=axis, keepdims=True) / sw
+        ym = (w * m0).sum(axis=axis, keepdims=True) / sw
+        slope = (w * (xx - xm) * (m0 - ym)).sum() / (w * (xx - xm) ** 2).sum()
+        return float((w * (m0 - ym - slope * (xx - xm)) ** 2).sum())
+
+    f = ((ss_resid(False) - ss_resid(True)) / (num_groups - 1)) / (ss_pe / df_pe)
+    return float(stats.f.sf(f, num_groups - 1, df_pe))
