@@ -140,7 +140,8 @@ _DIAGNOSTIC_ATTRS = {
     "censored": ("{what} not reached by the last checkpoint (NaN)", "1"),
 }
 for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVELS, "tau_mem at each level"),
-                       (TAU_GEN_TOLERANCES, "tau_gen at each tolerance"), (TAU_MEM_TIMES_WIDTH, "tau_mem * width over all widths")):
+                       (TAU_GEN_TOLERANCES, "tau_gen at each tolerance"), (TAU_MEM_TIMES_WIDTH, "tau_mem * width over all widths"),
+                       ("tau_split", "the random-features split time")):  # rf.TAU_SPLIT
     for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():
         ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
 ATTRS.update({
