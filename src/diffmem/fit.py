@@ -279,10 +279,13 @@ def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) ->
     return names.annotate(out)
 
 
-def verdict(ok: bool, p_value: float) -> str:
-    """'holds', 'REJECTED', or 'untested' when the lack-of-fit test had no degrees of freedom."""
+def verdict(ok: bool, p_value: float, num_censored: int = 0) -> str:
+    """'holds', 'REJECTED', 'not confirmed' (censored runs) or 'untested' (the lack-of-fit test had no
+    degrees of freedom)."""
     if ok:
         return "holds"
+    if num_censored:
+        return f"not confirmed ({num_censored} censored runs)"
     return "REJECTED" if np.isfinite(p_value) else "untested (needs >= 3 n and repeated seeds)"
 
 
@@ -295,7 +298,7 @@ def describe_scaling(fit: xr.Dataset, prefix: str, *, label: str) -> list[str]:
     lines = [f"{label} ~ n^b with b = {b:.3f}, CI [{lo:.3f}, {hi:.3f}] over n points and seeds "
              f"([{slo:.3f}, {shi:.3f}] over seeds only); lack-of-fit p = {float(fit[f'{prefix}_{names.LOF_PVALUE}']):.3g}, "
              f"rms log residual {float(fit[f'{prefix}_{names.LOF_RMS}']):.3f}; power law "
-             + verdict(ok, float(fit[f"{prefix}_{names.LOF_PVALUE}"]))]
+             + verdict(ok, float(fit[f"{prefix}_{names.LOF_PVALUE}"]), int(fit[f"{prefix}_censored"].sum()))]
     slopes = fit[f"{prefix}_{names.LOCAL_SLOPE}"]
     ci = fit[f"{prefix}_{names.LOCAL_SLOPE_CI}"].values
     parts = [f"{int(a)}->{int(c)}: {float(s):.2f} [{l:.2f}, {h:.2f}]"
@@ -316,7 +319,7 @@ def describe_levels(fit: xr.Dataset, prefix: str, dim: str) -> list[str]:
         lines.append(f"  {where}: b = {float(exp.sel(sel)):.3f} [{lo:.3f}, {hi:.3f}], "
                      f"lack-of-fit p = {float(fit[f'{prefix}_{names.LOF_PVALUE}'].sel(sel)):.3g}, "
                      f"{censored} censored, power law "
-                     f"{verdict(bool(fit[f'{prefix}_{names.POWER_LAW_OK}'].sel(sel)), float(fit[f'{prefix}_{names.LOF_PVALUE}'].sel(sel)))}")
+                     f"{verdict(bool(fit[f'{prefix}_{names.POWER_LAW_OK}'].sel(sel)), float(fit[f'{prefix}_{names.LOF_PVALUE}'].sel(sel)), censored)}")
     return lines
 
 

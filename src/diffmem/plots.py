@@ -89,7 +89,8 @@ def plot_tau(ax, fit: xr.Dataset) -> None:
         label = f"fit: b = {b:.2f} [{lo:.2f}, {hi:.2f}]"
         if names.TAU_MEM_LOF_PVALUE in fit:
             p_value = float(fit[names.TAU_MEM_LOF_PVALUE])
-            label += f"\nlack-of-fit p = {p_value:.2g}: power law {verdict(bool(fit[names.TAU_MEM_POWER_LAW_OK]), p_value)}"
+            label += (f"\nlack-of-fit p = {p_value:.2g}: power law "
+                      f"{verdict(bool(fit[names.TAU_MEM_POWER_LAW_OK]), p_value, int(fit[names.TAU_MEM_CENSORED].sum()))}")
         ax.plot(grid, a * grid**b, "k--", label=label)
     if names.TAU_MEM_LOCAL_SLOPE in fit:
         _annotate_local_slopes(ax, mean, fit[names.TAU_MEM_LOCAL_SLOPE])
