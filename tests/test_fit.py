@@ -97,3 +97,64 @@ def test_final_memorization_and_n_star():
     assert out[names.F_MEM_FINAL].values == pytest.approx([0.7, 0.1, 0.025])
     assert float(out[names.N_STAR]) == 16
     assert np.isnan(float(final_memorization(cube, threshold=0.9)[names.N_STAR]))
+
+
+def plateau_cube(exponent=1.0, *, finals=(1.0, 0.9, 0.6, 0.3, 0.15), seeds=3, noise=0.03):
+    """f_mem rising logistically in log-step around tau = 3 n^b to a final value that falls with n."""
+    cube = synthetic_cube(exponent, seeds=seeds, noise=noise)
+    final = xr.DataArray(np.asarray(finals), dims=(names.N,), coords={names.N: cube[names.N]})
+    cube[names.F_MEM] = cube[names.F_MEM] * final
+    return cube
+
+
+def test_levels_raw_and_normalized():
+    cube = plateau_cube()
+    cfg = FitConfig(tau_mem_threshold=0.1, tau_mem_levels=(0.1, 0.5), num_bootstrap=200)
+    fit = fit_onsets(cube, cfg, rng=np.random.default_rng(0))
+    tau = fit[names.TAU_MEM_LEVELS]
+    assert tau.dims == (names.NORMALIZATION, names.LEVEL, names.N, names.SEED)
+    # normalized by the final value, the level-0.5 onset is the logistic midpoint 3 n^1 for every n ...
+    exponent = fit[f"{names.TAU_MEM_LEVELS}_exponent"]
+    assert float(exponent.sel(normalization="final", level=0.5)) == pytest.approx(1.0, abs=0.05)
+    assert bool(fit[f"{names.TAU_MEM_LEVELS}_power_law_ok"].sel(normalization="final", level=0.5))
+    # ... while raw f_mem never reaches 0.5 for the n whose final value is below it (censored: flag off)
+    raw = tau.sel(normalization="raw", level=0.5)
+    assert bool(raw.sel(n=[256, 512]).isnull().all()) and bool(raw.sel(n=[32, 64, 128]).notnull().all())
+    assert not bool(fit[f"{names.TAU_MEM_LEVELS}_power_law_ok"].sel(normalization="raw", level=0.5))
+    # raw level 0.1 of a falling plateau reads late for large n: steeper than 1, and the test sees the bend
+    assert float(exponent.sel(normalization="raw", level=0.1)) > 1.1
+    assert not bool(fit[f"{names.TAU_MEM_LEVELS}_power_law_ok"].sel(normalization="raw", level=0.1))
+    assert fit[names.TAU_MEM_LOCAL_SLOPE].dims == (names.SEGMENT,)
+    assert list(fit[names.N_LO].values) == [32, 64, 128, 256]
+
+
+def test_diagnostics_survive_netcdf(tmp_path):
+    from diffmem.io import atomic_to_netcdf
+
+    cube = plateau_cube()
+    steps = cube[names.STEP].values
+    cube["fd_data"] = ((names.N, names.SEED, names.STEP),
+                       np.broadcast_to(1 + 100 / (1 + steps / 300.0), cube[names.F_MEM].shape).copy())
+    fit = fit_onsets(cube, FitConfig(num_bootstrap=50), rng=np.random.default_rng(0))
+    assert fit[f"{names.TAU_GEN_TOLERANCES}_exponent"].dims == (names.TOLERANCE,)
+    assert bool(fit[names.TAU_GEN_POWER_LAW_OK]) is True  # the same clock for every n: b = 0 exactly
+    path = tmp_path / "fit.nc"
+    atomic_to_netcdf(fit, path)
+    back = xr.open_dataset(path, engine="h5netcdf").load()
+    xr.testing.assert_identical(back[names.TAU_MEM_POWER_LAW_OK], fit[names.TAU_MEM_POWER_LAW_OK])
+    xr.testing.assert_allclose(back[f"{names.TAU_MEM_LEVELS}_local_slope_ci"], fit[f"{names.TAU_MEM_LEVELS}_local_slope_ci"])
+    assert "lack-of-fit" in back.attrs["power_law_criterion"]
+
+
+def test_fit_config_defaults_match_the_schema():
+    import dataclasses
+
+    from diffmem.config import SampleConfig, load_schema
+
+    schema = load_schema()["$defs"]
+    for cls, section in ((FitConfig, "fit"), (SampleConfig, "sample")):
+        props = schema[section]["properties"]
+        for field in dataclasses.fields(cls):
+            default = props[field.name].get("default")
+            value = list(field.default) if isinstance(field.default, tuple) else field.default
+            assert value == default, (section, field.name)

@@ -78,7 +78,7 @@ def test_end_to_end_outputs(finished):
     with xr.open_dataset(exp / "fit.nc", engine="h5netcdf") as fit:
         assert fit["tau_mem"].dims == ("n", "seed")
         assert "tau_mem_exponent" in fit and "tau_mem_exponent_ci" in fit
-    for name in ("overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses"):
+    for name in ("overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling"):
         assert (exp / "figures" / f"{name}.png").stat().st_size > 5000
 
 

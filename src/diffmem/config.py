@@ -335,6 +335,10 @@ def check_experiment(name: str, exp: dict) -> None:
         if quality["population"] == "exact" and not synthetic:
             raise ConfigError(f"config error at '{where}.quality.population': exact needs gmm or gaussian data")
     sample = exp["sample"]
+    wants = {"heun": "edm", "ddim": "ddpm"}.get(sample["sampler"])
+    if wants and model["parameterization"] != wants:
+        raise ConfigError(f"config error at '{where}.sample.sampler': {sample['sampler']} samples the {wants} "
+                          f"parameterization, not '{model['parameterization']}' (auto picks the matching one)")
     if sample["sigma_min"] >= sample["sigma_max"]:
         raise ConfigError(f"config error at '{where}.sample.sigma_min': must be below sigma_max")
     if model["beta_min"] >= model["beta_max"]:
@@ -478,6 +482,7 @@ class SampleConfig:
     noise_seed: int = 2024
     batch_size: int = 2048
     use_ema: bool = True
+    sampler: str = "auto"
 
     from_dict = classmethod(_from_dict)
 
@@ -527,6 +532,9 @@ class FitConfig:
     tau_gen_threshold: float | None = None
     rf_gap: float = 0.1
     rf_split: str = "half_gap"
+    tau_mem_levels: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 0.5)
+    tau_gen_tolerances: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
+    lack_of_fit_alpha: float = 0.05
 
     from_dict = classmethod(_from_dict)
 

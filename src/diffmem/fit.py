@@ -11,8 +11,15 @@ tau_gen (when the cube has a quality metric, e.g. `fd_classifier`) is the first 
 metric has closed all but a fraction `tau_gen_tolerance` of the gap between its first and its best
 value over the run (or crosses `tau_gen_threshold`), interpolated in log-step the same way.
 
-The exponent's confidence interval resamples seeds with replacement (the independent units), refits
-each draw in log-log by least squares, and takes percentiles.
+Whether a power law describes tau(n) at all is part of the fit (scaling.py): every fitted tau gets
+local slopes between consecutive n with CIs, a lack-of-fit F test of the per-n means against the
+seed scatter (p-value), and a flag `<tau>_power_law_ok` (criterion in the attrs). The exponent's
+CI (`_exponent_ci`) resamples the n points as well as the seeds, so it widens when the points
+scatter about the law beyond seed noise; `_exponent_ci_seeds` resamples the seeds only.
+tau_mem is also read at several levels (`fit.tau_mem_levels`) of raw f_mem and of f_mem divided by
+its final value (the paper's normalization), `tau_mem_levels (normalization, level, n, seed)`, and
+tau_gen at several tolerances (`tau_gen_tolerances (tolerance, n, seed)`), each with the same
+diagnostics; a law that holds does not depend on the level.
 
 Run: `diffmem fit --cube cube.nc --fit-cfg '<json>' --out fit.nc`
 """
@@ -28,6 +35,7 @@ import xarray as xr
 from diffmem import names
 from diffmem.config import ConfigError, FitConfig, read_json_arg
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, cf_global_attrs, fail
+from diffmem.scaling import POWER_LAW_CRITERION, diagnose
 
 
 def onset_step(steps: np.ndarray, values: np.ndarray, *, threshold: float) -> float:
@@ -111,18 +119,68 @@ def quality_onset(steps: np.ndarray, values: np.ndarray, *, tolerance: float, th
 
 
 def scaling_fit(tau: xr.DataArray, *, prefix: str, num_bootstrap: int, ci_level: float,
-                rng: np.random.Generator) -> dict[str, xr.DataArray]:
-    """tau (n, seed), its censoring flag, and the power-law fit tau = A n^b with a bootstrap CI of b."""
-    n_grid = xr.broadcast(tau[names.N], tau)[0]
-    prefactor, exponent = power_law_fit(n_grid.values, tau.values)
-    lo, hi, _ = bootstrap_exponent(tau, num_bootstrap=num_bootstrap, ci_level=ci_level, rng=rng)
+                rng: np.random.Generator, alpha: float = 0.05) -> dict[str, xr.DataArray]:
+    """tau (..., n, seed), its censoring flag, the power-law fit tau = A n^b and its diagnostics
+    (scaling.diagnose: CIs, local slopes, lack-of-fit test, flag) for every index of the leading dims."""
+    lead = [d for d in tau.dims if d not in (names.N, names.SEED)]
+    tau = tau.transpose(*lead, names.N, names.SEED)
+    n = tau[names.N].values
+    lead_shape = tuple(tau.sizes[d] for d in lead)
+    values = tau.values
+    results = [diagnose(n, values[idx], num_bootstrap=num_bootstrap, ci_level=ci_level, alpha=alpha, rng=rng)
+               for idx in np.ndindex(lead_shape)]
+    lead_coords = {d: tau[d].values for d in lead}
+    segment = {names.SEGMENT: np.arange(max(n.size - 1, 0)), names.N_LO: (names.SEGMENT, n[:-1]),
+               names.N_HI: (names.SEGMENT, n[1:])}
+
+    def stacked(key: str, dims: tuple[str, ...] = (), dtype=float) -> xr.DataArray:
+        arr = np.array([r[key] for r in results], dtype=dtype).reshape(lead_shape + np.shape(results[0][key]))
+        coords = dict(lead_coords, **(segment if names.SEGMENT in dims else {}))
+        return xr.DataArray(arr, dims=(*lead, *dims), coords=coords)
+
     return {
         prefix: tau,
         f"{prefix}_censored": tau.isnull(),
-        f"{prefix}_exponent": xr.DataArray(exponent),
-        f"{prefix}_prefactor": xr.DataArray(prefactor),
-        f"{prefix}_exponent_ci": xr.DataArray(np.array([lo, hi]), dims=(names.CI_BOUND,)),
+        f"{prefix}_exponent": stacked("exponent"),
+        f"{prefix}_prefactor": stacked("prefactor"),
+        f"{prefix}_exponent_ci": stacked("exponent_ci", (names.CI_BOUND,)),
+        f"{prefix}_{names.EXPONENT_CI_SEEDS}": stacked("exponent_ci_seeds", (names.CI_BOUND,)),
+        f"{prefix}_{names.LOCAL_SLOPE}": stacked("local_slope", (names.SEGMENT,)),
+        f"{prefix}_{names.LOCAL_SLOPE_CI}": stacked("local_slope_ci", (names.SEGMENT, names.CI_BOUND)),
+        f"{prefix}_{names.LOF_PVALUE}": stacked("lof_p_value"),
+        f"{prefix}_{names.LOF_RMS}": stacked("lof_rms"),
+        f"{prefix}_{names.POWER_LAW_OK}": stacked("power_law_ok", dtype=bool),
     }
+
+
+def last_valid(v: np.ndarray) -> float:
+    """The last finite entry of a 1-d array (NaN when there is none)."""
+    ok = np.nonzero(np.isfinite(v))[0]
+    return float(v[ok[-1]]) if ok.size else np.nan
+
+
+def final_values(curves: xr.DataArray) -> xr.DataArray:
+    """Each run's last finite value along `step` (runs may stop at different steps)."""
+    return xr.apply_ufunc(last_valid, curves, input_core_dims=[[names.STEP]], vectorize=True,
+                          output_dtypes=[float])
+
+
+def level_onsets(f_mem: xr.DataArray, levels: list[float] | tuple[float, ...]) -> xr.DataArray:
+    """tau_mem (normalization, level, n, seed): the onset of f_mem (raw) and of f_mem divided by the run's
+    final f_mem (final; NaN for a run that ends at f_mem = 0) at each level."""
+    final = final_values(f_mem)
+    normalized = f_mem / final.where(final > 0)
+    by_norm = []
+    for curves in (f_mem, normalized):
+        by_norm.append(xr.concat([onset_times(curves, threshold=lv) for lv in levels],
+                                 dim=pd_index(levels, names.LEVEL)))
+    return xr.concat(by_norm, dim=pd_index(list(names.NORMALIZATIONS), names.NORMALIZATION))
+
+
+def pd_index(values, name: str):
+    import pandas as pd
+
+    return pd.Index(list(values), name=name)
 
 
 def pick_quality_metric(cube: xr.Dataset, choice: str | None) -> str | None:
@@ -142,12 +200,7 @@ def final_memorization(cube: xr.Dataset, *, threshold: float) -> dict[str, xr.Da
     """f_mem at each run's last checkpoint (mean and s.e. over seeds, per n) and n_star, the largest n
     whose mean final f_mem still reaches `threshold` (NaN when no n does): the memorization threshold of
     the model at the end of training."""
-    def last_valid(v: np.ndarray) -> float:
-        ok = np.nonzero(np.isfinite(v))[0]
-        return float(v[ok[-1]]) if ok.size else np.nan
-
-    last = xr.apply_ufunc(last_valid, cube[names.F_MEM], input_core_dims=[[names.STEP]], vectorize=True,
-                          output_dtypes=[float])  # (n, seed): runs may stop at different steps
+    last = final_values(cube[names.F_MEM])  # (n, seed): runs may stop at different steps
     mean = last.mean(names.SEED)
     count = last.notnull().sum(names.SEED)
     se = (last.std(names.SEED, ddof=1) / np.sqrt(count)).where(count > 1)
@@ -177,7 +230,9 @@ def onset_fits(cube: xr.Dataset, cfg: FitConfig, *, boot: dict) -> tuple[dict[st
     """tau_mem (and tau_gen when the cube has a quality metric) per (n, seed), their power-law fits, and attrs."""
     tau_mem = onset_times(cube[names.F_MEM], threshold=cfg.tau_mem_threshold)
     variables = scaling_fit(tau_mem, prefix=names.TAU_MEM, **boot)
-    attrs = {"num_censored": int(tau_mem.isnull().sum()), "note": "censored runs (tau NaN) are excluded from the fits"}
+    variables.update(scaling_fit(level_onsets(cube[names.F_MEM], cfg.tau_mem_levels), prefix=names.TAU_MEM_LEVELS, **boot))
+    attrs = {"num_censored": int(tau_mem.isnull().sum()), "note": "censored runs (tau NaN) are excluded from the fits",
+             "power_law_criterion": POWER_LAW_CRITERION, "lack_of_fit_alpha": cfg.lack_of_fit_alpha}
     metric = pick_quality_metric(cube, cfg.tau_gen_metric)
     if metric is not None:
         lower = metric not in names.HIGHER_IS_BETTER
@@ -187,6 +242,11 @@ def onset_fits(cube: xr.Dataset, cfg: FitConfig, *, boot: dict) -> tuple[dict[st
                                     lower_is_better=lower),
             cube[metric], input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
         variables.update(scaling_fit(tau_gen, prefix=names.TAU_GEN, **boot))
+        by_tolerance = [xr.apply_ufunc(lambda v, tol=tol: quality_onset(steps, v, tolerance=tol, lower_is_better=lower),
+                                       cube[metric], input_core_dims=[[names.STEP]], vectorize=True,
+                                       output_dtypes=[float]) for tol in cfg.tau_gen_tolerances]
+        variables.update(scaling_fit(xr.concat(by_tolerance, dim=pd_index(cfg.tau_gen_tolerances, names.TOLERANCE)),
+                                     prefix=names.TAU_GEN_TOLERANCES, **boot))
         attrs.update({"tau_gen_metric": metric, "tau_gen_tolerance": cfg.tau_gen_tolerance,
                       "tau_gen_threshold": "none" if cfg.tau_gen_threshold is None else cfg.tau_gen_threshold,
                       "num_censored_gen": int(tau_gen.isnull().sum())})
@@ -207,7 +267,7 @@ def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) ->
         # a closed-form model has one "checkpoint": there is no time axis to read onsets from
         attrs["note"] = "single step (closed-form model): no tau_mem / tau_gen"
     else:
-        boot = {"num_bootstrap": cfg.num_bootstrap, "ci_level": cfg.ci_level, "rng": rng}
+        boot = {"num_bootstrap": cfg.num_bootstrap, "ci_level": cfg.ci_level, "rng": rng, "alpha": cfg.lack_of_fit_alpha}
         onsets, onset_attrs = onset_fits(cube, cfg, boot=boot)
         variables.update(onsets)
         attrs.update(onset_attrs)
@@ -222,6 +282,50 @@ def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) ->
                 "their power-law fits in n with bootstrap confidence intervals, final f_mem and n*",
         command=f"diffmem fit (tau_mem_threshold {cfg.tau_mem_threshold})", previous=cube.attrs))
     return names.annotate(out)
+
+
+def verdict(ok: bool, p_value: float, num_censored: int = 0) -> str:
+    """'holds', 'REJECTED', 'not confirmed' (censored runs) or 'untested' (the lack-of-fit test had no
+    degrees of freedom)."""
+    if ok:
+        return "holds"
+    if num_censored:
+        return f"not confirmed ({num_censored} censored runs)"
+    return "REJECTED" if np.isfinite(p_value) else "untested (needs >= 3 n and repeated seeds)"
+
+
+def describe_scaling(fit: xr.Dataset, prefix: str, *, label: str) -> list[str]:
+    """Lines for the log: the exponent with both CIs, the local slopes, the lack-of-fit test and the flag."""
+    b = float(fit[f"{prefix}_exponent"])
+    lo, hi = fit[f"{prefix}_exponent_ci"].values
+    slo, shi = fit[f"{prefix}_{names.EXPONENT_CI_SEEDS}"].values
+    ok = bool(fit[f"{prefix}_{names.POWER_LAW_OK}"])
+    lines = [f"{label} ~ n^b with b = {b:.3f}, CI [{lo:.3f}, {hi:.3f}] over n points and seeds "
+             f"([{slo:.3f}, {shi:.3f}] over seeds only); lack-of-fit p = {float(fit[f'{prefix}_{names.LOF_PVALUE}']):.3g}, "
+             f"rms log residual {float(fit[f'{prefix}_{names.LOF_RMS}']):.3f}; power law "
+             + verdict(ok, float(fit[f"{prefix}_{names.LOF_PVALUE}"]), int(fit[f"{prefix}_censored"].sum()))]
+    slopes = fit[f"{prefix}_{names.LOCAL_SLOPE}"]
+    ci = fit[f"{prefix}_{names.LOCAL_SLOPE_CI}"].values
+    parts = [f"{int(a)}->{int(c)}: {float(s):.2f} [{l:.2f}, {h:.2f}]"
+             for a, c, s, (l, h) in zip(slopes[names.N_LO].values, slopes[names.N_HI].values, slopes.values, ci)]
+    lines.append(f"{label} local slopes " + "; ".join(parts))
+    return lines
+
+
+def describe_levels(fit: xr.Dataset, prefix: str, dim: str) -> list[str]:
+    """One line per level (and normalization): exponent, CI, lack-of-fit p, flag."""
+    exp = fit[f"{prefix}_exponent"]
+    lines = []
+    for idx in np.ndindex(exp.shape):
+        sel = {d: exp[d].values[i] for d, i in zip(exp.dims, idx)}
+        lo, hi = fit[f"{prefix}_exponent_ci"].sel(sel).values
+        where = ", ".join(f"{d} {v:g}" if d != names.NORMALIZATION else f"{v:>5}" for d, v in sel.items())
+        censored = int(fit[f"{prefix}_censored"].sel(sel).sum())
+        lines.append(f"  {where}: b = {float(exp.sel(sel)):.3f} [{lo:.3f}, {hi:.3f}], "
+                     f"lack-of-fit p = {float(fit[f'{prefix}_{names.LOF_PVALUE}'].sel(sel)):.3g}, "
+                     f"{censored} censored, power law "
+                     f"{verdict(bool(fit[f'{prefix}_{names.POWER_LAW_OK}'].sel(sel)), float(fit[f'{prefix}_{names.LOF_PVALUE}'].sel(sel)), censored)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -248,14 +352,21 @@ def main(argv: list[str] | None = None) -> None:
     if names.TAU_MEM not in fit:
         print(f"[fit] {fit.attrs['note']} -> {args.out}")
         return
-    lo, hi = fit[names.TAU_MEM_EXPONENT_CI].values
-    print(f"[fit] tau_mem ~ n^b with b = {float(fit[names.TAU_MEM_EXPONENT]):.3f} "
-          f"[{lo:.3f}, {hi:.3f}] ({int(cfg.ci_level * 100)} % CI), "
-          f"{fit.attrs['num_censored']} censored runs -> {args.out}")
+    print(f"[fit] tau_mem = first step with f_mem >= {cfg.tau_mem_threshold:g}; {fit.attrs['num_censored']} censored "
+          f"runs; {int(cfg.ci_level * 100)} % CIs -> {args.out}")
+    for line in describe_scaling(fit, names.TAU_MEM, label="tau_mem"):
+        print(f"[fit] {line}")
+    print("[fit] tau_mem by level (raw f_mem; final = f_mem / its final value):")
+    for line in describe_levels(fit, names.TAU_MEM_LEVELS, names.LEVEL):
+        print(f"[fit] {line}")
     if names.TAU_GEN in fit:
-        lo, hi = fit[names.TAU_GEN_EXPONENT_CI].values
-        print(f"[fit] tau_gen ({fit.attrs['tau_gen_metric']}) ~ n^b with b = {float(fit[names.TAU_GEN_EXPONENT]):.3f} "
-              f"[{lo:.3f}, {hi:.3f}], {fit.attrs['num_censored_gen']} censored runs")
+        print(f"[fit] tau_gen from {fit.attrs['tau_gen_metric']}, {fit.attrs['num_censored_gen']} censored runs")
+        for line in describe_scaling(fit, names.TAU_GEN, label="tau_gen"):
+            print(f"[fit] {line}")
+        print("[fit] tau_gen by tolerance:")
+        for line in describe_levels(fit, names.TAU_GEN_TOLERANCES, names.TOLERANCE):
+            print(f"[fit] {line}")
+    print(f"[fit] criterion: {POWER_LAW_CRITERION} (alpha = {cfg.lack_of_fit_alpha:g})")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,29 @@ TAU_GEN_EXPONENT = "tau_gen_exponent"
 TAU_GEN_EXPONENT_CI = "tau_gen_exponent_ci"
 TAU_GEN_PREFACTOR = "tau_gen_prefactor"
 CI_BOUND = "bound"
+# fit diagnostics: does a power law describe tau(n)? (scaling.py)
+LEVEL = "level"
+NORMALIZATION = "normalization"
+TOLERANCE = "tolerance"
+SEGMENT = "segment"
+N_LO = "n_lo"
+N_HI = "n_hi"
+NORMALIZATIONS = ("raw", "final")  # f_mem as measured; f_mem / its final value (arXiv 2505.17638)
+TAU_MEM_LEVELS = "tau_mem_levels"  # (normalization, level, n, seed), and the diagnostics below with this prefix
+TAU_GEN_TOLERANCES = "tau_gen_tolerances"  # (tolerance, n, seed)
+# suffixes of the diagnostics every fitted tau gets: f"{prefix}_{suffix}"
+EXPONENT_CI_SEEDS = "exponent_ci_seeds"
+LOCAL_SLOPE = "local_slope"
+LOCAL_SLOPE_CI = "local_slope_ci"
+LOF_PVALUE = "lof_pvalue"
+LOF_RMS = "lof_rms"
+POWER_LAW_OK = "power_law_ok"
+TAU_MEM_LOCAL_SLOPE = f"{TAU_MEM}_{LOCAL_SLOPE}"
+TAU_MEM_LOCAL_SLOPE_CI = f"{TAU_MEM}_{LOCAL_SLOPE_CI}"
+TAU_MEM_LOF_PVALUE = f"{TAU_MEM}_{LOF_PVALUE}"
+TAU_MEM_POWER_LAW_OK = f"{TAU_MEM}_{POWER_LAW_OK}"
+TAU_GEN_POWER_LAW_OK = f"{TAU_GEN}_{POWER_LAW_OK}"
+TAU_MEM_TIMES_WIDTH = "tau_mem_times_width"  # a width sweep's collapse (n, width, seed) and its joint fit
 F_MEM_FINAL = "f_mem_final"
 F_MEM_FINAL_SE = "f_mem_final_se"
 N_STAR = "n_star"
@@ -102,6 +125,39 @@ ATTRS: dict[str, dict[str, str]] = {
     STRENGTH: {"long_name": "regularization strength (Tikhonov c, consistency floor tau or kernel bandwidth h)", "units": "1"},
     N_PARAMS: {"long_name": "number of trainable parameters of the model", "units": "1"},
 }
+
+
+_DIAGNOSTIC_ATTRS = {
+    "exponent": ("exponent b of {what} = A n^b (least squares in log-log)", "1"),
+    "prefactor": ("prefactor A of {what} = A n^b", "steps"),
+    "exponent_ci": ("bootstrap CI of b resampling the n points and the seeds (widens when the points scatter about the law beyond seed noise)", "1"),
+    EXPONENT_CI_SEEDS: ("bootstrap CI of b resampling the seeds only (seed scatter alone)", "1"),
+    LOCAL_SLOPE: ("slope of the per-n mean log {what} between consecutive n", "1"),
+    LOCAL_SLOPE_CI: ("Welch t confidence interval of the local slope from the seed scatter at both ends", "1"),
+    LOF_PVALUE: ("p-value of the lack-of-fit F test: per-n mean log {what} about the power law against the seed scatter", "1"),
+    LOF_RMS: ("root mean square distance of the per-n mean log {what} from the fitted line", "log units"),
+    POWER_LAW_OK: ("1 when a power law describes {what} (criterion in the attrs power_law_criterion)", "1"),
+    "censored": ("{what} not reached by the last checkpoint (NaN)", "1"),
+}
+for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVELS, "tau_mem at each level"),
+                       (TAU_GEN_TOLERANCES, "tau_gen at each tolerance"), (TAU_MEM_TIMES_WIDTH, "tau_mem * width over all widths"),
+                       ("tau_split", "the random-features split time")):  # rf.TAU_SPLIT
+    for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():
+        ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
+ATTRS.update({
+    TAU_MEM_LEVELS: {"long_name": "first step at which f_mem (raw, or divided by its final value) reaches the level", "units": "steps"},
+    f"{TAU_MEM_TIMES_WIDTH}_collapse_pvalue": {"long_name": "p-value of an F test that tau_mem * width differs between widths (small: no collapse)", "units": "1"},
+    TAU_MEM_TIMES_WIDTH: {"long_name": "tau_mem times the width (collapses across widths when tau_mem is proportional to n / W)", "units": "steps"},
+    TAU_GEN_TOLERANCES: {"long_name": "first step at which the quality metric is within the tolerance of its best", "units": "steps"},
+    LEVEL: {"long_name": "f_mem level at which tau_mem is read (of f_mem, or of f_mem / final f_mem)", "units": "1"},
+    NORMALIZATION: {"long_name": "raw: f_mem as measured; final: f_mem divided by the run's final f_mem", "units": "1"},
+    TOLERANCE: {"long_name": "fraction of the quality metric's first-to-best gap left at tau_gen", "units": "1"},
+    SEGMENT: {"long_name": "index of the pair of consecutive n of a local slope", "units": "1"},
+    N_LO: {"long_name": "smaller n of the segment", "units": "1"},
+    N_HI: {"long_name": "larger n of the segment", "units": "1"},
+})
+ATTRS[TAU_MEM_EXPONENT_CI]["long_name"] = _DIAGNOSTIC_ATTRS["exponent_ci"][0]
+ATTRS[TAU_GEN_EXPONENT_CI]["long_name"] = _DIAGNOSTIC_ATTRS["exponent_ci"][0]
 
 
 def annotate(ds):

@@ -4,6 +4,10 @@
 - `f_mem_vs_step_over_n.png`: the same against step / n: curves collapse when tau_mem is linear in n.
 - `tau_mem_vs_n.png`: tau_mem(n, seed) in log-log with the fitted power law and its exponent CI.
 - `losses.png`: training and held-out probe loss against step per n.
+- `scaling.png`: does a power law hold? tau_mem against n with the fit and the local slopes between
+  consecutive n; the local slopes with their CIs against n (tau_gen's too); the exponent against
+  the level at which tau_mem is read, on raw and on normalized f_mem (open markers: the lack-of-fit
+  test rejects the power law there).
 - `overview.png`: the four panels together (the README's headline figure).
 With `--closed-form` (families empirical and linear, a single step): `f_mem_vs_n.png`, and with
 `--quality` also `quality_vs_n.png` (the quality metric against n, P(Delta > 0) against n/d).
@@ -35,7 +39,7 @@ import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from diffmem import names  # noqa: E402
-from diffmem.fit import pick_quality_metric  # noqa: E402
+from diffmem.fit import pick_quality_metric, verdict  # noqa: E402
 from diffmem.io import NETCDF_ENGINE, fail  # noqa: E402
 
 
@@ -82,13 +86,101 @@ def plot_tau(ax, fit: xr.Dataset) -> None:
     lo, hi = fit[names.TAU_MEM_EXPONENT_CI].values
     if np.isfinite(b):
         grid = np.geomspace(tau[names.N].min() / 1.3, tau[names.N].max() * 1.3, 50)
-        ax.plot(grid, a * grid**b, "k--", label=f"fit: b = {b:.2f} [{lo:.2f}, {hi:.2f}]")
+        label = f"fit: b = {b:.2f} [{lo:.2f}, {hi:.2f}]"
+        if names.TAU_MEM_LOF_PVALUE in fit:
+            p_value = float(fit[names.TAU_MEM_LOF_PVALUE])
+            label += (f"\nlack-of-fit p = {p_value:.2g}: power law "
+                      f"{verdict(bool(fit[names.TAU_MEM_POWER_LAW_OK]), p_value, int(fit[names.TAU_MEM_CENSORED].sum()))}")
+        ax.plot(grid, a * grid**b, "k--", label=label)
+    if names.TAU_MEM_LOCAL_SLOPE in fit:
+        _annotate_local_slopes(ax, mean, fit[names.TAU_MEM_LOCAL_SLOPE])
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_ticks(ax.xaxis, tau[names.N].unique())
     ax.set_xlabel("n")
     ax.set_ylabel(f"tau_mem (f_mem >= {fit.attrs.get('tau_mem_threshold')})")
     ax.legend(fontsize=7)
+
+
+def _annotate_local_slopes(ax, mean: pd.Series, slopes: xr.DataArray) -> None:
+    """Write each local slope next to the segment joining consecutive per-n geometric means."""
+    for lo, hi, slope in zip(slopes[names.N_LO].values, slopes[names.N_HI].values, slopes.values):
+        if lo in mean.index and hi in mean.index and np.isfinite(slope):
+            ax.plot([lo, hi], [mean[lo], mean[hi]], color="0.4", lw=0.8)
+            ax.annotate(f"{slope:.2f}", (np.sqrt(lo * hi), np.sqrt(mean[lo] * mean[hi])), fontsize=7,
+                        xytext=(0, 6), textcoords="offset points", ha="right", color="0.25")
+
+
+def plot_local_slopes(ax, fit: xr.Dataset) -> None:
+    """Local slopes with CIs at the geometric midpoints of consecutive n, and the global exponents."""
+    for prefix, color, label in ((names.TAU_MEM, "tab:red", "tau_mem"), (names.TAU_GEN, "tab:blue", "tau_gen")):
+        var = f"{prefix}_{names.LOCAL_SLOPE}"
+        if var not in fit:
+            continue
+        slopes = fit[var]
+        mid = np.sqrt(slopes[names.N_LO].values * slopes[names.N_HI].values)
+        ci = fit[f"{prefix}_{names.LOCAL_SLOPE_CI}"].values
+        y = slopes.values
+        err = np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y]))
+        ax.errorbar(mid, y, yerr=np.nan_to_num(err), marker="o", color=color, capsize=3, ls="none",
+                    label=f"{label} local slope (95 % Welch CI)")
+        b = float(fit[f"{prefix}_exponent"])
+        lo, hi = fit[f"{prefix}_exponent_ci"].values
+        ax.axhline(b, color=color, lw=0.8, ls="--", label=f"{label} global b = {b:.2f}")
+        ax.axhspan(lo, hi, color=color, alpha=0.1)
+    ax.set_xscale("log")
+    n = fit[names.N].values
+    _plain_log_ticks(ax.xaxis, n)
+    ax.set_xlim(n.min() / 1.2, n.max() * 1.2)
+    ax.set_xlabel("n (segments between consecutive n)")
+    ax.set_ylabel("d log tau / d log n")
+    ax.legend(fontsize=6)
+
+
+def plot_level_exponents(ax, fit: xr.Dataset) -> None:
+    """Exponent with its CI against the level (tau_mem, raw and normalized) and the tolerance (tau_gen)."""
+    series = []
+    if f"{names.TAU_MEM_LEVELS}_exponent" in fit:
+        exp = fit[f"{names.TAU_MEM_LEVELS}_exponent"]
+        for norm, marker in zip(exp[names.NORMALIZATION].values, ("o", "s")):
+            label = "tau_mem, raw f_mem" if norm == "raw" else "tau_mem, f_mem / final f_mem"
+            series.append((f"{names.TAU_MEM_LEVELS}", {names.NORMALIZATION: norm}, names.LEVEL, marker, label))
+    if f"{names.TAU_GEN_TOLERANCES}_exponent" in fit:
+        series.append((names.TAU_GEN_TOLERANCES, {}, names.TOLERANCE, "^", "tau_gen (x = tolerance)"))
+    for k, (prefix, sel, dim, marker, label) in enumerate(series):
+        exp = fit[f"{prefix}_exponent"].sel(sel)
+        ci = fit[f"{prefix}_exponent_ci"].sel(sel).transpose(dim, names.CI_BOUND).values
+        ok = fit[f"{prefix}_{names.POWER_LAW_OK}"].sel(sel).values.astype(bool)
+        x = exp[dim].values * (1 + 0.04 * (k - 1))  # small offsets so the error bars do not overlap
+        y = exp.values
+        color = f"C{k}"
+        err = np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y]))
+        ax.errorbar(x, y, yerr=np.nan_to_num(err), color=color, ls="-", lw=0.8, capsize=2, marker="none", label=label)
+        ax.scatter(x[ok], y[ok], marker=marker, color=color, zorder=3)
+        ax.scatter(x[~ok], y[~ok], marker=marker, facecolors="white", edgecolors=color, zorder=3)
+    ax.scatter([], [], marker="o", facecolors="white", edgecolors="k", label="open: power law rejected")
+    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    ax.axhline(0.0, color="k", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    levels = [float(v) for prefix, _, dim, _, _ in series for v in fit[f"{prefix}_exponent"][dim].values]
+    _plain_log_ticks(ax.xaxis, sorted(set(levels)) or None)
+    ax.set_xlabel("level of f_mem at which tau_mem is read")
+    ax.set_ylabel("exponent b (95 % CI, n points and seeds)")
+    ax.legend(fontsize=6)
+
+
+def make_scaling_figure(fit: xr.Dataset, out: str | Path, *, title: str = "") -> Path:
+    """`scaling.png`: tau_mem vs n with the fit and local slopes; local slopes; exponent vs level."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    plot_tau(axes[0], fit)
+    if names.TAU_MEM_LOCAL_SLOPE in fit:
+        plot_local_slopes(axes[1], fit)
+        plot_level_exponents(axes[2], fit)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    _save(fig, out)
+    return out
 
 
 def plot_losses(ax, cube: xr.Dataset) -> None:
@@ -134,15 +226,16 @@ def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title
         ax.set_title(title, fontsize=9)
         _save(fig, outdir / name)
         written.append(outdir / name)
-    if only is not None and "overview" not in only:
-        return written
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    for ax, draw in zip(axes.ravel(), single.values()):
-        draw(ax)
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, outdir / "overview.png")
-    written.append(outdir / "overview.png")
+    if only is None or "overview" in only:
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+        for ax, draw in zip(axes.ravel(), single.values()):
+            draw(ax)
+        fig.suptitle(title)
+        fig.tight_layout()
+        _save(fig, outdir / "overview.png")
+        written.append(outdir / "overview.png")
+    if only is None or "scaling" in only:
+        written.append(make_scaling_figure(fit, outdir / "scaling.png", title=title))
     return written
 
 

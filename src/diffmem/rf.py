@@ -263,7 +263,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     early = int(np.searchsorted(tau, tau[-1] / 10.0))
     gap = cube[names.TEST_LOSS] - cube[names.TRAIN_LOSS]
     settled = gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1})
-    boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng}
+    boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng, "alpha": fit.lack_of_fit_alpha}
     variables = scaling_fit(tau_split, prefix=TAU_SPLIT, **boot)
     variables["gap_settled"] = settled.drop_vars([c for c in settled.coords if c not in (names.N, names.SEED)])
 
@@ -287,13 +287,13 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
         f"{TAU_SPLIT}_censored": ("the train/test gap never opened (tau_split is NaN)", "1"),
         f"{TAU_SPLIT}_exponent": ("exponent b of tau_split = A n^b (least squares in log-log)", "1"),
         f"{TAU_SPLIT}_prefactor": ("prefactor A of tau_split = A n^b", TAU_UNITS),
-        f"{TAU_SPLIT}_exponent_ci": (f"bootstrap-over-seeds {level} confidence interval of tau_split's exponent", "1"),
+        f"{TAU_SPLIT}_exponent_ci": (f"{level} bootstrap confidence interval of tau_split's exponent, resampling n points and seeds", "1"),
         TAU_GEN: (f"first tau at which the score error has closed all but {fit.tau_gen_tolerance:g} of the gap "
                   "between its first and best value", TAU_UNITS),
         f"{TAU_GEN}_censored": ("the score error never improved (tau_gen is NaN)", "1"),
         f"{TAU_GEN}_exponent": ("exponent b of tau_gen = A n^b (least squares in log-log)", "1"),
         f"{TAU_GEN}_prefactor": ("prefactor A of tau_gen = A n^b", TAU_UNITS),
-        f"{TAU_GEN}_exponent_ci": (f"bootstrap-over-seeds {level} confidence interval of tau_gen's exponent", "1"),
+        f"{TAU_GEN}_exponent_ci": (f"{level} bootstrap confidence interval of tau_gen's exponent, resampling n points and seeds", "1"),
         TAU_MEM_THEORY: ("theory tau_mem = psi_p / (Delta_t lam_min) (arXiv 2505.17638 Thm 3.2, paper convention: "
                          "twice the e-folding time of the slowest memorizing mode)", TAU_UNITS),
         f"{TAU_MEM_THEORY}_exponent": ("exponent b of a power-law fit of tau_mem_theory over the n grid", "1"),
@@ -476,6 +476,11 @@ def _cmd_fit(args) -> None:
     print(f"[rf-fit] tau_split ~ n^b with b = {float(out[f'{TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
           f"({cfg.ci_level:g} CI), {out.attrs['num_censored']} censored runs; theory exponent "
           f"{float(out[f'{TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
+    from diffmem.fit import describe_scaling
+
+    for prefix in (TAU_SPLIT, TAU_GEN):
+        for line in describe_scaling(out, prefix, label=prefix):
+            print(f"[rf-fit] {line}")
 
 
 def _cmd_plot(args) -> None:

@@ -1,6 +1,7 @@
 """Sampling stage: generate `num_samples` samples at every checkpoint of one (n, seed) run.
 
-Samples are cached next to the checkpoints, keyed by the sampler settings, so raising `max_steps`
+The sampler is `sample.sampler`: auto (Heun for edm, DDIM for ddpm) or euler_maruyama (the reverse
+SDE, stochastic). Samples are cached next to the checkpoints, keyed by the sampler settings, so raising `max_steps`
 samples only the new checkpoints. The declared output is a JSON manifest listing one .npy file of
 shape [num_samples, D] per step.
 
@@ -25,7 +26,8 @@ from diffmem.config import ConfigError, ModelConfig, SampleConfig, read_json_arg
 from diffmem.gpus import select_device
 from diffmem.io import NETCDF_ENGINE, atomic_write_text, fail
 from diffmem.models import build_denoiser
-from diffmem.samplers import ddim_sampler, heun_sampler, per_sample_latents
+from diffmem.samplers import (ddim_sampler, ddim_sigmas, euler_maruyama_sampler, heun_sampler, karras_sigmas,
+                              per_sample_generators, per_sample_latents)
 
 
 def denoiser_from_checkpoint(ckpt: dict, *, use_ema: bool, device: torch.device) -> torch.nn.Module:
@@ -44,7 +46,16 @@ def generate(denoiser: torch.nn.Module, cfg: SampleConfig, *, data_shape: tuple[
     for start in range(0, cfg.num_samples, cfg.batch_size):
         num = min(cfg.batch_size, cfg.num_samples - start)
         z = per_sample_latents(num, data_shape, base_seed=cfg.noise_seed, start=start).to(device)
-        if hasattr(denoiser, "sigmas"):  # DDPM parameterisation
+        if cfg.sampler == "euler_maruyama":
+            if hasattr(denoiser, "sigmas"):  # DDPM: its own timesteps; x_T ~ N(0, I) in the VP variable
+                sigmas = ddim_sigmas(denoiser.sigmas, cfg.num_steps)
+                init_std = float((1 + sigmas[0] ** 2).sqrt())
+            else:
+                sigmas = karras_sigmas(cfg.num_steps, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho)
+                init_std = None
+            gens = per_sample_generators(num, base_seed=cfg.noise_seed, start=start)
+            x = euler_maruyama_sampler(denoiser, z, sigmas=sigmas.to(device), generators=gens, init_std=init_std)
+        elif hasattr(denoiser, "sigmas"):  # DDPM parameterisation
             x = ddim_sampler(denoiser, z, num_steps=cfg.num_steps, vp_sigmas=denoiser.sigmas)
         else:
             x = heun_sampler(denoiser, z, num_steps=cfg.num_steps, sigma_min=cfg.sigma_min,
@@ -54,7 +65,8 @@ def generate(denoiser: torch.nn.Module, cfg: SampleConfig, *, data_shape: tuple[
 
 
 def sample_cache_dir(state_dir: str | Path, cfg: SampleConfig) -> Path:
-    key = {k: v for k, v in cfg.__dict__.items() if k != "batch_size"}
+    # sampler "auto" is what every cache before the option held: its key leaves it out
+    key = {k: v for k, v in cfg.__dict__.items() if k != "batch_size" and not (k == "sampler" and v == "auto")}
     return Path(state_dir) / f"samples_{stable_hash(key)}"
 
 

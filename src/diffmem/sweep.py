@@ -8,6 +8,10 @@ pipeline. This stage concatenates their cubes and fits along a new dimension `wi
 - `sweep_width.png`: final f_mem against n per width, and n_star (the largest n that still memorizes
   by the end of training) against the parameter count: the model-dependent threshold of arXiv
   2505.17638 beyond which memorization does not appear at any training time reached.
+  With onset times (a trained network), a third panel shows tau_mem * W against n for every width:
+  arXiv 2505.17638 finds tau_mem proportional to n / W, so the widths collapse onto one line;
+  `width_collapse` fits that line over all widths and seeds with the fit diagnostics (scaling.py),
+  stored in fit.nc as `tau_mem_times_width_*`.
 - `sweep_strength.png`: f_mem against the regularization strength per n, and the quality metric beside
   it when the experiment computes one (Baptista et al., arXiv 2501.15785, read f_mem against strength).
 
@@ -57,6 +61,61 @@ def combine_sweep(parts: list[xr.Dataset], *, key: str, values: list[float], att
     return names.annotate(out)
 
 
+COLLAPSE = names.TAU_MEM_TIMES_WIDTH
+
+
+def width_collapse(fit: xr.Dataset, *, num_bootstrap: int = 1000, ci_level: float = 0.95, alpha: float = 0.05,
+                   rng: np.random.Generator | None = None) -> dict[str, xr.DataArray]:
+    """tau_mem * W (n, width, seed) and the power law fitted to it over every width and seed at once.
+
+    Each (width, seed) is one column of the table the diagnostics see: the lack-of-fit test asks whether
+    the per-n means bend away from a power law. Whether the widths collapse (tau_mem proportional to
+    1/W) is a separate F test (scaling.collapse_test) of one intercept per width against a common one;
+    the flag needs both."""
+    from diffmem.scaling import collapse_test, diagnose
+
+    scaled = (fit[names.TAU_MEM] * fit[names.WIDTH]).transpose(names.N, names.WIDTH, names.SEED)
+    table = scaled.values.reshape(scaled.sizes[names.N], -1)  # [N, W * S]
+    out = diagnose(scaled[names.N].values, table, num_bootstrap=num_bootstrap, ci_level=ci_level, alpha=alpha,
+                   rng=rng or np.random.default_rng(0))
+    collapse_p = collapse_test(scaled[names.N].values, scaled.transpose(names.WIDTH, names.N, names.SEED).values)
+    return {
+        COLLAPSE: scaled,
+        f"{COLLAPSE}_exponent": xr.DataArray(out["exponent"]),
+        f"{COLLAPSE}_prefactor": xr.DataArray(out["prefactor"]),
+        f"{COLLAPSE}_exponent_ci": xr.DataArray(out["exponent_ci"], dims=(names.CI_BOUND,)),
+        f"{COLLAPSE}_{names.LOF_PVALUE}": xr.DataArray(out["lof_p_value"]),
+        f"{COLLAPSE}_collapse_pvalue": xr.DataArray(collapse_p),
+        f"{COLLAPSE}_{names.POWER_LAW_OK}": xr.DataArray(bool(out["power_law_ok"] and collapse_p >= alpha)),
+    }
+
+
+def plot_width_collapse(ax, fit: xr.Dataset, colors) -> None:
+    """tau_mem * W against n per width (geometric mean over seeds, bars: seed range) and the joint fit."""
+    scaled = fit[COLLAPSE]
+    n = scaled[names.N].values
+    for color, w in zip(colors, scaled[names.WIDTH].values):
+        v = scaled.sel({names.WIDTH: w}).values  # [N, S]
+        with np.errstate(all="ignore"):
+            geo = np.exp(np.nanmean(np.log(v), axis=1))
+            lo, hi = np.nanmin(v, axis=1), np.nanmax(v, axis=1)
+        ax.errorbar(n, geo, yerr=np.nan_to_num(np.stack([geo - lo, hi - geo])), marker="o", color=color,
+                    capsize=2, label=f"width {w:g}")
+    b, a = float(fit[f"{COLLAPSE}_exponent"]), float(fit[f"{COLLAPSE}_prefactor"])
+    if np.isfinite(b):
+        lo, hi = fit[f"{COLLAPSE}_exponent_ci"].values
+        p_value = float(fit[f"{COLLAPSE}_{names.LOF_PVALUE}"])
+        grid = np.geomspace(n.min() / 1.2, n.max() * 1.2, 40)
+        collapse_p = float(fit[f"{COLLAPSE}_collapse_pvalue"])
+        ax.plot(grid, a * grid**b, "k--", label=f"all widths: b = {b:.2f} [{lo:.2f}, {hi:.2f}]\n"
+                                               f"lack-of-fit p = {p_value:.2g}, widths differ p = {collapse_p:.2g}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("training-set size n")
+    ax.set_ylabel("tau_mem x width (steps)")
+    ax.legend(fontsize=7)
+
+
 def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "") -> Path:
     import matplotlib
 
@@ -74,7 +133,11 @@ def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, 
     values = cube[key].values
     colors = sns.color_palette("viridis", n_colors=len(values))
     if key == names.WIDTH:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        collapse = COLLAPSE in fit
+        fig, axes = plt.subplots(1, 3 if collapse else 2, figsize=(15 if collapse else 10, 3.8))
+        ax, ax2 = axes[0], axes[1]
+        if collapse:
+            plot_width_collapse(axes[2], fit, colors)
         n = fit[names.N].values
         for color, w in zip(colors, values):
             f = fit[names.F_MEM_FINAL].sel({key: w}).values
@@ -171,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     attrs = {"experiment": args.experiment}
     cube = combine_sweep(load_parts(args.cubes), key=args.key, values=values, attrs=attrs, n_params=n_params)
     fit = combine_sweep(load_parts(args.fits), key=args.key, values=values, attrs=attrs, n_params=n_params)
+    if args.key == names.WIDTH and names.TAU_MEM in fit:
+        fit = names.annotate(fit.assign(width_collapse(fit)))
     if model:
         cube.attrs["regularization"] = model.get("regularization", "")
     # the parts' agreeing CF attrs survive the concat; title, history and date are the sweep's own
@@ -184,6 +249,14 @@ def main(argv: list[str] | None = None) -> None:
     path = make_sweep_figure(cube, fit, args.outdir, title=args.experiment)
     summary = ", ".join(f"{args.key} {v:g}: n* = {float(s):g}" for v, s in zip(fit[args.key].values, fit[names.N_STAR].values))
     print(f"[sweep] {dict(cube.sizes)}; {summary} -> {args.out_cube}, {path}")
+    if COLLAPSE in fit:
+        per_width = ", ".join(f"width {w:g}: b = {float(b):.2f}" for w, b in
+                              zip(fit[names.WIDTH].values, fit[names.TAU_MEM_EXPONENT].values))
+        lo, hi = fit[f"{COLLAPSE}_exponent_ci"].values
+        print(f"[sweep] tau_mem per width: {per_width}; tau_mem * W over all widths ~ n^"
+              f"{float(fit[f'{COLLAPSE}_exponent']):.2f} [{lo:.2f}, {hi:.2f}], lack-of-fit p = "
+              f"{float(fit[f'{COLLAPSE}_{names.LOF_PVALUE}']):.3g}, widths differ (no collapse) p = "
+              f"{float(fit[f'{COLLAPSE}_collapse_pvalue']):.3g}")
 
 
 if __name__ == "__main__":

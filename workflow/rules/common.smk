@@ -49,7 +49,7 @@ def RUN(name):
 
 
 # Figure names (without .png) of each family; `figure_names` picks an experiment's.
-FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses"]
+FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling"]
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
 CLOSED_FORM_FIGURES = ["f_mem_vs_n", "quality_vs_n"]
 RF_FIGURES = ["rf_losses", "rf_split_time"]
