@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,7 +151,8 @@ def combine_dims(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
     if not parts:
         raise ConfigError("linear-exact cube: no per-d results given")
     parts = sorted(parts, key=lambda p: int(p[DIM]))
-    cube = xr.concat([p.expand_dims(DIM) for p in parts], dim=DIM, join="exact", combine_attrs="drop_conflicts")
+    cube = xr.concat([p.expand_dims(DIM) for p in parts], dim=DIM, join="exact", coords="different",
+                     compat="equals", combine_attrs="drop_conflicts")
     cube.attrs.update(attrs)
     return _annotate(cube)
 
@@ -190,7 +192,8 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
     q = [alpha, 1 - alpha]
     ok = np.isfinite(n_half)
     prefactor, exponent = power_law_fit(dims[ok], n_half[ok]) if ok.sum() >= 2 else (np.nan, np.nan)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a d censored in every bootstrap draw
         half_ci = np.nanquantile(boot_half, q, axis=0).T  # [dim, 2]
     b_ok = boot_b[np.isfinite(boot_b)]
     b_ci = np.quantile(b_ok, q) if b_ok.size else np.array([np.nan, np.nan])
