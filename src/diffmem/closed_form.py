@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         model = ModelConfig.from_dict(read_json_arg(args.model))
-        cfg = SampleConfig.from_dict(read_json_arg(args.sample_cfg))
+        values = read_json_arg(args.sample_cfg)
+        values.pop("device", None)  # the workflow's sample slice carries train.device; closed forms run on CPU
+        cfg = SampleConfig.from_dict(values)
     except ConfigError as exc:
         fail(str(exc))
     if model.family not in CLOSED_FORM:
