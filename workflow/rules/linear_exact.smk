@@ -71,7 +71,10 @@ rule linear_exact_plot:
         cube=R("{exp}/cube.nc"),
         fit=R("{exp}/fit.nc"),
     output:
-        [R(f"{{exp}}/figures/{name}.png") for name in LINEAR_EXACT_FIGURES],
+        [
+            report(R(f"{{exp}}/figures/{name}.png"), caption=f"../report/{name}.rst", category="{exp}")
+            for name in LINEAR_EXACT_FIGURES
+        ],
     params:
         outdir=R("{exp}/figures"),
     resources:
