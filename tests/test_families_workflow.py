@@ -130,3 +130,28 @@ def test_adding_a_strength_runs_only_the_new_value_and_the_sweep(finished):
     c = counts(plan)
     assert c["closed_form_sample"] == 4  # 2 n x 2 seeds of the new strength only
     assert c["sweep_strength"] == 1 and "train" not in c
+
+
+def test_linear_exact_runs_one_job_per_dimension_and_fits_n_half(finished):
+    workdir, cfg, plan = finished
+    runs = sorted(job["d"] for rule, job in plan if rule == "linear_exact_run")
+    assert runs == ["4", "8"]
+    assert not any(job.get("exp") == "linexact" for rule, job in plan if rule in ("train", "sample", "score"))
+    cube = open_nc(workdir / "results" / "linexact" / "cube.nc")
+    assert {names.E_TG, names.E_OG, names.DELTA} <= set(cube.data_vars)
+    assert cube.sizes[names.SEED] == 12  # the repeats
+    fit = open_nc(workdir / "results" / "linexact" / "fit.nc")
+    p = fit[names.P_DELTA_POS]
+    assert bool(((p >= 0) & (p <= 1)).all())
+    for name in ("p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png"):
+        assert (workdir / "results" / "linexact" / "figures" / name).exists()
+    # adding a dimension runs only that dimension, the stacking, the fit and the figures
+    cfg = copy.deepcopy(cfg)
+    cfg["experiments"]["linexact"]["model"]["linear_dims"] = [4, 8, 12]
+    write_config(workdir, cfg)
+    try:
+        plan = planned_jobs(workdir)
+    finally:
+        write_config(workdir, finished[1])
+    assert sorted(job["d"] for rule, job in plan if rule == "linear_exact_run") == ["12"]
+    assert counts(plan)["linear_exact_cube"] == 1

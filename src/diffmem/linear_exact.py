@@ -361,7 +361,9 @@ def _cmd_run(args) -> None:
     model = ModelConfig.from_dict(read_json_arg(args.model))
     data = read_json_arg(args.data)
     quality = QualityConfig.from_dict(read_json_arg(args.quality))
-    sample = SampleConfig.from_dict(read_json_arg(args.sample_cfg))
+    sample_values = read_json_arg(args.sample_cfg)
+    sample_values.pop("device", None)  # the workflow's sample slice carries train.device; this stage is numpy
+    sample = SampleConfig.from_dict(sample_values)
     if quality.divergence != "l2":
         raise ConfigError("config error at 'quality.divergence': family linear_exact computes the closed-form L2 "
                           f"distance (l2), not {quality.divergence!r}")

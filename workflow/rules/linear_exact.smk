@@ -11,7 +11,8 @@ rule linear_exact_run:
     output:
         R("{exp}/dims/d{d}.nc"),
     params:
-        model=model_slice,
+        # without linear_dims: adding a dimension runs only that dimension
+        model=lambda wildcards: as_arg({k: v for k, v in family_model(exp_cfg(wildcards)["model"]).items() if k != "linear_dims"}),
         data=section("data"),
         quality=section("quality"),
         sample=section("sample"),
@@ -35,6 +36,9 @@ rule linear_exact_cube:
         linear_exact_parts,
     output:
         R("{exp}/cube.nc"),
+    params:
+        # the input trigger is off (profiles/default): the list of dimensions reruns the stacking
+        dims=lambda wildcards: EXPERIMENTS[wildcards.exp]["model"]["linear_dims"],
     resources:
         **SMALL_JOB,
     log:
