@@ -99,7 +99,7 @@ def plot_width_collapse(ax, fit: xr.Dataset, colors) -> None:
         with np.errstate(all="ignore"):
             geo = np.exp(np.nanmean(np.log(v), axis=1))
             lo, hi = np.nanmin(v, axis=1), np.nanmax(v, axis=1)
-        ax.errorbar(n, geo, yerr=np.nan_to_num(np.stack([geo - lo, hi - geo])), marker="o", color=color,
+        ax.errorbar(n, geo, yerr=np.clip(np.nan_to_num(np.stack([geo - lo, hi - geo])), 0, None), marker="o", color=color,
                     capsize=2, label=f"width {w:g}")
     b, a = float(fit[f"{COLLAPSE}_exponent"]), float(fit[f"{COLLAPSE}_prefactor"])
     if np.isfinite(b):
