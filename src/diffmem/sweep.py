@@ -133,7 +133,7 @@ def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, 
     values = cube[key].values
     colors = sns.color_palette("viridis", n_colors=len(values))
     if key == names.WIDTH:
-        collapse = COLLAPSE in fit
+        collapse = COLLAPSE in fit and bool(np.isfinite(fit[COLLAPSE].values).any())  # else nothing to log-scale
         fig, axes = plt.subplots(1, 3 if collapse else 2, figsize=(15 if collapse else 10, 3.8))
         ax, ax2 = axes[0], axes[1]
         if collapse:
