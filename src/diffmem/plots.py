@@ -173,9 +173,13 @@ def make_scaling_figure(fit: xr.Dataset, out: str | Path, *, title: str = "") ->
     """`scaling.png`: tau_mem vs n with the fit and local slopes; local slopes; exponent vs level."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     plot_tau(axes[0], fit)
-    if names.TAU_MEM_LOCAL_SLOPE in fit:
-        plot_local_slopes(axes[1], fit)
-        plot_level_exponents(axes[2], fit)
+    for ax, var, draw in ((axes[1], names.TAU_MEM_LOCAL_SLOPE, plot_local_slopes),
+                          (axes[2], f"{names.TAU_MEM_LEVELS}_exponent", plot_level_exponents)):
+        if var in fit and bool(np.isfinite(fit[var].values).any()):
+            draw(ax, fit)
+        else:  # e.g. no run memorized: nothing to place on a log axis
+            ax.text(0.5, 0.5, "no finite local slope / exponent", ha="center", transform=ax.transAxes)
+            ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)

@@ -99,7 +99,7 @@ def plot_width_collapse(ax, fit: xr.Dataset, colors) -> None:
         with np.errstate(all="ignore"):
             geo = np.exp(np.nanmean(np.log(v), axis=1))
             lo, hi = np.nanmin(v, axis=1), np.nanmax(v, axis=1)
-        ax.errorbar(n, geo, yerr=np.nan_to_num(np.stack([geo - lo, hi - geo])), marker="o", color=color,
+        ax.errorbar(n, geo, yerr=np.clip(np.nan_to_num(np.stack([geo - lo, hi - geo])), 0, None), marker="o", color=color,
                     capsize=2, label=f"width {w:g}")
     b, a = float(fit[f"{COLLAPSE}_exponent"]), float(fit[f"{COLLAPSE}_prefactor"])
     if np.isfinite(b):
@@ -133,7 +133,7 @@ def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, 
     values = cube[key].values
     colors = sns.color_palette("viridis", n_colors=len(values))
     if key == names.WIDTH:
-        collapse = COLLAPSE in fit
+        collapse = COLLAPSE in fit and bool(np.isfinite(fit[COLLAPSE].values).any())  # else nothing to log-scale
         fig, axes = plt.subplots(1, 3 if collapse else 2, figsize=(15 if collapse else 10, 3.8))
         ax, ax2 = axes[0], axes[1]
         if collapse:
