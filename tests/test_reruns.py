@@ -116,9 +116,11 @@ def test_moving_a_finished_local_run_to_the_slurm_profile_reruns_nothing(smoke):
 
 
 @pytest.mark.parametrize("section, key, value, reruns", [
-    ("score", "ratio_threshold", 0.5, {"score", "cube", "fit", "plot"}),
-    ("train", "precision", "bf16", {"train", "sample", "score", "quality", "cube", "fit", "plot"}),
-    ("sample", "num_steps", 7, {"sample", "score", "quality", "cube", "fit", "plot"}),
+    # gallery and copies_figure read the scores (and fit): every result key upstream of scoring reruns them
+    ("score", "ratio_threshold", 0.5, {"score", "cube", "fit", "plot", "gallery", "copies_figure"}),
+    ("train", "precision", "bf16", {"train", "sample", "score", "quality", "cube", "fit", "plot", "gallery",
+                                    "copies_figure"}),
+    ("sample", "num_steps", 7, {"sample", "score", "quality", "cube", "fit", "plot", "gallery", "copies_figure"}),
 ])
 def test_a_result_key_reruns_its_stage_and_downstream(smoke, section, key, value, reruns):
     workdir, raw = smoke
@@ -155,8 +157,11 @@ def test_report_holds_every_figure_with_its_caption(smoke):
     proc = snakemake(workdir, None, "--report", str(report))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     html = report.read_text()
-    figures = sorted(f"results_smoke/smoke/figures/{p.name}" for p in (workdir / "results_smoke/smoke/figures").glob("*.png"))
-    assert len(figures) == 8, figures  # the memorization and quality figures, no p_delta_pos
+    root = workdir / "results_smoke/smoke/figures"
+    figures = sorted(f"results_smoke/smoke/figures/{p.relative_to(root)}" for p in root.rglob("*.png"))
+    # the memorization, scaling and quality figures (no p_delta_pos), copies.png, and one gallery per run
+    assert len([f for f in figures if "/gallery/" not in f]) == 10, figures
+    assert len([f for f in figures if "/gallery/" in f]) == 4, figures
     categories = json.loads(re.search(r"var categories = (\{.*?\});", html).group(1))
     assert sorted(p for paths in categories["smoke"].values() for p in paths) == figures
     for path in figures:

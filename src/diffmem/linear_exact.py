@@ -224,15 +224,6 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
 
 # ------------------------------------------------------------------------------------------------ figures
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def _psi_ticks(ax, values) -> None:
     import matplotlib.ticker as mticker
 
@@ -341,6 +332,8 @@ def make_linear_exact_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | P
     matplotlib.use("Agg")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    from diffmem.plots import _save  # the atomic figure write every stage uses
+
     figs = {"p_delta_vs_psi_n": _fig_p_delta(fit, title), "n_half_vs_d": _fig_n_half(fit, title),
             "e_tg_e_og": _fig_e(cube, title)}
     paths = []
