@@ -40,9 +40,10 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ConfigError, FitConfig, ModelConfig, QualityConfig, SampleConfig, read_json_arg, stable_hash
+from diffmem.cube import load_parts
 from diffmem.families.one_step import fit_one_step, one_step_generated, one_step_noise
 from diffmem.fit import half_crossing, power_law_fit
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail, provenance
+from diffmem.io import atomic_to_netcdf, fail, provenance
 from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
 
 __all__ = ["VARIANTS", "generated_gaussian", "evaluate_dim", "combine_dims", "fit_transition",
@@ -345,11 +346,6 @@ def make_linear_exact_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | P
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
-def _open(path: str) -> xr.Dataset:
-    with xr.open_dataset(path, engine=NETCDF_ENGINE) as ds:
-        return ds.load()
-
-
 def _cmd_run(args) -> None:
     model = ModelConfig.from_dict(read_json_arg(args.model))
     data = read_json_arg(args.data)
@@ -374,14 +370,15 @@ def _cmd_run(args) -> None:
 
 
 def _cmd_cube(args) -> None:
-    cube = combine_dims([_open(p) for p in args.parts], attrs={"experiment": args.experiment})
+    cube = combine_dims(load_parts(args.parts), attrs={"experiment": args.experiment})
     atomic_to_netcdf(cube, args.out)
     print(f"[linear-exact] cube of d = {cube[DIM].values.tolist()} -> {args.out}")
 
 
 def _cmd_fit(args) -> None:
     cfg = FitConfig.from_dict(read_json_arg(args.fit_cfg))
-    out = fit_transition(_open(args.cube), fit=cfg, rng=np.random.default_rng(0))
+    (cube,) = load_parts([args.cube])
+    out = fit_transition(cube, fit=cfg, rng=np.random.default_rng(0))
     atomic_to_netcdf(out, args.out)
     lo, hi = out["n_half_exponent_ci"].values
     halves = ", ".join(f"d={int(d)}: {float(h):.3g}" for d, h in zip(out[DIM].values, out[names.N_HALF].values))
@@ -390,7 +387,8 @@ def _cmd_fit(args) -> None:
 
 
 def _cmd_plot(args) -> None:
-    paths = make_linear_exact_figures(_open(args.cube), _open(args.fit), args.outdir, title=args.title)
+    cube, fit = load_parts([args.cube, args.fit])
+    paths = make_linear_exact_figures(cube, fit, args.outdir, title=args.title)
     print(f"[linear-exact] wrote {len(paths)} figures to {args.outdir}")
 
 
