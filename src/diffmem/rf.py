@@ -53,6 +53,7 @@ from diffmem.config import (
     split_run_settings,
     stable_hash,
 )
+from diffmem.cube import load_parts
 from diffmem.families.random_features import (
     delta,
     half_gap_time,
@@ -63,7 +64,7 @@ from diffmem.families.random_features import (
     train_random_features,
 )
 from diffmem.fit import power_law_fit, quality_onset, scaling_fit
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail, provenance
+from diffmem.io import atomic_to_netcdf, fail, provenance
 
 __all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
 
@@ -445,11 +446,6 @@ def make_rf_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, ti
 
 # -------------------------------------------------------------------------------------------------- CLI
 
-def _open(path: str) -> xr.Dataset:
-    with xr.open_dataset(path, engine=NETCDF_ENGINE) as ds:
-        return ds.load()
-
-
 def _cmd_train(args) -> None:
     from diffmem.data import load_dataset, load_train
 
@@ -470,7 +466,8 @@ def _cmd_train(args) -> None:
 def _cmd_fit(args) -> None:
     model = ModelConfig.from_dict(read_json_arg(args.model))
     cfg = FitConfig.from_dict(read_json_arg(args.fit_cfg))
-    out = rf_fit(_open(args.cube), model=model, fit=cfg, rng=np.random.default_rng(0))
+    (cube,) = load_parts([args.cube])
+    out = rf_fit(cube, model=model, fit=cfg, rng=np.random.default_rng(0))
     atomic_to_netcdf(out, args.out)
     lo, hi = out[f"{TAU_SPLIT}_exponent_ci"].values
     print(f"[rf-fit] tau_split ~ n^b with b = {float(out[f'{TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
@@ -484,7 +481,7 @@ def _cmd_fit(args) -> None:
 
 
 def _cmd_plot(args) -> None:
-    cube, fit = _open(args.cube), _open(args.fit)
+    cube, fit = load_parts([args.cube, args.fit])
     paths = make_rf_figures(cube, fit, args.outdir, title=args.title or cube.attrs.get("experiment", ""))
     print(f"[rf-plot] wrote {len(paths)} figures to {args.outdir}")
 
