@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import sys
 import time
 import warnings
@@ -323,15 +322,6 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
 
 # ---------------------------------------------------------------------------------------------- figures
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def _colors(count: int):
     import matplotlib.pyplot as plt
 
@@ -435,6 +425,8 @@ def make_rf_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, ti
     import matplotlib
 
     matplotlib.use("Agg")
+    from diffmem.plots import _save  # the atomic figure write every stage uses
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
