@@ -1,0 +1,313 @@
+"""Training speed of `diffmem train` against the training loop of arXiv 2505.17638's own code.
+
+The paper's synthetic setting (Experiments/src/Training/run_GMM.py in
+github.com/tbonnair/Why-Diffusion-Models-Don-t-Memorize): two Gaussians at +-1 in d = 8 with unit
+variance, a `TinyModels.SimpleTimeModel(d=8, d_model=128)` (~100k parameters, integer DDPM times
+through a positional-encoding lookup), Adam at lr 6e-4, batch 256 drawn by a shuffling DataLoader,
+`Diffusion.train()` doing one Adam step per batch with an epsilon-MSE loss and `.item()` each step.
+
+Each side runs in a fresh subprocess with one torch thread (OMP/MKL threads 1 too), on the same
+training-set size n and the same number of steps:
+- diffmem: the real CLI, `python -m diffmem.cli train`, on a GMM training set made by
+  `diffmem prepare-data` and `diffmem subsample` (as the workflow's data rules do), with the MLP of
+  width --width, depth --depth, emb_dim 16, DDPM parameterization, Adam 6e-4, batch --batch, 1 thread,
+  a checkpoint grid of {0, steps} only and a small probe;
+- paper: this script in worker mode, which imports the paper's Utils/Diffusion.py, TinyModels.py and
+  GMM_data_scores.py from --paper-repo (nothing is downloaded), builds the run as run_GMM.py does with
+  DEVICE 'cpu', and calls their `Diffusion.train()` with no save times and path_save in a temp folder
+  (bytecode writing is off, so the checkout is left as it was; the script checks that).
+
+Two measures per run: the whole process (wall clock from start to exit, imports and startup
+included; steps / seconds) and the steady state (steps/s over the steps after the first
+--log-every, timed by this script from the moment each side reports step --log-every and step
+--steps: diffmem's `[train] step ...` log lines, the worker's own lines). Pairs alternate the order
+(ABBA) to cancel drift; the ratio is diffmem / paper per pair, then the median over pairs.
+
+Run: `python benchmarks/bench_paper_loop.py --paper-repo /tmp/paper_repo --steps 20000 --pairs 3`
+     (--diffmem-extra-train '{"compile": true}' merges extra keys into diffmem's train slice)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SETTING_D = 8  # data dimension of the paper's GMM runs
+PAPER_LR = 6e-4  # run_GMM.py's Adam learning rate
+PAPER_UTILS = Path("Experiments") / "src" / "Utils"
+DIFFMEM_LOG = re.compile(r"\[train\] step\s+(\d+)/\d+\s+loss\s+(\S+)\s+([\d,.]+) steps/s")
+DIFFMEM_PARAMS = re.compile(r"starting from scratch: ([\d,]+) parameters")
+PAPER_LOG = re.compile(r"\[paper\] step\s+(\d+)\s+loss\s+(\S+)")
+
+
+def one_thread_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+# ---------------------------------------------------------------- paper side (worker subprocess)
+
+def import_paper_modules(paper_repo: Path) -> tuple:
+    """(Diffusion, TinyModels, GMM_data_scores, notes) imported from the checkout, stand-ins for what is missing."""
+    import types
+    from importlib.machinery import ModuleSpec
+
+    def stand_in(name: str, **attrs) -> types.ModuleType:
+        module = types.ModuleType(name)
+        module.__spec__ = ModuleSpec(name, None)  # torch._dynamo calls find_spec on tqdm
+        module.__dict__.update(attrs)
+        sys.modules[name] = module
+        return module
+
+    sys.dont_write_bytecode = True  # no __pycache__ in their checkout
+    sys.path.insert(1, str(paper_repo / PAPER_UTILS))
+    notes = []
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        # Diffusion.train only calls trange(...).update / set_description every 100 steps
+        class _Bar:
+            def __init__(self, *a, **k): pass
+            def update(self, *a, **k): pass
+            def set_description(self, *a, **k): pass
+
+        stand_in("tqdm", trange=_Bar, tqdm=_Bar)
+        notes.append("tqdm missing: a no-op progress bar stands in")
+    try:
+        import Plot  # noqa: F401 - imports torchvision; train() uses it only with generate=True
+    except ImportError as exc:
+        stand_in("Plot")
+        notes.append(f"their Plot.py not importable ({exc}): an empty module stands in (used only to plot samples)")
+    import Diffusion
+    import GMM_data_scores
+    import TinyModels
+    return Diffusion, TinyModels, GMM_data_scores, notes
+
+
+def paper_worker(args) -> None:
+    """Runs in a fresh subprocess: run_GMM.py's setup on CPU, then their Diffusion.train()."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(1)
+    Diffusion, TM, GMM, notes = import_paper_modules(Path(args.paper_repo))
+    for note in notes:
+        print(f"[paper] note: {note}", flush=True)
+    with tempfile.TemporaryDirectory() as save_dir:
+        config = Diffusion.TrainingConfig()
+        config.DATASET = "GMM"
+        config.n_images = args.n
+        config.IMG_SHAPE = (1, SETTING_D)
+        config.BATCH_SIZE = args.batch
+        config.N_STEPS = args.steps
+        config.LOSS_SCORE_EMP = False
+        config.OPTIM = "Adam"
+        config.LR = PAPER_LR
+        config.mode = "normal"
+        config.time_step = -1
+        config.DEVICE = "cpu"
+        config.path_save = save_dir + "/"
+        x_train, _ = GMM.generate_GMM(args.n, SETTING_D, 1, 1, args.seed)
+        loader = DataLoader(x_train.to(torch.float32).to(config.DEVICE), batch_size=args.batch, shuffle=True)
+        model = TM.SimpleTimeModel(d=SETTING_D, d_model=args.width).to(config.DEVICE)
+        print(f"[paper] {sum(p.numel() for p in model.parameters())} parameters", flush=True)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.LR)
+        df = Diffusion.DiffusionConfig(n_steps=config.TIMESTEPS, img_shape=config.IMG_SHAPE, device=config.DEVICE)
+
+        # Count steps around their train_one_batch (train() looks it up in its module at each call) and
+        # report step log_every and the last step, as diffmem's log lines do; the wrapper adds ~1 us/step.
+        inner, losses, done = Diffusion.train_one_batch, [], [0]
+
+        def counted(*a, **k):
+            loss, x_t = inner(*a, **k)
+            done[0] += 1
+            losses.append(loss)
+            if done[0] % args.log_every == 0:
+                mean = sum(losses) / len(losses)
+                losses.clear()
+                print(f"[paper] step {done[0]} loss {mean:.4f}", flush=True)
+            return loss, x_t
+
+        Diffusion.train_one_batch = counted
+        t0 = time.perf_counter()
+        Diffusion.train(model, loader, optimizer, config, df, nn.MSELoss(), 1.0, [], 0, "run/")
+        loop_s = time.perf_counter() - t0
+        print(f"[paper] loop {done[0]} steps in {loop_s:.3f} s", flush=True)
+        if any(Path(save_dir).iterdir()):
+            print("[paper] note: their train() wrote into the temp folder", flush=True)
+
+
+# ---------------------------------------------------------------- driver
+
+def run_timed(cmd: list[str], *, log_re: re.Pattern, log_every: int, steps: int) -> dict:
+    """Run `cmd`, stamping the lines that report steps; whole-process and steady-state timings."""
+    t_start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=one_thread_env(),
+                            bufsize=1)
+    stamps, losses, lines = {}, {}, []
+    for line in proc.stdout:
+        now = time.perf_counter()
+        lines.append(line.rstrip("\n"))
+        for part in line.split("\r"):  # tqdm's bar redraws with \r on the same stream
+            m = log_re.search(part)
+            if m:
+                stamps[int(m.group(1))] = now
+                losses[int(m.group(1))] = m.group(2)
+    proc.wait()
+    wall = time.perf_counter() - t_start
+    if proc.returncode != 0 or log_every not in stamps or steps not in stamps:
+        tail = "\n".join(lines[-15:])
+        raise RuntimeError(f"{cmd[:4]} failed (exit {proc.returncode}); last output:\n{tail}")
+    text = "\n".join(lines)
+    return {
+        "wall_s": wall,
+        "whole_steps_per_s": steps / wall,
+        "steady_steps_per_s": (steps - log_every) / (stamps[steps] - stamps[log_every]),
+        "final_loss": losses[steps],
+        "text": text,
+    }
+
+
+def prepare_data(workdir: Path, *, n: int, n_test: int) -> tuple[Path, Path]:
+    """GMM dataset and training set of size n through diffmem's own CLI stages."""
+    data = {"dataset": "gmm", "dim": SETTING_D, "gmm_mu": 1.0, "pool_size": n, "n_test": n_test, "split_seed": 0}
+    dataset, train = workdir / "dataset.npz", workdir / "train.npz"
+    cli = [sys.executable, "-m", "diffmem.cli"]
+    subprocess.run([*cli, "prepare-data", "--data", json.dumps(data), "--out", str(dataset)], check=True)
+    subprocess.run([*cli, "subsample", "--dataset", str(dataset), "--n", str(n), "--seed", "0", "--out", str(train)],
+                   check=True)
+    return dataset, train
+
+
+def diffmem_cmd(args, *, dataset: Path, train: Path, run_dir: Path) -> list[str]:
+    model = {"family": "network", "arch": "mlp", "parameterization": "ddpm", "width": args.width,
+             "depth": args.depth, "emb_dim": 16}
+    train_cfg = {"optimizer": "adam", "lr": PAPER_LR, "batch_size": args.batch, "max_steps": args.steps,
+                 "checkpoint_steps": [args.steps], "probe_size": 256, "device": "cpu", "threads": 1,
+                 "log_every": args.log_every, **args.extra_train}
+    return [sys.executable, "-m", "diffmem.cli", "train", "--train", str(train), "--dataset", str(dataset),
+            "--model", json.dumps(model), "--train-cfg", json.dumps(train_cfg), "--seed", "0",
+            "--state-root", str(run_dir / "state"), "--out", str(run_dir / "train_metrics.nc")]
+
+
+def paper_cmd(args) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--worker", "paper", "--paper-repo", str(args.paper_repo),
+            "--steps", str(args.steps), "--n", str(args.n), "--batch", str(args.batch), "--width", str(args.width),
+            "--log-every", str(args.log_every)]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """{path: (size, mtime_ns)} of every file under root: the checkout must be unchanged by a run."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            st = os.stat(p)
+            out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paper-repo", type=Path, required=True,
+                        help="checkout (or `git archive` extraction) of tbonnair/Why-Diffusion-Models-Don-t-Memorize")
+    parser.add_argument("--steps", type=int, default=20000, help="optimizer steps per run (a multiple of --log-every)")
+    parser.add_argument("--pairs", type=int, default=3, help="paired runs, order alternating (ABBA)")
+    parser.add_argument("--n", type=int, default=1024, help="training-set size (even; > batch for true minibatches)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128, help="diffmem MLP width and the paper's d_model")
+    parser.add_argument("--depth", type=int, default=2, help="diffmem MLP residual blocks (the paper's model has 3 "
+                        "blocks of 2 linears; diffmem's have 3 linears and a time-embedding MLP)")
+    parser.add_argument("--log-every", type=int, default=1000,
+                        help="steady state = steps/s from this step to the last")
+    parser.add_argument("--diffmem-extra-train", default="{}", metavar="JSON",
+                        help='extra keys merged into diffmem\'s train slice, e.g. \'{"compile": true}\'')
+    parser.add_argument("--worker", choices=["paper"], help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        paper_worker(args)
+        return
+    if args.steps % args.log_every or args.steps <= args.log_every:
+        parser.error(f"--steps ({args.steps}) must be a multiple of --log-every ({args.log_every}) and larger")
+    if args.n % 2:
+        parser.error("--n must be even (the paper's generate_GMM puts n/2 points in each component)")
+    if not (args.paper_repo / PAPER_UTILS / "Diffusion.py").exists():
+        parser.error(f"{args.paper_repo} has no {PAPER_UTILS / 'Diffusion.py'}; pass the paper repository's root")
+    args.extra_train = json.loads(args.diffmem_extra_train)
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import describe, load
+
+    torch.set_num_threads(1)
+    print("## diffmem train vs the training loop of arXiv 2505.17638 (GMM, d = 8)\n")
+    print(describe(torch.device("cpu")))
+    print(f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"- settings: n = {args.n}, batch {args.batch}, {args.steps} steps per run, {args.pairs} pairs, "
+          f"1 thread per process, steady state over steps {args.log_every}-{args.steps}")
+    print(f"- diffmem: mlp width {args.width}, depth {args.depth}, emb_dim 16, ddpm, adam lr {PAPER_LR}"
+          + (f", extra train keys {json.dumps(args.extra_train)}" if args.extra_train else ""))
+    print(f"- paper: SimpleTimeModel(d=8, d_model={args.width}), Adam lr {PAPER_LR}, DataLoader(shuffle=True), "
+          f"their Diffusion.train() on cpu\n", flush=True)
+
+    before = snapshot(args.paper_repo)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_paper_loop_") as tmp:
+        tmp = Path(tmp)
+        dataset, train = prepare_data(tmp, n=args.n, n_test=256)
+        print("| pair | order | diffmem process (s) | paper process (s) | whole-process ratio | "
+              "diffmem steady steps/s | paper steady steps/s | steady ratio |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
+        for pair in range(args.pairs):
+            order = ["diffmem", "paper"] if pair % 2 == 0 else ["paper", "diffmem"]
+            res = {}
+            for side in order:
+                if side == "diffmem":
+                    run_dir = tmp / f"run{pair}"
+                    cmd = diffmem_cmd(args, dataset=dataset, train=train, run_dir=run_dir)
+                    res[side] = run_timed(cmd, log_re=DIFFMEM_LOG, log_every=args.log_every, steps=args.steps)
+                else:
+                    res[side] = run_timed(paper_cmd(args), log_re=PAPER_LOG, log_every=args.log_every,
+                                          steps=args.steps)
+            d, p = res["diffmem"], res["paper"]
+            whole, steady = p["wall_s"] / d["wall_s"], d["steady_steps_per_s"] / p["steady_steps_per_s"]
+            rows.append({"diffmem": d, "paper": p, "whole": whole, "steady": steady})
+            print(f"| {pair + 1} | {' → '.join(order)} | {d['wall_s']:.2f} | {p['wall_s']:.2f} | {whole:.2f}x "
+                  f"| {d['steady_steps_per_s']:,.0f} | {p['steady_steps_per_s']:,.0f} | {steady:.2f}x |", flush=True)
+    after = snapshot(args.paper_repo)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    med = {key: statistics.median(r[key] for r in rows) for key in ("whole", "steady")}
+    print(f"| median | | {statistics.median(r['diffmem']['wall_s'] for r in rows):.2f} "
+          f"| {statistics.median(r['paper']['wall_s'] for r in rows):.2f} | **{med['whole']:.2f}x** "
+          f"| {statistics.median(r['diffmem']['steady_steps_per_s'] for r in rows):,.0f} "
+          f"| {statistics.median(r['paper']['steady_steps_per_s'] for r in rows):,.0f} | **{med['steady']:.2f}x** |\n")
+    last = rows[-1]
+    d_params = DIFFMEM_PARAMS.search(last["diffmem"]["text"])
+    p_params = re.search(r"\[paper\] (\d+) parameters", last["paper"]["text"])
+    p_count = f"{int(p_params.group(1)):,}" if p_params else "?"
+    print(f"- parameters: diffmem {d_params.group(1) if d_params else '?'}, paper {p_count}")
+    print(f"- mean batch loss over the last {args.log_every} steps (epsilon MSE on both sides): "
+          f"diffmem {last['diffmem']['final_loss']}, paper {last['paper']['final_loss']}")
+    print(f"- whole-process steps/s (median): diffmem "
+          f"{statistics.median(r['diffmem']['whole_steps_per_s'] for r in rows):,.0f}, paper "
+          f"{statistics.median(r['paper']['whole_steps_per_s'] for r in rows):,.0f}")
+    for note in sorted({ln for ln in last["paper"]["text"].splitlines() if ln.startswith("[paper] note")}):
+        print(f"- {note}")
+    print(f"- paper checkout {'unchanged' if not changed else f'CHANGED: {changed[:5]}'}")
+    print(f"- load average at end {load()}")
+
+
+if __name__ == "__main__":
+    main()
