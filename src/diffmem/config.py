@@ -461,6 +461,7 @@ class TrainConfig:
     precision: str = "fp32"
     tf32: bool = False
     compile: bool = False
+    channels_last: bool = False
 
     from_dict = classmethod(_from_dict)
 
@@ -468,7 +469,7 @@ class TrainConfig:
     # different value may resume from the same checkpoints.
     TRAJECTORY_FREE = (
         "max_steps", "checkpoints_per_decade", "checkpoint_steps", "device", "threads", "log_every", "grouped",
-        "compile", "tf32", "resume_every_min", "group_by", "max_group",
+        "compile", "tf32", "channels_last", "resume_every_min", "group_by", "max_group",
     )
 
 
@@ -546,7 +547,7 @@ class FitConfig:
 # the numbers a job writes are not here; see README, "What reruns" for the device, tf32 and compile.
 RUN_SETTINGS = {
     "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
-              "tf32", "compile"),
+              "tf32", "compile", "channels_last"),
     "sample": ("batch_size",),
     "score": ("chunk_size", "device"),
 }

@@ -4,6 +4,10 @@
 lambda(sigma) * mean_j (D(x0 + sigma noise; sigma) - x0)_j^2 (Karras et al. 2022, Eq. 2 and 8);
 reduce it in the training loop. For the DDPM parameterisation lambda = 1/sigma^2 makes it the
 epsilon-prediction loss of Ho et al. 2020, the loss of arXiv 2505.17638.
+
+The training noise levels are drawn in two parts: `sigma_draw` (the random numbers, from one
+member's generator) and `sigma_from_draw` (the deterministic map to sigma, elementwise, so a
+stack of k models maps its [k, B] draws in one call). `sample_sigma` is the two together.
 """
 
 from __future__ import annotations
@@ -12,11 +16,34 @@ import torch
 
 
 def denoising_loss(denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-sample loss [B] for clean data x0 [B, ...], noise levels sigma [B] and noise [B, ...]."""
-    s = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
+    """Per-sample loss, shaped like sigma, for clean data x0, noise levels sigma and noise.
+
+    One model: x0 [B, ...], sigma [B]. A stack of k models: x0 [k, B, ...], sigma [k, B], and a
+    `denoiser` that takes them so (train.StackedDenoiser). The leading dimensions are sigma's.
+    """
+    lead = sigma.ndim
+    s = sigma.reshape(*sigma.shape, *([1] * (x0.ndim - lead)))
     x0_hat = denoiser(x0 + s * noise, sigma)
-    err = (x0_hat - x0).pow(2).reshape(x0.shape[0], -1).mean(dim=1)
+    err = (x0_hat - x0).pow(2).reshape(*x0.shape[:lead], -1).mean(dim=lead)
     return denoiser.loss_weight(sigma) * err
+
+
+def sigma_draw(num: int, *, parameterization: str, vp_sigmas: torch.Tensor | None, generator: torch.Generator,
+               device: torch.device) -> torch.Tensor:
+    """The random part of a noise-level draw [num]: standard normals (edm) or timestep indices (ddpm)."""
+    if parameterization == "edm":
+        return torch.randn(num, generator=generator, device=device)
+    if vp_sigmas is None:
+        raise ValueError("the ddpm parameterisation needs its sigma schedule (vp_sigmas)")
+    return torch.randint(0, vp_sigmas.shape[0], (num,), generator=generator, device=device)
+
+
+def sigma_from_draw(draw: torch.Tensor, *, parameterization: str, p_mean: float, p_std: float,
+                    vp_sigmas: torch.Tensor | None) -> torch.Tensor:
+    """The deterministic part, elementwise: log-normal sigma (EDM) or sigma_t at the drawn timestep (DDPM)."""
+    if parameterization == "edm":
+        return (p_mean + p_std * draw).exp()
+    return vp_sigmas.to(draw.device)[draw].float()
 
 
 def sample_sigma(
@@ -24,8 +51,5 @@ def sample_sigma(
     generator: torch.Generator, device: torch.device,
 ) -> torch.Tensor:
     """Training noise levels [num]: log-normal (EDM) or sigma_t at a uniform timestep (DDPM)."""
-    if parameterization == "edm":
-        return (p_mean + p_std * torch.randn(num, generator=generator, device=device)).exp()
-    assert vp_sigmas is not None
-    t = torch.randint(0, vp_sigmas.shape[0], (num,), generator=generator, device=device)
-    return vp_sigmas.to(device)[t].float()
+    draw = sigma_draw(num, parameterization=parameterization, vp_sigmas=vp_sigmas, generator=generator, device=device)
+    return sigma_from_draw(draw, parameterization=parameterization, p_mean=p_mean, p_std=p_std, vp_sigmas=vp_sigmas)

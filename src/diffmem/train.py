@@ -1,19 +1,46 @@
-"""Training stage: fit a denoiser to one training subset, checkpointing on a step grid.
+"""Training stage: one engine that trains a stack of k >= 1 denoisers, checkpointing on a step grid.
 
-Every checkpoint step writes a self-contained file (see checkpoint.py) and records the training
-and held-out losses on a fixed probe of (x, sigma, noise) triples, identical across steps, n and
-seeds, so values are comparable. Training resumes exactly from the latest usable checkpoint: the
-batch order, noise draws and optimizer state continue as if never interrupted.
+A run is a training subset, a seed and a state folder. `diffmem train` takes one run or several:
+the per-(n, seed) rule passes one, the grouped rules (train.grouped) pass a group of runs, and both
+call the same command, which calls `train_runs`, this module's one training loop. A single run is a
+stack of one, not a separate path. For every member, at every step, the loop:
+- draws the member's batch indices (epoch-wise shuffling), noise levels and noise from the member's
+  own generator, seeded from its seed, in that order (`draw_batch`; loss.sigma_draw/sigma_from_draw);
+- evaluates the stacked denoiser (models/stacked.py; the preconditioning of models/precond.py) and
+  the loss of loss.py, one mean per member;
+- takes the gradient of the sum of the members' losses (members are independent, so each gets its
+  own gradient) and updates every member with optim.py's Adam or SGD, elementwise, so each member
+  gets exactly the update torch.optim would give it alone; then the EMA.
+
+So a member's trajectory does not depend on the group it trains in: exactly (bit for bit) for a
+stack of one, which tests/test_train.py holds to a plain torch.optim loop, and to float rounding of
+the batched kernels (~1e-6) in a larger stack. Members with different n train full-batch on their
+own n when n < batch_size: batches are padded to the largest and a mask drops the padded rows from
+each member's mean.
+
+Every grid step writes one self-contained checkpoint per member (checkpoint.py; the single-model
+format: a state_dict, torch.optim's optimizer state_dict, the generator, the epoch order) and records
+the training and held-out losses on a fixed probe of (x, sigma, noise) triples, identical across
+steps, n and seeds. Training resumes exactly from the latest usable checkpoint, whatever stack the
+run trained in before: members whose resume step differs train as separate stacks, one after the
+other. A member whose loss turns non-finite is reported and no longer checkpointed; the others
+finish, then the job fails naming it.
 
 Grid steps are log-spaced, so on long runs they are far apart. In between, the state is also saved
-to `resume.pt` in the state folder every `train.resume_every_min` minutes, and at once when the job
+to `resume.pt` in each state folder every `train.resume_every_min` minutes, and at once when the job
 gets SIGTERM or SIGUSR1 (what SLURM sends before its time limit or on preemption): the run then
 stops after the current step with exit status 128 + signal number and writes no train_metrics.nc.
 Rerunning the same command continues from `resume.pt` when it is later than the last grid
 checkpoint; it is deleted once the grid is complete.
 
-Run: `diffmem train --train train.npz --dataset dataset.npz --model '<json>' --train-cfg '<json>'
---seed 0 --state-root results/exp/state/n64_seed0 --out results/exp/runs/n64_seed0/train_metrics.nc`
+Options that change how the step runs, not what it computes (README, "Training numerics"):
+`train.compile` compiles the loss with its backward (torch.compile; mode reduce-overhead, i.e. CUDA
+graphs, on a GPU), `train.precision: bf16` autocasts the forward pass, `train.channels_last` stores
+images channels-last, `train.tf32` allows TF32 matmuls on GPUs.
+
+Run: `diffmem train --train a.npz [b.npz ...] --seed 0 [1 ...] --dataset dataset.npz --model '<json>'
+--train-cfg '<json>' --state-root results/exp/state/n64_seed0 [...] --out .../train_metrics.nc [...]`
+(one --train, --seed, --state-root and --out per run).
 """
 
 from __future__ import annotations
@@ -27,7 +54,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -57,11 +84,11 @@ from diffmem.config import (
     stable_hash,
 )
 from diffmem.data import load_dataset, load_train
-from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
-from diffmem.loss import denoising_loss, sample_sigma
+from diffmem.loss import denoising_loss, sample_sigma, sigma_draw, sigma_from_draw
 from diffmem.models import build_denoiser
-from diffmem.models.precond import vp_sigma_schedule
+from diffmem.models.stacked import StackedDenoiser, stack_modules, unstack_state_dict
+from diffmem.optim import member_optimizer_state, optimizer_step_, param_groups, stacked_optimizer_state
 
 PROBE_SEED = 20250523  # one probe for every n, seed and step
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends before a time limit or a preemption
@@ -158,99 +185,9 @@ def discard_resume(state_dir: str | Path, last_step: int, *, log: Callable[[str]
     remove_resume(state_dir)
 
 
-@dataclass
-class TrainState:
-    denoiser: torch.nn.Module
-    ema: torch.nn.Module | None
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-    perm: torch.Tensor  # [n] current epoch order
-    cursor: int  # position in perm
-    step: int
-
-
 def seed_of(*parts: object) -> int:
     """Deterministic 63-bit seed from any tuple of labels."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
-
-
-def fused_adam(device: torch.device) -> bool:
-    """Whether Adam runs as torch's fused kernel on this device (CPU and CUDA: one pass over the state
-    instead of ~8 multi-tensor passes; the grouped path follows the same choice, so both agree).
-    torch < 2.4 has no CPU kernel; there, and on other devices, Adam stays foreach."""
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-        supported = _get_fused_kernels_supported_devices()
-    except ImportError:  # an older torch: CUDA only
-        supported = ["cuda"]
-    return device.type in ("cpu", "cuda") and device.type in supported
-
-
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        params = list(params)
-        fused = fused_adam(params[0].device)
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None,
-                                foreach=None if fused else True)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
-
-
-def init_state(
-    model_cfg: ModelConfig, train_cfg: TrainConfig, *, data_shape: tuple[int, ...], n: int, seed: int,
-    device: torch.device,
-) -> TrainState:
-    """Fresh model (initialised from `seed` without touching the global RNG), optimizer and RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed_of("init", seed))
-        denoiser = build_denoiser(model_cfg, data_shape=data_shape).to(device)
-    ema = None
-    if train_cfg.ema_decay is not None:
-        ema = build_denoiser(model_cfg, data_shape=data_shape).to(device)
-        ema.load_state_dict(denoiser.state_dict())
-        ema.requires_grad_(False)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed_of("batches", seed))
-    perm = torch.randperm(n, generator=gen, device=device)
-    return TrainState(denoiser, ema, make_optimizer(denoiser.parameters(), train_cfg), gen, perm, 0, 0)
-
-
-def state_payload(state: TrainState) -> dict:
-    return {
-        "model": state.denoiser.state_dict(),
-        "ema": None if state.ema is None else state.ema.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "rng": state.generator.get_state(),
-        "perm": state.perm.cpu(),
-        "cursor": state.cursor,
-    }
-
-
-def restore_state(
-    ckpt: dict, model_cfg: ModelConfig, train_cfg: TrainConfig, *, data_shape: tuple[int, ...], n: int,
-    seed: int, device: torch.device,
-) -> TrainState:
-    state = init_state(model_cfg, train_cfg, data_shape=data_shape, n=n, seed=seed, device=device)
-    state.denoiser.load_state_dict(ckpt["model"])
-    if state.ema is not None and ckpt.get("ema") is not None:
-        state.ema.load_state_dict(ckpt["ema"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    state.generator.set_state(ckpt["rng"])
-    state.perm = ckpt["perm"].to(device)
-    state.cursor = int(ckpt["cursor"])
-    state.step = int(ckpt["step"])
-    return state
-
-
-def next_batch(state: TrainState, n: int, batch_size: int) -> torch.Tensor | None:
-    """Indices of the next minibatch (epoch-wise shuffling); None means the full set (B >= n)."""
-    if batch_size >= n:
-        return None
-    if state.cursor + batch_size > n:
-        state.perm = torch.randperm(n, generator=state.generator, device=state.perm.device)
-        state.cursor = 0
-    idx = state.perm[state.cursor : state.cursor + batch_size]
-    state.cursor += batch_size
-    return idx
 
 
 def make_probe(
@@ -272,12 +209,14 @@ def make_probe(
 
 
 @torch.no_grad()
-def probe_loss(denoiser: torch.nn.Module, probe, *, batch_size: int = 4096) -> float:
+def probe_loss(denoiser: StackedDenoiser, probe, *, batch_size: int = 4096) -> float:
+    """Mean loss of one model (a stack of one) on a fixed probe."""
     x0, sigma, noise = probe
     total = 0.0
     for i in range(0, x0.shape[0], batch_size):
         sl = slice(i, i + batch_size)
-        total += float(denoising_loss(denoiser, x0[sl], sigma[sl], noise[sl]).double().sum())
+        loss = denoising_loss(denoiser, x0[sl].unsqueeze(0), sigma[sl].unsqueeze(0), noise[sl].unsqueeze(0))
+        total += float(loss.double().sum())
     return total / x0.shape[0]
 
 
@@ -288,48 +227,216 @@ def autocast_context(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def make_batch_loss(train_cfg: TrainConfig, device: torch.device) -> Callable:
-    """`batch_loss(denoiser, x0, sigma, noise)` -> mean loss, under `train.precision` and `train.compile`.
-
-    Batch and noise draws stay outside this function, so neither option changes the random streams.
-    """
-    def batch_loss(denoiser, x0, sigma, noise):
-        with autocast_context(train_cfg.precision, device):
-            per_sample = denoising_loss(denoiser, x0, sigma, noise)  # [B]
-        return per_sample.float().mean()  # .float() is the identity in fp32
-
-    return torch.compile(batch_loss) if train_cfg.compile else batch_loss
-
-
 def set_tf32(enabled: bool) -> None:
     """`train.tf32`: allow TF32 tensor-core matmuls and convolutions (Ampere and later; no effect on CPU)."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
 
 
-def train_step(state: TrainState, x_train: torch.Tensor, *, model_cfg: ModelConfig, train_cfg: TrainConfig,
-               vp_sigmas: torch.Tensor | None, batch_loss: Callable | None = None) -> torch.Tensor:
-    """One optimizer step; returns the (detached) mean loss of the batch."""
-    n = x_train.shape[0]
-    idx = next_batch(state, n, train_cfg.batch_size)
-    x0 = x_train if idx is None else x_train[idx]  # [B, ...]
-    sigma = sample_sigma(
-        x0.shape[0], parameterization=model_cfg.parameterization, p_mean=train_cfg.p_mean, p_std=train_cfg.p_std,
-        vp_sigmas=vp_sigmas, generator=state.generator, device=x0.device,
-    )
-    noise = torch.randn(x0.shape, generator=state.generator, device=x0.device)
-    loss = (batch_loss or make_batch_loss(train_cfg, x0.device))(state.denoiser, x0, sigma, noise)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if train_cfg.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(state.denoiser.parameters(), train_cfg.grad_clip)
-    state.optimizer.step()
-    if state.ema is not None:
-        with torch.no_grad():
-            for p_ema, p in zip(state.ema.parameters(), state.denoiser.parameters()):
-                p_ema.lerp_(p, 1 - train_cfg.ema_decay)
-    state.step += 1
-    return loss.detach()
+@dataclass
+class Run:
+    """One training run: its subset x_train [n, D], its seed and its state folder."""
+
+    x_train: np.ndarray
+    seed: int
+    state_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"n={self.x_train.shape[0]} seed={self.seed}"
+
+
+@dataclass
+class Stream:
+    """One member's random stream and epoch order: batch indices, noise levels and noise come from it."""
+
+    generator: torch.Generator
+    perm: torch.Tensor  # [n] current epoch order
+    cursor: int  # position in perm
+
+    def next_batch(self, n: int, batch_size: int) -> torch.Tensor | None:
+        """Indices of the next minibatch (epoch-wise shuffling); None means the full set (B >= n)."""
+        if batch_size >= n:
+            return None
+        if self.cursor + batch_size > n:
+            self.perm = torch.randperm(n, generator=self.generator, device=self.perm.device)
+            self.cursor = 0
+        idx = self.perm[self.cursor : self.cursor + batch_size]
+        self.cursor += batch_size
+        return idx
+
+
+@dataclass
+class StackData:
+    x: torch.Tensor  # [k, n_max, *data_shape], zero-padded beyond each member's n
+    n: list[int]
+
+    @classmethod
+    def stack(cls, subsets: list[torch.Tensor]) -> StackData:
+        n = [int(s.shape[0]) for s in subsets]
+        if len(subsets) == 1:
+            return cls(subsets[0].unsqueeze(0), n)
+        x = subsets[0].new_zeros((len(subsets), max(n), *subsets[0].shape[1:]))
+        for m, s in enumerate(subsets):
+            x[m, : n[m]] = s
+        return cls(x, n)
+
+
+@dataclass
+class Stack:
+    """The training state of k members: stacked parameters [k, ...], optimizer state, streams, step."""
+
+    params: dict[str, torch.Tensor]  # name -> [k, ...] leaves that require grad
+    buffers: dict[str, torch.Tensor]  # name -> [k, ...]
+    ema: dict[str, torch.Tensor] | None  # name -> [k, ...]
+    opt: dict[str, dict[str, torch.Tensor]]  # see optim.py; empty before the first step
+    streams: list[Stream]
+    step: int
+    workspace: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # optimizer scratch, not state
+
+
+def fresh_member(model_cfg: ModelConfig, *, data_shape: tuple[int, ...], n: int, seed: int,
+                 device: torch.device) -> tuple[torch.nn.Module, Stream]:
+    """A new member: the network initialised from `seed` (without touching the global RNG) and its stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_of("init", seed))
+        denoiser = build_denoiser(model_cfg, data_shape=data_shape).to(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed_of("batches", seed))
+    return denoiser, Stream(gen, torch.randperm(n, generator=gen, device=device), 0)
+
+
+def start_stack(runs: list[Run], sources: list[Path | None], *, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                data_shape: tuple[int, ...], device: torch.device, log: Callable[[str], None]) -> Stack:
+    """Every member fresh (source None) or restored from its checkpoint or resume.pt; all at one step."""
+    modules, streams, ema_sds, opt_states, steps = [], [], [], [], []
+    for run, source in zip(runs, sources):
+        module, stream = fresh_member(model_cfg, data_shape=data_shape, n=run.x_train.shape[0], seed=run.seed,
+                                      device=device)
+        ckpt = None
+        if source is not None:
+            ckpt = load_checkpoint(source, map_location=device)
+            module.load_state_dict(ckpt["model"])
+            stream.generator.set_state(ckpt["rng"])
+            stream.perm, stream.cursor = ckpt["perm"].to(device), int(ckpt["cursor"])
+            log(f"[train] {run.label}: resuming from step {int(ckpt['step'])} ({source})")
+        else:
+            log(f"[train] {run.label}: starting from scratch, "
+                f"{sum(p.numel() for p in module.parameters()):,} parameters")
+        modules.append(module)
+        streams.append(stream)
+        ema_sds.append(None if ckpt is None else ckpt.get("ema"))
+        opt_states.append({} if ckpt is None else ckpt["optimizer"]["state"])
+        steps.append(0 if ckpt is None else int(ckpt["step"]))
+    if len(set(steps)) != 1:
+        raise ValueError(f"members of one stack must be at the same step, got {sorted(set(steps))}")
+    params, buffers = stack_modules(modules)
+    ema = None
+    if train_cfg.ema_decay is not None:
+        ema = {name: torch.stack([(p if sd is None else sd[name].to(device)) for p, sd in
+                                  zip(p_all.detach(), ema_sds)]) for name, p_all in params.items()}
+    opt = stacked_optimizer_state(opt_states, list(params), step=steps[0], device=device)
+    return Stack(params, buffers, ema, opt, streams, steps[0])
+
+
+def member_payload(stack: Stack, m: int, *, base: torch.nn.Module, groups: list[dict]) -> dict:
+    """Member m's checkpoint fields: the single-model format (state_dict, torch.optim state_dict, stream)."""
+    stream = stack.streams[m]
+    return {
+        "model": unstack_state_dict(base, stack.params, stack.buffers, m),
+        "ema": None if stack.ema is None else unstack_state_dict(base, stack.ema, stack.buffers, m),
+        "optimizer": {"state": member_optimizer_state(stack.opt, list(stack.params), m, step=stack.step),
+                      "param_groups": [dict(g) for g in groups]},
+        "rng": stream.generator.get_state(),
+        "perm": stream.perm.cpu(),
+        "cursor": stream.cursor,
+    }
+
+
+def draw_batch(stack: Stack, data: StackData, *, model_cfg: ModelConfig, train_cfg: TrainConfig,
+               vp_sigmas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Every member's next batch from its own stream: indices, then noise levels, then noise.
+
+    Returns x0 [k, B, ...], sigma [k, B], noise [k, B, ...] and a mask [k, B] of real rows (None
+    when no member is padded); B is the largest effective batch. Padded rows are finite (a real
+    data point, noise 0, the sigma of a zero draw) and masked out of the loss.
+    """
+    device, shape, k = data.x.device, tuple(data.x.shape[2:]), len(stack.streams)
+    idxs, draws, noises = [], [], []
+    for stream, n in zip(stack.streams, data.n):
+        idx = stream.next_batch(n, train_cfg.batch_size)  # None: full batch, in data order
+        size = n if idx is None else idx.shape[0]
+        draws.append(sigma_draw(size, parameterization=model_cfg.parameterization, vp_sigmas=vp_sigmas,
+                                generator=stream.generator, device=device))
+        noises.append(torch.randn((size, *shape), generator=stream.generator, device=device))
+        idxs.append(idx)
+    sizes = [d.shape[0] for d in draws]
+    mask = None
+    if k == 1:
+        draw, noise = draws[0].unsqueeze(0), noises[0].unsqueeze(0)
+        x0 = data.x[:, : sizes[0]] if idxs[0] is None else data.x[:, idxs[0]]
+    elif len(set(sizes)) == 1:
+        draw, noise = torch.stack(draws), torch.stack(noises)
+        if all(i is None for i in idxs):  # every member full-batch on the same n
+            x0 = data.x[:, : sizes[0]]
+        else:
+            full = torch.arange(sizes[0], device=device)
+            x0 = data.x[torch.arange(k, device=device)[:, None], torch.stack([full if i is None else i for i in idxs])]
+    else:
+        width = max(sizes)
+        index = torch.zeros((k, width), dtype=torch.long, device=device)
+        draw = torch.zeros((k, width), dtype=draws[0].dtype, device=device)
+        noise = torch.zeros((k, width, *shape), device=device)
+        mask = torch.zeros((k, width), device=device)
+        for m, (i, d, z) in enumerate(zip(idxs, draws, noises)):
+            index[m, : d.shape[0]] = torch.arange(d.shape[0], device=device) if i is None else i
+            draw[m, : d.shape[0]] = d
+            noise[m, : d.shape[0]] = z
+            mask[m, : d.shape[0]] = 1.0
+        x0 = data.x[torch.arange(k, device=device)[:, None], index]
+    sigma = sigma_from_draw(draw, parameterization=model_cfg.parameterization, p_mean=train_cfg.p_mean,
+                            p_std=train_cfg.p_std, vp_sigmas=vp_sigmas)
+    return x0, sigma, noise, mask
+
+
+def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.device) -> Callable:
+    """`step_loss(params, buffers, x0, sigma, noise, mask)` -> per-member mean losses [k].
+
+    `train.precision: bf16` autocasts the forward pass; `train.channels_last` stores image batches
+    channels-last; `train.compile` compiles the function, so its backward is compiled with it
+    (mode reduce-overhead on CUDA: the forward and backward replay as CUDA graphs).
+    """
+    channels_last = train_cfg.channels_last
+
+    def step_loss(params, buffers, x0, sigma, noise, mask):
+        if channels_last and x0.ndim == 5 and x0.shape[0] == 1:  # [1, B, C, H, W]: one model's images
+            x0 = x0.squeeze(0).contiguous(memory_format=torch.channels_last).unsqueeze(0)
+            noise = noise.squeeze(0).contiguous(memory_format=torch.channels_last).unsqueeze(0)
+        with autocast_context(train_cfg.precision, device):
+            per_sample = denoising_loss(StackedDenoiser(base, params, buffers), x0, sigma, noise)  # [k, B]
+        per_sample = per_sample.float()  # the identity in fp32
+        if mask is None:
+            return per_sample.mean(dim=1)
+        return (per_sample * mask).sum(dim=1) / mask.sum(dim=1)
+
+    if not train_cfg.compile:
+        return step_loss
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(step_loss, mode=mode, dynamic=False)
+
+
+def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg: ModelConfig, train_cfg: TrainConfig,
+               vp_sigmas: torch.Tensor | None) -> torch.Tensor:
+    """One optimizer step of every member; returns the detached per-member mean losses [k]."""
+    x0, sigma, noise, mask = draw_batch(stack, data, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas)
+    losses = step_loss(stack.params, stack.buffers, x0, sigma, noise, mask)  # [k]
+    params = list(stack.params.values())
+    grads = list(torch.autograd.grad(losses.sum(), params))
+    optimizer_step_(stack.params, grads, stack.opt, train_cfg, step=stack.step + 1, workspace=stack.workspace)
+    if stack.ema is not None:
+        torch._foreach_lerp_(list(stack.ema.values()), [p.detach() for p in params], 1 - train_cfg.ema_decay)
+    stack.step += 1
+    return losses.detach()
 
 
 def trajectory_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, *, x_train: np.ndarray, seed: int) -> str:
@@ -341,98 +448,145 @@ def trajectory_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, *, x_train: 
     return stable_hash({"model": model, "train": train, "data": data_digest, "seed": seed})
 
 
-def run_training(
-    x_train: np.ndarray, x_test: np.ndarray, *, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
-    state_dir: str | Path, data_shape: tuple[int, ...], device: torch.device,
-    log: Callable[[str], None] = print,
-) -> dict[int, dict[str, float]]:
-    """Train until every grid checkpoint exists in `state_dir`; return {step: probe losses}."""
-    grid = checkpoint_grid(dataclasses.asdict(train_cfg))
-    have = set(existing_steps(state_dir))
-    missing = [s for s in grid if s not in have]
-    n = x_train.shape[0]
-    xt = torch.as_tensor(x_train, dtype=torch.float32, device=device).reshape(n, *data_shape)
-    xv = torch.as_tensor(x_test, dtype=torch.float32, device=device).reshape(x_test.shape[0], *data_shape)
-    vp_sigmas = (vp_sigma_schedule(beta_min=model_cfg.beta_min, beta_max=model_cfg.beta_max,
-                                   num_timesteps=model_cfg.num_timesteps)
-                 if model_cfg.parameterization == "ddpm" else None)
-    probes = {
-        names.TRAIN_LOSS: make_probe(xt, size=train_cfg.probe_size, model_cfg=model_cfg, train_cfg=train_cfg,
-                                     vp_sigmas=vp_sigmas, tag="train"),
-        names.TEST_LOSS: make_probe(xv, size=train_cfg.probe_size, model_cfg=model_cfg, train_cfg=train_cfg,
-                                    vp_sigmas=vp_sigmas, tag="test"),
-    }
-    if missing:
-        start, source = resume_point(state_dir, grid, log=lambda m: log(f"[train] {m}"))
-        if source is not None:
-            ckpt = load_checkpoint(source, map_location=device)
-            state = restore_state(ckpt, model_cfg, train_cfg, data_shape=data_shape, n=n, seed=seed, device=device)
-            log(f"[train] resuming from step {start} ({source})")
-        else:
-            state = init_state(model_cfg, train_cfg, data_shape=data_shape, n=n, seed=seed, device=device)
-            log(f"[train] starting from scratch: {sum(p.numel() for p in state.denoiser.parameters()):,} parameters")
-        with ResumeTrigger(train_cfg.resume_every_min).handling_signals() as trigger:
-            _train_until(state, xt, grid=grid, have=have, probes=probes, model_cfg=model_cfg, train_cfg=train_cfg,
-                         vp_sigmas=vp_sigmas, state_dir=state_dir, trigger=trigger, log=log)
-    else:
-        log("[train] every checkpoint of the grid exists; nothing to train")
-    discard_resume(state_dir, grid[-1], log=lambda m: log(f"[train] {m}"))
-    metrics = {}
-    for step in grid:
-        ckpt = load_checkpoint(checkpoint_path(state_dir, step))
-        metrics[step] = dict(ckpt["metrics"])
-    return metrics
+@dataclass
+class _Member:
+    run: Run
+    have: set[int]
+    train_probe: tuple
 
 
-def _train_until(state: TrainState, xt: torch.Tensor, *, grid: list[int], have: set[int], probes: dict,
-                 model_cfg: ModelConfig, train_cfg: TrainConfig, vp_sigmas, state_dir, trigger: ResumeTrigger,
-                 log) -> None:
-    targets = [s for s in grid if s >= state.step]
-    last = targets[-1]
+def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base: torch.nn.Module, grid: list[int],
+                 test_probe: tuple, model_cfg: ModelConfig, train_cfg: TrainConfig, vp_sigmas,
+                 trigger: ResumeTrigger, log) -> dict[int, str]:
+    """Train until the last grid step, checkpointing each member; returns {member: divergence message}.
+
+    Raises TrainingInterrupted after saving every member's resume.pt when `trigger` got a stop signal.
+    """
+    step_loss = make_step_loss(base, train_cfg, data.x.device)
+    groups = param_groups(base.parameters(), train_cfg)
     config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
-              "data_shape": list(xt.shape[1:])}
-    check_every = 1 if xt.device.type == "cpu" else 100
-    batch_loss = make_batch_loss(train_cfg, xt.device)
-    t0, steps0, running = time.perf_counter(), state.step, []
+              "data_shape": list(data.x.shape[2:])}
+    targets = [s for s in grid if s >= stack.step]
+    last, k = targets[-1], len(members)
+    check_every = 1 if data.x.device.type == "cpu" else 100  # a finiteness check syncs a GPU
+    diverged: dict[int, str] = {}
+    t0, steps0, running = time.perf_counter(), stack.step, []
     for target in targets:
-        while state.step < target:
-            loss = train_step(state, xt, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas,
-                              batch_loss=batch_loss)
-            running.append(loss)
-            # at a grid step the checkpoint below is the resume point; a stop request waits one step
-            save_resume_now = state.step < target and trigger.due()
-            if state.step % check_every == 0 or state.step == target or save_resume_now:
-                value = float(loss)
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"non-finite training loss ({value}) at step {state.step}"
-                        + ("" if check_every == 1 else f" (checked every {check_every} steps)")
-                        + f"; checkpoints up to step {max([s for s in have | set(grid) if s < state.step] or [0])}"
-                        f" are kept in {state_dir}"
-                    )
-            if state.step % train_cfg.log_every == 0:
-                rate = (state.step - steps0) / (time.perf_counter() - t0)
-                mean = float(torch.stack(running).mean())
+        while stack.step < target:
+            losses = train_step(stack, data, step_loss=step_loss, model_cfg=model_cfg, train_cfg=train_cfg,
+                                vp_sigmas=vp_sigmas)
+            running.append(losses)
+            # at a grid step the checkpoints below are the resume point; a stop request waits one step
+            save_resume_now = stack.step < target and trigger.due()
+            if ((stack.step % check_every == 0 or stack.step == target or save_resume_now)
+                    and not bool(torch.isfinite(losses).all())):
+                for m in torch.nonzero(~torch.isfinite(losses)).flatten().tolist():
+                    if m not in diverged:
+                        kept = max([s for s in members[m].have if s < stack.step] or [0])
+                        diverged[m] = (f"{members[m].run.label}: non-finite training loss at step {stack.step}"
+                                       + ("" if check_every == 1 else f" (checked every {check_every} steps)")
+                                       + f"; checkpoints up to step {kept} are kept in {members[m].run.state_dir}")
+                        log(f"[train] {diverged[m]}")
+                if len(diverged) == k:
+                    return diverged
+            if stack.step % train_cfg.log_every == 0:
+                rate = (stack.step - steps0) / (time.perf_counter() - t0)
+                mean = torch.stack(running).mean(dim=0)
                 running = []
-                log(f"[train] step {state.step:>9d}/{last}  loss {mean:.4f}  {rate:,.0f} steps/s")
+                spread = "" if k == 1 else f" (members {float(mean.min()):.4f}..{float(mean.max()):.4f})"
+                log(f"[train] step {stack.step:>9d}/{last}  loss {float(mean.mean()):.4f}{spread}  {rate:,.0f} steps/s"
+                    + ("" if k == 1 else f", {rate * k:,.0f} model-steps/s"))
             if save_resume_now:
-                path = save_resume(state_dir, state.step, {**state_payload(state), "config": config})
+                paths = [save_resume(member.run.state_dir, stack.step, {
+                    **member_payload(stack, m, base=base, groups=groups), "config": config,
+                }) for m, member in enumerate(members) if m not in diverged]
                 trigger.saved()
-                log(f"[train] resume state at step {state.step} saved to {path}")
+                log(f"[train] resume state at step {stack.step} saved to "
+                    + (str(paths[0]) if len(paths) == 1 else f"{len(paths)} resume files ({paths[0]}, ...)"))
                 if trigger.signum is not None:
-                    raise interrupted(trigger.signum, state.step, [path])
-        if target not in have:
-            denoiser = state.denoiser
-            denoiser.eval()
-            metrics = {key: probe_loss(denoiser, probe) for key, probe in probes.items()}
-            denoiser.train()
+                    raise interrupted(trigger.signum, stack.step, paths)
+        base.eval()
+        for m, member in enumerate(members):
+            if target in member.have or m in diverged:
+                continue
+            one = StackedDenoiser(base, stack.params, stack.buffers).member(m)
+            metrics = {names.TRAIN_LOSS: probe_loss(one, member.train_probe),
+                       names.TEST_LOSS: probe_loss(one, test_probe)}
             if not all(math.isfinite(v) for v in metrics.values()):
-                raise TrainingDiverged(f"non-finite probe loss {metrics} at step {state.step}; earlier checkpoints kept")
-            save_checkpoint(state_dir, target, {**state_payload(state), "config": config, "metrics": metrics})
-            trigger.saved()
-            have.add(target)
-            log(f"[train] checkpoint step {target}: train {metrics[names.TRAIN_LOSS]:.4f}"
+                diverged[m] = f"{member.run.label}: non-finite probe loss {metrics} at step {stack.step}"
+                log(f"[train] {diverged[m]}")
+                continue
+            save_checkpoint(member.run.state_dir, target, {
+                **member_payload(stack, m, base=base, groups=groups), "config": config, "metrics": metrics,
+            })
+            member.have.add(target)
+            log(f"[train] {member.run.label}: checkpoint step {target}: train {metrics[names.TRAIN_LOSS]:.4f}"
                 f"  test {metrics[names.TEST_LOSS]:.4f}")
+        base.train()
+        trigger.saved()
+        if len(diverged) == k:
+            break
+    return diverged
+
+
+def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, train_cfg: TrainConfig,
+               data_shape: tuple[int, ...], device: torch.device,
+               log: Callable[[str], None] = print) -> list[dict[int, dict[str, float]]]:
+    """Train every run until each grid checkpoint exists in its state folder; return, per run, {step: probe losses}.
+
+    Runs with nothing missing are skipped; runs resuming from different steps train as separate
+    stacks. A diverged run does not stop the others: TrainingDiverged, naming it, is raised after
+    every other run has finished.
+    """
+    grid = checkpoint_grid(dataclasses.asdict(train_cfg))
+    xv = torch.as_tensor(x_test, dtype=torch.float32, device=device).reshape(x_test.shape[0], *data_shape)
+    with torch.random.fork_rng(devices=[]):  # the base only lends its structure; leave the global RNG alone
+        base = build_denoiser(model_cfg, data_shape=data_shape).to(device)
+    vp_sigmas = base.sigmas if model_cfg.parameterization == "ddpm" else None
+    probe_kw = dict(size=train_cfg.probe_size, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas)
+    test_probe = make_probe(xv, tag="test", **probe_kw)
+    by_start: dict[int, list[int]] = {}
+    sources: dict[int, Path | None] = {}
+    for i, run in enumerate(runs):
+        say = lambda m, label=run.label: log(f"[train] {label}: {m}")  # noqa: E731
+        have = set(existing_steps(run.state_dir))
+        if all(s in have for s in grid):
+            say("every checkpoint of the grid exists; nothing to train")
+            discard_resume(run.state_dir, grid[-1], log=say)
+            continue
+        start, sources[i] = resume_point(run.state_dir, grid, log=say)
+        by_start.setdefault(start, []).append(i)
+    errors: list[str] = []
+    with ResumeTrigger(train_cfg.resume_every_min).handling_signals() as trigger:
+        for start, indices in sorted(by_start.items()):
+            sub = [runs[i] for i in indices]
+            log(f"[train] training {len(sub)} run{'s' if len(sub) > 1 else ''} from step {start} to {grid[-1]}"
+                f" on {device}")
+            stack = start_stack(sub, [sources[i] for i in indices], model_cfg=model_cfg, train_cfg=train_cfg,
+                                data_shape=data_shape, device=device, log=log)
+            subsets = [torch.as_tensor(r.x_train, dtype=torch.float32, device=device).reshape(-1, *data_shape)
+                       for r in sub]
+            data = StackData.stack(subsets)
+            members = [_Member(r, set(existing_steps(r.state_dir)), make_probe(x, tag="train", **probe_kw))
+                       for r, x in zip(sub, subsets)]
+            trigger.saved()  # the timer counts training time, not the loading above
+            diverged = _train_until(stack, data, members, base=base, grid=grid, test_probe=test_probe,
+                                    model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas, trigger=trigger,
+                                    log=log)
+            errors += [diverged[m] for m in sorted(diverged)]
+            for m, run in enumerate(sub):
+                if m not in diverged:
+                    discard_resume(run.state_dir, grid[-1], log=lambda line, label=run.label: log(f"[train] {label}: {line}"))
+    if errors:
+        raise TrainingDiverged("; ".join(errors))
+    return [{step: dict(load_checkpoint(checkpoint_path(run.state_dir, step))["metrics"]) for step in grid}
+            for run in runs]
+
+
+def run_training(x_train: np.ndarray, x_test: np.ndarray, *, seed: int, state_dir: str | Path,
+                 **kwargs) -> dict[int, dict[str, float]]:
+    """`train_runs` for one run (a stack of one); returns {step: probe losses}."""
+    return train_runs([Run(x_train, seed, Path(state_dir))], x_test, **kwargs)[0]
 
 
 def interrupted(signum: int, step: int, paths: list[Path]) -> TrainingInterrupted:
@@ -459,16 +613,23 @@ def metrics_dataset(metrics: dict[int, dict[str, float]], *, n: int, seed: int, 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from diffmem.gpus import select_device
+
     parser = argparse.ArgumentParser(prog="diffmem train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", required=True, help="training subset (.npz from `diffmem subsample`)")
+    parser.add_argument("--train", nargs="+", required=True, help="training subsets (.npz from `diffmem subsample`), one per run")
     parser.add_argument("--dataset", required=True, help="dataset (.npz from `diffmem prepare-data`) for the test probe")
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--train-cfg", required=True, help="train config slice (JSON or path)")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--state-root", required=True, help="folder for checkpoints (kept across reruns)")
-    parser.add_argument("--out", required=True, help="train_metrics.nc")
+    parser.add_argument("--seed", "--seeds", dest="seed", nargs="+", type=int, required=True, help="seed of each run")
+    parser.add_argument("--state-root", "--state-roots", dest="state_root", nargs="+", required=True,
+                        help="checkpoint folder of each run (kept across reruns)")
+    parser.add_argument("--out", "--outs", dest="out", nargs="+", required=True, help="train_metrics.nc of each run")
     args = parser.parse_args(argv)
+    k = len(args.train)
+    if not (len(args.seed) == len(args.state_root) == len(args.out) == k):
+        fail(f"diffmem train: --train, --seed, --state-root and --out need one entry per run; got {k}, "
+             f"{len(args.seed)}, {len(args.state_root)} and {len(args.out)}")
     try:
         model_cfg = ModelConfig.from_dict(read_json_arg(args.model))
         train_cfg = TrainConfig.from_dict(read_json_arg(args.train_cfg))
@@ -483,24 +644,30 @@ def main(argv: list[str] | None = None) -> None:
         device, _gpu_lease = select_device(train_cfg.device)  # the lease holds this job's GPU until exit
     except RuntimeError as exc:
         fail(str(exc))
-    x_train, _, shape = load_train(args.train)
     test = load_dataset(args.dataset).test
-    data_shape = tuple(shape) if (shape and model_cfg.arch == "unet") else (x_train.shape[1],)
-    digest = trajectory_hash(model_cfg, train_cfg, x_train=x_train, seed=args.seed)
-    state_dir = Path(args.state_root) / digest
-    print(f"[train] n={x_train.shape[0]} seed={args.seed} device={device} state={state_dir}", flush=True)
+    runs, digests, shapes = [], [], set()
+    for path, seed, root in zip(args.train, args.seed, args.state_root):
+        x_train, _, shape = load_train(path)
+        shapes.add(tuple(shape) if (shape and model_cfg.arch == "unet") else (x_train.shape[1],))
+        digest = trajectory_hash(model_cfg, train_cfg, x_train=x_train, seed=seed)
+        runs.append(Run(x_train, seed, Path(root) / digest))
+        digests.append(digest)
+    if len(shapes) != 1:
+        fail(f"diffmem train: the runs of one job need one data shape, got {sorted(shapes)}")
+    for run in runs:
+        print(f"[train] {run.label} device={device} state={run.state_dir}", flush=True)
     try:
-        metrics = run_training(x_train, test, model_cfg=model_cfg, train_cfg=train_cfg, seed=args.seed,
-                               state_dir=state_dir, data_shape=data_shape, device=device,
-                               log=lambda m: print(m, flush=True))
+        metrics = train_runs(runs, test, model_cfg=model_cfg, train_cfg=train_cfg, data_shape=shapes.pop(),
+                             device=device, log=lambda m: print(m, flush=True))
     except (TrainingDiverged, CheckpointError) as exc:
         fail(str(exc))
     except TrainingInterrupted as exc:
         fail(str(exc), code=128 + exc.signum)  # the shell's convention for "killed by this signal"
-    ds = metrics_dataset(metrics, n=x_train.shape[0], seed=args.seed,
-                         attrs={"state_dir": str(state_dir), "trajectory_hash": digest})
-    atomic_to_netcdf(ds, args.out)
-    print(f"[train] wrote {args.out}", flush=True)
+    for run, digest, run_metrics, out in zip(runs, digests, metrics, args.out):
+        ds = metrics_dataset(run_metrics, n=run.x_train.shape[0], seed=run.seed,
+                             attrs={"state_dir": str(run.state_dir), "trajectory_hash": digest})
+        atomic_to_netcdf(ds, out)
+        print(f"[train] wrote {out}", flush=True)
 
 
 if __name__ == "__main__":

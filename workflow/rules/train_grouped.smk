@@ -1,30 +1,17 @@
 # Grouped training: for an experiment with `train.grouped` on (true, or auto with
-# resources.gpus_per_train_job > 0), one job trains a group of (n, seed) runs as one batched
-# computation (`python -m diffmem.grouped`, see grouped.py): all seeds of one n (train.group_by: n),
-# all n of one seed (seed) or every run (experiment), split into jobs of at most train.max_group.
+# resources.gpus_per_train_job > 0), one job trains a group of (n, seed) runs as one stack, with
+# the per-run rule's command (TRAIN_SHELL in train.smk) given several runs: all seeds of one n
+# (train.group_by: n), all n of one seed (seed) or every run (experiment), split into jobs of at
+# most train.max_group.
 # Each run keeps its own train_metrics.nc, checkpoints under state/n{n}_seed{seed}/ and trajectory
 # hash, exactly as the per-(n, seed) `train` rule writes them, so sample, score and cube are
 # unchanged and either rule resumes the other's checkpoints.
 # One job has one output per member, and the members differ by experiment, so the rules are
 # generated here with concrete file lists (the `name:` directive) rather than written with wildcards.
 # Tracked params are those of the per-(n, seed) `train` rule (seeds and state folders derive from the
-# outputs), so regrouping reruns nothing. Resources are the experiment's `resources:`, with unset training requests sized for the largest
-# group; grouped rules cannot be named in a profile's set-resources (their names depend on the
+# outputs), so regrouping reruns nothing. Resources are the experiment's `resources:`, with unset
+# training requests sized for the largest group; grouped rules cannot be named in a profile's set-resources (their names depend on the
 # config), so a profile reaches them through default-resources.
-# Each output's member (seed, state folder), read by params that derive from the job's outputs: such
-# params are not rerun triggers (the per-run `train` rule has the seed and state folder in its
-# command), and they are looked up when the job runs, when the loop variables below are long gone.
-GROUP_MEMBER = {}
-
-
-def group_seeds(wildcards, output):
-    return " ".join(str(GROUP_MEMBER[out][0]) for out in output)
-
-
-def group_states(wildcards, output):
-    return " ".join(GROUP_MEMBER[out][1] for out in output)
-
-
 for _exp, _label, _members in grouped_train_jobs():
     _cfg = EXPERIMENTS[_exp]
     _runs = [f"{_exp}/runs/n{n}_seed{s}" for n, s in _members]
@@ -45,8 +32,8 @@ for _exp, _label, _members in grouped_train_jobs():
         params:
             model=as_arg(family_model(_cfg["model"])),
             train=as_arg(result_slice(_exp, "train")),
-            seeds=group_seeds,
-            states=group_states,
+            seeds=train_seeds,
+            states=train_states,
         threads: _cfg["train"]["threads"]
         resources:
             mem_mb=_cfg["resources"]["train_mem_mb"],
@@ -58,6 +45,4 @@ for _exp, _label, _members in grouped_train_jobs():
         conda:
             "../../envs/diffmem.yaml"
         shell:
-            "python -m diffmem.grouped --train {input.train} --seeds {params.seeds} --dataset {input.dataset}"
-            " --model {params.model} --train-cfg {params.train} --state-roots {params.states}"
-            " --outs {output} > {log} 2>&1"
+            TRAIN_SHELL

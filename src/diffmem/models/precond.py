@@ -14,8 +14,25 @@ Noise convention everywhere in diffmem: variance exploding, x = x0 + sigma * z (
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
+
+C_NOISE_SCALE = 250.0  # EDM's c_noise = ln(sigma)/4, times 1000 (see above)
+
+
+def precondition(precond: nn.Module, net: Callable, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """D(x; sigma) = c_skip x + c_out net(c_in x, c_noise), with `precond`'s coefficients.
+
+    sigma has the leading shape of x ([B] for one model, [k, B] for a stack of k models, whose
+    `net` then takes [k, B, ...]); the coefficients broadcast over the remaining data dimensions.
+    Every denoiser, single or stacked, goes through this one function.
+    """
+    c_skip, c_out, c_in, c_noise = precond.coefficients(sigma.to(x.dtype))
+    tail = (1,) * (x.ndim - sigma.ndim)
+    out = c_out.reshape(*c_out.shape, *tail) * net(c_in.reshape(*c_in.shape, *tail) * x, c_noise)
+    return out + x if c_skip is None else c_skip.reshape(*c_skip.shape, *tail) * x + out
 
 
 class EDMPrecond(nn.Module):
@@ -24,14 +41,16 @@ class EDMPrecond(nn.Module):
         self.net = net
         self.sigma_data = float(sigma_data)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # [B, ...], [B]
+    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in, c_noise), elementwise in sigma (any shape, the data's dtype)."""
         sd = self.sigma_data
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-        c_skip = sd**2 / (s**2 + sd**2)
-        c_out = s * sd / (s**2 + sd**2).sqrt()
-        c_in = 1 / (s**2 + sd**2).sqrt()
-        c_noise = 250.0 * sigma.to(x.dtype).log()
-        return c_skip * x + c_out * self.net(c_in * x, c_noise)
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
+        c_in = 1 / (sigma**2 + sd**2).sqrt()
+        return c_skip, c_out, c_in, C_NOISE_SCALE * sigma.log()
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # [B, ...], [B]
+        return precondition(self, self.net, x, sigma)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """lambda(sigma) = (s^2 + sd^2) / (s sd)^2, which gives unit loss scale at every sigma (Eq. 8)."""
@@ -62,11 +81,12 @@ class VPPrecond(nn.Module):
         lo, hi = log_s[idx - 1], log_s[idx]
         return (idx - 1 + (ls - lo) / (hi - lo)).to(sigma.dtype)
 
+    def coefficients(self, sigma: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in, c_noise) elementwise in sigma; c_skip is None, meaning 1 (x passes through)."""
+        return None, -sigma, 1 / (1 + sigma**2).sqrt(), self.sigma_to_t(sigma.reshape(-1)).reshape(sigma.shape)
+
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-        c_in = 1 / (1 + s**2).sqrt()
-        eps_hat = self.net(c_in * x, self.sigma_to_t(sigma).to(x.dtype))
-        return x - s * eps_hat
+        return precondition(self, self.net, x, sigma)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """1/sigma^2 turns ||x0_hat - x0||^2 into the DDPM epsilon loss ||eps_hat - eps||^2."""
