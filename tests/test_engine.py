@@ -334,8 +334,11 @@ def test_stacked_denoiser_equals_each_members_module(parameterization, arch):
         assert got.shape == x.shape
         for m, net in enumerate(nets):
             torch.testing.assert_close(got[m], net(x[m], sigma[m]), rtol=1e-5, atol=1e-5)
-        one = StackedDenoiser(nets[0], params, buffers).member(1)(x[1:2], sigma[1:2])
-        assert torch.equal(one[0], nets[1](x[1], sigma[1]))
+        one = StackedDenoiser(nets[0], params, buffers).member(1)(x[1], sigma[1])  # unstacked: the module's kernels
+        assert torch.equal(one, nets[1](x[1], sigma[1]))
+        view = StackedDenoiser(nets[0], {k: v[1:2] for k, v in params.items()},
+                               {k: v[1:2] for k, v in buffers.items()})(x[1:2], sigma[1:2])  # a stack of one
+        assert torch.equal(view[0], nets[1](x[1], sigma[1]))
 
 
 def test_ddpm_group_of_three_matches_each_member_alone(tmp_path):

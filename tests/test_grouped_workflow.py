@@ -70,4 +70,4 @@ def test_grouped_experiment_has_the_usual_cube(runs):
     assert cubes[0].sizes == cubes[1].sizes
     assert set(cubes[0].data_vars) == set(cubes[1].data_vars)
     log = (workdir / "results" / "grouped" / "logs" / "train" / "grouped_all_part0.log").read_text()
-    assert "3 members" in log
+    assert "training 3 runs from step 0" in log

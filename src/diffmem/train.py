@@ -210,13 +210,12 @@ def make_probe(
 
 @torch.no_grad()
 def probe_loss(denoiser: StackedDenoiser, probe, *, batch_size: int = 4096) -> float:
-    """Mean loss of one model (a stack of one) on a fixed probe."""
+    """Mean loss of one model (an unstacked member, `StackedDenoiser.member`) on a fixed probe."""
     x0, sigma, noise = probe
     total = 0.0
     for i in range(0, x0.shape[0], batch_size):
         sl = slice(i, i + batch_size)
-        loss = denoising_loss(denoiser, x0[sl].unsqueeze(0), sigma[sl].unsqueeze(0), noise[sl].unsqueeze(0))
-        total += float(loss.double().sum())
+        total += float(denoising_loss(denoiser, x0[sl], sigma[sl], noise[sl]).double().sum())
     return total / x0.shape[0]
 
 
@@ -286,13 +285,26 @@ class StackData:
 class Stack:
     """The training state of k members: stacked parameters [k, ...], optimizer state, streams, step."""
 
-    params: dict[str, torch.Tensor]  # name -> [k, ...] leaves that require grad
+    params: dict[str, torch.Tensor]  # name -> [k, ...]
     buffers: dict[str, torch.Tensor]  # name -> [k, ...]
     ema: dict[str, torch.Tensor] | None  # name -> [k, ...]
     opt: dict[str, dict[str, torch.Tensor]]  # see optim.py; empty before the first step
     streams: list[Stream]
     step: int
     workspace: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # optimizer scratch, not state
+
+    def __post_init__(self) -> None:
+        # What the forward pass sees and autograd differentiates. For k > 1 the stacked leaves
+        # themselves; for one model its own unstacked tensors (`params` are then [1, ...] views of
+        # them, for the optimizer, the EMA and the checkpoints), so the step runs the module's plain
+        # 2-D computation with no member axis to add and remove at every layer.
+        self.single = len(self.streams) == 1
+        if self.single:
+            self.leaves = {n: t.detach()[0].clone().requires_grad_() for n, t in self.params.items()}
+            self.params = {n: t.detach().unsqueeze(0) for n, t in self.leaves.items()}
+            self.forward_buffers = {n: t[0] for n, t in self.buffers.items()}
+        else:
+            self.leaves, self.forward_buffers = self.params, self.buffers
 
 
 def fresh_member(model_cfg: ModelConfig, *, data_shape: tuple[int, ...], n: int, seed: int,
@@ -409,12 +421,15 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     channels_last = train_cfg.channels_last
 
     def step_loss(params, buffers, x0, sigma, noise, mask):
-        if channels_last and x0.ndim == 5 and x0.shape[0] == 1:  # [1, B, C, H, W]: one model's images
-            x0 = x0.squeeze(0).contiguous(memory_format=torch.channels_last).unsqueeze(0)
-            noise = noise.squeeze(0).contiguous(memory_format=torch.channels_last).unsqueeze(0)
+        stacked = sigma.ndim == 2  # else one model, unstacked: x0 [B, ...], sigma [B]
+        if channels_last and x0.ndim == 4 and not stacked:  # one model's images [B, C, H, W]
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            noise = noise.contiguous(memory_format=torch.channels_last)
         with autocast_context(train_cfg.precision, device):
-            per_sample = denoising_loss(StackedDenoiser(base, params, buffers), x0, sigma, noise)  # [k, B]
-        per_sample = per_sample.float()  # the identity in fp32
+            denoiser = StackedDenoiser(base, params, buffers, stacked=stacked)
+            per_sample = denoising_loss(denoiser, x0, sigma, noise).float()  # [k, B] or [B]; float(): fp32 identity
+        if not stacked:
+            return per_sample.mean().unsqueeze(0)
         if mask is None:
             return per_sample.mean(dim=1)
         return (per_sample * mask).sum(dim=1) / mask.sum(dim=1)
@@ -429,14 +444,19 @@ def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg:
                vp_sigmas: torch.Tensor | None) -> torch.Tensor:
     """One optimizer step of every member; returns the detached per-member mean losses [k]."""
     x0, sigma, noise, mask = draw_batch(stack, data, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas)
-    losses = step_loss(stack.params, stack.buffers, x0, sigma, noise, mask)  # [k]
-    params = list(stack.params.values())
-    grads = list(torch.autograd.grad(losses.sum(), params))
+    if train_cfg.compile and x0.device.type == "cuda":
+        torch.compiler.cudagraph_mark_step_begin()  # a new training step: the graphs' outputs may be reused
+    if stack.single:  # one model: its own shapes (mask is None: a single member is never padded)
+        x0, sigma, noise = x0[0], sigma[0], noise[0]
+    losses = step_loss(stack.leaves, stack.forward_buffers, x0, sigma, noise, mask)  # [k]
+    grads = torch.autograd.grad(losses.sum(), list(stack.leaves.values()))
+    grads = [g.unsqueeze(0) for g in grads] if stack.single else list(grads)
     optimizer_step_(stack.params, grads, stack.opt, train_cfg, step=stack.step + 1, workspace=stack.workspace)
     if stack.ema is not None:
-        torch._foreach_lerp_(list(stack.ema.values()), [p.detach() for p in params], 1 - train_cfg.ema_decay)
+        torch._foreach_lerp_(list(stack.ema.values()), [p.detach() for p in stack.params.values()],
+                             1 - train_cfg.ema_decay)
     stack.step += 1
-    return losses.detach()
+    return losses.detach().clone()  # a CUDA graph's output is overwritten by its next replay
 
 
 def trajectory_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, *, x_train: np.ndarray, seed: int) -> str:

@@ -27,16 +27,20 @@ from diffmem.models.precond import EDMPrecond, VPPrecond, precondition
 
 
 def _linear(p: dict, name: str, h: torch.Tensor) -> torch.Tensor:
-    """nn.Linear `name` of every member: h [k, B, in] -> [k, B, out] (weights [k, out, in])."""
+    """nn.Linear `name`: one model's weights [out, in] on h [B, in], or k members' [k, out, in] on h [k, B, in]."""
     weight, bias = p[f"{name}.weight"], p[f"{name}.bias"]
-    if h.shape[0] == 1:  # the module's own kernel (addmm); squeeze is a view, so no copy in backward
+    if weight.ndim == 2:  # one model, unstacked: the module's own call
+        return nn.functional.linear(h, weight, bias)
+    if h.shape[0] == 1:  # a stack of one (views of a larger stack): the module's kernel (addmm)
         return nn.functional.linear(h.squeeze(0), weight.squeeze(0), bias.squeeze(0)).unsqueeze(0)
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
 
 
 def _layer_norm(p: dict, name: str, h: torch.Tensor) -> torch.Tensor:
-    """nn.LayerNorm `name` (default eps) of every member."""
+    """nn.LayerNorm `name` (default eps), unstacked or stacked as `_linear`."""
     weight, bias = p[f"{name}.weight"], p[f"{name}.bias"]
+    if weight.ndim == 1:
+        return nn.functional.layer_norm(h, h.shape[-1:], weight, bias)
     if h.shape[0] == 1:
         return nn.functional.layer_norm(h.squeeze(0), h.shape[-1:], weight.squeeze(0), bias.squeeze(0)).unsqueeze(0)
     out = nn.functional.layer_norm(h, h.shape[-1:])
@@ -45,15 +49,16 @@ def _layer_norm(p: dict, name: str, h: torch.Tensor) -> torch.Tensor:
 
 def stacked_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.Tensor, *, depth: int,
                 prefix: str = "net.") -> torch.Tensor:
-    """models/mlp.py's MLP.forward for every member at once: x_in [k, B, D], c_noise [k, B] -> [k, B, D].
+    """models/mlp.py's MLP.forward for every member at once: x_in [k, B, D], c_noise [k, B] -> [k, B, D];
+    or, with unstacked parameters (one model), x_in [B, D], c_noise [B] -> [B, D].
 
-    The same layers in the same order as the module; `tests/test_train.py` checks it against the
-    module for k = 1 (exactly) and k = 3.
+    The same layers in the same order as the module; `tests/test_engine.py` checks it against the
+    module, exactly for one model.
     """
     silu = nn.functional.silu
     p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
-    freqs = buffers[f"{prefix}embed.freqs"]  # [k, half]
-    arg = c_noise.float().unsqueeze(-1) * freqs.unsqueeze(1)  # [k, B, half]
+    freqs = buffers[f"{prefix}embed.freqs"]  # [k, half] or [half]
+    arg = c_noise.float().unsqueeze(-1) * freqs.unsqueeze(-2)  # [k, B, half] or [B, half]
     emb = torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
     h = _linear(p, "inp", x_in)
     emb = silu(_linear(p, "emb_mlp.2", silu(_linear(p, "emb_mlp.0", emb))))
@@ -67,27 +72,30 @@ def stacked_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.
 class StackedDenoiser:
     """`denoiser(x [k, B, ...], sigma [k, B]) -> x0_hat` of k members of `base`'s architecture.
 
-    `params` and `buffers` map the base's names to [k, ...] tensors. `base` only lends its structure
-    (and its `loss_weight` and preconditioning coefficients); its own weights are never used.
+    `params` and `buffers` map the base's names to [k, ...] tensors; with `stacked=False` they are
+    one model's own tensors and the call takes x [B, ...], sigma [B], as the module does (the
+    engine's path for a single run: no member axis, so no per-layer reshaping). `base` only lends its
+    structure (and its `loss_weight` and preconditioning coefficients); its own weights are never used.
     """
 
-    def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> None:
-        self.base, self.params, self.buffers = base, params, buffers
+    def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], *,
+                 stacked: bool = True) -> None:
+        self.base, self.params, self.buffers, self.stacked = base, params, buffers, stacked
         self.mlp_depth = (len(base.net.blocks) if isinstance(base, (EDMPrecond, VPPrecond))
                           and isinstance(base.net, MLP) else None)
 
-    def net(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:  # [k, B, ...], [k, B]
-        k, b = x_in.shape[:2]
-        flat = x_in.reshape(k, b, -1)
+    def net(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:  # [k, B, ...], [k, B] or [B, ...], [B]
+        lead = c_noise.ndim
+        flat = x_in.reshape(*x_in.shape[:lead], -1)
         return stacked_mlp(self.params, self.buffers, flat, c_noise, depth=self.mlp_depth).reshape(x_in.shape)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.mlp_depth is not None:
             return precondition(self.base, self.net, x, sigma)
+        if not self.stacked:
+            return functional_call(self.base, (self.params, self.buffers), (x, sigma))
         if x.shape[0] == 1:
-            one = {name: t.squeeze(0) for name, t in self.params.items()}
-            bufs = {name: t.squeeze(0) for name, t in self.buffers.items()}
-            return functional_call(self.base, (one, bufs), (x.squeeze(0), sigma.squeeze(0))).unsqueeze(0)
+            return self.member(0)(x.squeeze(0), sigma.squeeze(0)).unsqueeze(0)
         return torch.vmap(self._member)(self.params, self.buffers, x, sigma)
 
     def _member(self, params: dict, buffers: dict, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -97,9 +105,11 @@ class StackedDenoiser:
         return self.base.loss_weight(sigma)
 
     def member(self, m: int) -> StackedDenoiser:
-        """Member m alone, as a stack of one (views, no copy)."""
-        return StackedDenoiser(self.base, {n: t[m:m + 1] for n, t in self.params.items()},
-                               {n: t[m:m + 1] for n, t in self.buffers.items()})
+        """Member m alone, unstacked (views, no copy): called with x [B, ...], sigma [B]."""
+        if not self.stacked:
+            return self
+        return StackedDenoiser(self.base, {n: t[m] for n, t in self.params.items()},
+                               {n: t[m] for n, t in self.buffers.items()}, stacked=False)
 
 
 def stack_modules(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
