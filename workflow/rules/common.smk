@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shlex
+from pathlib import Path
 
 from diffmem.twin import TWIN_SEED_OFFSET, is_twin, twin_experiments
 
@@ -373,3 +374,28 @@ def train_runs_arg(wildcards, input):
     """N:SEED:train.npz of every run, for copies-figure."""
     pairs = [(n, s) for n in exp_cfg(wildcards)["data"]["n_train"] for s in exp_cfg(wildcards)["data"]["seeds"]]
     return " ".join(f"{n}:{s}:{path}" for (n, s), path in zip(pairs, input.train))
+
+
+# Training (train.smk, train_grouped.smk): one command for the per-run and the grouped rules.
+TRAIN_SHELL = (
+    "diffmem train --train {input.train} --dataset {input.dataset} --model {params.model}"
+    " --train-cfg {params.train} --seed {params.seeds} --state-root {params.states} --out {output} > {log} 2>&1"
+)
+GROUP_MEMBER = {}  # train_metrics.nc of a grouped run -> (seed, state folder); filled by train_grouped.smk
+
+
+def train_member(out):
+    """(seed, state folder) of the run whose train_metrics.nc is `out`."""
+    if out in GROUP_MEMBER:
+        return GROUP_MEMBER[out]
+    run = Path(out).parent  # <results>/<exp>/runs/n{n}_seed{seed}
+    seed = int(run.name.rsplit("_seed", 1)[1])
+    return seed, str(run.parent.parent / "state" / run.name)
+
+
+def train_seeds(wildcards, output):
+    return " ".join(str(train_member(out)[0]) for out in output)
+
+
+def train_states(wildcards, output):
+    return " ".join(train_member(out)[1] for out in output)

@@ -6,32 +6,7 @@
 # on or off reruns nothing (README, "What reruns"). Each run's seed and state folder derive from its
 # output (`train_member`): params that take `output` are looked up when the job runs and are not
 # rerun triggers; the seed is in the output path anyway.
-from pathlib import Path
-
-TRAIN_SHELL = (
-    "diffmem train --train {input.train} --dataset {input.dataset} --model {params.model}"
-    " --train-cfg {params.train} --seed {params.seeds} --state-root {params.states} --out {output} > {log} 2>&1"
-)
-GROUP_MEMBER = {}  # train_metrics.nc of a grouped run -> (seed, state folder); filled by train_grouped.smk
-
-
-def train_member(out):
-    """(seed, state folder) of the run whose train_metrics.nc is `out`."""
-    if out in GROUP_MEMBER:
-        return GROUP_MEMBER[out]
-    run = Path(out).parent  # <results>/<exp>/runs/n{n}_seed{seed}
-    seed = int(run.name.rsplit("_seed", 1)[1])
-    return seed, str(run.parent.parent / "state" / run.name)
-
-
-def train_seeds(wildcards, output):
-    return " ".join(str(train_member(out)[0]) for out in output)
-
-
-def train_states(wildcards, output):
-    return " ".join(train_member(out)[1] for out in output)
-
-
+# The command, the members' map and the param functions are in common.smk.
 rule train:
     wildcard_constraints:
         exp=UNGROUPED_EXPS,
