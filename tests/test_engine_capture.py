@@ -95,3 +95,31 @@ def test_cuda_bf16_channels_last_unet_trains(tmp_path):
                  channels_last=True, compile=True)
     assert np.isfinite(bf16[0][3]["train_loss"])
     assert bf16[0][3]["train_loss"] == pytest.approx(fp32[0][3]["train_loss"], rel=5e-2)
+
+
+@CUDA
+@pytest.mark.parametrize("runs", [1, 4])
+def test_cuda_training_step_never_waits_for_the_device(runs):
+    """No host-device synchronization inside a step (a blocking copy, .item(), a data-dependent shape):
+    the host must run ahead of the GPU, or launch time and GPU time add up."""
+    from diffmem.models import build_denoiser
+    from diffmem.train import StackData, make_step_loss, start_stack, train_step
+
+    device = torch.device("cuda")
+    cfg = TrainConfig(max_steps=10, **SETTINGS)
+    model = ModelConfig(width=32, depth=1, emb_dim=8, parameterization="ddpm")
+    sizes = (40, 40, 40, 40)[:runs]
+    stack = start_stack([Run(POOL[:n], seed, None) for seed, n in enumerate(sizes)], [None] * runs, model_cfg=model,
+                        train_cfg=cfg, data_shape=(16,), device=device, log=lambda m: None)
+    data = StackData.stack([torch.as_tensor(POOL[:n], device=device) for n in sizes])
+    base = build_denoiser(model, data_shape=(16,)).to(device)
+    step_loss = make_step_loss(base, cfg, device)
+    for _ in range(3):  # the first steps allocate the optimizer state
+        train_step(stack, data, step_loss=step_loss, model_cfg=model, train_cfg=cfg, vp_sigmas=base.sigmas)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            train_step(stack, data, step_loss=step_loss, model_cfg=model, train_cfg=cfg, vp_sigmas=base.sigmas)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -78,7 +78,9 @@ def fused_adam_update_(params: list[torch.Tensor], grads: list[torch.Tensor], ex
     update each gets from the single path's optimizer. `step` counts this update (1 for the first);
     torch.optim keeps it as a float32 tensor on the parameters' device.
     """
-    steps = [torch.tensor(float(step), dtype=torch.float32, device=params[0].device)] * len(params)
+    # torch.full fills on the device; torch.tensor(step, device=cuda) would copy from the host and
+    # synchronize the stream, i.e. stall the host once per training step
+    steps = [torch.full((), float(step), dtype=torch.float32, device=params[0].device)] * len(params)
     # the kernel reads every tensor as contiguous memory without checking (torch 2.13, CPU): vmap's
     # weight gradients come transposed ([k, out, in] with strides of [k, in, out]) and would be misread
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
