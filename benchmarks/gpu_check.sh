@@ -70,7 +70,7 @@ step unet_compile_bf16_cl 180 --models unet --ks --proc-ks --precision bf16 --ch
     --steps 200 --min-seconds 3 --warmup 20 --repeats 1 --breakdown
 step mlp_compile_fp32 200 --models mlp --ks 16 --proc-ks 16 --compile --steps 1000 --min-seconds 2 --warmup 30 \
     --repeats 1 --breakdown
-step unet_compile_fp32 150 --models unet --ks --proc-ks --compile --steps 100 --min-seconds 3 --warmup 20 --repeats 1
+step unet_compile_tf32 150 --models unet --ks --proc-ks --compile --tf32 --steps 100 --min-seconds 3 --warmup 20 --repeats 1
 step unet_bf16_cl_eager 60 --models unet --ks --proc-ks --precision bf16 --channels-last --steps 100 --min-seconds 3 \
     --warmup 5 --repeats 1
 
