@@ -169,6 +169,27 @@ class Engine:
         return out
 
 
+def sync_points(step, steps: int = 3) -> dict:
+    """CUDA only: host-device synchronisations per training step, and where (torch's sync debug mode).
+
+    A sync stalls the host until the GPU drains its queue, so launch overhead and GPU time add up
+    instead of overlapping; a step meant to be replayed (CUDA graphs) should have none.
+    """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    hits = [w for w in caught if "synchroniz" in str(w.message)]
+    where = sorted({f"{Path(w.filename).name}:{w.lineno}" for w in hits})
+    return {"syncs_per_step": len(hits) / steps, "sync_sites": where[:8]}
+
+
 def run_timed(step, device: torch.device, *, steps: int, min_seconds: float) -> tuple[int, float]:
     """(steps done, seconds): at least `steps` steps and `min_seconds`, synchronising only to read the clock."""
     done, todo = 0, steps
@@ -209,6 +230,8 @@ def worker(args) -> dict:
                loss_finite=bool(torch.isfinite(losses).all()))
     if args.breakdown:
         out.update(eng.breakdown(max(3, min(args.steps, 50))))
+    if args.sync_check and device.type == "cuda":
+        out.update(sync_points(eng.step))
     if device.type == "cuda":
         out["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
@@ -222,7 +245,7 @@ def worker_cmd(args, model: str, *, k: int, threads: int, seed: int, barrier: bo
            "--seed", str(seed), "--device", args.device, "--unet-batch", str(args.unet_batch),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--min-seconds", str(args.min_seconds),
            "--precision", args.precision]
-    flags = {"--tf32": args.tf32, "--compile": args.compile, "--channels-last": args.channels_last,
+    flags = {"--sync-check": args.sync_check and not barrier, "--tf32": args.tf32, "--compile": args.compile, "--channels-last": args.channels_last,
              "--barrier": barrier, "--no-flops": not flops, "--breakdown": args.breakdown and not barrier}
     return cmd + [f for f, on in flags.items() if on]
 
@@ -331,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the step's parts alone: batch draw, loss forward+backward, optimizer")
+    parser.add_argument("--sync-check", action="store_true",
+                        help="CUDA: count host-device synchronisations per step (torch.cuda sync debug mode) and where")
     parser.add_argument("--peak-size", type=int, default=None, help="matmul size of the measured peak "
                         "(default 8192 on CUDA, 2048 on CPU)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
@@ -422,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
             notes = [note] if note else []
             if "max_memory_gib" in res:
                 notes.append(f"{res['max_memory_gib']:.2f} GiB")
+            if "syncs_per_step" in res:
+                notes.append(f"{res['syncs_per_step']:g} host syncs/step at {', '.join(res['sync_sites']) or '-'}")
             if "draw_ms" in res:
                 notes.append(f"draw {res['draw_ms']:.2f} / fwd+bwd {res['loss_fwd_bwd_ms']:.2f} / "
                              f"optimizer {res['optimizer_ms']:.2f} ms")

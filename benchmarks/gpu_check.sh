@@ -64,8 +64,9 @@ if [ "$DRY" = 0 ]; then
 fi
 
 # cheapest first, so a short budget still yields the eager baselines; then the settings meant to meet the targets
-step unet_eager_fp32 90 --models unet --ks --proc-ks --steps 50 --min-seconds 3 --warmup 5 --repeats 1 --breakdown
-step mlp_eager_fp32 150 --models mlp --ks 4 16 64 --proc-ks 4 16 --steps 300 --min-seconds 2 --warmup 20 --repeats 1 --breakdown
+step unet_eager_fp32 90 --models unet --ks --proc-ks --steps 50 --min-seconds 3 --warmup 5 --repeats 1 --breakdown --sync-check
+step mlp_eager_fp32 150 --models mlp --ks 4 16 64 --proc-ks 4 16 --steps 300 --min-seconds 2 --warmup 20 --repeats 1 \
+    --breakdown --sync-check
 step unet_compile_bf16_cl 180 --models unet --ks --proc-ks --precision bf16 --channels-last --compile \
     --steps 200 --min-seconds 3 --warmup 20 --repeats 1 --breakdown
 step mlp_compile_fp32 200 --models mlp --ks 16 --proc-ks 16 --compile --steps 1000 --min-seconds 2 --warmup 30 \
