@@ -16,7 +16,7 @@ BUDGET_S=${BUDGET_S:-480}
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-mkdir -p "$OUT"
+[ "$DRY" = 1 ] || mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}
 BENCH=(python benchmarks/bench_training.py --device "$DEVICE")
 START=$SECONDS
