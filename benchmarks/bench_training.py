@@ -134,8 +134,7 @@ class Engine:
         x0, sigma, noise, mask = self.draw()
         try:
             with FlopCounterMode(display=False) as counter:
-                losses = eager(self.stack.params, self.stack.buffers, x0, sigma, noise, mask)
-                torch.autograd.grad(losses.sum(), list(self.stack.params.values()))
+                train.loss_and_grads(self.stack, eager, x0, sigma, noise, mask)
             total = float(counter.get_total_flops())
         except Exception as exc:  # a missing formula or a mode/op clash must not cost the timing
             return None, f"flop count failed: {type(exc).__name__}: {exc}"[:200]
@@ -144,8 +143,6 @@ class Engine:
     def breakdown(self, reps: int) -> dict[str, float]:
         """Milliseconds per call of the step's three parts, each timed alone: draw, loss fwd+bwd, optimizer."""
         from diffmem.optim import optimizer_step_
-
-        params = list(self.stack.params.values())
 
         def timed_ms(fn) -> float:
             fn()
@@ -160,7 +157,7 @@ class Engine:
         grads = []
 
         def fwd_bwd():
-            grads[:] = torch.autograd.grad(self.step_loss(self.stack.params, self.stack.buffers, *batch).sum(), params)
+            grads[:] = train.loss_and_grads(self.stack, self.step_loss, *batch)[1]
 
         out = {"draw_ms": timed_ms(self.draw), "loss_fwd_bwd_ms": timed_ms(fwd_bwd)}
         out["optimizer_ms"] = timed_ms(lambda: optimizer_step_(

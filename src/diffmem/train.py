@@ -440,17 +440,23 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     return torch.compile(step_loss, mode=mode, dynamic=False)
 
 
+def loss_and_grads(stack: Stack, step_loss: Callable, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                   mask: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Per-member losses [k] of one batch and the gradients, shaped like `stack.params` ([k, ...])."""
+    if stack.single:  # one model: its own shapes (mask is None: a single member is never padded)
+        x0, sigma, noise = x0[0], sigma[0], noise[0]
+    losses = step_loss(stack.leaves, stack.forward_buffers, x0, sigma, noise, mask)  # [k]
+    grads = torch.autograd.grad(losses.sum(), list(stack.leaves.values()))
+    return losses, ([g.unsqueeze(0) for g in grads] if stack.single else list(grads))
+
+
 def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg: ModelConfig, train_cfg: TrainConfig,
                vp_sigmas: torch.Tensor | None) -> torch.Tensor:
     """One optimizer step of every member; returns the detached per-member mean losses [k]."""
     x0, sigma, noise, mask = draw_batch(stack, data, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas)
     if train_cfg.compile and x0.device.type == "cuda":
         torch.compiler.cudagraph_mark_step_begin()  # a new training step: the graphs' outputs may be reused
-    if stack.single:  # one model: its own shapes (mask is None: a single member is never padded)
-        x0, sigma, noise = x0[0], sigma[0], noise[0]
-    losses = step_loss(stack.leaves, stack.forward_buffers, x0, sigma, noise, mask)  # [k]
-    grads = torch.autograd.grad(losses.sum(), list(stack.leaves.values()))
-    grads = [g.unsqueeze(0) for g in grads] if stack.single else list(grads)
+    losses, grads = loss_and_grads(stack, step_loss, x0, sigma, noise, mask)
     optimizer_step_(stack.params, grads, stack.opt, train_cfg, step=stack.step + 1, workspace=stack.workspace)
     if stack.ema is not None:
         torch._foreach_lerp_(list(stack.ema.values()), [p.detach() for p in stack.params.values()],
