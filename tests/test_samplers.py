@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from diffmem.models.precond import VPPrecond
@@ -103,7 +106,8 @@ def test_sampler_option_in_generate_is_batch_independent():
     assert not np.allclose(a, heun)
     # the sampler is part of the cache key; "auto" keeps the key caches had before the option existed
     assert sample_cache_dir("s", cfg) != sample_cache_dir("s", SampleConfig(num_samples=10, num_steps=20))
-    legacy = {k: v for k, v in SampleConfig().__dict__.items() if k not in ("batch_size", "sampler")}
+    legacy = {k: v for k, v in SampleConfig().__dict__.items()
+              if k not in ("batch_size", "sampler", "stack_checkpoints")}
     from diffmem.config import stable_hash
     assert sample_cache_dir("s", SampleConfig()).name == f"samples_{stable_hash(legacy)}"
 
@@ -121,3 +125,54 @@ def test_sampler_must_match_the_parameterization():
         validate_config(cfg("ddpm", "heun"))
     for parameterization in ("edm", "ddpm"):
         assert validate_config(cfg(parameterization, "euler_maruyama"))["experiments"]["x"]["sample"]["sampler"] == "euler_maruyama"
+
+
+@pytest.mark.parametrize("parameterization,sampler", [("edm", "auto"), ("ddpm", "auto"), ("edm", "euler_maruyama")])
+def test_stacked_checkpoints_sample_as_each_alone(parameterization, sampler):
+    """sample.stack_checkpoints: k denoisers sampled together give each its own samples (same latents and
+    noise streams), to the float rounding of the batched kernels."""
+    from diffmem.config import ModelConfig, SampleConfig
+    from diffmem.models import build_denoiser
+    from diffmem.sample import generate, generate_stack
+
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(build_denoiser(ModelConfig(width=16, depth=1, emb_dim=8, parameterization=parameterization),
+                                   data_shape=(4,)).eval())
+    cfg = SampleConfig(num_samples=7, num_steps=6, sampler=sampler, batch_size=8)
+    together = generate_stack(nets, cfg, data_shape=(4,), device=torch.device("cpu"))
+    for net, got in zip(nets, together):
+        alone = generate(net, cfg, data_shape=(4,), device=torch.device("cpu"))
+        assert got.shape == alone.shape == (7, 4)
+        np.testing.assert_allclose(got, alone, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(together[0], together[1])  # each checkpoint its own samples
+
+
+def test_sample_stage_stacks_checkpoints_into_the_same_files(tmp_path):
+    """`diffmem sample` with stack_checkpoints 3 writes every checkpoint's samples, as 1 does."""
+    import json
+
+    from diffmem import sample, train
+
+    pool = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    np.savez(tmp_path / "dataset.npz", pool=pool, test=pool[:10])
+    np.savez(tmp_path / "train.npz", x=pool[:20], indices=np.arange(20))
+    train.main(["--train", str(tmp_path / "train.npz"), "--dataset", str(tmp_path / "dataset.npz"),
+                "--model", '{"width": 16, "depth": 1, "emb_dim": 8}',
+                "--train-cfg", '{"max_steps": 30, "checkpoints_per_decade": 2, "probe_size": 16, "device": "cpu"}',
+                "--seed", "0", "--state-root", str(tmp_path / "state"), "--out", str(tmp_path / "tm.nc")])
+    manifests = {}
+    for k in (1, 3):
+        cfg = json.dumps({"num_samples": 5, "num_steps": 4, "stack_checkpoints": k, "batch_size": 6})
+        out = tmp_path / f"samples{k}.json"
+        sample.main(["--train-metrics", str(tmp_path / "tm.nc"), "--sample-cfg", cfg, "--device", "cpu", "--out", str(out)])
+        manifests[k] = json.loads(out.read_text())
+        if k == 1:  # the cache key ignores stack_checkpoints: clear it so that k = 3 samples afresh
+            arrays = {step: np.load(path) for step, path in manifests[1]["files"].items()}
+            for path in manifests[1]["files"].values():
+                Path(path).unlink()
+    assert manifests[1]["steps"] == manifests[3]["steps"] == [0, 1, 3, 10, 30]
+    assert manifests[1]["files"] == manifests[3]["files"]  # the same cache folder
+    for step, path in manifests[3]["files"].items():
+        np.testing.assert_allclose(np.load(path), arrays[step], rtol=1e-4, atol=1e-5)

@@ -484,6 +484,7 @@ class SampleConfig:
     batch_size: int = 2048
     use_ema: bool = True
     sampler: str = "auto"
+    stack_checkpoints: int = 1
 
     from_dict = classmethod(_from_dict)
 
@@ -548,7 +549,7 @@ class FitConfig:
 RUN_SETTINGS = {
     "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
               "tf32", "compile", "channels_last"),
-    "sample": ("batch_size",),
+    "sample": ("batch_size", "stack_checkpoints"),
     "score": ("chunk_size", "device"),
 }
 RUN_SETTINGS_KEY = "run_settings"
