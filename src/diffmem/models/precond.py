@@ -71,11 +71,12 @@ class VPPrecond(nn.Module):
         # kept for timestep lookup and sampling
         sigmas = vp_sigma_schedule(beta_min=beta_min, beta_max=beta_max, num_timesteps=num_timesteps)
         self.register_buffer("sigmas", sigmas, persistent=False)
+        self.register_buffer("log_sigmas", sigmas.log(), persistent=False)  # sigma_to_t's grid, once
         self.num_timesteps = num_timesteps
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Continuous timestep index for sigma, by linear interpolation of log sigma_t."""
-        log_s = self.sigmas.log().to(sigma.device)
+        log_s = self.log_sigmas.to(sigma.device)
         ls = sigma.double().log().clamp(log_s[0], log_s[-1])
         idx = torch.searchsorted(log_s, ls).clamp(1, self.num_timesteps - 1)
         lo, hi = log_s[idx - 1], log_s[idx]
