@@ -44,7 +44,7 @@ SETTING_D = 8  # data dimension of the paper's GMM runs
 PAPER_LR = 6e-4  # run_GMM.py's Adam learning rate
 PAPER_UTILS = Path("Experiments") / "src" / "Utils"
 DIFFMEM_LOG = re.compile(r"\[train\] step\s+(\d+)/\d+\s+loss\s+(\S+)\s+([\d,.]+) steps/s")
-DIFFMEM_PARAMS = re.compile(r"starting from scratch: ([\d,]+) parameters")
+DIFFMEM_PARAMS = re.compile(r"starting from scratch, ([\d,]+) parameters")
 PAPER_LOG = re.compile(r"\[paper\] step\s+(\d+)\s+loss\s+(\S+)")
 
 
