@@ -147,6 +147,81 @@ def paper_worker(args) -> None:
             print("[paper] note: their train() wrote into the temp folder", flush=True)
 
 
+def interleaved(args) -> None:
+    """Both loops in this one process, alternating blocks of steps, timed in CPU seconds.
+
+    A shared, noisy machine moves whole-process timings by 2x between runs; alternating blocks of 100
+    steps in one process, on process CPU time, puts both sides under the same load, so the ratio of
+    the medians is the figure to trust there. The paper side calls their train_one_batch on batches
+    from their DataLoader (what their train() does each step); diffmem's side is the engine's
+    train_step on a stack of one (what `diffmem train` does each step).
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from diffmem import train
+    from diffmem.config import ModelConfig, TrainConfig
+    from diffmem.models import build_denoiser
+
+    torch.set_num_threads(1)
+    Diffusion, TM, GMM, notes = import_paper_modules(Path(args.paper_repo))
+    config = Diffusion.TrainingConfig()
+    config.IMG_SHAPE, config.BATCH_SIZE, config.mode, config.time_step = (1, SETTING_D), args.batch, "normal", -1
+    config.DEVICE, config.LR = "cpu", PAPER_LR
+    x_train, _ = GMM.generate_GMM(args.n, SETTING_D, 1, 1, args.seed)
+    loader = DataLoader(x_train.to(torch.float32), batch_size=args.batch, shuffle=True)
+    model = TM.SimpleTimeModel(d=SETTING_D, d_model=args.width)
+    optimizer = torch.optim.Adam(model.parameters(), lr=PAPER_LR)
+    df = Diffusion.DiffusionConfig(n_steps=config.TIMESTEPS, img_shape=config.IMG_SHAPE, device="cpu")
+    loss_fn, batches = nn.MSELoss(), iter(loader)
+
+    def paper_step():
+        nonlocal batches
+        try:
+            x = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x = next(batches)
+        Diffusion.train_one_batch(x, model, optimizer, loss_fn, config, df)
+
+    model_cfg = ModelConfig(arch="mlp", width=args.width, depth=args.depth, emb_dim=16, parameterization="ddpm")
+    train_cfg = TrainConfig(batch_size=args.batch, lr=PAPER_LR, **args.extra_train)
+    x = x_train.numpy().astype(np.float32)
+    stack = train.start_stack([train.Run(x, args.seed, None)], [None], model_cfg=model_cfg, train_cfg=train_cfg,
+                              data_shape=(SETTING_D,), device=torch.device("cpu"), log=lambda line: None)
+    data = train.StackData.stack([torch.as_tensor(x)])
+    base = build_denoiser(model_cfg, data_shape=(SETTING_D,))
+    step_loss = train.make_step_loss(base, train_cfg, torch.device("cpu"))
+
+    def diffmem_step():
+        losses = train.train_step(stack, data, step_loss=step_loss, model_cfg=model_cfg, train_cfg=train_cfg,
+                                  vp_sigmas=base.sigmas)
+        float(losses[0])  # the engine checks finiteness every step on CPU
+
+    for _ in range(50):  # warm-up (and compilation, with train.compile)
+        diffmem_step()
+        paper_step()
+    rates = {"diffmem": [], "paper": []}
+    block = 100
+    for r in range(2 * max(1, args.steps // (2 * block))):
+        order = [("diffmem", diffmem_step), ("paper", paper_step)]
+        for name, step in order if r % 2 == 0 else order[::-1]:
+            c0 = time.process_time()
+            for _ in range(block):
+                step()
+            rates[name].append(block / (time.process_time() - c0))
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    ratios = sorted(a / b for a, b in zip(rates["diffmem"], rates["paper"]))
+    print(f"\n### interleaved in one process ({len(ratios)} rounds of {block} steps each, CPU seconds)\n")
+    print("| side | parameters | median steps/CPU-s |\n|---|---:|---:|")
+    print(f"| diffmem | {sum(t.numel() for t in stack.leaves.values()):,} | {med['diffmem']:.0f} |")
+    print(f"| paper | {sum(t.numel() for t in model.parameters()):,} | {med['paper']:.0f} |")
+    print(f"\nratio of medians diffmem / paper: **{med['diffmem'] / med['paper']:.2f}x**; per round: "
+          f"min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, max {ratios[-1]:.2f}")
+
+
 # ---------------------------------------------------------------- driver
 
 def run_timed(cmd: list[str], *, log_re: re.Pattern, log_every: int, steps: int) -> dict:
@@ -232,6 +307,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="steady state = steps/s from this step to the last")
     parser.add_argument("--diffmem-extra-train", default="{}", metavar="JSON",
                         help='extra keys merged into diffmem\'s train slice, e.g. \'{"compile": true}\'')
+    parser.add_argument("--interleaved", action="store_true",
+                        help="instead of whole processes: both loops in this process, alternating blocks of 100 steps "
+                             "on CPU time (robust on a loaded machine); --steps is then the steps per side")
     parser.add_argument("--worker", choices=["paper"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -245,6 +323,15 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.paper_repo / PAPER_UTILS / "Diffusion.py").exists():
         parser.error(f"{args.paper_repo} has no {PAPER_UTILS / 'Diffusion.py'}; pass the paper repository's root")
     args.extra_train = json.loads(args.diffmem_extra_train)
+    if args.interleaved:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from machine import describe
+
+        torch_ = __import__("torch")
+        torch_.set_num_threads(1)
+        print(describe(torch_.device("cpu")))
+        interleaved(args)
+        return
 
     import torch
 
