@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from diffmem.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
 from diffmem.config import ModelConfig, TrainConfig  # noqa: E402
+from diffmem.data import gmm_sample  # noqa: E402
 from diffmem.train import Run, train_runs  # noqa: E402
 from machine import describe  # noqa: E402
 
@@ -39,9 +40,7 @@ MODELS = {
 
 
 def gmm(n: int, d: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    signs = rng.choice([-1.0, 1.0], size=(n, 1))
-    return (signs + rng.normal(size=(n, d))).astype(np.float32)
+    return gmm_sample(n, dim=d, mu=1.0, rng=np.random.default_rng(seed))[0]
 
 
 def run(model: str, *, steps: int, device: str, stack: int = 1, **extra) -> tuple[dict, dict, float]:

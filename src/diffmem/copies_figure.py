@@ -148,8 +148,6 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
         ax.set_ylabel("first step copied")
         ax.legend(fontsize=6, loc="lower right", title="Spearman (never = last)", title_fontsize=6)
     fig.suptitle(title, fontsize=10, y=1.03)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)
     return n_top, rows, corr
 

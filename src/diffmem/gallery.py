@@ -216,8 +216,6 @@ def make_gallery(*, manifest: dict, scores: xr.Dataset, train: np.ndarray, pool_
     else:
         columns = gallery_columns(scores, manifest, chosen, position=position, num_pairs=None)
         fig = draw_projection_gallery(columns, train=train, threshold=threshold, title=head)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)
     return chosen
 

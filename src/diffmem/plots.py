@@ -202,7 +202,10 @@ def plot_losses(ax, cube: xr.Dataset) -> None:
     ax.legend(fontsize=6, ncol=2)
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: str | Path) -> None:
+    """Write `fig` to `path` (its folder created if missing) through a temporary file, and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -407,10 +410,8 @@ def compare_p_delta(cubes: list[xr.Dataset], dims: list[int], out: str | Path, *
     ax.set_ylabel("P(E_TG - E_OG > 0) over seeds")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)
-    return out
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> None:

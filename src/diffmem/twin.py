@@ -163,10 +163,8 @@ def make_twin_figure(cube: xr.Dataset, out: str | Path, *, title: str = "") -> P
     fig.suptitle(f"{title}  twin models on disjoint training sets, same initial noise "
                  "(Kadkhodaie et al. 2024)", fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)
-    return out
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> None:
