@@ -93,36 +93,44 @@ def import_paper_modules(paper_repo: Path) -> tuple:
     return Diffusion, TinyModels, GMM_data_scores, notes
 
 
+def paper_setup(args, *, save_dir: str) -> tuple:
+    """run_GMM.py's setup on CPU: (Diffusion module, config, DataLoader, model, optimizer, DiffusionConfig, notes)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    Diffusion, TM, GMM, notes = import_paper_modules(Path(args.paper_repo))
+    config = Diffusion.TrainingConfig()
+    config.DATASET = "GMM"
+    config.n_images = args.n
+    config.IMG_SHAPE = (1, SETTING_D)
+    config.BATCH_SIZE = args.batch
+    config.N_STEPS = args.steps
+    config.LOSS_SCORE_EMP = False
+    config.OPTIM = "Adam"
+    config.LR = PAPER_LR
+    config.mode = "normal"
+    config.time_step = -1
+    config.DEVICE = "cpu"
+    config.path_save = save_dir + "/"
+    x_train, _ = GMM.generate_GMM(args.n, SETTING_D, 1, 1, args.seed)
+    loader = DataLoader(x_train.to(torch.float32).to(config.DEVICE), batch_size=args.batch, shuffle=True)
+    model = TM.SimpleTimeModel(d=SETTING_D, d_model=args.width).to(config.DEVICE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.LR)
+    df = Diffusion.DiffusionConfig(n_steps=config.TIMESTEPS, img_shape=config.IMG_SHAPE, device=config.DEVICE)
+    return Diffusion, config, loader, model, optimizer, df, notes
+
+
 def paper_worker(args) -> None:
     """Runs in a fresh subprocess: run_GMM.py's setup on CPU, then their Diffusion.train()."""
     import torch
     from torch import nn
-    from torch.utils.data import DataLoader
 
     torch.set_num_threads(1)
-    Diffusion, TM, GMM, notes = import_paper_modules(Path(args.paper_repo))
-    for note in notes:
-        print(f"[paper] note: {note}", flush=True)
     with tempfile.TemporaryDirectory() as save_dir:
-        config = Diffusion.TrainingConfig()
-        config.DATASET = "GMM"
-        config.n_images = args.n
-        config.IMG_SHAPE = (1, SETTING_D)
-        config.BATCH_SIZE = args.batch
-        config.N_STEPS = args.steps
-        config.LOSS_SCORE_EMP = False
-        config.OPTIM = "Adam"
-        config.LR = PAPER_LR
-        config.mode = "normal"
-        config.time_step = -1
-        config.DEVICE = "cpu"
-        config.path_save = save_dir + "/"
-        x_train, _ = GMM.generate_GMM(args.n, SETTING_D, 1, 1, args.seed)
-        loader = DataLoader(x_train.to(torch.float32).to(config.DEVICE), batch_size=args.batch, shuffle=True)
-        model = TM.SimpleTimeModel(d=SETTING_D, d_model=args.width).to(config.DEVICE)
+        Diffusion, config, loader, model, optimizer, df, notes = paper_setup(args, save_dir=save_dir)
+        for note in notes:
+            print(f"[paper] note: {note}", flush=True)
         print(f"[paper] {sum(p.numel() for p in model.parameters())} parameters", flush=True)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.LR)
-        df = Diffusion.DiffusionConfig(n_steps=config.TIMESTEPS, img_shape=config.IMG_SHAPE, device=config.DEVICE)
 
         # Count steps around their train_one_batch (train() looks it up in its module at each call) and
         # report step log_every and the last step, as diffmem's log lines do; the wrapper adds ~1 us/step.
@@ -159,22 +167,14 @@ def interleaved(args) -> None:
     import numpy as np
     import torch
     from torch import nn
-    from torch.utils.data import DataLoader
 
     from diffmem import train
     from diffmem.config import ModelConfig, TrainConfig
     from diffmem.models import build_denoiser
 
     torch.set_num_threads(1)
-    Diffusion, TM, GMM, notes = import_paper_modules(Path(args.paper_repo))
-    config = Diffusion.TrainingConfig()
-    config.IMG_SHAPE, config.BATCH_SIZE, config.mode, config.time_step = (1, SETTING_D), args.batch, "normal", -1
-    config.DEVICE, config.LR = "cpu", PAPER_LR
-    x_train, _ = GMM.generate_GMM(args.n, SETTING_D, 1, 1, args.seed)
-    loader = DataLoader(x_train.to(torch.float32), batch_size=args.batch, shuffle=True)
-    model = TM.SimpleTimeModel(d=SETTING_D, d_model=args.width)
-    optimizer = torch.optim.Adam(model.parameters(), lr=PAPER_LR)
-    df = Diffusion.DiffusionConfig(n_steps=config.TIMESTEPS, img_shape=config.IMG_SHAPE, device="cpu")
+    save_dir = tempfile.TemporaryDirectory()  # train_one_batch writes nothing there; removed at exit
+    Diffusion, config, loader, model, optimizer, df, _ = paper_setup(args, save_dir=save_dir.name)
     loss_fn, batches = nn.MSELoss(), iter(loader)
 
     def paper_step():
@@ -188,7 +188,7 @@ def interleaved(args) -> None:
 
     model_cfg = ModelConfig(arch="mlp", width=args.width, depth=args.depth, emb_dim=16, parameterization="ddpm")
     train_cfg = TrainConfig(batch_size=args.batch, lr=PAPER_LR, **args.extra_train)
-    x = x_train.numpy().astype(np.float32)
+    x = loader.dataset.numpy()  # their training set: the tensor their DataLoader batches
     stack = train.start_stack([train.Run(x, args.seed, None)], [None], model_cfg=model_cfg, train_cfg=train_cfg,
                               data_shape=(SETTING_D,), device=torch.device("cpu"), log=lambda line: None)
     data = train.StackData.stack([torch.as_tensor(x)])
