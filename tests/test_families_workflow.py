@@ -116,15 +116,20 @@ def test_random_features_split_time_and_theory(finished):
         assert (workdir / "results" / "rf" / "figures" / name).exists()
 
 
+def plan_with(workdir, cfg, *, restore):
+    """The jobs Snakemake plans for `cfg` in the finished workdir; `restore` is written back after."""
+    write_config(workdir, cfg)
+    try:
+        return planned_jobs(workdir)
+    finally:
+        write_config(workdir, restore)
+
+
 def test_adding_a_strength_runs_only_the_new_value_and_the_sweep(finished):
     workdir, cfg, _ = finished
     cfg = copy.deepcopy(cfg)
     cfg["experiments"]["emp"]["model"]["strength"] = [0.0, 0.1, 1.0]
-    write_config(workdir, cfg)
-    try:
-        plan = planned_jobs(workdir)
-    finally:
-        write_config(workdir, finished[1])
+    plan = plan_with(workdir, cfg, restore=finished[1])
     leaves = {job["exp"] for _, job in plan if "exp" in job}
     assert leaves <= {"emp", "emp/strength0.1"}
     c = counts(plan)
@@ -148,10 +153,6 @@ def test_linear_exact_runs_one_job_per_dimension_and_fits_n_half(finished):
     # adding a dimension runs only that dimension, the stacking, the fit and the figures
     cfg = copy.deepcopy(cfg)
     cfg["experiments"]["linexact"]["model"]["linear_dims"] = [4, 8, 12]
-    write_config(workdir, cfg)
-    try:
-        plan = planned_jobs(workdir)
-    finally:
-        write_config(workdir, finished[1])
+    plan = plan_with(workdir, cfg, restore=finished[1])
     assert sorted(job["d"] for rule, job in plan if rule == "linear_exact_run") == ["12"]
     assert counts(plan)["linear_exact_cube"] == 1
