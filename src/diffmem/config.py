@@ -252,7 +252,7 @@ def check_family(name: str, exp: dict) -> None:
 
 def resolve_grouping(exp: dict) -> None:
     """train.grouped auto -> true when each training job holds a GPU (gpus_per_train_job > 0) and the
-    network is an MLP or linear, else false.
+    network is an MLP (mlp, time_mlp) or linear, else false.
 
     Measured (benchmarks/README.md): a job that holds a whole GPU trains k grouped models at ~k x the
     model-steps/s of one (9.1x at k = 16 on an H100) because small models are launch-bound; on CPU,
@@ -318,6 +318,10 @@ def check_experiment(name: str, exp: dict) -> None:
     model = exp["model"]
     if model["emb_dim"] % 2:
         raise ConfigError(f"config error at '{where}.model.emb_dim': must be even, got {model['emb_dim']}")
+    widths = model["width"] if isinstance(model["width"], list) else [model["width"]]
+    if model["arch"] == "time_mlp" and any(w % 2 for w in widths):
+        raise ConfigError(f"config error at '{where}.model.width': time_mlp encodes the timestep in cos/sin pairs, "
+                          f"so the width must be even; got {model['width']}")
     if model["arch"] == "unet" and data["dataset"] in ("gmm", "gaussian"):
         raise ConfigError(f"config error at '{where}.model.arch': unet needs image-shaped data, not '{data['dataset']}'")
     quality = exp["quality"]

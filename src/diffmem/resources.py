@@ -14,7 +14,7 @@ A training job that outlives its request is not lost: it writes `resume.pt` on S
 `train.resume_every_min` minutes, and the retried job continues from there.
 
 Nothing here imports torch: the Snakefile calls it while building the DAG. Parameter counts and
-FLOPs follow the constructions in `models/mlp.py`, `models/unet.py` and `families/linear.py`.
+FLOPs follow the constructions in `models/mlp.py` (both MLPs), `models/unet.py` and `families/linear.py`.
 """
 
 from __future__ import annotations
@@ -126,6 +126,10 @@ def model_size(model: dict, shape: tuple[int, ...]) -> ModelSize:
     if arch == "mlp":
         params, width = _mlp_params(dim, model["width"], model["depth"], model["emb_dim"]), model["width"]
         return ModelSize(params, 2.0 * params, (6 * model["depth"] + 6) * width + 2 * dim, float(max(width, dim)))
+    if arch == "time_mlp":  # models/mlp.py's TimeMLP: in, depth x (2 linears + LayerNorm), out
+        width, depth = model["width"], model["depth"]
+        params = dim * width + width + depth * (2 * (width * width + width) + 2 * width) + width * dim + dim
+        return ModelSize(params, 2.0 * params, (6 * depth + 2) * width + 2 * dim, float(max(width, dim)))
     if arch == "linear":  # families/linear.py: 8 knots of (W [D, D], b [D]), every knot applied per sample
         params = 8 * (dim * dim + dim)
         return ModelSize(params, 2.0 * params, 16.0 * dim, 8.0 * dim)

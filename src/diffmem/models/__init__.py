@@ -16,6 +16,10 @@ def build_denoiser(cfg: ModelConfig, *, data_shape: tuple[int, ...]) -> nn.Modul
         from diffmem.models.mlp import MLP
 
         net = MLP(dim=math.prod(data_shape), width=cfg.width, depth=cfg.depth, emb_dim=cfg.emb_dim)
+    elif cfg.arch == "time_mlp":
+        from diffmem.models.mlp import TimeMLP
+
+        net = TimeMLP(dim=math.prod(data_shape), width=cfg.width, depth=cfg.depth)
     elif cfg.arch == "unet":
         from diffmem.models.unet import UNet
 

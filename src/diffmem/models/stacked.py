@@ -4,8 +4,8 @@ Parameters are stacked along a leading member axis ([k, ...], `torch.func.stack_
 layout); `StackedDenoiser(base, params, buffers)` is called as `denoiser(x [k, B, ...], sigma [k, B])`
 and has the base's `loss_weight`, so `loss.denoising_loss` serves one model and k alike.
 
-- The MLP (models/mlp.py), the default and most used network, is written out here on the stacked
-  weights (`stacked_mlp`): for k > 1 each nn.Linear becomes one batched matmul (`baddbmm`); for
+- The MLPs (models/mlp.py: `MLP`, the default and most used network, and `TimeMLP`) are written out
+  here on the stacked weights (`stacked_mlp`, `stacked_time_mlp`): for k > 1 each nn.Linear becomes one batched matmul (`baddbmm`); for
   k = 1 every layer calls the kernel the module itself calls (F.linear, F.layer_norm), so one model
   trains bit for bit as the plain module would (tests/test_train.py holds it to a plain torch loop),
   without nn.Module and functional_call overhead (~0.5 ms per call, ~10 % of a small MLP's step).
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from diffmem.models.mlp import MLP
+from diffmem.models.mlp import MLP, TimeMLP, interleaved_encoding
 from diffmem.models.precond import EDMPrecond, VPPrecond, precondition
 
 
@@ -69,6 +69,22 @@ def stacked_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.
     return _linear(p, "out", silu(_layer_norm(p, "out_norm", h)))
 
 
+def stacked_time_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.Tensor, *, depth: int,
+                     prefix: str = "net.") -> torch.Tensor:
+    """models/mlp.py's TimeMLP.forward, stacked or unstacked as `stacked_mlp`."""
+    p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
+    pe = interleaved_encoding(c_noise, buffers[f"{prefix}freqs"])  # [k, B, W] or [B, W]
+    h = _linear(p, "inp", x_in)
+    for i in range(depth):
+        z = _linear(p, f"blocks.{i}.fc2", nn.functional.gelu(_linear(p, f"blocks.{i}.fc1", h + pe)))
+        h = _layer_norm(p, f"blocks.{i}.norm", h + z)
+    return _linear(p, "out", h)
+
+
+# the networks written out above: module class -> its function of (params, buffers, x_in, c_noise, depth=)
+FUNCTIONAL_NETS = {MLP: stacked_mlp, TimeMLP: stacked_time_mlp}
+
+
 class StackedDenoiser:
     """`denoiser(x [k, B, ...], sigma [k, B]) -> x0_hat` of k members of `base`'s architecture.
 
@@ -81,16 +97,17 @@ class StackedDenoiser:
     def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], *,
                  stacked: bool = True) -> None:
         self.base, self.params, self.buffers, self.stacked = base, params, buffers, stacked
-        self.mlp_depth = (len(base.net.blocks) if isinstance(base, (EDMPrecond, VPPrecond))
-                          and isinstance(base.net, MLP) else None)
+        net = getattr(base, "net", None) if isinstance(base, (EDMPrecond, VPPrecond)) else None
+        self.functional = FUNCTIONAL_NETS.get(type(net))
+        self.depth = len(net.blocks) if self.functional is not None else None
 
     def net(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:  # [k, B, ...], [k, B] or [B, ...], [B]
         lead = c_noise.ndim
         flat = x_in.reshape(*x_in.shape[:lead], -1)
-        return stacked_mlp(self.params, self.buffers, flat, c_noise, depth=self.mlp_depth).reshape(x_in.shape)
+        return self.functional(self.params, self.buffers, flat, c_noise, depth=self.depth).reshape(x_in.shape)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if self.mlp_depth is not None:
+        if self.functional is not None:
             return precondition(self.base, self.net, x, sigma)
         if not self.stacked:
             return functional_call(self.base, (self.params, self.buffers), (x, sigma))
