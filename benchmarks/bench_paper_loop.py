@@ -9,9 +9,12 @@ through a positional-encoding lookup), Adam at lr 6e-4, batch 256 drawn by a shu
 Each side runs in a fresh subprocess with one torch thread (OMP/MKL threads 1 too), on the same
 training-set size n and the same number of steps:
 - diffmem: the real CLI, `python -m diffmem.cli train`, on a GMM training set made by
-  `diffmem prepare-data` and `diffmem subsample` (as the workflow's data rules do), with the MLP of
-  width --width, depth --depth, emb_dim 16, DDPM parameterization, Adam 6e-4, batch --batch, 1 thread,
-  a checkpoint grid of {0, steps} only and a small probe;
+  `diffmem prepare-data` and `diffmem subsample` (as the workflow's data rules do), with the first
+  --diffmem network: `mlp` (diffmem's own MLP: width --width, depth 2, emb_dim 16; 120,712
+  parameters at width 128, 18 % more matmul work per step than theirs) or `time_mlp` (the paper's
+  network, written in diffmem: width --width, depth 3, their 102,024 parameters at width 128); DDPM
+  parameterization, Adam 6e-4, batch --batch, 1 thread, a checkpoint grid of {0, steps} only and a
+  small probe;
 - paper: this script in worker mode, which imports the paper's Utils/Diffusion.py, TinyModels.py and
   GMM_data_scores.py from --paper-repo (nothing is downloaded), builds the run as run_GMM.py does with
   DEVICE 'cpu', and calls their `Diffusion.train()` with no save times and path_save in a temp folder
@@ -23,8 +26,14 @@ included; steps / seconds) and the steady state (steps/s over the steps after th
 --steps: diffmem's `[train] step ...` log lines, the worker's own lines). Pairs alternate the order
 (ABBA) to cancel drift; the ratio is diffmem / paper per pair, then the median over pairs.
 
+With --interleaved, the paper's loop and every --diffmem side run in one process instead, in
+alternating blocks of 100 steps on CPU time, and each side's FLOPs per step are counted: the figure to
+trust on a loaded machine (see `interleaved`).
+
 Run: `python benchmarks/bench_paper_loop.py --paper-repo /tmp/paper_repo --steps 20000 --pairs 3`
-     (--diffmem-extra-train '{"compile": true}' merges extra keys into diffmem's train slice)
+     `python benchmarks/bench_paper_loop.py --paper-repo /tmp/paper_repo --interleaved --steps 4000 \
+          --diffmem mlp time_mlp time_mlp+compile`
+     (--diffmem-extra-train '{"precision": "bf16"}' merges extra keys into diffmem's train slice)
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ PAPER_UTILS = Path("Experiments") / "src" / "Utils"
 DIFFMEM_LOG = re.compile(r"\[train\] step\s+(\d+)/\d+\s+loss\s+(\S+)\s+([\d,.]+) steps/s")
 DIFFMEM_PARAMS = re.compile(r"starting from scratch, ([\d,]+) parameters")
 PAPER_LOG = re.compile(r"\[paper\] step\s+(\d+)\s+loss\s+(\S+)")
+DEPTHS = {"mlp": 2, "time_mlp": 3}  # default depth per diffmem arch: time_mlp is the paper's network (3 blocks)
 
 
 def one_thread_env() -> dict[str, str]:
@@ -155,15 +165,46 @@ def paper_worker(args) -> None:
             print("[paper] note: their train() wrote into the temp folder", flush=True)
 
 
+def parse_side(spec: str) -> dict:
+    """A diffmem side of --diffmem: 'ARCH' or 'ARCH+compile' (arch mlp or time_mlp)."""
+    arch, _, option = spec.partition("+")
+    if arch not in DEPTHS or option not in ("", "compile"):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected mlp or time_mlp, optionally with +compile")
+    return {"label": spec, "arch": arch, "compile": option == "compile"}
+
+
+def diffmem_model(args, arch: str) -> dict:
+    """diffmem's model slice for a side: the paper's d_model as width; depth --depth or the arch's default."""
+    model = {"family": "network", "arch": arch, "parameterization": "ddpm", "width": args.width,
+             "depth": args.depth or DEPTHS[arch]}
+    if arch == "mlp":
+        model["emb_dim"] = 16
+    return model
+
+
+def step_flops(fn) -> float:
+    """FLOPs (matmuls) of one call of `fn`, counted by torch.utils.flop_counter.FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
 def interleaved(args) -> None:
-    """Both loops in this one process, alternating blocks of steps, timed in CPU seconds.
+    """The paper's loop and every --diffmem side in this one process, alternating blocks of steps, on CPU time.
 
     A shared, noisy machine moves whole-process timings by 2x between runs; alternating blocks of 100
-    steps in one process, on process CPU time, puts both sides under the same load, so the ratio of
+    steps in one process, on process CPU time, puts every side under the same load, so the ratio of
     the medians is the figure to trust there. The paper side calls their train_one_batch on batches
-    from their DataLoader (what their train() does each step); diffmem's side is the engine's
-    train_step on a stack of one (what `diffmem train` does each step).
+    from their DataLoader (what their train() does each step); each diffmem side is the engine's
+    train_step on a stack of one (what `diffmem train` does each step), on their training set.
+    FLOPs per step (forward + backward matmuls, FlopCounterMode) turn steps/s into GFLOP/s, which
+    separates the loop's overhead from the network's size: diffmem's mlp does more work per step
+    than the paper's network; time_mlp is the paper's network.
     """
+    import dataclasses
+
     import numpy as np
     import torch
     from torch import nn
@@ -177,49 +218,77 @@ def interleaved(args) -> None:
     Diffusion, config, loader, model, optimizer, df, _ = paper_setup(args, save_dir=save_dir.name)
     loss_fn, batches = nn.MSELoss(), iter(loader)
 
-    def paper_step():
+    def paper_batch():
         nonlocal batches
         try:
-            x = next(batches)
+            return next(batches)
         except StopIteration:
             batches = iter(loader)
-            x = next(batches)
-        Diffusion.train_one_batch(x, model, optimizer, loss_fn, config, df)
+            return next(batches)
 
-    model_cfg = ModelConfig(arch="mlp", width=args.width, depth=args.depth, emb_dim=16, parameterization="ddpm")
-    train_cfg = TrainConfig(batch_size=args.batch, lr=PAPER_LR, **args.extra_train)
+    def paper_step():
+        Diffusion.train_one_batch(paper_batch(), model, optimizer, loss_fn, config, df)
+
+    def paper_fwd_bwd():
+        x = paper_batch()
+        ts = torch.randint(1, config.TIMESTEPS, (x.shape[0],))
+        x_t, noise = Diffusion.forward_diffusion(df, x, ts, config)
+        loss_fn(noise, model(x_t.float(), ts)).backward()
+        optimizer.zero_grad()
+
     x = loader.dataset.numpy()  # their training set: the tensor their DataLoader batches
-    stack = train.start_stack([train.Run(x, args.seed, None)], [None], model_cfg=model_cfg, train_cfg=train_cfg,
-                              data_shape=(SETTING_D,), device=torch.device("cpu"), log=lambda line: None)
-    data = train.StackData.stack([torch.as_tensor(x)])
-    base = build_denoiser(model_cfg, data_shape=(SETTING_D,))
-    step_loss = train.make_step_loss(base, train_cfg, torch.device("cpu"))
+    sides = {"paper": {"step": paper_step, "params": sum(t.numel() for t in model.parameters()),
+                       "flops": step_flops(paper_fwd_bwd), "net": f"SimpleTimeModel(d=8, d_model={args.width})"}}
+    for side in args.diffmem:
+        model_cfg = ModelConfig(**diffmem_model(args, side["arch"]))
+        train_cfg = TrainConfig(batch_size=args.batch, lr=PAPER_LR, **{**args.extra_train, "compile": side["compile"]})
+        stack = train.start_stack([train.Run(x, args.seed, None)], [None], model_cfg=model_cfg, train_cfg=train_cfg,
+                                  data_shape=(SETTING_D,), device=torch.device("cpu"), log=lambda line: None)
+        data = train.StackData.stack([torch.as_tensor(x)])
+        base = build_denoiser(model_cfg, data_shape=(SETTING_D,))
+        step_loss = train.make_step_loss(base, train_cfg, torch.device("cpu"))
+        eager = train.make_step_loss(base, dataclasses.replace(train_cfg, compile=False), torch.device("cpu"))
 
-    def diffmem_step():
-        losses = train.train_step(stack, data, step_loss=step_loss, model_cfg=model_cfg, train_cfg=train_cfg,
-                                  vp_sigmas=base.sigmas)
-        float(losses[0])  # the engine checks finiteness every step on CPU
+        def diffmem_step(stack=stack, data=data, step_loss=step_loss, model_cfg=model_cfg, train_cfg=train_cfg,
+                         base=base):
+            losses = train.train_step(stack, data, step_loss=step_loss, model_cfg=model_cfg, train_cfg=train_cfg,
+                                      vp_sigmas=base.sigmas)
+            float(losses[0])  # the engine checks finiteness every step on CPU
 
-    for _ in range(50):  # warm-up (and compilation, with train.compile)
-        diffmem_step()
-        paper_step()
-    rates = {"diffmem": [], "paper": []}
+        def fwd_bwd(stack=stack, data=data, eager=eager, model_cfg=model_cfg, train_cfg=train_cfg, base=base):
+            batch = train.draw_batch(stack, data, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=base.sigmas)
+            train.loss_and_grads(stack, eager, *batch)
+
+        net = (f"mlp width {model_cfg.width}, depth {model_cfg.depth}, emb_dim 16" if side["arch"] == "mlp"
+               else f"time_mlp width {model_cfg.width}, depth {model_cfg.depth}")
+        sides[side["label"]] = {"step": diffmem_step, "params": sum(t.numel() for t in stack.leaves.values()),
+                                "flops": step_flops(fwd_bwd), "net": net + (", train.compile" if side["compile"] else "")}
+
+    for side in sides.values():  # warm-up (and compilation, with train.compile)
+        for _ in range(50):
+            side["step"]()
+    names = list(sides)
+    rates = {name: [] for name in names}
     block = 100
     for r in range(2 * max(1, args.steps // (2 * block))):
-        order = [("diffmem", diffmem_step), ("paper", paper_step)]
-        for name, step in order if r % 2 == 0 else order[::-1]:
+        for name in names if r % 2 == 0 else names[::-1]:
             c0 = time.process_time()
             for _ in range(block):
-                step()
+                sides[name]["step"]()
             rates[name].append(block / (time.process_time() - c0))
-    med = {k: float(np.median(v)) for k, v in rates.items()}
-    ratios = sorted(a / b for a, b in zip(rates["diffmem"], rates["paper"]))
-    print(f"\n### interleaved in one process ({len(ratios)} rounds of {block} steps each, CPU seconds)\n")
-    print("| side | parameters | median steps/CPU-s |\n|---|---:|---:|")
-    print(f"| diffmem | {sum(t.numel() for t in stack.leaves.values()):,} | {med['diffmem']:.0f} |")
-    print(f"| paper | {sum(t.numel() for t in model.parameters()):,} | {med['paper']:.0f} |")
-    print(f"\nratio of medians diffmem / paper: **{med['diffmem'] / med['paper']:.2f}x**; per round: "
-          f"min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, max {ratios[-1]:.2f}")
+    med = {name: float(np.median(v)) for name, v in rates.items()}
+    paper = np.array(rates["paper"])
+    print(f"\n### interleaved in one process ({len(paper)} rounds of {block} steps per side, CPU seconds)\n")
+    print("| side | network | parameters | GFLOP / step | median steps/CPU-s | GFLOP/CPU-s | ratio to paper "
+          "| per round: min, median, max |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for name in names:
+        side, per_round = sides[name], np.sort(np.array(rates[name]) / paper)
+        print(f"| {name} | {side['net']} | {side['params']:,} | {side['flops'] / 1e9:.3f} | {med[name]:.0f} "
+              f"| {med[name] * side['flops'] / 1e9:.1f} | **{med[name] / med['paper']:.2f}x** "
+              f"| {per_round[0]:.2f}, {float(np.median(per_round)):.2f}, {per_round[-1]:.2f} |")
+    print("\nratio to paper = ratio of the medians of steps per CPU-second; GFLOP counts forward + backward "
+          "matmuls (FlopCounterMode), not the elementwise work or the optimizer.")
 
 
 # ---------------------------------------------------------------- driver
@@ -265,11 +334,11 @@ def prepare_data(workdir: Path, *, n: int, n_test: int) -> tuple[Path, Path]:
 
 
 def diffmem_cmd(args, *, dataset: Path, train: Path, run_dir: Path) -> list[str]:
-    model = {"family": "network", "arch": "mlp", "parameterization": "ddpm", "width": args.width,
-             "depth": args.depth, "emb_dim": 16}
+    model = diffmem_model(args, args.diffmem[0]["arch"])
     train_cfg = {"optimizer": "adam", "lr": PAPER_LR, "batch_size": args.batch, "max_steps": args.steps,
                  "checkpoint_steps": [args.steps], "probe_size": 256, "device": "cpu", "threads": 1,
-                 "log_every": args.log_every, **args.extra_train}
+                 "log_every": args.log_every, **args.extra_train,
+                 **({"compile": True} if args.diffmem[0]["compile"] else {})}
     return [sys.executable, "-m", "diffmem.cli", "train", "--train", str(train), "--dataset", str(dataset),
             "--model", json.dumps(model), "--train-cfg", json.dumps(train_cfg), "--seed", "0",
             "--state-root", str(run_dir / "state"), "--out", str(run_dir / "train_metrics.nc")]
@@ -300,9 +369,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=3, help="paired runs, order alternating (ABBA)")
     parser.add_argument("--n", type=int, default=1024, help="training-set size (even; > batch for true minibatches)")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--width", type=int, default=128, help="diffmem MLP width and the paper's d_model")
-    parser.add_argument("--depth", type=int, default=2, help="diffmem MLP residual blocks (the paper's model has 3 "
-                        "blocks of 2 linears; diffmem's have 3 linears and a time-embedding MLP)")
+    parser.add_argument("--width", type=int, default=128, help="diffmem's width and the paper's d_model")
+    parser.add_argument("--depth", type=int, default=None, help="diffmem's residual blocks (default: 2 for mlp, "
+                        "whose blocks have 3 linears beside a time-embedding MLP; 3 for time_mlp, the paper's)")
+    parser.add_argument("--diffmem", nargs="+", type=parse_side, default=[parse_side("mlp")], metavar="ARCH[+compile]",
+                        help="diffmem side(s): mlp (diffmem's MLP) and/or time_mlp (the paper's network), each "
+                             "optionally +compile (train.compile); whole-process mode runs the first")
     parser.add_argument("--log-every", type=int, default=1000,
                         help="steady state = steps/s from this step to the last")
     parser.add_argument("--diffmem-extra-train", default="{}", metavar="JSON",
@@ -344,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"- settings: n = {args.n}, batch {args.batch}, {args.steps} steps per run, {args.pairs} pairs, "
           f"1 thread per process, steady state over steps {args.log_every}-{args.steps}")
-    print(f"- diffmem: mlp width {args.width}, depth {args.depth}, emb_dim 16, ddpm, adam lr {PAPER_LR}"
+    print(f"- diffmem: {json.dumps(diffmem_model(args, args.diffmem[0]['arch']))}, adam lr {PAPER_LR}"
+          + (", train.compile" if args.diffmem[0]["compile"] else "")
           + (f", extra train keys {json.dumps(args.extra_train)}" if args.extra_train else ""))
     print(f"- paper: SimpleTimeModel(d=8, d_model={args.width}), Adam lr {PAPER_LR}, DataLoader(shuffle=True), "
           f"their Diffusion.train() on cpu\n", flush=True)

@@ -6,7 +6,7 @@ import torch
 
 from diffmem.config import ConfigError, ModelConfig
 from diffmem.models import build_denoiser, count_parameters
-from diffmem.models.mlp import TimeMLP, interleaved_encoding, interleaved_frequencies
+from diffmem.models.mlp import TimeMLP, encoding_frequencies, timestep_encoding
 from diffmem.resources import model_size
 
 
@@ -29,10 +29,15 @@ def test_the_paper_size_has_their_parameter_count():
         TimeMLP(dim=5, width=32, depth=2))
 
 
+def relabel(table: np.ndarray) -> np.ndarray:
+    """Their interleaved columns (cos, sin, cos, sin, ...) in diffmem's order [all cos | all sin]."""
+    return np.concatenate([table[..., 0::2], table[..., 1::2]], axis=-1)
+
+
 def test_encoding_is_their_table_at_integer_timesteps():
     t = torch.arange(1000, dtype=torch.float32)
-    got = interleaved_encoding(t, interleaved_frequencies(128)).double().numpy()
-    want = paper_encoding_table(128, 1000)
+    got = timestep_encoding(t, encoding_frequencies(128)).double().numpy()
+    want = relabel(paper_encoding_table(128, 1000))
     # float32 arguments up to 999 rad: the phase is exact to ~1e-4
     assert np.abs(got - want).max() < 2e-4
     assert np.abs(got[:100] - want[:100]).max() < 1e-5
@@ -43,7 +48,7 @@ def test_forward_is_the_documented_composition():
     torch.manual_seed(0)
     net = TimeMLP(dim=4, width=16, depth=2).eval()
     x, c = torch.randn(5, 4), torch.rand(5) * 999
-    pe = torch.tensor(paper_encoding_table(16, 1000), dtype=torch.float32)[c.round().long()]
+    pe = torch.tensor(relabel(paper_encoding_table(16, 1000)), dtype=torch.float32)[c.round().long()]
     c = c.round()
     h = x @ net.inp.weight.T + net.inp.bias
     for b in net.blocks:

@@ -62,20 +62,20 @@ class MLP(nn.Module):
         return self.out(nn.functional.silu(self.out_norm(h))).reshape(shape)
 
 
-def interleaved_frequencies(width: int, *, min_freq: float = 1e-4) -> torch.Tensor:
-    """The [width / 2] frequencies min_freq^(2j / width) of `TimeMLP`'s timestep encoding."""
+def encoding_frequencies(width: int, *, min_freq: float = 1e-4) -> torch.Tensor:
+    """The [width / 2] frequencies f_j = min_freq^(2j / width) of `TimeMLP`'s timestep encoding."""
     if width % 2:
         raise ValueError(f"time_mlp needs an even width (cos/sin pairs); got {width}")
     return (min_freq ** (2 * torch.arange(width // 2, dtype=torch.float64) / width)).float()
 
 
-def interleaved_encoding(c_noise: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """[..., B, width]: column 2j is cos(c_noise f_j), 2j+1 is sin(c_noise f_j).
+def timestep_encoding(c_noise: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """[..., B, width]: cos(c_noise f_j) in column j, sin(c_noise f_j) in column width / 2 + j.
 
     c_noise [B] with freqs [width / 2] (one model), or c_noise [k, B] with freqs [k, width / 2] (a stack).
     """
     arg = c_noise.float().unsqueeze(-1) * freqs.unsqueeze(-2)
-    return torch.stack([torch.cos(arg), torch.sin(arg)], dim=-1).flatten(-2)
+    return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
 
 
 class TimeBlock(nn.Module):
@@ -94,23 +94,26 @@ class TimeMLP(nn.Module):
 
     Their `TinyModels.SimpleTimeModel(d, d_model, n_blocks=3)`: a linear map in, `depth` blocks
     h <- LayerNorm(h + W2 gelu(W1 (h + PE(t)))), a linear map out. The timestep enters only through
-    the fixed sinusoidal encoding PE added at every block (their PositionalEncoding: column 2j is
-    cos(t f_j), 2j+1 is sin(t f_j), f_j = 1e-4^(2j / width)); there is no learned time embedding.
-    They look PE up at integer DDPM steps; here t is the preconditioning's c_noise (the continuous
-    timestep for ddpm, 250 ln sigma for edm), so the encoding is computed, not looked up. At width
-    128, depth 3 and D = 8 it has their 102,024 parameters.
+    the fixed sinusoidal encoding PE added at every block; there is no learned time embedding. PE has
+    the values of their PositionalEncoding (cos(t f_j) and sin(t f_j), f_j = 1e-4^(2j / width)) with
+    the columns ordered [all cos | all sin] where theirs interleave cos and sin: a fixed relabelling
+    of the hidden units, which changes neither the function class nor the distribution of the
+    initial weights (every layer's init is i.i.d. per entry), and makes PE two contiguous blocks
+    instead of a strided interleave. They look PE up at integer DDPM steps; here t is the
+    preconditioning's c_noise (the continuous timestep for ddpm, 250 ln sigma for edm), so it is
+    computed, not looked up. At width 128, depth 3 and D = 8 it has their 102,024 parameters.
     """
 
     def __init__(self, *, dim: int, width: int = 128, depth: int = 3) -> None:
         super().__init__()
-        self.register_buffer("freqs", interleaved_frequencies(width), persistent=False)
+        self.register_buffer("freqs", encoding_frequencies(width), persistent=False)
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList([TimeBlock(width) for _ in range(depth)])
         self.out = nn.Linear(width, dim)
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         shape = x_in.shape
-        pe = interleaved_encoding(c_noise, self.freqs)  # [B, W]
+        pe = timestep_encoding(c_noise, self.freqs)  # [B, W]
         h = self.inp(x_in.reshape(shape[0], -1))
         for block in self.blocks:
             h = block(h, pe)

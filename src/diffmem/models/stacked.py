@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from diffmem.models.mlp import MLP, TimeMLP, interleaved_encoding
+from diffmem.models.mlp import MLP, TimeMLP, timestep_encoding
 from diffmem.models.precond import EDMPrecond, VPPrecond, precondition
 
 
@@ -73,7 +73,7 @@ def stacked_time_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: t
                      prefix: str = "net.") -> torch.Tensor:
     """models/mlp.py's TimeMLP.forward, stacked or unstacked as `stacked_mlp`."""
     p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
-    pe = interleaved_encoding(c_noise, buffers[f"{prefix}freqs"])  # [k, B, W] or [B, W]
+    pe = timestep_encoding(c_noise, buffers[f"{prefix}freqs"])  # [k, B, W] or [B, W]
     h = _linear(p, "inp", x_in)
     for i in range(depth):
         z = _linear(p, f"blocks.{i}.fc2", nn.functional.gelu(_linear(p, f"blocks.{i}.fc1", h + pe)))
