@@ -462,7 +462,8 @@ def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg:
         torch._foreach_lerp_(list(stack.ema.values()), [p.detach() for p in stack.params.values()],
                              1 - train_cfg.ema_decay)
     stack.step += 1
-    return losses.detach().clone()  # a CUDA graph's output is overwritten by its next replay
+    graphed = train_cfg.compile and x0.device.type == "cuda"  # a CUDA graph's output is overwritten by its next replay
+    return losses.detach().clone() if graphed else losses.detach()
 
 
 def trajectory_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, *, x_train: np.ndarray, seed: int) -> str:
