@@ -127,8 +127,9 @@ def test_sampler_must_match_the_parameterization():
         assert validate_config(cfg(parameterization, "euler_maruyama"))["experiments"]["x"]["sample"]["sampler"] == "euler_maruyama"
 
 
-@pytest.mark.parametrize("parameterization,sampler", [("edm", "auto"), ("ddpm", "auto"), ("edm", "euler_maruyama")])
-def test_stacked_checkpoints_sample_as_each_alone(parameterization, sampler):
+@pytest.mark.parametrize("parameterization,sampler,arch", [("edm", "auto", "mlp"), ("ddpm", "auto", "mlp"),
+                                                             ("edm", "euler_maruyama", "mlp"), ("ddpm", "auto", "time_mlp")])
+def test_stacked_checkpoints_sample_as_each_alone(parameterization, sampler, arch):
     """sample.stack_checkpoints: k denoisers sampled together give each its own samples (same latents and
     noise streams), to the float rounding of the batched kernels."""
     from diffmem.config import ModelConfig, SampleConfig
@@ -138,8 +139,8 @@ def test_stacked_checkpoints_sample_as_each_alone(parameterization, sampler):
     nets = []
     for seed in range(3):
         torch.manual_seed(seed)
-        nets.append(build_denoiser(ModelConfig(width=16, depth=1, emb_dim=8, parameterization=parameterization),
-                                   data_shape=(4,)).eval())
+        nets.append(build_denoiser(ModelConfig(arch=arch, width=16, depth=1, emb_dim=8,
+                                               parameterization=parameterization), data_shape=(4,)).eval())
     cfg = SampleConfig(num_samples=7, num_steps=6, sampler=sampler, batch_size=8)
     together = generate_stack(nets, cfg, data_shape=(4,), device=torch.device("cpu"))
     for net, got in zip(nets, together):
