@@ -22,7 +22,8 @@ thread count of the row on CPU, and (ii) on CUDA, the device's published dense p
 
 Models (--models): mlp (ModelConfig defaults: width 256, depth 3, emb 64, EDM; 64-d, batch 128),
 digits (config.yaml's digits experiment: its model, batch and lr; 64-d), gmm (arXiv 2505.17638's
-synthetic setting: width 128, depth 2, emb 16, DDPM; d = 8, batch 256, Adam 6e-4), unet
+synthetic setting: width 128, depth 2, emb 16, DDPM; d = 8, batch 256, Adam 6e-4), gmm_paper (the
+same with the paper's own network, time_mlp width 128, depth 3), unet
 (models/unet.py at width 32 on 1x32x32, batch --unet-batch, default 128).
 
 Run: `python benchmarks/bench_training.py --device cpu --models gmm digits mlp --ks 1 4 16 --repeats 2`
@@ -78,6 +79,9 @@ def model_setup(name: str, args) -> tuple[ModelConfig, TrainConfig, tuple[int, .
     elif name == "gmm":  # bench_paper_loop.py's setting (the paper's run_GMM.py)
         model = ModelConfig(arch="mlp", parameterization="ddpm", width=128, depth=2, emb_dim=16)
         train_cfg, shape = TrainConfig(batch_size=256, lr=6e-4), (8,)
+    elif name == "gmm_paper":  # the same with the paper's own network (time_mlp: their SimpleTimeModel)
+        model = ModelConfig(arch="time_mlp", parameterization="ddpm", width=128, depth=3)
+        train_cfg, shape = TrainConfig(batch_size=256, lr=6e-4), (8,)
     elif name == "unet":
         model, train_cfg, shape = ModelConfig(arch="unet", width=32), TrainConfig(batch_size=args.unet_batch), (1, 32, 32)
     else:
@@ -91,6 +95,8 @@ def describe_model(name: str, args) -> str:
     m, t, shape = model_setup(name, args)
     if m.arch == "unet":
         net = f"U-Net width {m.width}, mult {tuple(m.channel_mult)}"
+    elif m.arch == "time_mlp":
+        net = f"time_mlp width {m.width}, depth {m.depth}"
     else:
         net = f"MLP width {m.width}, depth {m.depth}, emb {m.emb_dim}"
     return f"{name}: {net}, {m.parameterization}, data {'x'.join(map(str, shape))}, batch {t.batch_size}, " \
@@ -333,7 +339,7 @@ def fmt(x: float | None, spec: str = ",.1f", none: str = "—") -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--models", nargs="+", default=["gmm", "digits", "mlp"], choices=["mlp", "digits", "gmm", "unet"])
+    parser.add_argument("--models", nargs="+", default=["gmm", "digits", "mlp"], choices=["mlp", "digits", "gmm", "gmm_paper", "unet"])
     parser.add_argument("--ks", type=int, nargs="*", default=[4, 16, 64], help="stack sizes for (b); none: skip (b)")
     parser.add_argument("--proc-ks", type=int, nargs="*", default=[4, 16],
                         help="(c): k processes at once (min(k, cores) on CPU); none: skip (c)")
