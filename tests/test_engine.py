@@ -25,6 +25,7 @@ VARIANTS = {
     "sgd-ema-wd": {"optimizer": "sgd", "ema_decay": 0.9, "weight_decay": 0.01},
     "ddpm-clip-wd": {"model": {"parameterization": "ddpm"}, "grad_clip": 0.5, "weight_decay": 1e-3},
     "time_mlp-ddpm": {"model": {"arch": "time_mlp", "parameterization": "ddpm"}},
+    "time_mlp_emb": {"model": {"arch": "time_mlp_emb"}},
 }
 
 
@@ -317,7 +318,7 @@ def test_fused_adam_on_stacked_members_matches_torch_optim_fused_bit_for_bit(wei
 
 
 @pytest.mark.parametrize("parameterization", ["edm", "ddpm"])
-@pytest.mark.parametrize("arch", ["mlp", "time_mlp", "unet"])
+@pytest.mark.parametrize("arch", ["mlp", "time_mlp", "time_mlp_emb", "unet"])
 def test_stacked_denoiser_equals_each_members_module(parameterization, arch):
     """The stacked forward gives every member its own module's output; a stack of one exactly."""
     cfg = ModelConfig(arch=arch, width=8 if arch == "unet" else 32, depth=2, emb_dim=8, channel_mult=[1, 2],

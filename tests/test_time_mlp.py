@@ -72,3 +72,20 @@ def test_odd_width_is_a_config_error(tmp_path):
         load_config(cfg)
     with pytest.raises(ValueError, match="even width"):
         TimeMLP(dim=2, width=7)
+
+
+def test_learned_embedding_ablation_swaps_only_what_is_added():
+    """time_mlp_emb: the paper's blocks with mlp's learned embedding where PE was; counted by resources too."""
+    cfg = ModelConfig(arch="time_mlp_emb", width=32, depth=2, emb_dim=8, parameterization="ddpm")
+    net = build_denoiser(cfg, data_shape=(5,)).net
+    assert not hasattr(net, "freqs") and all(hasattr(b, "emb") for b in net.blocks)
+    assert count_parameters(net) == model_size({"arch": "time_mlp_emb", "width": 32, "depth": 2, "emb_dim": 8},
+                                               (5,)).params
+    torch.manual_seed(0)
+    x, c = torch.randn(4, 5), torch.rand(4) * 999
+    e = torch.nn.functional.silu(net.emb_mlp(net.embed(c)))
+    h = net.inp(x)
+    for b in net.blocks:
+        h = b.norm(h + b.fc2(torch.nn.functional.gelu(b.fc1(h + b.emb(e)))))
+    with torch.no_grad():
+        assert torch.equal(net(x, c), net.out(h))

@@ -126,9 +126,11 @@ def model_size(model: dict, shape: tuple[int, ...]) -> ModelSize:
     if arch == "mlp":
         params, width = _mlp_params(dim, model["width"], model["depth"], model["emb_dim"]), model["width"]
         return ModelSize(params, 2.0 * params, (6 * model["depth"] + 6) * width + 2 * dim, float(max(width, dim)))
-    if arch == "time_mlp":  # models/mlp.py's TimeMLP: in, depth x (2 linears + LayerNorm), out
+    if arch in ("time_mlp", "time_mlp_emb"):  # models/mlp.py's TimeMLP: in, depth x (2 linears + LayerNorm), out
         width, depth = model["width"], model["depth"]
         params = dim * width + width + depth * (2 * (width * width + width) + 2 * width) + width * dim + dim
+        if arch == "time_mlp_emb":  # the learned embedding: emb_dim -> W -> W, and a W -> W projection per block
+            params += model["emb_dim"] * width + width + (depth + 1) * (width * width + width)
         return ModelSize(params, 2.0 * params, (6 * depth + 2) * width + 2 * dim, float(max(width, dim)))
     if arch == "linear":  # families/linear.py: 8 knots of (W [D, D], b [D]), every knot applied per sample
         params = 8 * (dim * dim + dim)

@@ -16,10 +16,11 @@ def build_denoiser(cfg: ModelConfig, *, data_shape: tuple[int, ...]) -> nn.Modul
         from diffmem.models.mlp import MLP
 
         net = MLP(dim=math.prod(data_shape), width=cfg.width, depth=cfg.depth, emb_dim=cfg.emb_dim)
-    elif cfg.arch == "time_mlp":
+    elif cfg.arch in ("time_mlp", "time_mlp_emb"):
         from diffmem.models.mlp import TimeMLP
 
-        net = TimeMLP(dim=math.prod(data_shape), width=cfg.width, depth=cfg.depth)
+        net = TimeMLP(dim=math.prod(data_shape), width=cfg.width, depth=cfg.depth,
+                      emb_dim=cfg.emb_dim if cfg.arch == "time_mlp_emb" else None)
     elif cfg.arch == "unet":
         from diffmem.models.unet import UNet
 

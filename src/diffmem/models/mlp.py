@@ -3,7 +3,8 @@
 - `MLP` (arch mlp, the default): pre-norm residual blocks conditioned by a learned embedding of the
   noise level (Fourier features, a two-layer MLP, a projection in every block).
 - `TimeMLP` (arch time_mlp): the network of arXiv 2505.17638's synthetic runs, post-norm blocks with
-  a fixed sinusoidal timestep encoding added at every block and no learned time embedding.
+  a fixed sinusoidal timestep encoding added at every block and no learned time embedding; arch
+  time_mlp_emb, an ablation, adds `MLP`'s learned embedding there instead.
 """
 
 from __future__ import annotations
@@ -79,14 +80,18 @@ def timestep_encoding(c_noise: torch.Tensor, freqs: torch.Tensor) -> torch.Tenso
 
 
 class TimeBlock(nn.Module):
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, *, learned: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, width)
         self.fc2 = nn.Linear(width, width)
         self.norm = nn.LayerNorm(width)
+        if learned:  # time_mlp_emb: this block's projection of the learned embedding
+            self.emb = nn.Linear(width, width)
 
-    def forward(self, h: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:  # [B, W], [B, W]
-        return self.norm(h + self.fc2(nn.functional.gelu(self.fc1(h + pe))))
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # [B, W]; t: PE, or the learned embedding
+        if hasattr(self, "emb"):
+            t = self.emb(t)
+        return self.norm(h + self.fc2(nn.functional.gelu(self.fc1(h + t))))
 
 
 class TimeMLP(nn.Module):
@@ -102,19 +107,31 @@ class TimeMLP(nn.Module):
     instead of a strided interleave. They look PE up at integer DDPM steps; here t is the
     preconditioning's c_noise (the continuous timestep for ddpm, 250 ln sigma for edm), so it is
     computed, not looked up. At width 128, depth 3 and D = 8 it has their 102,024 parameters.
+
+    With `emb_dim` set (arch time_mlp_emb, an ablation), PE is replaced by the learned time
+    embedding of diffmem's `MLP`: Fourier features of c_noise, a two-layer MLP (emb_dim -> width ->
+    width, SiLU between and after), and a linear projection in every block, added where PE is.
     """
 
-    def __init__(self, *, dim: int, width: int = 128, depth: int = 3) -> None:
+    def __init__(self, *, dim: int, width: int = 128, depth: int = 3, emb_dim: int | None = None) -> None:
         super().__init__()
-        self.register_buffer("freqs", encoding_frequencies(width), persistent=False)
+        learned = emb_dim is not None
+        if learned:
+            self.embed = FourierEmbedding(emb_dim)
+            self.emb_mlp = nn.Sequential(nn.Linear(emb_dim, width), nn.SiLU(), nn.Linear(width, width))
+        else:
+            self.register_buffer("freqs", encoding_frequencies(width), persistent=False)
         self.inp = nn.Linear(dim, width)
-        self.blocks = nn.ModuleList([TimeBlock(width) for _ in range(depth)])
+        self.blocks = nn.ModuleList([TimeBlock(width, learned=learned) for _ in range(depth)])
         self.out = nn.Linear(width, dim)
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         shape = x_in.shape
-        pe = timestep_encoding(c_noise, self.freqs)  # [B, W]
+        if hasattr(self, "emb_mlp"):
+            t = nn.functional.silu(self.emb_mlp(self.embed(c_noise)))  # [B, W]
+        else:
+            t = timestep_encoding(c_noise, self.freqs)  # [B, W]
         h = self.inp(x_in.reshape(shape[0], -1))
         for block in self.blocks:
-            h = block(h, pe)
+            h = block(h, t)
         return self.out(h).reshape(shape)

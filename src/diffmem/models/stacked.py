@@ -73,10 +73,18 @@ def stacked_time_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: t
                      prefix: str = "net.") -> torch.Tensor:
     """models/mlp.py's TimeMLP.forward, stacked or unstacked as `stacked_mlp`."""
     p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
-    pe = timestep_encoding(c_noise, buffers[f"{prefix}freqs"])  # [k, B, W] or [B, W]
+    learned = "emb_mlp.0.weight" in p  # arch time_mlp_emb
+    if learned:  # MLP's learned embedding (as in stacked_mlp), projected in every block
+        freqs = buffers[f"{prefix}embed.freqs"]
+        arg = c_noise.float().unsqueeze(-1) * freqs.unsqueeze(-2)
+        emb = torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
+        t = nn.functional.silu(_linear(p, "emb_mlp.2", nn.functional.silu(_linear(p, "emb_mlp.0", emb))))
+    else:
+        t = timestep_encoding(c_noise, buffers[f"{prefix}freqs"])  # [k, B, W] or [B, W]
     h = _linear(p, "inp", x_in)
     for i in range(depth):
-        z = _linear(p, f"blocks.{i}.fc2", nn.functional.gelu(_linear(p, f"blocks.{i}.fc1", h + pe)))
+        ti = _linear(p, f"blocks.{i}.emb", t) if learned else t
+        z = _linear(p, f"blocks.{i}.fc2", nn.functional.gelu(_linear(p, f"blocks.{i}.fc1", h + ti)))
         h = _layer_norm(p, f"blocks.{i}.norm", h + z)
     return _linear(p, "out", h)
 
