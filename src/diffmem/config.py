@@ -252,7 +252,7 @@ def check_family(name: str, exp: dict) -> None:
 
 def resolve_grouping(exp: dict) -> None:
     """train.grouped auto -> true when each training job holds a GPU (gpus_per_train_job > 0) and the
-    network is an MLP (mlp, time_mlp) or linear, else false.
+    network is an MLP (mlp, time_mlp, time_mlp_emb) or linear, else false.
 
     Measured (benchmarks/README.md): a job that holds a whole GPU trains k grouped models at ~k x the
     model-steps/s of one (9.1x at k = 16 on an H100) because small models are launch-bound; on CPU,
