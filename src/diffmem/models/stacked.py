@@ -7,9 +7,9 @@ and has the base's `loss_weight`, so `loss.denoising_loss` serves one model and 
 - The MLPs (models/mlp.py: `MLP`, the default and most used network, and `TimeMLP`) are written out
   here on the stacked weights (`stacked_mlp`, `stacked_time_mlp`): for k > 1 each nn.Linear becomes
   one batched matmul (`baddbmm`); for k = 1 every layer calls the kernel the module itself calls
-  (F.linear, F.layer_norm), so one model
-  trains bit for bit as the plain module would (tests/test_train.py holds it to a plain torch loop),
-  without nn.Module and functional_call overhead (~0.5 ms per call, ~10 % of a small MLP's step).
+  (F.linear, F.layer_norm), so one model trains bit for bit as the plain module would
+  (tests/test_engine.py holds it to a plain torch loop), without nn.Module and functional_call
+  overhead (~0.5 ms per call, ~10 % of a small MLP's step).
 - Any other network (the U-Net, the linear net) runs its module through `functional_call`: directly
   for k = 1, under `torch.vmap` for k > 1 (a Linear becomes a batched matmul, a conv a grouped conv).
 - The preconditioning is models/precond.py's `precondition`, the function the modules call.
