@@ -13,7 +13,7 @@ stack of one, not a separate path. For every member, at every step, the loop:
   gets exactly the update torch.optim would give it alone; then the EMA.
 
 So a member's trajectory does not depend on the group it trains in: exactly (bit for bit) for a
-stack of one, which tests/test_train.py holds to a plain torch.optim loop, and to float rounding of
+stack of one, which tests/test_engine.py holds to a plain torch.optim loop, and to float rounding of
 the batched kernels (~1e-6) in a larger stack. Members with different n train full-batch on their
 own n when n < batch_size: batches are padded to the largest and a mask drops the padded rows from
 each member's mean.
