@@ -121,6 +121,7 @@ def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     import seaborn as sns
 
     from diffmem.plots import _save
@@ -163,6 +164,10 @@ def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, 
             ax2.scatter(params[~ok], np.full((~ok).sum(), float(np.min(n)) / 2), marker="v", color="grey",
                         label="no n memorizes", zorder=3)
         ax2.set_xscale("log")
+        # one labelled tick per network: a log axis spanning less than a decade labels its minor
+        # ticks too, and they overlap
+        ax2.set_xticks(params, [f"{p / 1000:.3g}k" if p >= 1000 else f"{p:g}" for p in params])
+        ax2.xaxis.set_minor_formatter(NullFormatter())
         ax2.set_yscale("log", base=2)
         ax2.set_xlabel("number of parameters")
         ax2.set_ylabel("n*")
