@@ -69,6 +69,17 @@ def _mlp_params(dim: int, width: int, depth: int, emb_dim: int) -> int:
             + 2 * width + linear(width, dim))
 
 
+def _time_mlp_params(dim: int, width: int, depth: int, emb_dim: int | None) -> int:
+    """models/mlp.py's TimeMLP: in, depth x (fc1, fc2 + LayerNorm), out; with emb_dim (time_mlp_emb) also
+    MLP's embedding (emb_dim -> width -> width) and a width -> width projection per block."""
+    linear = lambda i, o: i * o + o  # noqa: E731
+    block = 2 * linear(width, width) + 2 * width
+    params = linear(dim, width) + depth * block + linear(width, dim)
+    if emb_dim is not None:
+        params += linear(emb_dim, width) + linear(width, width) + depth * linear(width, width)
+    return params
+
+
 def _unet_convs(model: dict, shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     """(c_in, c_out, kernel, pixels) of every convolution of the U-Net, as models/unet.py builds it.
 
@@ -126,11 +137,9 @@ def model_size(model: dict, shape: tuple[int, ...]) -> ModelSize:
     if arch == "mlp":
         params, width = _mlp_params(dim, model["width"], model["depth"], model["emb_dim"]), model["width"]
         return ModelSize(params, 2.0 * params, (6 * model["depth"] + 6) * width + 2 * dim, float(max(width, dim)))
-    if arch in ("time_mlp", "time_mlp_emb"):  # models/mlp.py's TimeMLP: in, depth x (2 linears + LayerNorm), out
+    if arch in ("time_mlp", "time_mlp_emb"):
         width, depth = model["width"], model["depth"]
-        params = dim * width + width + depth * (2 * (width * width + width) + 2 * width) + width * dim + dim
-        if arch == "time_mlp_emb":  # the learned embedding: emb_dim -> W -> W, and a W -> W projection per block
-            params += model["emb_dim"] * width + width + (depth + 1) * (width * width + width)
+        params = _time_mlp_params(dim, width, depth, model["emb_dim"] if arch == "time_mlp_emb" else None)
         return ModelSize(params, 2.0 * params, (6 * depth + 2) * width + 2 * dim, float(max(width, dim)))
     if arch == "linear":  # families/linear.py: 8 knots of (W [D, D], b [D]), every knot applied per sample
         params = 8 * (dim * dim + dim)

@@ -454,7 +454,8 @@ def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg:
                vp_sigmas: torch.Tensor | None) -> torch.Tensor:
     """One optimizer step of every member; returns the detached per-member mean losses [k]."""
     x0, sigma, noise, mask = draw_batch(stack, data, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas)
-    if train_cfg.compile and x0.device.type == "cuda":
+    graphed = train_cfg.compile and x0.device.type == "cuda"  # the loss replays as CUDA graphs
+    if graphed:
         torch.compiler.cudagraph_mark_step_begin()  # a new training step: the graphs' outputs may be reused
     losses, grads = loss_and_grads(stack, step_loss, x0, sigma, noise, mask)
     optimizer_step_(stack.params, grads, stack.opt, train_cfg, step=stack.step + 1, workspace=stack.workspace)
@@ -462,8 +463,7 @@ def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg:
         torch._foreach_lerp_(list(stack.ema.values()), [p.detach() for p in stack.params.values()],
                              1 - train_cfg.ema_decay)
     stack.step += 1
-    graphed = train_cfg.compile and x0.device.type == "cuda"  # a CUDA graph's output is overwritten by its next replay
-    return losses.detach().clone() if graphed else losses.detach()
+    return losses.detach().clone() if graphed else losses.detach()  # a graph's output is overwritten by its next replay
 
 
 def trajectory_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, *, x_train: np.ndarray, seed: int) -> str:

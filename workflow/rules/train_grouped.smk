@@ -1,6 +1,6 @@
 # Grouped training: for an experiment with `train.grouped` on (true, or auto with
 # resources.gpus_per_train_job > 0), one job trains a group of (n, seed) runs as one stack, with
-# the per-run rule's command (TRAIN_SHELL in train.smk) given several runs: all seeds of one n
+# the per-run rule's command (TRAIN_SHELL in common.smk) given several runs: all seeds of one n
 # (train.group_by: n), all n of one seed (seed) or every run (experiment), split into jobs of at
 # most train.max_group.
 # Each run keeps its own train_metrics.nc, checkpoints under state/n{n}_seed{seed}/ and trajectory
@@ -10,8 +10,8 @@
 # generated here with concrete file lists (the `name:` directive) rather than written with wildcards.
 # Tracked params are those of the per-(n, seed) `train` rule (seeds and state folders derive from the
 # outputs), so regrouping reruns nothing. Resources are the experiment's `resources:`, with unset
-# training requests sized for the largest group; grouped rules cannot be named in a profile's set-resources (their names depend on the
-# config), so a profile reaches them through default-resources.
+# training requests sized for the largest group; grouped rules cannot be named in a profile's
+# set-resources (their names depend on the config), so a profile reaches them through default-resources.
 for _exp, _label, _members in grouped_train_jobs():
     _cfg = EXPERIMENTS[_exp]
     _runs = [f"{_exp}/runs/n{n}_seed{s}" for n, s in _members]

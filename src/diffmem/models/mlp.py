@@ -24,9 +24,8 @@ class FourierEmbedding(nn.Module):
         freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
         self.register_buffer("freqs", freqs, persistent=False)
 
-    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:  # [B] -> [B, dim]
-        arg = c_noise.float()[:, None] * self.freqs[None, :]  # c_noise is O(1000): see precond.py
-        return torch.cat([torch.cos(arg), torch.sin(arg)], dim=1)
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:  # [B] -> [B, dim]; c_noise is O(1000): see precond.py
+        return timestep_encoding(c_noise, self.freqs)
 
 
 class ResBlock(nn.Module):
@@ -74,6 +73,7 @@ def timestep_encoding(c_noise: torch.Tensor, freqs: torch.Tensor) -> torch.Tenso
     """[..., B, width]: cos(c_noise f_j) in column j, sin(c_noise f_j) in column width / 2 + j.
 
     c_noise [B] with freqs [width / 2] (one model), or c_noise [k, B] with freqs [k, width / 2] (a stack).
+    `FourierEmbedding` and `TimeMLP`'s PE are both this, with their own frequencies.
     """
     arg = c_noise.float().unsqueeze(-1) * freqs.unsqueeze(-2)
     return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)

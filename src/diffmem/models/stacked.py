@@ -48,6 +48,17 @@ def _layer_norm(p: dict, name: str, h: torch.Tensor) -> torch.Tensor:
     return out * weight.unsqueeze(1) + bias.unsqueeze(1)
 
 
+def _own(params: dict, prefix: str) -> dict:
+    """The network's own tensors, keyed without the wrapper's prefix ("net.")."""
+    return {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
+
+
+def _learned_embedding(p: dict, freqs: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    """models/mlp.py's MLP noise-level embedding, silu(emb_mlp(FourierEmbedding(c_noise))): [k, B, W] or [B, W]."""
+    silu = nn.functional.silu
+    return silu(_linear(p, "emb_mlp.2", silu(_linear(p, "emb_mlp.0", timestep_encoding(c_noise, freqs)))))
+
+
 def stacked_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.Tensor, *, depth: int,
                 prefix: str = "net.") -> torch.Tensor:
     """models/mlp.py's MLP.forward for every member at once: x_in [k, B, D], c_noise [k, B] -> [k, B, D];
@@ -57,12 +68,9 @@ def stacked_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.
     module, exactly for one model.
     """
     silu = nn.functional.silu
-    p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
-    freqs = buffers[f"{prefix}embed.freqs"]  # [k, half] or [half]
-    arg = c_noise.float().unsqueeze(-1) * freqs.unsqueeze(-2)  # [k, B, half] or [B, half]
-    emb = torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
+    p = _own(params, prefix)
     h = _linear(p, "inp", x_in)
-    emb = silu(_linear(p, "emb_mlp.2", silu(_linear(p, "emb_mlp.0", emb))))
+    emb = _learned_embedding(p, buffers[f"{prefix}embed.freqs"], c_noise)
     for i in range(depth):
         z = _linear(p, f"blocks.{i}.fc1", silu(_layer_norm(p, f"blocks.{i}.norm", h)))
         z = z + _linear(p, f"blocks.{i}.emb", emb)
@@ -73,13 +81,10 @@ def stacked_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.
 def stacked_time_mlp(params: dict, buffers: dict, x_in: torch.Tensor, c_noise: torch.Tensor, *, depth: int,
                      prefix: str = "net.") -> torch.Tensor:
     """models/mlp.py's TimeMLP.forward, stacked or unstacked as `stacked_mlp`."""
-    p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
+    p = _own(params, prefix)
     learned = "emb_mlp.0.weight" in p  # arch time_mlp_emb
-    if learned:  # MLP's learned embedding (as in stacked_mlp), projected in every block
-        freqs = buffers[f"{prefix}embed.freqs"]
-        arg = c_noise.float().unsqueeze(-1) * freqs.unsqueeze(-2)
-        emb = torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
-        t = nn.functional.silu(_linear(p, "emb_mlp.2", nn.functional.silu(_linear(p, "emb_mlp.0", emb))))
+    if learned:  # MLP's learned embedding, projected in every block
+        t = _learned_embedding(p, buffers[f"{prefix}embed.freqs"], c_noise)
     else:
         t = timestep_encoding(c_noise, buffers[f"{prefix}freqs"])  # [k, B, W] or [B, W]
     h = _linear(p, "inp", x_in)
