@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffmem.closed_form import closed_form_denoiser, sample_closed_form
+from diffmem.families.closed_form import closed_form_denoiser
+from diffmem.stages.closed_form import sample_closed_form
 from diffmem.config import ModelConfig, SampleConfig
 from diffmem.families import (
     ConsistencyDenoiser,
@@ -44,7 +45,7 @@ def test_samples_memorize_and_are_cached(tmp_path, rng):
     assert manifest["steps"] == [0] and manifest["closed_form"]["family"] == "empirical"
     x = np.load(manifest["files"]["0"])
     d, _ = nearest_neighbors(x, train, k=2)
-    assert memorized(d[:, 0], d[:, 1]).mean() > 0.9
+    assert memorized(d[:, 0], d[:, 1], ratio_threshold=1 / 3).mean() > 0.9
     messages = []
     again = sample_closed_form(ModelConfig(family="empirical"), cfg, train=train, state_root=tmp_path, n=20, seed=0,
                                log=messages.append)
@@ -59,7 +60,7 @@ def test_train_stage_refuses_untrained_families(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "diffmem.train", "--train", "x.npz", "--dataset", "d.npz",
+    proc = subprocess.run([sys.executable, "-m", "diffmem.stages.train", "--train", "x.npz", "--dataset", "d.npz",
                            "--model", json.dumps({"family": "empirical"}), "--train-cfg", "{}", "--seed", "0",
                            "--state-root", str(tmp_path), "--out", str(tmp_path / "m.nc")],
                           capture_output=True, text=True, timeout=120)

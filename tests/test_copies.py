@@ -12,7 +12,7 @@ from diffmem import names
 from diffmem.config import ScoreConfig
 from diffmem.copies import copy_counts, first_copy_steps, isolation_correlations, spearman
 from diffmem.cube import combine_runs
-from diffmem.score import score_run
+from diffmem.stages.score import score_run
 
 
 def test_copy_counts_and_first_step():

@@ -9,7 +9,7 @@ import xarray as xr
 from diffmem import names
 from diffmem.config import FitConfig, ModelConfig, SampleConfig
 from diffmem.families.one_step import default_l, fit_one_step, one_step_generated, one_step_noise
-from diffmem import linear_exact as le
+from diffmem.stages import linear_exact as le
 
 
 def test_fit_equals_least_squares_with_intercept_when_determined():

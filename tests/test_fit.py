@@ -4,7 +4,8 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import FitConfig
-from diffmem.fit import fit_onsets, onset_step, power_law_fit, quality_onset
+from diffmem.onsets import fit_onsets, onset_step, quality_onset
+from diffmem.scaling import power_law_fit
 
 
 def test_onset_interpolates_in_log_step():
@@ -77,7 +78,7 @@ def test_tau_gen_independent_of_n_gives_zero_exponent():
 
 
 def test_half_crossing_interpolates_in_log_n():
-    from diffmem.fit import half_crossing
+    from diffmem.onsets import half_crossing
 
     n = np.array([2, 4, 8, 16])
     assert half_crossing(n, np.array([0.0, 0.25, 0.75, 1.0])) == pytest.approx(np.sqrt(32))
@@ -87,7 +88,7 @@ def test_half_crossing_interpolates_in_log_n():
 
 
 def test_final_memorization_and_n_star():
-    from diffmem.fit import final_memorization
+    from diffmem.onsets import final_memorization
 
     f = np.array([[[0.0, 0.8], [0.0, 0.6]], [[0.0, 0.2], [0.0, np.nan]], [[0.0, 0.0], [0.0, 0.05]]])  # (n, seed, step)
     cube = xr.Dataset({names.F_MEM: ((names.N, names.SEED, names.STEP), f)},

@@ -8,8 +8,8 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ScoreConfig
-from diffmem.gallery import gallery_steps, make_gallery, pca_2d, run_taus
-from diffmem.score import score_run
+from diffmem.figures.gallery import gallery_steps, make_gallery, pca_2d, run_taus
+from diffmem.stages.score import score_run
 
 STEPS = [0, 1, 3, 10, 32, 100, 316, 1000, 3162, 10000]
 

@@ -14,7 +14,7 @@ import xarray as xr
 import yaml
 
 from diffmem.data import load_train
-from diffmem.twin import TWIN_SEED_OFFSET
+from diffmem.config import TWIN_SEED_OFFSET
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.snakemake

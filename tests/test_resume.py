@@ -24,7 +24,7 @@ from diffmem.checkpoint import (
     resume_path,
 )
 from diffmem.config import ModelConfig, TrainConfig, checkpoint_grid
-from diffmem.train import Run, TrainingInterrupted, run_training, train_runs
+from diffmem.stages.train import Run, TrainingInterrupted, run_training, train_runs
 
 MODEL = ModelConfig(width=16, depth=1, emb_dim=8)
 POOL = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
@@ -261,7 +261,7 @@ def test_cli_stops_on_sigterm_without_metrics_and_reruns_to_the_same_result(tmp_
     model = {"width": 16, "depth": 1, "emb_dim": 8}
     train = {**SETTINGS, "max_steps": 2000, "device": "cpu", "log_every": 100}
     out, root = tmp_path / "train_metrics.nc", tmp_path / "state"
-    cmd = [sys.executable, "-m", "diffmem.train", "--train", str(train_npz), "--dataset", str(dataset),
+    cmd = [sys.executable, "-m", "diffmem.stages.train", "--train", str(train_npz), "--dataset", str(dataset),
            "--model", json.dumps(model), "--train-cfg", json.dumps(train), "--seed", "0", "--state-root", str(root),
            "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -9,10 +9,12 @@ import pytest
 import torch
 import xarray as xr
 
-from diffmem import names, rf
+from diffmem import names
+from diffmem.figures.rf import make_rf_figures
+from diffmem.stages import rf
 from diffmem.config import FitConfig, ModelConfig, TrainConfig, checkpoint_grid
 from diffmem.cube import combine_runs, load_parts
-from diffmem.data import main as data_main
+from diffmem.stages.data import main as data_main
 from diffmem.families import random_features as family
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf
 
@@ -32,10 +34,10 @@ def test_rf_run_structure_and_gradient_descent_lowers_the_train_loss(tmp_path):
     assert dict(ds.sizes) == {names.STEP: steps.size}
     assert ds[names.STEP].dtype == np.int64
     np.testing.assert_array_equal(ds[names.STEP].values, steps)
-    np.testing.assert_allclose(ds[rf.TAU].values, steps * train.lr / d**2)
-    assert ds[rf.TAU].dims == (names.STEP,)
-    assert int(ds[names.N]) == n and int(ds[names.SEED]) == 3 and int(ds[rf.DIM]) == d
-    for var in (names.TRAIN_LOSS, names.TEST_LOSS, rf.SCORE_ERROR):
+    np.testing.assert_allclose(ds[names.TAU].values, steps * train.lr / d**2)
+    assert ds[names.TAU].dims == (names.STEP,)
+    assert int(ds[names.N]) == n and int(ds[names.SEED]) == 3 and int(ds[names.DIM]) == d
+    for var in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR):
         assert ds[var].dims == (names.STEP,)
         assert ds[var].attrs["long_name"] and ds[var].attrs["units"] == "1"
     assert ds.attrs["p"] == 32 and ds.attrs["psi_p"] == 4.0 and ds.attrs["psi_n"] == 2.0
@@ -65,18 +67,18 @@ def test_flow_solver_is_the_exact_flow_and_agrees_with_small_step_gradient_desce
     assert flow.attrs["solver"] == "flow"
     direct = family.rf_gradient_flow(
         torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x_test, dtype=torch.float64), p=36, t=0.1,
-        taus=flow[rf.TAU].values, generator=rf._generator(seed), num_noise=16)
-    for var in (names.TRAIN_LOSS, names.TEST_LOSS, rf.SCORE_ERROR):
+        taus=flow[names.TAU].values, generator=rf._generator(seed), num_noise=16)
+    for var in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR):
         np.testing.assert_allclose(flow[var].values, direct[var])
     # GD redraws its 16 noise samples per point every step, so with a small step it follows the flow of the
     # noise-averaged loss (E_xi in Eq. (11)): the exact flow with many fixed draws, same W and evaluation noise
     gd = rf.rf_run(x, x_test, model=dataclass_replace(model, rf_solver="gd"), train=train, seed=seed,
                    log=lambda s: None)
-    np.testing.assert_array_equal(gd[rf.TAU].values, flow[rf.TAU].values)
+    np.testing.assert_array_equal(gd[names.TAU].values, flow[names.TAU].values)
     averaged = family.rf_gradient_flow(
         torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x_test, dtype=torch.float64), p=36, t=0.1,
-        taus=gd[rf.TAU].values, generator=rf._generator(seed), num_noise=1024)
-    for var, rtol in ((names.TRAIN_LOSS, 0.01), (names.TEST_LOSS, 0.01), (rf.SCORE_ERROR, 0.05)):
+        taus=gd[names.TAU].values, generator=rf._generator(seed), num_noise=1024)
+    for var, rtol in ((names.TRAIN_LOSS, 0.01), (names.TEST_LOSS, 0.01), (names.SCORE_ERROR, 0.05)):
         np.testing.assert_allclose(gd[var].values, averaged[var], rtol=rtol)
     assert flow[names.TRAIN_LOSS].values[-1] < 0.85 * flow[names.TRAIN_LOSS].values[0]  # a non-trivial path
 
@@ -120,8 +122,8 @@ def _synthetic_run(n: int, seed: int, *, d: int, lr: float, split_step: int | No
         test[steps >= split_step] = 0.8  # relative gap 0.375 from split_step on
     err = np.where(steps >= 40, 0.1, 1.0)  # score error reaches its best at step 40 whatever n
     return xr.Dataset(
-        {names.TRAIN_LOSS: (names.STEP, train), names.TEST_LOSS: (names.STEP, test), rf.SCORE_ERROR: (names.STEP, err)},
-        coords={names.STEP: steps, rf.TAU: (names.STEP, steps * lr / d**2), names.N: n, names.SEED: seed, rf.DIM: d},
+        {names.TRAIN_LOSS: (names.STEP, train), names.TEST_LOSS: (names.STEP, test), names.SCORE_ERROR: (names.STEP, err)},
+        coords={names.STEP: steps, names.TAU: (names.STEP, steps * lr / d**2), names.N: n, names.SEED: seed, names.DIM: d},
     )
 
 
@@ -139,40 +141,40 @@ def test_rf_fit_recovers_a_planted_split_time_and_flags_censored_runs():
     cube, split = _synthetic_cube(d, lr)
     model = dataclass_replace(MODEL, psi_p=64.0)
     fit = rf.rf_fit(cube, model=model, fit=FitConfig(rf_gap=0.2, rf_split="threshold", num_bootstrap=200), rng=np.random.default_rng(0))
-    tau_split = fit[rf.TAU_SPLIT].transpose(names.N, names.SEED)
+    tau_split = fit[names.TAU_SPLIT].transpose(names.N, names.SEED)
     for i, n in enumerate(split):
         expect = [split[n] * lr / d**2] * 3
         if n == 256:
             expect[2] = np.nan
         np.testing.assert_allclose(tau_split.values[i], expect)
-    censored = fit[f"{rf.TAU_SPLIT}_censored"].transpose(names.N, names.SEED).values
+    censored = fit[f"{names.TAU_SPLIT}_censored"].transpose(names.N, names.SEED).values
     assert censored.sum() == 1 and censored[-1, 2]
     assert fit.attrs["num_censored"] == 1
-    assert math.isclose(float(fit[f"{rf.TAU_SPLIT}_exponent"]), 1.0, abs_tol=1e-9)
-    lo, hi = fit[f"{rf.TAU_SPLIT}_exponent_ci"].values
+    assert math.isclose(float(fit[f"{names.TAU_SPLIT}_exponent"]), 1.0, abs_tol=1e-9)
+    lo, hi = fit[f"{names.TAU_SPLIT}_exponent_ci"].values
     assert lo <= 1.0 + 1e-9 and hi >= 1.0 - 1e-9
-    assert math.isclose(float(fit[f"{rf.TAU_SPLIT}_prefactor"]), 20 * lr / d**2 / 32, rel_tol=1e-9)
+    assert math.isclose(float(fit[f"{names.TAU_SPLIT}_prefactor"]), 20 * lr / d**2 / 32, rel_tol=1e-9)
     # tau_gen: score error best from step 40 on, the same for every n
     # closes 90 % of its first-to-best gap at 0.19, log-interpolated between steps 20 and 40
-    np.testing.assert_allclose(fit[rf.TAU_GEN].values, 20 * 2**0.9 * lr / d**2)
-    assert abs(float(fit[f"{rf.TAU_GEN}_exponent"])) < 1e-9
-    np.testing.assert_allclose(fit[rf.PSI_N].values, np.array(list(split)) / d)
+    np.testing.assert_allclose(fit[names.TAU_GEN].values, 20 * 2**0.9 * lr / d**2)
+    assert abs(float(fit[f"{names.TAU_GEN}_exponent"])) < 1e-9
+    np.testing.assert_allclose(fit[names.PSI_N].values, np.array(list(split)) / d)
     theory = [family.theory_tau_mem(n / d, 64.0, 0.1) for n in split]
-    np.testing.assert_allclose(fit[rf.TAU_MEM_THEORY].values, theory)
-    assert fit[rf.TAU_MEM_THEORY].dims == (names.N,)
+    np.testing.assert_allclose(fit[names.TAU_MEM_THEORY].values, theory)
+    assert fit[names.TAU_MEM_THEORY].dims == (names.N,)
     for var in fit.data_vars:
         assert fit[var].attrs.get("long_name") and fit[var].attrs.get("units"), var
     assert fit.attrs["rf_gap"] == 0.2 and fit.attrs["experiment"] == "synthetic"
     # a larger rf_gap than the planted gap never opens: every run censored, no fit
     none = rf.rf_fit(cube, model=model, fit=FitConfig(rf_gap=0.5, rf_split="threshold", num_bootstrap=20), rng=np.random.default_rng(0))
-    assert bool(none[f"{rf.TAU_SPLIT}_censored"].all()) and np.isnan(float(none[f"{rf.TAU_SPLIT}_exponent"]))
+    assert bool(none[f"{names.TAU_SPLIT}_censored"].all()) and np.isnan(float(none[f"{names.TAU_SPLIT}_exponent"]))
 
 
 def test_figures_are_written(tmp_path):
     cube, _ = _synthetic_cube()
     fit = rf.rf_fit(cube, model=dataclass_replace(MODEL, psi_p=64.0), fit=FitConfig(rf_gap=0.2, num_bootstrap=20),
                     rng=np.random.default_rng(0))
-    paths = rf.make_rf_figures(cube, fit, tmp_path / "figs", title="synthetic")
+    paths = make_rf_figures(cube, fit, tmp_path / "figs", title="synthetic")
     assert sorted(p.name for p in paths) == ["rf_losses.png", "rf_split_time.png"]
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["rf_losses.png", "rf_split_time.png"]
     for p in paths:
@@ -208,11 +210,11 @@ def test_cli_end_to_end_on_a_small_gaussian_dataset(tmp_path):
     rf.main(["fit", "--cube", str(tmp_path / "cube.nc"), "--model", model, "--fit-cfg", fit_cfg,
              "--out", str(tmp_path / "fit.nc")])
     with xr.open_dataset(tmp_path / "fit.nc", engine=NETCDF_ENGINE) as fit:
-        assert fit[rf.TAU_SPLIT].dims == (names.N, names.SEED)
-        np.testing.assert_allclose(fit[rf.PSI_N].values, [2.0, 8.0])
+        assert fit[names.TAU_SPLIT].dims == (names.N, names.SEED)
+        np.testing.assert_allclose(fit[names.PSI_N].values, [2.0, 8.0])
         assert fit.attrs["p"] == 128 and fit.attrs["d"] == d
         # 16 points, 128 features: the gap opens within the run, after training has started
-        split = fit[rf.TAU_SPLIT].sel({names.N: 16}).values
+        split = fit[names.TAU_SPLIT].sel({names.N: 16}).values
         assert np.isfinite(split).all() and (split > 0).all()
     rf.main(["plot", "--cube", str(tmp_path / "cube.nc"), "--fit", str(tmp_path / "fit.nc"),
              "--outdir", str(tmp_path / "figs")])
@@ -259,16 +261,16 @@ def test_rf_fit_half_gap_recovers_a_linear_scaling_with_shrinking_gaps():
             gap = (8.0 / n) * -np.expm1(-tau / tau0)  # the long-time gap shrinks like 1 / n
             parts.append(xr.Dataset(
                 {names.TRAIN_LOSS: (names.STEP, np.full(tau.size, 0.5)), names.TEST_LOSS: (names.STEP, 0.5 + gap),
-                 rf.SCORE_ERROR: (names.STEP, np.exp(-tau))},
-                coords={names.STEP: steps, rf.TAU: (names.STEP, tau), names.N: n, names.SEED: s, rf.DIM: d}))
+                 names.SCORE_ERROR: (names.STEP, np.exp(-tau))},
+                coords={names.STEP: steps, names.TAU: (names.STEP, tau), names.N: n, names.SEED: s, names.DIM: d}))
     cube = combine_runs(parts, attrs={"experiment": "synthetic"})
     model = dataclass_replace(MODEL, psi_p=64.0)
     fit = rf.rf_fit(cube, model=model, fit=FitConfig(num_bootstrap=200), rng=np.random.default_rng(0))
     assert fit.attrs["rf_split"] == "half_gap"
     expect = np.array([[5.0 * n * (1 + 0.05 * s) * math.log(2) for s in range(3)] for n in (32, 64, 128, 256)])
-    np.testing.assert_allclose(fit[rf.TAU_SPLIT].transpose(names.N, names.SEED).values, expect, rtol=1e-2)
-    assert math.isclose(float(fit[f"{rf.TAU_SPLIT}_exponent"]), 1.0, abs_tol=0.01)
+    np.testing.assert_allclose(fit[names.TAU_SPLIT].transpose(names.N, names.SEED).values, expect, rtol=1e-2)
+    assert math.isclose(float(fit[f"{names.TAU_SPLIT}_exponent"]), 1.0, abs_tol=0.01)
     # the fixed 10 % threshold on the same curves is biased upward by the shrinking gap
     old = rf.rf_fit(cube, model=model, fit=FitConfig(rf_split="threshold", rf_gap=0.1, num_bootstrap=20),
                     rng=np.random.default_rng(0))
-    assert float(old[f"{rf.TAU_SPLIT}_exponent"]) > 1.2
+    assert float(old[f"{names.TAU_SPLIT}_exponent"]) > 1.2

@@ -17,7 +17,7 @@ from diffmem.config import (
     read_json_arg,
     split_run_settings,
 )
-from diffmem.sample import sample_cache_dir
+from diffmem.generation import sample_cache_dir
 
 
 def test_every_run_setting_is_a_schema_key():

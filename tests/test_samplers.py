@@ -92,7 +92,7 @@ def test_euler_maruyama_samples_the_two_component_mixture():
 
 def test_sampler_option_in_generate_is_batch_independent():
     from diffmem.config import SampleConfig
-    from diffmem.sample import generate, sample_cache_dir
+    from diffmem.generation import generate, sample_cache_dir
 
     class Exact(torch.nn.Module):
         def forward(self, x, sigma):
@@ -134,7 +134,7 @@ def test_stacked_checkpoints_sample_as_each_alone(parameterization, sampler, arc
     noise streams), to the float rounding of the batched kernels."""
     from diffmem.config import ModelConfig, SampleConfig
     from diffmem.models import build_denoiser
-    from diffmem.sample import generate, generate_stack
+    from diffmem.generation import generate, generate_stack
 
     nets = []
     for seed in range(3):
@@ -154,7 +154,7 @@ def test_sample_stage_stacks_checkpoints_into_the_same_files(tmp_path):
     """`diffmem sample` with stack_checkpoints 3 writes every checkpoint's samples, as 1 does."""
     import json
 
-    from diffmem import sample, train
+    from diffmem.stages import sample, train
 
     pool = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     np.savez(tmp_path / "dataset.npz", pool=pool, test=pool[:10])

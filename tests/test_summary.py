@@ -8,8 +8,8 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import FitConfig
-from diffmem.fit import fit_onsets
-from diffmem.summary import main, summarize
+from diffmem.onsets import fit_onsets
+from diffmem.stages.summary import main, summarize
 
 
 def synthetic_cube() -> xr.Dataset:

@@ -9,8 +9,10 @@ import xarray as xr
 from diffmem import names
 from diffmem.config import ConfigError, SampleConfig, validate_config
 from diffmem.data import subset_indices
-from diffmem.sample import generate
-from diffmem.twin import TWIN_SEED_OFFSET, compare_runs, make_twin_figure, pair_distances, twin_experiments
+from diffmem.generation import generate
+from diffmem.config import TWIN_SEED_OFFSET, twin_experiments
+from diffmem.figures.twin import make_twin_figure
+from diffmem.stages.twin import compare_runs, pair_distances
 
 
 def test_twin_subsets_are_disjoint_nested_and_the_same_size():

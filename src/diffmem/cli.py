@@ -1,81 +1,189 @@
-"""The `diffmem` command: one subcommand per stage, the same entry points the Snakemake rules call.
+"""diffmem: measure when diffusion models memorize their training data and when they generalize.
 
-    diffmem prepare-data --data '<json>' --out dataset.npz
-    diffmem subsample --dataset dataset.npz --n 64 --seed 0 --out train.npz
-    diffmem train ...      diffmem sample ...      diffmem score ...
-    diffmem classifier ... diffmem quality ...
-    diffmem cube ...       diffmem fit ...         diffmem plot ...
-    diffmem closed-form-sample ...                 (families empirical and linear: no training)
-    diffmem sweep ...                              (a width or strength sweep -> one cube)
-    diffmem rf-train ...   diffmem rf-fit ...      diffmem rf-plot ...   (family random_features)
-    diffmem linear-exact run|cube|fit|plot ...      (family linear_exact: closed form, batched)
-    diffmem check-config config.yaml               (validate and print the resolved config)
-    diffmem resources config.yaml [--gpus-per-train-job 1]   (what each experiment's jobs will request)
-    diffmem summary results/<experiment>           (n, tau_mem with CI, tau_gen, final f_mem, n*, diagnostics)
-    diffmem gallery ...    diffmem copies-figure ...  diffmem twin ...   diffmem twin-figure ...
+usage: diffmem [-v | -q] [--version] <command> [options]    (`diffmem <command> --help` for its options)
 
-`diffmem <stage> --help` lists each stage's options.
+Each command is one stage of the Snakemake workflow (workflow/rules/*.smk call the same commands),
+plus a few for people: check-config, resources, summary. Docs: docs/ (pipeline.md lists the stages).
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
 import json
 import sys
+from collections.abc import Callable
 
-STAGES = {
-    "prepare-data": ("diffmem.data", ["prepare"]),
-    "subsample": ("diffmem.data", ["subsample"]),
-    "train": ("diffmem.train", []),
-    "sample": ("diffmem.sample", []),
-    "score": ("diffmem.score", []),
-    "classifier": ("diffmem.classify", []),
-    "quality": ("diffmem.quality", []),
-    "cube": ("diffmem.cube", []),
-    "fit": ("diffmem.fit", []),
-    "plot": ("diffmem.plots", []),
-    "closed-form-sample": ("diffmem.closed_form", []),
-    "sweep": ("diffmem.sweep", []),
-    "rf-train": ("diffmem.rf", ["train"]),
-    "rf-fit": ("diffmem.rf", ["fit"]),
-    "rf-plot": ("diffmem.rf", ["plot"]),
-    "linear-exact": ("diffmem.linear_exact", []),
-    "resources": ("diffmem.resources", []),
-    "summary": ("diffmem.summary", []),
-    "gallery": ("diffmem.gallery", []),
-    "copies-figure": ("diffmem.copies_figure", []),
-    "twin": ("diffmem.twin", ["compare"]),
-    "twin-figure": ("diffmem.twin", ["plot"]),
-}
+from diffmem import __version__
+from diffmem.config import ConfigError, load_config
+from diffmem.io import fail
+from diffmem.log import configure
+
+
+# Each command imports its stage when it runs, not before: `diffmem fit` need not import torch, and
+# `diffmem --help` stays instant. The imports are explicit, so readers and tools can follow them.
+def _prepare_data(argv):
+    from diffmem.stages import data
+    data.main(["prepare", *argv])
+
+
+def _subsample(argv):
+    from diffmem.stages import data
+    data.main(["subsample", *argv])
+
+
+def _train(argv):
+    from diffmem.stages import train
+    train.main(argv)
+
+
+def _sample(argv):
+    from diffmem.stages import sample
+    sample.main(argv)
+
+
+def _score(argv):
+    from diffmem.stages import score
+    score.main(argv)
+
+
+def _classifier(argv):
+    from diffmem.stages import classifier
+    classifier.main(argv)
+
+
+def _quality(argv):
+    from diffmem.stages import quality
+    quality.main(argv)
+
+
+def _cube(argv):
+    from diffmem.stages import cube
+    cube.main(argv)
+
+
+def _fit(argv):
+    from diffmem.stages import fit
+    fit.main(argv)
+
+
+def _plot(argv):
+    from diffmem.stages import plot
+    plot.main(argv)
+
+
+def _closed_form_sample(argv):
+    from diffmem.stages import closed_form
+    closed_form.main(argv)
+
+
+def _sweep(argv):
+    from diffmem.stages import sweep
+    sweep.main(argv)
+
+
+def _rf(sub):
+    def run(argv):
+        from diffmem.stages import rf
+        rf.main([sub, *argv])
+    return run
+
+
+def _linear_exact(argv):
+    from diffmem.stages import linear_exact
+    linear_exact.main(argv)
+
+
+def _resources(argv):
+    from diffmem.stages import resources
+    resources.main(argv)
+
+
+def _summary(argv):
+    from diffmem.stages import summary
+    summary.main(argv)
+
+
+def _gallery(argv):
+    from diffmem.stages import gallery
+    gallery.main(argv)
+
+
+def _copies_figure(argv):
+    from diffmem.stages import copies_figure
+    copies_figure.main(argv)
+
+
+def _twin(sub):
+    def run(argv):
+        from diffmem.stages import twin
+        twin.main([sub, *argv])
+    return run
 
 
 def check_config(argv: list[str]) -> None:
-    from diffmem.config import ConfigError, load_config
-    from diffmem.io import fail
-
-    path = argv[0] if argv else "config.yaml"
+    """Validate a config file and print it resolved (defaults filled in), or one line naming the bad key."""
+    parser = argparse.ArgumentParser(prog="diffmem check-config", description=check_config.__doc__)
+    parser.add_argument("config", nargs="?", default="config.yaml")
+    args = parser.parse_args(argv)
     try:
-        cfg = load_config(path)
+        cfg = load_config(args.config)
     except ConfigError as exc:
         fail(str(exc))
     print(json.dumps(cfg, indent=2))
 
 
+# command -> (what it does, its entry point)
+COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
+    "prepare-data": ("build the pool and the held-out test split", _prepare_data),
+    "subsample": ("write the nested training set of size n for a seed", _subsample),
+    "train": ("train denoisers, checkpoints on a step grid", _train),
+    "sample": ("sample every checkpoint of a run", _sample),
+    "score": ("nearest-neighbour ratios d1/d2 and f_mem per step", _score),
+    "classifier": ("train the feature classifier of the quality stage", _classifier),
+    "quality": ("sample quality (FD, KID, exact errors) per step", _quality),
+    "cube": ("combine per-run files into the (n, seed, step) cube", _cube),
+    "fit": ("tau_mem, tau_gen and their scaling with n", _fit),
+    "plot": ("the figures of an experiment", _plot),
+    "closed-form-sample": ("sample a closed-form family (empirical, linear)", _closed_form_sample),
+    "sweep": ("combine a width or strength sweep into one cube", _sweep),
+    "rf-train": ("train the random-features model of one run", _rf("train")),
+    "rf-fit": ("split times and their scaling (random features)", _rf("fit")),
+    "rf-plot": ("the random-features figures", _rf("plot")),
+    "linear-exact": ("the linear family in closed form (run, cube, fit, plot)", _linear_exact),
+    "gallery": ("copy galleries of every run", _gallery),
+    "copies-figure": ("memorization per training example", _copies_figure),
+    "twin": ("compare a run with its twin model", _twin("compare")),
+    "twin-figure": ("the twin-model figure", _twin("plot")),
+    "check-config": ("validate a config and print it resolved", check_config),
+    "resources": ("what each experiment's jobs will request", _resources),
+    "summary": ("an experiment's results at a glance", _summary),
+}
+
+
+def _help() -> str:
+    width = max(map(len, COMMANDS))
+    rows = [f"  {name:<{width}}  {what}" for name, (what, _) in COMMANDS.items()]
+    return __doc__.split("\n", 2)[2].strip() + "\n\ncommands:\n" + "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("stages:", ", ".join([*STAGES, "check-config"]))
+    parser = argparse.ArgumentParser(prog="diffmem", usage="diffmem [-v | -q] [--version] <command> [options]",
+                                     description=__doc__.split("\n", 1)[0], epilog=_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"diffmem {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages (warnings only)")
+    parser.add_argument("command", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
         return
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "check-config":
-        check_config(rest)
-        return
-    if cmd not in STAGES:
-        print(f"diffmem: error: unknown stage {cmd!r}; choose from {', '.join(STAGES)}, check-config", file=sys.stderr)
-        raise SystemExit(2)
-    module, prefix = STAGES[cmd]
-    importlib.import_module(module).main(prefix + rest)
+    if args.command not in COMMANDS:
+        parser.exit(2, f"diffmem: error: unknown command {args.command!r}; `diffmem --help` lists them\n")
+    configure(args.verbose - args.quiet)
+    COMMANDS[args.command][1](args.args)
 
 
 if __name__ == "__main__":

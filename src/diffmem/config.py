@@ -20,21 +20,21 @@ from typing import Any
 import numpy as np
 import yaml
 
+from diffmem.errors import ConfigError  # noqa: F401 - re-exported: stages import it with the config
+from diffmem.images import count_images
+from diffmem.names import DIGITS_SIZE, IMAGE_DATASETS, LABELLED_DATASETS
+from diffmem.resources import size_resources
+
 SECTIONS = ("data", "model", "train", "sample", "score", "fit", "quality", "resources")
-DIGITS_SIZE = 1797
-# datasets read from image files (diffmem.images); their per-sample shape is (C, H, W)
-IMAGE_DATASETS = ("images", "cifar10", "celeba")
-# datasets with class labels (the classifier feature space trains on them)
-LABELLED_DATASETS = ("digits", "cifar10")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, reported in one line naming the key."""
 
 
 def load_schema() -> dict:
+    """The JSON schema of config.yaml: every key, its type, its default and what it means."""
     text = resources.files("diffmem").joinpath("schemas/config.schema.yaml").read_text()
     return yaml.safe_load(text)
+
+
+SCHEMA = load_schema()
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -82,7 +82,7 @@ def validate_config(raw: dict) -> dict:
         raise ConfigError("config error: the config must be a mapping of keys to values")
     import jsonschema  # only validation needs it; stages get already-validated slices
 
-    schema = load_schema()
+    schema = SCHEMA
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
@@ -122,8 +122,6 @@ def pool_size(data: dict) -> int:
     elif ds in ("gmm", "gaussian"):
         return int(data["pool_size"])
     elif ds in IMAGE_DATASETS:
-        from diffmem.images import count_images
-
         total = count_images(data)
     else:
         path = data.get("path")
@@ -292,8 +290,6 @@ def size_experiment(exp: dict) -> dict:
 
     A grouped experiment's training requests are sized for its largest group.
     """
-    from diffmem.resources import size_resources
-
     members = max(len(m) for _, m in training_groups(exp)) if exp["train"]["grouped"] is True else 1
     size_resources(exp, len(checkpoint_grid(exp["train"])), members=members)
     return exp
@@ -380,6 +376,28 @@ def checkpoint_grid(train: dict) -> list[int]:
     return sorted(s for s in steps if s <= max_steps)
 
 
+def schema_default(section: str, key: str) -> Any:
+    """The schema's default of `<section>.<key>` (lists as tuples, as the dataclasses hold them)."""
+    value = SCHEMA["$defs"][section]["properties"][key]["default"]
+    return tuple(value) if isinstance(value, list) else value
+
+
+def schema_defaults(section: str):
+    """Give a config dataclass's fields the schema's defaults of `section`, the one place they are declared.
+
+    Applied below @dataclass, so the dataclass sees them as ordinary defaults; a field the schema gives no
+    default to (data.dataset, the required keys) stays required."""
+
+    def fill(cls):
+        props = SCHEMA["$defs"][section]["properties"]
+        for name in cls.__annotations__:
+            if name in props and "default" in props[name] and name not in cls.__dict__:
+                setattr(cls, name, schema_default(section, name))
+        return cls
+
+    return fill
+
+
 def _from_dict(cls, d: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
@@ -390,82 +408,85 @@ def _from_dict(cls, d: dict):
 
 
 @dataclass(frozen=True)
+@schema_defaults("data")
 class DataConfig:
     dataset: str
     n_train: tuple[int, ...] = ()
     seeds: tuple[int, ...] = ()
-    n_test: int = 297
-    split_seed: int = 0
-    dim: int = 8
-    pool_size: int = 8192
-    gmm_mu: float = 1.0
-    path: str | None = None
-    image_shape: tuple[int, ...] | None = None
-    scale_to_unit: bool = False
-    image_size: int | None = None
-    grayscale: bool = False
-    max_images: int | None = None
-    twin: bool = False
+    n_test: int
+    split_seed: int
+    dim: int
+    pool_size: int
+    gmm_mu: float
+    path: str | None
+    image_shape: tuple[int, ...] | None
+    scale_to_unit: bool
+    image_size: int | None
+    grayscale: bool
+    max_images: int | None
+    twin: bool
 
     from_dict = classmethod(_from_dict)
 
 
 @dataclass(frozen=True)
+@schema_defaults("model")
 class ModelConfig:
-    family: str = "network"
-    arch: str = "mlp"
-    parameterization: str = "edm"
-    width: int = 256
-    depth: int = 3
-    emb_dim: int = 64
-    sigma_data: float = 0.5
-    channel_mult: tuple[int, ...] = (1, 2, 4)
-    num_res_blocks: int = 2
-    attn_levels: tuple[int, ...] = (1, 2)
-    beta_min: float = 1e-4
-    beta_max: float = 0.02
-    num_timesteps: int = 1000
-    regularization: str = "none"
-    strength: float = 0.0
-    psi_p: float = 8.0
-    rf_time: float = 0.1
-    rf_num_noise: int = 1
-    rf_solver: str = "gd"
-    linear_variant: str = "one_step"
-    linear_time: float = 2.0
-    linear_dims: tuple[int, ...] = (8,)
-    linear_repeats: int = 100
+    family: str
+    arch: str
+    parameterization: str
+    width: int
+    depth: int
+    emb_dim: int
+    sigma_data: float
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    attn_levels: tuple[int, ...]
+    beta_min: float
+    beta_max: float
+    num_timesteps: int
+    regularization: str
+    strength: float
+    psi_p: float
+    rf_time: float
+    rf_num_noise: int
+    rf_solver: str
+    linear_variant: str
+    linear_time: float
+    linear_dims: tuple[int, ...]
+    linear_repeats: int
 
     from_dict = classmethod(_from_dict)
 
 
 @dataclass(frozen=True)
+@schema_defaults("train")
 class TrainConfig:
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.95
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    max_steps: int = 10000
-    checkpoints_per_decade: float = 8
-    checkpoint_steps: tuple[int, ...] | None = None
-    ema_decay: float | None = None
-    grad_clip: float | None = None
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    probe_size: int = 1024
-    probe_sigma: float | None = None
-    device: str = "auto"
-    threads: int = 1
-    log_every: int = 2000
-    resume_every_min: float = 10.0
-    grouped: bool | str = "auto"  # validate_config resolves auto to true or false
-    group_by: str = "n"
-    max_group: int | None = None
-    precision: str = "fp32"
-    tf32: bool = False
-    compile: bool = False
-    channels_last: bool = False
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    max_steps: int
+    checkpoints_per_decade: float
+    checkpoint_steps: tuple[int, ...] | None
+    ema_decay: float | None
+    grad_clip: float | None
+    p_mean: float
+    p_std: float
+    probe_size: int
+    probe_sigma: float | None
+    device: str
+    threads: int
+    log_every: int
+    resume_every_min: float
+    grouped: bool | str  # validate_config resolves auto to true or false
+    group_by: str
+    max_group: int | None
+    precision: str
+    tf32: bool
+    compile: bool
+    channels_last: bool
 
     from_dict = classmethod(_from_dict)
 
@@ -478,69 +499,73 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+@schema_defaults("sample")
 class SampleConfig:
-    num_samples: int = 500
-    num_steps: int = 18
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
-    noise_seed: int = 2024
-    batch_size: int = 2048
-    use_ema: bool = True
-    sampler: str = "auto"
-    stack_checkpoints: int = 1
+    num_samples: int
+    num_steps: int
+    sigma_min: float
+    sigma_max: float
+    rho: float
+    noise_seed: int
+    batch_size: int
+    use_ema: bool
+    sampler: str
+    stack_checkpoints: int
 
     from_dict = classmethod(_from_dict)
 
 
 @dataclass(frozen=True)
+@schema_defaults("score")
 class ScoreConfig:
-    ratio_threshold: float = 1 / 3
-    num_bootstrap: int = 200
-    chunk_size: int = 1024
-    device: str = "cpu"
+    ratio_threshold: float
+    num_bootstrap: int
+    chunk_size: int
+    device: str
 
     from_dict = classmethod(_from_dict)
 
 
 @dataclass(frozen=True)
+@schema_defaults("quality")
 class QualityConfig:
-    enabled: bool = False
-    feature_spaces: tuple[str, ...] = ("data",)
-    inception_weights: str | None = None
-    inception_sha256: str | None = None
-    num_reference: int = 2000
-    kid_subset_size: int = 100
-    kid_num_subsets: int = 50
-    exact: bool = True
-    denoiser_sigmas: tuple[float, ...] = (0.05, 0.2, 1.0)
-    num_probe: int = 1000
-    e_tg: bool = False
-    divergence: str = "hellinger"
-    bandwidth: str | float = "halder"
-    num_population: int = 10000
-    num_mc: int = 4000
-    population: str = "samples"
-    classifier_epochs: int = 30
-    classifier_lr: float = 0.002
-    seed: int = 0
+    enabled: bool
+    feature_spaces: tuple[str, ...]
+    inception_weights: str | None
+    inception_sha256: str | None
+    num_reference: int
+    kid_subset_size: int
+    kid_num_subsets: int
+    exact: bool
+    denoiser_sigmas: tuple[float, ...]
+    num_probe: int
+    e_tg: bool
+    divergence: str
+    bandwidth: str | float
+    num_population: int
+    num_mc: int
+    population: str
+    classifier_epochs: int
+    classifier_lr: float
+    seed: int
 
     from_dict = classmethod(_from_dict)
 
 
 @dataclass(frozen=True)
+@schema_defaults("fit")
 class FitConfig:
-    tau_mem_threshold: float = 0.1
-    num_bootstrap: int = 1000
-    ci_level: float = 0.95
-    tau_gen_metric: str | None = "auto"
-    tau_gen_tolerance: float = 0.1
-    tau_gen_threshold: float | None = None
-    rf_gap: float = 0.1
-    rf_split: str = "half_gap"
-    tau_mem_levels: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 0.5)
-    tau_gen_tolerances: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
-    lack_of_fit_alpha: float = 0.05
+    tau_mem_threshold: float
+    num_bootstrap: int
+    ci_level: float
+    tau_gen_metric: str | None
+    tau_gen_tolerance: float
+    tau_gen_threshold: float | None
+    rf_gap: float
+    rf_split: str
+    tau_mem_levels: tuple[float, ...]
+    tau_gen_tolerances: tuple[float, ...]
+    lack_of_fit_alpha: float
 
     from_dict = classmethod(_from_dict)
 
@@ -584,3 +609,34 @@ def read_json_arg(text: str) -> dict:
             raise ConfigError(f"config error: cannot read the run settings {settings} ({exc}); Snakemake writes "
                               "them when it reads the workflow: run snakemake again") from exc
     return values
+
+
+
+# the twin of seed s trains with seed s + TWIN_SEED_OFFSET (its own initialisation and batch draws);
+# its data subset still comes from seed s's permutation (data.subset_indices(..., twin=True))
+TWIN_SEED_OFFSET = 1000
+
+
+TWIN_SUFFIX = "/twin"
+
+
+def twin_name(exp: str) -> str:
+    return f"{exp}{TWIN_SUFFIX}"
+
+
+def is_twin(exp: str) -> bool:
+    return exp.endswith(TWIN_SUFFIX)
+
+
+def twin_experiments(experiments: dict[str, dict]) -> dict[str, dict]:
+    """The twin experiment `<name>/twin` of every (leaf) experiment with data.twin on: the same config
+    with seeds shifted by TWIN_SEED_OFFSET and twin off (a twin has no twin)."""
+    out = {}
+    for name, exp in experiments.items():
+        if not exp["data"].get("twin"):
+            continue
+        twin = copy.deepcopy(exp)
+        twin["data"]["twin"] = False
+        twin["data"]["seeds"] = [int(s) + TWIN_SEED_OFFSET for s in exp["data"]["seeds"]]
+        out[twin_name(name)] = twin
+    return out

@@ -1,20 +1,18 @@
-"""Combine the per-(n, seed) files into one cube indexed by (n, seed, step[, sample]).
+"""Combine per-(n, seed) datasets into one cube indexed by (n, seed, step[, sample]).
 
-Run: `diffmem cube --scores a/scores.nc b/scores.nc --train-metrics a/train_metrics.nc ...
---out results/<experiment>/cube.nc` (its config_hash attribute: a hash of the inputs' attributes)
+The cube stage (`diffmem.stages.cube`) and the stages that stack their own parts call these.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
 import xarray as xr
 
 from diffmem import names
+from diffmem.errors import ConfigError
 from diffmem.config import stable_hash
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, cf_global_attrs, provenance
+from diffmem.io import NETCDF_ENGINE
 from diffmem.copies import split_per_example
 
 
@@ -59,36 +57,13 @@ def load_parts(paths: list[str]) -> list[xr.Dataset]:
     return parts
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem cube", description=__doc__)
-    parser.add_argument("--scores", nargs="*", default=[], help="per-run scores.nc files")
-    parser.add_argument("--train-metrics", nargs="*", default=[],
-                        help="per-run train_metrics.nc (trained families) or rf_metrics.nc (random_features)")
-    parser.add_argument("--closed-form", action="store_true", help="mark the cube as a closed-form family's (step 0 only)")
-    parser.add_argument("--quality", nargs="*", default=[], help="per-run quality.nc files")
-    parser.add_argument("--twin", nargs="*", default=[], help="per-run twin.nc files (data.twin)")
-    parser.add_argument("--config-hash", default=None, help="default: a hash of the inputs' attributes")
-    parser.add_argument("--experiment", default="")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    if not args.scores and not args.train_metrics:
-        from diffmem.io import fail
-
-        fail("diffmem cube: give per-run files with --scores and/or --train-metrics")
-    parts = (load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
-             + load_parts(args.twin))
-    attrs = {**provenance(args.config_hash or inputs_hash(parts)), "experiment": args.experiment,
-             **cf_global_attrs(title=f"diffmem cube of experiment {args.experiment or '?'}",
-                               summary="Memorization (f_mem, d1/d2 per sample), losses and sample quality of "
-                                       "diffusion models over training-set size n, seed and optimizer step",
-                               command=f"diffmem cube --experiment {args.experiment} ({len(args.scores)} scores, "
-                                       f"{len(args.train_metrics)} train-metrics, {len(args.quality)} quality files)")}
-    if args.closed_form:
-        attrs["closed_form"] = "closed-form model: no training, its single checkpoint is recorded as step 0"
-    cube = combine_runs(parts, attrs=attrs)
-    atomic_to_netcdf(cube, args.out)
-    print(f"[cube] {dict(cube.sizes)} -> {args.out}")
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def data_dim(cube: xr.Dataset) -> int:
+    """d of a random-features cube (its scalar coordinate `dim`, or the attribute `d`)."""
+    if names.DIM in cube.coords:
+        return int(cube[names.DIM])
+    if "d" in cube.attrs:
+        return int(cube.attrs["d"])
+    raise ConfigError("the cube has no data dimension (scalar coordinate 'dim' written by rf_run); "
+                      "build it with diffmem.cube.combine_runs from rf_run outputs")

@@ -4,21 +4,19 @@
 disjoint from every training set. `subsample(pool, n=..., seed=...)` takes the first n points of a
 permutation seeded by `seed`, so the training sets of one seed are nested across n.
 
-Run as a stage: `diffmem prepare-data --data '<json>' --out dataset.npz` and
-`diffmem subsample --dataset dataset.npz --n 64 --seed 0 --out train.npz`.
+The stages that write these files are in `diffmem.stages.data`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from diffmem.config import IMAGE_DATASETS, ConfigError, DataConfig, read_json_arg
-from diffmem.io import atomic_savez, fail
+from diffmem.config import IMAGE_DATASETS, ConfigError, DataConfig
+from diffmem.images import load_image_dataset
+from diffmem.io import atomic_savez
 
 
 @dataclass(frozen=True)
@@ -82,8 +80,6 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
         x, npy_shape = load_npy(cfg.path, scale_to_unit=cfg.scale_to_unit)
         shape = shape or npy_shape
     elif cfg.dataset in IMAGE_DATASETS:
-        from diffmem.images import load_image_dataset
-
         images, labels = load_image_dataset(cfg)  # [N, C, H, W] in [-1, 1]
         if shape is not None and tuple(shape) != images.shape[1:]:
             raise ConfigError(f"config error at 'data.image_shape': {shape} does not match the images' "
@@ -152,38 +148,3 @@ def load_train(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...
         shape = tuple(int(s) for s in f["image_shape"]) if "image_shape" in f else None
         return f["x"], f["indices"], shape
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem prepare-data", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="build the pool and the test split")
-    p.add_argument("--data", required=True, help="data config slice as JSON (or a path to one)")
-    p.add_argument("--out", required=True)
-    s = sub.add_parser("subsample", help="write the training set of size n for a seed")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--n", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--twin", action="store_true", help="the twin model's set: the last n of the permutation")
-    s.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        if args.cmd == "prepare":
-            cfg = DataConfig.from_dict(read_json_arg(args.data))
-            ds = prepare_dataset(cfg)
-            save_dataset(ds, args.out)
-            print(f"[data] {cfg.dataset}: pool {ds.pool.shape}, test {ds.test.shape} -> {args.out}")
-        else:
-            ds = load_dataset(args.dataset)
-            idx = subset_indices(ds.pool.shape[0], n=args.n, seed=args.seed, twin=args.twin)
-            arrays = {"x": ds.pool[idx], "indices": idx}
-            if ds.image_shape is not None:
-                arrays["image_shape"] = np.asarray(ds.image_shape, dtype=np.int64)
-            atomic_savez(args.out, **arrays)
-            what = " (twin: last n of the permutation)" if args.twin else ""
-            print(f"[data] n={args.n} seed={args.seed}{what}: {idx.shape[0]} training points -> {args.out}")
-    except ConfigError as exc:
-        fail(str(exc))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmem.config import ConfigError
+from diffmem.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CIFAR10_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")

@@ -12,6 +12,8 @@ from typing import Any, Callable, NoReturn
 
 import numpy as np
 
+from diffmem import __version__
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Stop a stage with one clear line on stderr (no traceback for user errors)."""
@@ -94,8 +96,6 @@ def git_commit() -> str:
 
 
 def provenance(config_hash: str) -> dict[str, str]:
-    from diffmem import __version__
-
     return {
         "diffmem_version": __version__,
         "git_commit": git_commit(),
@@ -126,8 +126,6 @@ def cf_global_attrs(*, title: str, summary: str, command: str, previous: dict | 
     """CF / ACDD global attributes of a result file: Conventions, title, summary, keywords, source,
     references, date_created and a history line ("<UTC time>: <command>") appended to the history of
     the file it was made from (`previous`, e.g. the cube's attrs for the fit file)."""
-    from diffmem import __version__
-
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     before = str((previous or {}).get("history", "")).strip()
     return {

@@ -5,6 +5,16 @@ One place, so cube, fit, plots and users' notebooks agree on spelling.
 
 from __future__ import annotations
 
+# datasets: scikit-learn's digits has this many images
+DIGITS_SIZE = 1797
+# datasets read from image files (diffmem.images); their per-sample shape is (C, H, W)
+IMAGE_DATASETS = ("images", "cifar10", "celeba")
+# datasets with class labels (the classifier feature space trains on them)
+LABELLED_DATASETS = ("digits", "cifar10")
+
+# attribute of f_mem: the d1/d2 threshold (score.ratio_threshold) the score stage used
+RATIO_THRESHOLD = "ratio_threshold"
+
 # dimensions / coordinates (independent quantities)
 N = "n"
 SEED = "seed"
@@ -62,6 +72,16 @@ N_HALF = "n_half"
 
 # sweep dimensions (an experiment whose model.width or model.strength is a list)
 WIDTH = "width"
+# the random-features and linear_exact stages: data dimension d, psi_n = n / d, the RF time tau
+DIM = "dim"
+PSI_N = "psi_n"
+TAU = "tau"
+TAU_UNITS = "tau (= step lr / d^2)"
+SCORE_ERROR = "score_error"
+TAU_SPLIT = "tau_split"
+TAU_MEM_THEORY = "tau_mem_theory"
+N_HALF_CI = "n_half_ci"
+P_DELTA_SE = "p_delta_pos_se"
 STRENGTH = "strength"
 N_PARAMS = "n_params"
 

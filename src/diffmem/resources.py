@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffmem.images import image_shape_of
+from diffmem.names import IMAGE_DATASETS
+
 CPU_GFLOPS_PER_THREAD = 20.0
 GPU_GFLOPS = 8_000.0  # fp32 U-Net training on an H100 measured ~8 TFLOP/s (benchmarks/README.md)
 GPU_STEP_OVERHEAD_S = 0.008  # one small-model step on an H100 is launch-bound (~6 ms measured)
@@ -52,11 +55,7 @@ def data_shape(data: dict) -> tuple[int, ...]:
         return (1, 8, 8)
     if dataset in ("gmm", "gaussian"):
         return (int(data["dim"]),)
-    from diffmem.config import IMAGE_DATASETS
-
     if dataset in IMAGE_DATASETS:
-        from diffmem.images import image_shape_of
-
         return image_shape_of(data)
     shape = np.load(data["path"], mmap_mode="r").shape  # checked readable by config.pool_size
     return tuple(int(s) for s in shape[1:])
@@ -251,59 +250,3 @@ def size_resources(exp: dict, checkpoints: int, members: int = 1) -> dict[str, i
     return res
 
 
-def _runtime(minutes: int) -> str:
-    return f"{minutes // 60}:{minutes % 60:02d}"
-
-
-def request_table(cfg: dict, names: list[str]) -> str:
-    """A markdown table of what each experiment's jobs ask the scheduler for (a resolved config)."""
-    from diffmem.config import expand_sweeps, size_experiment, training_groups
-
-    from diffmem.twin import twin_experiments
-
-    leaves = expand_sweeps({name: cfg["experiments"][name] for name in names})
-    leaves.update(twin_experiments(leaves))  # data.twin: the twin runs are jobs too (<name>/twin)
-    rows = ["| experiment | runs | training jobs x members | train mem (MB) / time (h:mm) | gpus | "
-            "sample mem / time | score mem / time | training GPU-hours requested |",
-            "|---|---:|---|---|---:|---|---|---:|"]
-    for name, exp in leaves.items():
-        res = size_experiment(exp)["resources"]
-        runs = len(exp["data"]["n_train"]) * len(exp["data"]["seeds"])
-        family = exp["model"]["family"]
-        if family != "network" and family != "random_features":
-            jobs, gpu_hours = "none (closed form)", 0.0
-        elif exp["train"]["grouped"] is True:
-            sizes = [len(members) for _, members in training_groups(exp)]
-            jobs = f"{len(sizes)} x {max(sizes)}" if len(set(sizes)) == 1 else f"{len(sizes)} x {min(sizes)}-{max(sizes)}"
-            gpu_hours = len(sizes) * res["gpus_per_train_job"] * res["train_runtime_min"] / 60
-        else:
-            jobs = f"{runs} x 1"
-            gpu_hours = runs * res["gpus_per_train_job"] * res["train_runtime_min"] / 60
-        train = "—" if gpu_hours == 0.0 and jobs.startswith("none") else \
-            f"{res['train_mem_mb']} / {_runtime(res['train_runtime_min'])}"
-        rows.append(
-            f"| {name} | {runs} | {jobs} | {train} | "
-            f"{res['gpus_per_train_job']} | {res['sample_mem_mb']} / {_runtime(res['sample_runtime_min'])} | "
-            f"{res['score_mem_mb']} / {_runtime(res['score_runtime_min'])} | {gpu_hours:.1f} |")
-    return "\n".join(rows)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`diffmem resources [config.yaml] [--gpus-per-train-job N] [--all]`: the requests, before submitting."""
-    import argparse
-
-    from diffmem.config import ConfigError, load_config
-    from diffmem.io import fail
-
-    parser = argparse.ArgumentParser(prog="diffmem resources", description=main.__doc__)
-    parser.add_argument("config", nargs="?", default="config.yaml")
-    parser.add_argument("--gpus-per-train-job", type=int, default=None,
-                        help="as --config gpus_per_train_job=N (what the SLURM profile sets to 1)")
-    parser.add_argument("--all", action="store_true", help="every experiment, not only those in `run`")
-    args = parser.parse_args(argv)
-    overrides = {} if args.gpus_per_train_job is None else {"gpus_per_train_job": args.gpus_per_train_job}
-    try:
-        cfg = load_config(args.config, **overrides)
-    except ConfigError as exc:
-        fail(str(exc))
-    print(request_table(cfg, list(cfg["experiments"]) if args.all else cfg["run"]))

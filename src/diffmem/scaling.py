@@ -214,3 +214,14 @@ def collapse_test(n: np.ndarray, tau: np.ndarray) -> float:
 
     f = ((ss_resid(False) - ss_resid(True)) / (num_groups - 1)) / (ss_pe / df_pe)
     return float(stats.f.sf(f, num_groups - 1, df_pe))
+
+
+
+def power_law_fit(n: np.ndarray, tau: np.ndarray) -> tuple[float, float]:
+    """Least-squares fit of log tau = log A + b log n over finite entries; returns (A, b)."""
+    n, tau = np.asarray(n, float).ravel(), np.asarray(tau, float).ravel()
+    ok = np.isfinite(tau) & (tau > 0) & (n > 0)
+    if np.unique(n[ok]).size < 2:
+        return float("nan"), float("nan")
+    b, log_a = np.polyfit(np.log(n[ok]), np.log(tau[ok]), 1)
+    return float(np.exp(log_a)), float(b)

@@ -93,7 +93,7 @@ def nearest_neighbors(
     return (*out, widened) if return_stats else out
 
 
-def memorized(d1: np.ndarray, d2: np.ndarray, *, ratio_threshold: float = 1 / 3) -> np.ndarray:
+def memorized(d1: np.ndarray, d2: np.ndarray, *, ratio_threshold: float) -> np.ndarray:
     """Boolean mask of memorized samples, d1/d2 < ratio_threshold (d2 = 0 counts as memorized only if d1 = 0)."""
     return distance_ratio(d1, d2) < ratio_threshold
 

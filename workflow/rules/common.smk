@@ -5,7 +5,7 @@ import re
 import shlex
 from pathlib import Path
 
-from diffmem.twin import TWIN_SEED_OFFSET, is_twin, twin_experiments
+from diffmem.config import TWIN_SEED_OFFSET, is_twin, twin_experiments
 
 from diffmem.config import (
     CLOSED_FORM,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
+
+from diffmem.metrics.l2 import l2_kde_kde
 import torch
 
 __all__ = ["Density", "KDE", "CallableDensity", "bandwidth", "kde_logpdf", "hellinger_sq", "kl_divergence",
@@ -177,8 +179,6 @@ def _e_tg_e_og_l2(train, generated, population, *, bandwidth_rule) -> dict[str, 
     """Halder & Pehlevan's L2 distance (``diffmem.metrics.l2``) with per-set widths, rho_G the KDE of the
     samples at its own width; closed form, so the standard errors are 0.  sigma_ref (the unit) is the
     population's per-dimension standard deviation."""
-    from diffmem.metrics.l2 import l2_kde_kde
-
     if isinstance(population, Density):
         raise ValueError("divergence 'l2' needs population samples for rho_O (quality.population: samples)")
     sets = {name: np.asarray(v, np.float64) for name, v in (("t", train), ("g", generated), ("o", population))}

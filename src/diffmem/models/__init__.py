@@ -7,23 +7,20 @@ import math
 from torch import nn
 
 from diffmem.config import ModelConfig
+from diffmem.families.linear import LinearNet
+from diffmem.models.mlp import MLP, TimeMLP
 from diffmem.models.precond import EDMPrecond, VPPrecond
+from diffmem.models.unet import UNet
 
 
 def build_denoiser(cfg: ModelConfig, *, data_shape: tuple[int, ...]) -> nn.Module:
     """Build the preconditioned denoiser for a model config and a per-sample data shape."""
     if cfg.arch == "mlp":
-        from diffmem.models.mlp import MLP
-
         net = MLP(dim=math.prod(data_shape), width=cfg.width, depth=cfg.depth, emb_dim=cfg.emb_dim)
     elif cfg.arch in ("time_mlp", "time_mlp_emb"):
-        from diffmem.models.mlp import TimeMLP
-
         net = TimeMLP(dim=math.prod(data_shape), width=cfg.width, depth=cfg.depth,
                       emb_dim=cfg.emb_dim if cfg.arch == "time_mlp_emb" else None)
     elif cfg.arch == "unet":
-        from diffmem.models.unet import UNet
-
         if len(data_shape) != 3:
             raise ValueError(f"unet needs image-shaped data (C, H, W); got per-sample shape {data_shape}")
         net = UNet(
@@ -36,8 +33,6 @@ def build_denoiser(cfg: ModelConfig, *, data_shape: tuple[int, ...]) -> nn.Modul
             image_size=data_shape[-1],
         )
     elif cfg.arch == "linear":
-        from diffmem.families.linear import LinearNet
-
         # knots span the c_noise each preconditioning feeds the net (EDM: 250 ln sigma; VP: the timestep)
         span = None if cfg.parameterization == "edm" else (0.0, float(cfg.num_timesteps - 1))
         net = LinearNet(math.prod(data_shape), **({} if span is None else {"c_noise_range": span}))

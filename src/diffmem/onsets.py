@@ -21,20 +21,17 @@ its final value (the paper's normalization), `tau_mem_levels (normalization, lev
 tau_gen at several tolerances (`tau_gen_tolerances (tolerance, n, seed)`), each with the same
 diagnostics; a law that holds does not depend on the level.
 
-Run: `diffmem fit --cube cube.nc --fit-cfg '<json>' --out fit.nc`
+Used by the fit stage (`diffmem.stages.fit`), the sweep, and the random-features and linear stages.
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
 
 import numpy as np
 import xarray as xr
 
 from diffmem import names
-from diffmem.config import ConfigError, FitConfig, read_json_arg
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, cf_global_attrs, fail
+from diffmem.config import ConfigError, FitConfig
+from diffmem.io import cf_global_attrs
 from diffmem.scaling import POWER_LAW_CRITERION, diagnose
 
 
@@ -65,34 +62,6 @@ def onset_times(curves: xr.DataArray, *, threshold: float) -> xr.DataArray:
         lambda v: onset_step(steps, v, threshold=threshold), curves,
         input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float],
     )
-
-
-def power_law_fit(n: np.ndarray, tau: np.ndarray) -> tuple[float, float]:
-    """Least-squares fit of log tau = log A + b log n over finite entries; returns (A, b)."""
-    n, tau = np.asarray(n, float).ravel(), np.asarray(tau, float).ravel()
-    ok = np.isfinite(tau) & (tau > 0) & (n > 0)
-    if np.unique(n[ok]).size < 2:
-        return float("nan"), float("nan")
-    b, log_a = np.polyfit(np.log(n[ok]), np.log(tau[ok]), 1)
-    return float(np.exp(log_a)), float(b)
-
-
-def bootstrap_exponent(tau: xr.DataArray, *, num_bootstrap: int, ci_level: float,
-                       rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
-    """(lower, upper) percentile CI of b, resampling seeds with replacement; also the draws."""
-    n = tau[names.N].values
-    values = tau.transpose(names.N, names.SEED).values  # [N, S]
-    num_seeds = values.shape[1]
-    draws = np.empty(num_bootstrap)
-    for k in range(num_bootstrap):
-        cols = rng.integers(0, num_seeds, size=num_seeds)
-        sub = values[:, cols]
-        draws[k] = power_law_fit(np.repeat(n[:, None], num_seeds, axis=1), sub)[1]
-    finite = draws[np.isfinite(draws)]
-    if finite.size == 0:
-        return float("nan"), float("nan"), draws
-    alpha = (1 - ci_level) / 2
-    return float(np.quantile(finite, alpha)), float(np.quantile(finite, 1 - alpha)), draws
 
 
 def quality_onset(steps: np.ndarray, values: np.ndarray, *, tolerance: float, threshold: float | None = None,
@@ -327,47 +296,3 @@ def describe_levels(fit: xr.Dataset, prefix: str, dim: str) -> list[str]:
                      f"{verdict(bool(fit[f'{prefix}_{names.POWER_LAW_OK}'].sel(sel)), float(fit[f'{prefix}_{names.LOF_PVALUE}'].sel(sel)), censored)}")
     return lines
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem fit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cube", required=True)
-    parser.add_argument("--fit-cfg", required=True, help="fit config slice (JSON or path)")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        cfg = FitConfig.from_dict(read_json_arg(args.fit_cfg))
-    except ConfigError as exc:
-        fail(str(exc))
-    with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube:
-        try:
-            fit = fit_onsets(cube.load(), cfg, rng=np.random.default_rng(0))
-        except ConfigError as exc:
-            fail(str(exc))
-    atomic_to_netcdf(fit, args.out)
-    finals = ", ".join(f"n={int(n)}: {float(v):.3f}" for n, v in zip(fit[names.N].values, fit[names.F_MEM_FINAL].values))
-    print(f"[fit] final f_mem {finals}; n* = {float(fit[names.N_STAR]):g}")
-    if names.N_HALF in fit:
-        print(f"[fit] P(Delta > 0) crosses 1/2 at n = {float(fit[names.N_HALF].isel({names.STEP: -1})):.3g} (last step)")
-    if names.TAU_MEM not in fit:
-        print(f"[fit] {fit.attrs['note']} -> {args.out}")
-        return
-    print(f"[fit] tau_mem = first step with f_mem >= {cfg.tau_mem_threshold:g}; {fit.attrs['num_censored']} censored "
-          f"runs; {int(cfg.ci_level * 100)} % CIs -> {args.out}")
-    for line in describe_scaling(fit, names.TAU_MEM, label="tau_mem"):
-        print(f"[fit] {line}")
-    print("[fit] tau_mem by level (raw f_mem; final = f_mem / its final value):")
-    for line in describe_levels(fit, names.TAU_MEM_LEVELS, names.LEVEL):
-        print(f"[fit] {line}")
-    if names.TAU_GEN in fit:
-        print(f"[fit] tau_gen from {fit.attrs['tau_gen_metric']}, {fit.attrs['num_censored_gen']} censored runs")
-        for line in describe_scaling(fit, names.TAU_GEN, label="tau_gen"):
-            print(f"[fit] {line}")
-        print("[fit] tau_gen by tolerance:")
-        for line in describe_levels(fit, names.TAU_GEN_TOLERANCES, names.TOLERANCE):
-            print(f"[fit] {line}")
-    print(f"[fit] criterion: {POWER_LAW_CRITERION} (alpha = {cfg.lack_of_fit_alpha:g})")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -22,7 +22,6 @@ Run: `diffmem twin --samples a/samples.json --twin-samples b/samples.json --trai
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -31,33 +30,10 @@ import numpy as np
 import xarray as xr
 
 from diffmem import names
-
-# the twin of seed s trains with seed s + TWIN_SEED_OFFSET (its own initialisation and batch draws);
-# its data subset still comes from seed s's permutation (data.subset_indices(..., twin=True))
-TWIN_SEED_OFFSET = 1000
-TWIN_SUFFIX = "/twin"
-
-
-def twin_name(exp: str) -> str:
-    return f"{exp}{TWIN_SUFFIX}"
-
-
-def is_twin(exp: str) -> bool:
-    return exp.endswith(TWIN_SUFFIX)
-
-
-def twin_experiments(experiments: dict[str, dict]) -> dict[str, dict]:
-    """The twin experiment `<name>/twin` of every (leaf) experiment with data.twin on: the same config
-    with seeds shifted by TWIN_SEED_OFFSET and twin off (a twin has no twin)."""
-    out = {}
-    for name, exp in experiments.items():
-        if not exp["data"].get("twin"):
-            continue
-        twin = copy.deepcopy(exp)
-        twin["data"]["twin"] = False
-        twin["data"]["seeds"] = [int(s) + TWIN_SEED_OFFSET for s in exp["data"]["seeds"]]
-        out[twin_name(name)] = twin
-    return out
+from diffmem.data import load_train
+from diffmem.figures.twin import make_twin_figure
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
+from diffmem.scoring import nearest_neighbors
 
 
 def pair_distances(samples: np.ndarray, twin_samples: np.ndarray, d1: np.ndarray, twin_d1: np.ndarray) -> dict:
@@ -75,8 +51,6 @@ def pair_distances(samples: np.ndarray, twin_samples: np.ndarray, d1: np.ndarray
 def compare_runs(manifest: dict, twin_manifest: dict, train: np.ndarray, twin_train: np.ndarray, *,
                  chunk_size: int = 1024, log=print) -> xr.Dataset:
     """twin_distance, twin_d1 (step, sample) and twin_closer (step) of one (n, seed) run and its twin."""
-    from diffmem.scoring import nearest_neighbors
-
     steps = [int(s) for s in manifest["steps"] if str(int(s)) in twin_manifest["files"]]
     if not steps:
         raise ValueError("the run and its twin have no checkpoint step in common")
@@ -109,68 +83,7 @@ def compare_runs(manifest: dict, twin_manifest: dict, train: np.ndarray, twin_tr
     return names.annotate(ds)
 
 
-def make_twin_figure(cube: xr.Dataset, out: str | Path, *, title: str = "") -> Path:
-    """twin.png: the fraction of twin pairs closer to each other than to their training sets against
-    step per n, and against n at three checkpoints; and the median pair distance over the median d1."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from diffmem.plots import _plain_log_ticks, _save
-
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
-    ns = cube[names.N].values
-    palette = sns.color_palette("viridis", n_colors=len(ns))
-    frac = cube[names.TWIN_CLOSER]
-    df = frac.to_dataframe().reset_index().dropna(subset=[names.TWIN_CLOSER])
-    df = df[df[names.STEP] > 0]
-    sns.lineplot(data=df, x=names.STEP, y=names.TWIN_CLOSER, hue=names.N, palette=palette, errorbar="se",
-                 marker="o", markersize=3, ax=axes[0], legend="full")
-    axes[0].set_xscale("log")
-    axes[0].set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("pairs closer to each other\nthan to their training sets")
-    axes[0].set_xlabel("training step")
-    steps = cube[names.STEP].values[cube[names.STEP].values > 0]
-    picks = sorted({int(steps[0]), int(steps[len(steps) // 2]), int(steps[-1])}) if steps.size else []
-    for color, step in zip(sns.color_palette("rocket", n_colors=max(len(picks), 1)), picks):
-        at = frac.sel({names.STEP: step})
-        mean, se = at.mean(names.SEED), at.std(names.SEED) / np.sqrt(at.notnull().sum(names.SEED))
-        axes[1].errorbar(ns, mean.values, yerr=np.nan_to_num(se.values), marker="o", color=color, capsize=2,
-                         label=f"step {step}")
-    axes[1].set_xscale("log")
-    _plain_log_ticks(axes[1].xaxis, ns)
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[1].set_xlabel("training-set size n (each model)")
-    axes[1].set_ylabel("pairs closer to each other\nthan to their training sets")
-    axes[1].legend(fontsize=7)
-    if names.D1 in cube:
-        ratio = (cube[names.TWIN_DISTANCE].median(names.SAMPLE) / cube[names.D1].median(names.SAMPLE))
-        rdf = ratio.rename("r").to_dataframe().reset_index().dropna(subset=["r"])
-        rdf = rdf[rdf[names.STEP] > 0]
-        sns.lineplot(data=rdf, x=names.STEP, y="r", hue=names.N, palette=palette, errorbar="se", marker="o",
-                     markersize=3, ax=axes[2], legend=False)
-        axes[2].axhline(1.0, color="0.5", lw=0.8, ls="--")
-        axes[2].set_xscale("log")
-        axes[2].set_yscale("log")
-        axes[2].set_xlabel("training step")
-        axes[2].set_ylabel("median d_AB / median d1")
-        axes[2].set_title("distance between twins over distance to nearest training point", fontsize=8)
-    else:
-        axes[2].axis("off")
-    fig.suptitle(f"{title}  twin models on disjoint training sets, same initial noise "
-                 "(Kadkhodaie et al. 2024)", fontsize=9)
-    fig.tight_layout()
-    _save(fig, out)
-    return Path(out)
-
-
 def main(argv: list[str] | None = None) -> None:
-    from diffmem.data import load_train
-    from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
-
     parser = argparse.ArgumentParser(prog="diffmem twin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)

@@ -11,24 +11,18 @@ sample indices, i.e. the same initial noise) are shown at every checkpoint.
 - Flat data: a 2-D projection on the training set's first two principal components, training
   points and all samples of the checkpoint, memorized samples red and joined to their nearest point.
 
-Run: `diffmem gallery --samples a/samples.json b/samples.json --scores a/scores.nc b/scores.nc
---train a/train.npz b/train.npz --fit fit.nc --out figures/gallery/n64_seed0.png figures/gallery/n64_seed1.png`
-(one process draws all runs of an experiment, in the order given)
+Drawn by `diffmem gallery` (`diffmem.stages.gallery`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from diffmem import names
-from diffmem.data import load_train
-from diffmem.io import NETCDF_ENGINE, fail
+from diffmem.figures.common import save_figure
 
 
 def _steps(tau: float) -> str:
@@ -97,7 +91,7 @@ def pca_2d(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, comps
 
 
-def _as_image(x: np.ndarray, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
+def as_image(x: np.ndarray, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
     img = (np.asarray(x, dtype=np.float64).reshape(shape) - lo) / max(hi - lo, 1e-12)
     img = np.clip(img, 0.0, 1.0)
     return img[0] if shape[0] == 1 else np.moveaxis(img, 0, -1)
@@ -130,8 +124,8 @@ def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: t
                 continue
             mem = bool(col["ratio"][i] < threshold)
             cmap = "gray" if image_shape[0] == 1 else None
-            ax_s.imshow(_as_image(col["samples"][i], image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1)
-            ax_t.imshow(_as_image(train[col["nearest"][i]], image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1)
+            ax_s.imshow(as_image(col["samples"][i], image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1)
+            ax_t.imshow(as_image(train[col["nearest"][i]], image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1)
             color = "#d62728" if mem else "#7f7f7f"
             for ax in (ax_s, ax_t):
                 for spine in ax.spines.values():
@@ -199,16 +193,12 @@ def make_gallery(*, manifest: dict, scores: xr.Dataset, train: np.ndarray, pool_
                  image_shape: tuple[int, ...] | None, fit: xr.Dataset | None, out: str | Path,
                  num_pairs: int = 8, title: str = "") -> list[tuple[str, int]]:
     """Draw and save one run's gallery; returns the (label, step) checkpoints shown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from diffmem.plots import _save
 
     n, seed = int(manifest["n"]), int(manifest["seed"])
     tau_gen, tau_mem = run_taus(fit, n=n, seed=seed) if fit is not None else (np.nan, np.nan)
     chosen = gallery_steps(scores[names.STEP].values, tau_gen=tau_gen, tau_mem=tau_mem)
     position = {int(p): i for i, p in enumerate(pool_index)}
-    threshold = float(scores[names.F_MEM].attrs.get("ratio_threshold", 1 / 3))
+    threshold = float(scores[names.F_MEM].attrs[names.RATIO_THRESHOLD])  # the score stage writes it
     head = f"{title}  n={n} seed={seed}  (memorized: d1/d2 < {threshold:.2f})"
     if image_shape is not None:
         columns = gallery_columns(scores, manifest, chosen, position=position, num_pairs=num_pairs)
@@ -216,41 +206,6 @@ def make_gallery(*, manifest: dict, scores: xr.Dataset, train: np.ndarray, pool_
     else:
         columns = gallery_columns(scores, manifest, chosen, position=position, num_pairs=None)
         fig = draw_projection_gallery(columns, train=train, threshold=threshold, title=head)
-    _save(fig, out)
+    save_figure(fig, out)
     return chosen
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem gallery", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", nargs="+", required=True, help="samples.json manifest of each run")
-    parser.add_argument("--scores", nargs="+", required=True, help="scores.nc of each run (same order)")
-    parser.add_argument("--train", nargs="+", required=True, help="train.npz of each run (same order)")
-    parser.add_argument("--fit", default=None, help="fit.nc of the experiment (tau_gen, tau_mem)")
-    parser.add_argument("--num-pairs", type=int, default=8, help="sample / nearest-training pairs per checkpoint")
-    parser.add_argument("--title", default="")
-    parser.add_argument("--out", nargs="+", required=True, help="PNG path of each run (same order)")
-    args = parser.parse_args(argv)
-    if not len(args.samples) == len(args.scores) == len(args.train) == len(args.out):
-        fail("give one --samples, --scores, --train and --out file per run, in the same order")
-    fit = None
-    if args.fit:
-        with xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as ds:
-            fit = ds.load()
-    # one process draws every run of an experiment: the imports cost more than a gallery
-    for samples, scores_path, train_path, out in zip(args.samples, args.scores, args.train, args.out):
-        manifest = json.loads(Path(samples).read_text())
-        train, pool_index, image_shape = load_train(train_path)
-        with xr.open_dataset(scores_path, engine=NETCDF_ENGINE) as ds:
-            scores = ds[[names.F_MEM, names.RATIO, names.D1, names.NEAREST]].load()
-        missing = [s for s in scores[names.STEP].values if str(int(s)) not in manifest["files"]]
-        if missing:
-            fail(f"{samples} has no samples for steps {missing[:5]} of {scores_path} (rerun sampling)")
-        chosen = make_gallery(manifest=manifest, scores=scores, train=train, pool_index=pool_index,
-                              image_shape=image_shape, fit=fit, out=out, num_pairs=args.num_pairs, title=args.title)
-        print(f"[gallery] n={manifest['n']} seed={manifest['seed']}: steps "
-              + ", ".join(f"{s} ({label})" for label, s in chosen) + f" -> {out}", flush=True)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -33,7 +33,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -42,7 +41,10 @@ from diffmem import names
 from diffmem.config import ConfigError, FitConfig, ModelConfig, QualityConfig, SampleConfig, read_json_arg, stable_hash
 from diffmem.cube import load_parts
 from diffmem.families.one_step import fit_one_step, one_step_generated, one_step_noise
-from diffmem.fit import half_crossing, power_law_fit
+from diffmem.families.linear import fit_linear_denoiser, linear_generated_gaussian
+from diffmem.figures.linear_exact import make_linear_exact_figures
+from diffmem.onsets import half_crossing
+from diffmem.scaling import power_law_fit
 from diffmem.io import atomic_to_netcdf, fail, provenance
 from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
 
@@ -50,10 +52,6 @@ __all__ = ["VARIANTS", "generated_gaussian", "evaluate_dim", "combine_dims", "fi
            "make_linear_exact_figures", "main"]
 
 VARIANTS = ("one_step", "affine")
-DIM = "dim"
-PSI_N = "psi_n"
-N_HALF_SE = "n_half_ci"
-P_DELTA_SE = "p_delta_pos_se"
 FIGURES = ("p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og")
 _STREAM = 0x11E  # this stage's random stream, independent of every other stage's
 SIGMA = 1.0  # population standard deviation of diffmem's gaussian data
@@ -66,11 +64,11 @@ ATTRS = {
     names.DELTA: {"long_name": "E_TG - E_OG (positive: rho_G closer to the population than to the training set)",
                   "units": "1"},
     names.P_DELTA_POS: {"long_name": "1/2 + 1/2 mean over repeats of sign(E_TG - E_OG)", "units": "1"},
-    P_DELTA_SE: {"long_name": "binomial standard error of p_delta_pos", "units": "1"},
+    names.P_DELTA_SE: {"long_name": "binomial standard error of p_delta_pos", "units": "1"},
     names.N_HALF: {"long_name": "n at which P(Delta > 0) first rises through 1/2 (log-n interpolated)", "units": "1"},
-    N_HALF_SE: {"long_name": "bootstrap-over-repeats confidence interval of n_half", "units": "1"},
-    DIM: {"long_name": "data dimension d", "units": "1"},
-    PSI_N: {"long_name": "n / d", "units": "1"},
+    names.N_HALF_CI: {"long_name": "bootstrap-over-repeats confidence interval of n_half", "units": "1"},
+    names.DIM: {"long_name": "data dimension d", "units": "1"},
+    names.PSI_N: {"long_name": "n / d", "units": "1"},
     names.SEED: {"long_name": "repeat (seed * repeats + repeat index): an independent training and population draw",
                  "units": "1"},
 }
@@ -84,8 +82,6 @@ def generated_gaussian(train: np.ndarray, *, model: ModelConfig, sample: SampleC
         return one_step_generated(fit_one_step(train, y), train, time=model.linear_time)
     if model.linear_variant == "affine":
         import torch  # the affine family's closed form lives in the torch module (diffmem.families.linear)
-
-        from diffmem.families.linear import fit_linear_denoiser, linear_generated_gaussian
 
         g = linear_generated_gaussian(fit_linear_denoiser(torch.as_tensor(train)), sigma_max=sample.sigma_max,
                                       sigma_min=sample.sigma_min, final_denoise=True)
@@ -128,10 +124,10 @@ def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], 
             log(f"[linear-exact] d={dim}: repeat {j + 1}/{len(reps)} ({now - start:.0f} s)")
     seed_coord = np.array([s * repeats + r for s, r in reps], dtype=np.int64)
     ds = xr.Dataset(
-        {names.E_TG: ((PSI_N, names.SEED), e_tg), names.E_OG: ((PSI_N, names.SEED), e_og),
-         names.DELTA: ((PSI_N, names.SEED), e_tg - e_og)},
-        coords={PSI_N: np.asarray(psi_n, float), names.SEED: seed_coord, names.N: ((PSI_N,), np.asarray(sizes)),
-                DIM: int(dim)},
+        {names.E_TG: ((names.PSI_N, names.SEED), e_tg), names.E_OG: ((names.PSI_N, names.SEED), e_og),
+         names.DELTA: ((names.PSI_N, names.SEED), e_tg - e_og)},
+        coords={names.PSI_N: np.asarray(psi_n, float), names.SEED: seed_coord, names.N: ((names.PSI_N,), np.asarray(sizes)),
+                names.DIM: int(dim)},
         attrs={"variant": model.linear_variant, "linear_time": float(model.linear_time),
                "num_population": int(num_population), "eps_population": eps_o, "sigma": SIGMA,
                "divergence": "l2", "widths": "per set: eps = sigma N^(-1/d), sigma = population std"},
@@ -151,8 +147,8 @@ def combine_dims(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
     """Stack per-d results along `dim` (n becomes a (dim, psi_n) coordinate)."""
     if not parts:
         raise ConfigError("linear-exact cube: no per-d results given")
-    parts = sorted(parts, key=lambda p: int(p[DIM]))
-    cube = xr.concat([p.expand_dims(DIM) for p in parts], dim=DIM, join="exact", coords="different",
+    parts = sorted(parts, key=lambda p: int(p[names.DIM]))
+    cube = xr.concat([p.expand_dims(names.DIM) for p in parts], dim=names.DIM, join="exact", coords="different",
                      compat="equals", combine_attrs="drop_conflicts")
     cube.attrs.update(attrs)
     return _annotate(cube)
@@ -173,9 +169,9 @@ def _n_half(n: np.ndarray, delta: np.ndarray) -> np.ndarray:
 def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator) -> xr.Dataset:
     """P(Delta > 0) per (d, psi_n) with its binomial error, n_half per d with a bootstrap CI, and the
     power law n_half = A d^b with a bootstrap-over-repeats CI of b (repeats resampled within each d)."""
-    delta = cube[names.DELTA].transpose(DIM, PSI_N, names.SEED).values
-    n = cube[names.N].transpose(DIM, PSI_N).values.astype(float)
-    dims = cube[DIM].values.astype(float)
+    delta = cube[names.DELTA].transpose(names.DIM, names.PSI_N, names.SEED).values
+    n = cube[names.N].transpose(names.DIM, names.PSI_N).values.astype(float)
+    dims = cube[names.DIM].values.astype(float)
     p = p_delta(delta)
     count = np.isfinite(delta).sum(-1)
     n_half = _n_half(n, delta)
@@ -199,13 +195,13 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
     b_ok = boot_b[np.isfinite(boot_b)]
     b_ci = np.quantile(b_ok, q) if b_ok.size else np.array([np.nan, np.nan])
     out = xr.Dataset(
-        {names.P_DELTA_POS: ((DIM, PSI_N), p),
-         P_DELTA_SE: ((DIM, PSI_N), np.sqrt(np.clip(p * (1 - p), 0, None) / np.maximum(count, 1))),
-         names.N_HALF: ((DIM,), n_half), N_HALF_SE: ((DIM, names.CI_BOUND), half_ci),
-         "n_half_censored": ((DIM,), (~ok).astype(np.int8)),
+        {names.P_DELTA_POS: ((names.DIM, names.PSI_N), p),
+         names.P_DELTA_SE: ((names.DIM, names.PSI_N), np.sqrt(np.clip(p * (1 - p), 0, None) / np.maximum(count, 1))),
+         names.N_HALF: ((names.DIM,), n_half), names.N_HALF_CI: ((names.DIM, names.CI_BOUND), half_ci),
+         "n_half_censored": ((names.DIM,), (~ok).astype(np.int8)),
          "n_half_exponent": ((), exponent), "n_half_prefactor": ((), prefactor),
          "n_half_exponent_ci": ((names.CI_BOUND,), b_ci)},
-        coords={DIM: cube[DIM].values, PSI_N: cube[PSI_N].values, names.N: ((DIM, PSI_N), n.astype(np.int64)),
+        coords={names.DIM: cube[names.DIM].values, names.PSI_N: cube[names.PSI_N].values, names.N: ((names.DIM, names.PSI_N), n.astype(np.int64)),
                 names.CI_BOUND: ["lower", "upper"]},
     )
     _annotate(out)
@@ -225,126 +221,6 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
 
 # ------------------------------------------------------------------------------------------------ figures
 
-def _psi_ticks(ax, values) -> None:
-    import matplotlib.ticker as mticker
-
-    ax.xaxis.set_major_locator(mticker.FixedLocator(sorted(values)))
-    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-
-
-def _fig_p_delta(fit: xr.Dataset, title: str):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.6, 4))
-    for d in fit[DIM].values:
-        sel = fit.sel({DIM: d})
-        ax.errorbar(sel[PSI_N].values, sel[names.P_DELTA_POS].values, yerr=sel[P_DELTA_SE].values, marker="o",
-                    ms=3, capsize=2, label=f"d = {int(d)}")
-    ax.axhline(0.5, color="k", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    _psi_ticks(ax, fit[PSI_N].values)
-    ax.set_xlabel("n / d")
-    ax.set_ylabel("P(E_TG - E_OG > 0)")
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{title}: {fit.attrs.get('variant', '')}, L2, {fit.attrs.get('num_repeats', '?')} repeats\n"
-                 "(error bars: binomial s.e.)", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _fig_n_half(fit: xr.Dataset, title: str):
-    import matplotlib.pyplot as plt
-
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.5, 4))
-    d = fit[DIM].values.astype(float)
-    half = fit[names.N_HALF].values
-    ci = fit[N_HALF_SE].values
-    cens = fit["n_half_censored"].values.astype(bool)
-    yerr = np.abs(np.stack([half - ci[:, 0], ci[:, 1] - half]))
-    ax.errorbar(d[~cens], half[~cens], yerr=yerr[:, ~cens], fmt="o", capsize=3, label="n_half (95 % bootstrap CI)")
-    ax2.errorbar(d[~cens], half[~cens] / d[~cens], yerr=yerr[:, ~cens] / d[~cens], fmt="o-", capsize=3)
-    if cens.any():
-        n_grid = fit[names.N].values
-        for k in np.flatnonzero(cens):  # mark where the grid ends instead of a point
-            above = fit[names.P_DELTA_POS].values[k, 0] >= 0.5
-            ax.plot(d[k], n_grid[k, 0] if above else n_grid[k, -1], "v" if above else "^", color="gray",
-                    label="censored: crossing below / above the n grid" if k == np.flatnonzero(cens)[0] else None)
-    b, a = float(fit["n_half_exponent"]), float(fit["n_half_prefactor"])
-    lo, hi = fit["n_half_exponent_ci"].values
-    grid = np.geomspace(d.min(), d.max(), 50)
-    if np.isfinite(b):
-        ax.plot(grid, a * grid**b, "C0--", label=f"power-law fit d^{b:.2f} [{lo:.2f}, {hi:.2f}]\n"
-                                                 "(CI: sampling only; see the local slopes)")
-        ax.plot(grid, half[~cens][0] * grid / d[~cens][0], "k:", lw=0.8, label="slope 1 (n proportional to d)")
-    ok = ~cens & np.isfinite(half)
-    dd, hh = d[ok], half[ok]
-    for k in range(dd.size - 1):  # local log-log slopes between neighbouring d
-        slope = np.log(hh[k + 1] / hh[k]) / np.log(dd[k + 1] / dd[k])
-        ax.annotate(f"{slope:.2f}", (np.sqrt(dd[k] * dd[k + 1]), np.sqrt(hh[k] * hh[k + 1])), fontsize=7,
-                    color="C3", ha="right", va="bottom")
-    for axis in (ax, ax2):
-        axis.set_xscale("log")
-        axis.set_xlabel("d")
-        axis.grid(True, which="both", alpha=0.3)
-    ax.set_yscale("log")
-    ax.set_ylabel("n_half (P(Delta > 0) = 1/2)")
-    ax2.set_ylabel("n_half / d")
-    ax.legend(fontsize=6.5)
-    ax.set_title(f"{title}: crossing against d (red: local slopes)", fontsize=8)
-    ax2.set_title("n_half / d: constant if n_half is proportional to d", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _fig_e(cube: xr.Dataset, title: str):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for k, d in enumerate(cube[DIM].values):
-        sel = cube.sel({DIM: d})
-        x = sel[PSI_N].values
-        for ax, key, style in ((axes[0], names.E_TG, "-"), (axes[0], names.E_OG, "--")):
-            ax.plot(x, sel[key].median(names.SEED).values, style, color=f"C{k}", marker="o", ms=3,
-                    label=f"d={int(d)}" if key == names.E_TG else None)
-        dm = sel[names.DELTA].mean(names.SEED).values
-        ds = sel[names.DELTA].std(names.SEED).values
-        axes[1].errorbar(x, dm / ds, color=f"C{k}", marker="o", ms=3, label=f"d = {int(d)}")
-    axes[0].set_title("median E_TG (solid) and E_OG (dashed); symlog below 1e-12", fontsize=8)
-    axes[0].set_yscale("symlog", linthresh=1e-12)
-    axes[1].axhline(0, color="k", lw=0.8, ls=":")
-    axes[1].set_title("mean(Delta) / sd(Delta) over repeats", fontsize=8)
-    for ax in axes:
-        ax.set_xscale("log")
-        _psi_ticks(ax, cube[PSI_N].values)
-        ax.set_xlabel("n / d")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.suptitle(f"{title}: L2 distances in units of (4 pi sigma^2)^(-d/2)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def make_linear_exact_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "") -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    from diffmem.plots import _save  # the atomic figure write every stage uses
-
-    figs = {"p_delta_vs_psi_n": _fig_p_delta(fit, title), "n_half_vs_d": _fig_n_half(fit, title),
-            "e_tg_e_og": _fig_e(cube, title)}
-    paths = []
-    for name, fig in figs.items():
-        _save(fig, outdir / f"{name}.png")
-        paths.append(outdir / f"{name}.png")
-    return paths
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
 
 def _cmd_run(args) -> None:
     model = ModelConfig.from_dict(read_json_arg(args.model))
@@ -372,7 +248,7 @@ def _cmd_run(args) -> None:
 def _cmd_cube(args) -> None:
     cube = combine_dims(load_parts(args.parts), attrs={"experiment": args.experiment})
     atomic_to_netcdf(cube, args.out)
-    print(f"[linear-exact] cube of d = {cube[DIM].values.tolist()} -> {args.out}")
+    print(f"[linear-exact] cube of d = {cube[names.DIM].values.tolist()} -> {args.out}")
 
 
 def _cmd_fit(args) -> None:
@@ -381,7 +257,7 @@ def _cmd_fit(args) -> None:
     out = fit_transition(cube, fit=cfg, rng=np.random.default_rng(0))
     atomic_to_netcdf(out, args.out)
     lo, hi = out["n_half_exponent_ci"].values
-    halves = ", ".join(f"d={int(d)}: {float(h):.3g}" for d, h in zip(out[DIM].values, out[names.N_HALF].values))
+    halves = ", ".join(f"d={int(d)}: {float(h):.3g}" for d, h in zip(out[names.DIM].values, out[names.N_HALF].values))
     print(f"[linear-exact] n_half {halves}; n_half ~ d^{float(out['n_half_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
           f"-> {args.out}")
 

@@ -18,29 +18,23 @@ With `--quality` (experiments with `quality.enabled`):
 - `loss_gap.png`: test minus train probe loss against step per n.
 - `p_delta_pos.png`: P(E_TG - E_OG > 0) over seeds against n (or n/d) at three checkpoints.
 
-Run: `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/`
+Drawn by the plot stage: `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/`
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from diffmem import names  # noqa: E402
-from diffmem.fit import pick_quality_metric, verdict  # noqa: E402
-from diffmem.io import NETCDF_ENGINE, fail  # noqa: E402
+from diffmem import names
+from diffmem.figures.common import f_mem_label, plain_log_ticks, save_figure
+from diffmem.onsets import pick_quality_metric, verdict
 
 
 def _frame(cube: xr.Dataset, variables: list[str]) -> pd.DataFrame:
@@ -60,17 +54,8 @@ def plot_f_mem(ax, cube: xr.Dataset, *, x: str = names.STEP) -> None:
                  marker="o", markersize=3, ax=ax, legend="full")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("f_mem  (d1/d2 < %.2f)" % cube[names.F_MEM].attrs.get("ratio_threshold", 1 / 3))
+    ax.set_ylabel(f_mem_label(cube[names.F_MEM]))
     ax.set_xlabel("training step" if x == names.STEP else "training step / n")
-
-
-def _plain_log_ticks(axis, values=None) -> None:
-    """Label a log axis with plain numbers (32, 64, ...) instead of 3x10^1."""
-    formatter = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    if values is not None:  # else keep the axis's locator
-        axis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(values)))
-    axis.set_major_formatter(formatter)
-    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def plot_tau(ax, fit: xr.Dataset) -> None:
@@ -96,7 +81,7 @@ def plot_tau(ax, fit: xr.Dataset) -> None:
         _annotate_local_slopes(ax, mean, fit[names.TAU_MEM_LOCAL_SLOPE])
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log_ticks(ax.xaxis, tau[names.N].unique())
+    plain_log_ticks(ax.xaxis, tau[names.N].unique())
     ax.set_xlabel("n")
     ax.set_ylabel(f"tau_mem (f_mem >= {fit.attrs.get('tau_mem_threshold')})")
     ax.legend(fontsize=7)
@@ -130,7 +115,7 @@ def plot_local_slopes(ax, fit: xr.Dataset) -> None:
         ax.axhspan(lo, hi, color=color, alpha=0.1)
     ax.set_xscale("log")
     n = fit[names.N].values
-    _plain_log_ticks(ax.xaxis, n)
+    plain_log_ticks(ax.xaxis, n)
     ax.set_xlim(n.min() / 1.2, n.max() * 1.2)
     ax.set_xlabel("n (segments between consecutive n)")
     ax.set_ylabel("d log tau / d log n")
@@ -163,7 +148,7 @@ def plot_level_exponents(ax, fit: xr.Dataset) -> None:
     ax.axhline(0.0, color="k", lw=0.6, ls=":")
     ax.set_xscale("log")
     levels = [float(v) for prefix, _, dim, _, _ in series for v in fit[f"{prefix}_exponent"][dim].values]
-    _plain_log_ticks(ax.xaxis, sorted(set(levels)) or None)
+    plain_log_ticks(ax.xaxis, sorted(set(levels)) or None)
     ax.set_xlabel("level of f_mem at which tau_mem is read")
     ax.set_ylabel("exponent b (95 % CI, n points and seeds)")
     ax.legend(fontsize=6)
@@ -183,7 +168,7 @@ def make_scaling_figure(fit: xr.Dataset, out: str | Path, *, title: str = "") ->
     fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
-    _save(fig, out)
+    save_figure(fig, out)
     return out
 
 
@@ -197,19 +182,9 @@ def plot_losses(ax, cube: xr.Dataset) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    _plain_log_ticks(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set_ylabel("denoising loss (fixed probe)")
     ax.legend(fontsize=6, ncol=2)
-
-
-def _save(fig, path: str | Path) -> None:
-    """Write `fig` to `path` (its folder created if missing) through a temporary file, and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "",
@@ -231,7 +206,7 @@ def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title
         fig, ax = plt.subplots(figsize=(5, 3.6))
         draw(ax)
         ax.set_title(title, fontsize=9)
-        _save(fig, outdir / name)
+        save_figure(fig, outdir / name)
         written.append(outdir / name)
     if only is None or "overview" in only:
         fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
@@ -239,7 +214,7 @@ def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title
             draw(ax)
         fig.suptitle(title)
         fig.tight_layout()
-        _save(fig, outdir / "overview.png")
+        save_figure(fig, outdir / "overview.png")
         written.append(outdir / "overview.png")
     if only is None or "scaling" in only:
         written.append(make_scaling_figure(fit, outdir / "scaling.png", title=title))
@@ -290,7 +265,7 @@ def plot_timescales(ax, fit: xr.Dataset) -> None:
                         label="generalization window")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log_ticks(ax.xaxis, n_all)
+    plain_log_ticks(ax.xaxis, n_all)
     ax.set_xlabel("n")
     ax.set_ylabel("training step")
     ax.legend(fontsize=7)
@@ -306,7 +281,7 @@ def plot_p_delta(ax, cube: xr.Dataset, *, data_dim: int | None) -> None:
         ax.plot(x, p.sel({names.STEP: step}).values, marker="o", label=f"step {step}")
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set_xscale("log")
-    _plain_log_ticks(ax.xaxis, x)
+    plain_log_ticks(ax.xaxis, x)
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("n / d" if data_dim else "n")
     ax.set_ylabel("P(E_TG - E_OG > 0) over seeds")
@@ -340,7 +315,7 @@ def make_quality_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, 
         fig, ax = plt.subplots(figsize=(5, 3.6))
         draw(ax)
         ax.set_title(title, fontsize=9)
-        _save(fig, outdir / name)
+        save_figure(fig, outdir / name)
         written.append(outdir / name)
     return written
 
@@ -359,12 +334,12 @@ def make_closed_form_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Pa
         f = cube[names.F_MEM].isel({names.STEP: -1})
         ax.errorbar(x, f.mean(names.SEED).values, yerr=np.nan_to_num(f.std(names.SEED).values), marker="o", capsize=2)
         ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis, x)
+        plain_log_ticks(ax.xaxis, x)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("f_mem  (d1/d2 < %.2f)" % cube[names.F_MEM].attrs.get("ratio_threshold", 1 / 3))
+        ax.set_ylabel(f_mem_label(cube[names.F_MEM]))
         ax.set_title(title, fontsize=9)
-        _save(fig, outdir / "f_mem_vs_n.png")
+        save_figure(fig, outdir / "f_mem_vs_n.png")
         return [outdir / "f_mem_vs_n.png"]
     metric = pick_quality_metric(cube, "auto")
     panels = [m for m in (metric, names.P_DELTA_POS) if m is not None and m in cube]
@@ -378,7 +353,7 @@ def make_closed_form_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Pa
             ax.axhline(0.5, color="k", lw=0.8, ls=":")
             ax.set_ylim(-0.05, 1.05)
         ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis, x)
+        plain_log_ticks(ax.xaxis, x)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(var if var != names.P_DELTA_POS else "P(E_TG - E_OG > 0) over seeds")
     if not panels:
@@ -386,7 +361,7 @@ def make_closed_form_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Pa
         axes[0, 0].set_axis_off()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, outdir / "quality_vs_n.png")
+    save_figure(fig, outdir / "quality_vs_n.png")
     return [outdir / "quality_vs_n.png"]
 
 
@@ -404,60 +379,12 @@ def compare_p_delta(cubes: list[xr.Dataset], dims: list[int], out: str | Path, *
         ax.plot(x, p.values, marker="o", label=label)
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set_xscale("log")
-    _plain_log_ticks(ax.xaxis, np.unique(xs))
+    plain_log_ticks(ax.xaxis, np.unique(xs))
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("n / d")
     ax.set_ylabel("P(E_TG - E_OG > 0) over seeds")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    _save(fig, out)
+    save_figure(fig, out)
     return Path(out)
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem plot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cube")
-    parser.add_argument("--fit")
-    parser.add_argument("--outdir")
-    parser.add_argument("--title", default="")
-    parser.add_argument("--quality", action="store_true", help="the quality figures instead of the memorization ones")
-    parser.add_argument("--data-dim", type=int, default=None, help="d, to plot P(Delta > 0) against n/d")
-    parser.add_argument("--closed-form", action="store_true", help="figures of a closed-form family (one step)")
-    parser.add_argument("--compare", nargs="+", default=None, metavar="CUBE",
-                        help="overlay P(Delta > 0) vs n/d of these cubes (with --dims) into --out")
-    parser.add_argument("--dims", nargs="+", type=int, default=None, help="d of each --compare cube")
-    parser.add_argument("--out", default=None, help="figure file of --compare")
-    parser.add_argument("--figures", nargs="+", default=None, metavar="NAME",
-                        help="draw only these figures (names without .png); default every one of the family")
-    args = parser.parse_args(argv)
-    if not args.compare and not (args.cube and args.fit and args.outdir):
-        parser.error("--cube, --fit and --outdir are required (or --compare CUBE ... --dims D ... --out FILE)")
-    if args.compare:
-        if not args.dims or len(args.dims) != len(args.compare) or not args.out:
-            parser.error("--compare needs one --dims entry per cube and --out")
-        from diffmem.cube import load_parts
-
-        print(f"[plot] wrote {compare_p_delta(load_parts(args.compare), args.dims, args.out, title=args.title)}")
-        return
-    with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
-        title = args.title or cube.attrs.get("experiment", "")
-        only = set(args.figures) if args.figures else None
-        try:
-            if args.closed_form:
-                paths = make_closed_form_figures(cube.load(), fit.load(), args.outdir, title=title,
-                                                 quality=args.quality, data_dim=args.data_dim)
-            elif args.quality:
-                paths = make_quality_figures(cube.load(), fit.load(), args.outdir, title=title,
-                                             data_dim=args.data_dim, only=only)
-            else:
-                paths = make_figures(cube.load(), fit.load(), args.outdir, title=title, only=only)
-        except ValueError as exc:
-            fail(f"plot: {exc}")
-        if only is not None and {p.stem for p in paths} != only:
-            fail(f"plot: no figure(s) {sorted(only - {p.stem for p in paths})} in this family of figures")
-    print(f"[plot] wrote {len(paths)} figures to {args.outdir}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -10,22 +10,20 @@
   line), with Spearman's rank correlation per n (never ranks last). Negative: isolated points
   (outliers) are copied first; positive: crowded points and near-duplicates are copied first.
 
-Run: `diffmem copies-figure --cube cube.nc --runs 64:0:runs/n64_seed0/train.npz ... --out copies.png`
+Drawn by `diffmem copies-figure` (`diffmem.stages.copies_figure`).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from diffmem import names
+from diffmem.figures.common import save_figure
+from diffmem.figures.gallery import as_image
 from diffmem.copies import isolation_correlations
-from diffmem.data import load_train
-from diffmem.io import NETCDF_ENGINE, fail
 
 VARIABLES = (names.COPY_COUNT, names.FIRST_COPY_STEP, names.TRAIN_NN_DISTANCE, names.TRAIN_MEAN_DISTANCE,
              names.TRAIN_POOL_INDEX)
@@ -68,14 +66,9 @@ def most_copied(cube: xr.Dataset, *, top: int) -> tuple[int | None, list[dict]]:
 
 def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np.ndarray],
                        image_shape: tuple[int, ...] | None, out: str | Path, title: str = "", top: int = 12):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from diffmem.gallery import _as_image
-    from diffmem.plots import _save
 
     sns.set_theme(style="whitegrid", context="paper")
     n_top, rows = most_copied(cube, top=top)
@@ -95,7 +88,7 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
         for k, row in enumerate(rows):
             ax = fig.add_subplot(top_grid[0, k])
             x = train_sets[(n_top, row["seed"])][row["train_index"]]
-            ax.imshow(_as_image(x, image_shape, lo, hi), cmap="gray" if image_shape[0] == 1 else None, vmin=0, vmax=1)
+            ax.imshow(as_image(x, image_shape, lo, hi), cmap="gray" if image_shape[0] == 1 else None, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{row['count']}x", fontsize=8)
@@ -148,49 +141,6 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
         ax.set_ylabel("first step copied")
         ax.legend(fontsize=6, loc="lower right", title="Spearman (never = last)", title_fontsize=6)
     fig.suptitle(title, fontsize=10, y=1.03)
-    _save(fig, out)
+    save_figure(fig, out)
     return n_top, rows, corr
 
-
-def parse_runs(tokens: list[str]) -> dict[tuple[int, int], str]:
-    runs = {}
-    for token in tokens:
-        try:
-            n, seed, path = token.split(":", 2)
-            runs[(int(n), int(seed))] = path
-        except ValueError:
-            fail(f"--runs expects N:SEED:PATH, got {token!r}")
-    return runs
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem copies-figure", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cube", required=True)
-    parser.add_argument("--runs", nargs="+", required=True, help="N:SEED:train.npz of every run")
-    parser.add_argument("--top", type=int, default=12)
-    parser.add_argument("--title", default="")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as ds:
-        missing = [v for v in VARIABLES if v not in ds]
-        if missing:
-            fail(f"{args.cube} has no per-training-example variables {missing} (rerun the score stage)")
-        cube = ds[list(VARIABLES)].load()
-    train_sets, image_shape = {}, None
-    for key, path in parse_runs(args.runs).items():
-        x, _, shape = load_train(path)
-        train_sets[key], image_shape = x, shape
-    n_top, rows, corr = make_copies_figure(cube, train_sets=train_sets, image_shape=image_shape, out=args.out,
-                                           title=args.title, top=args.top)
-    for n, c in corr.items():
-        print(f"[copies] n={n}: {c['copied']:.3f} of training points ever copied; Spearman(first copy step, "
-              f"nn distance) = {c[names.TRAIN_NN_DISTANCE]:+.3f}, (first copy step, distance to mean) = "
-              f"{c[names.TRAIN_MEAN_DISTANCE]:+.3f}")
-    if n_top is not None:
-        print(f"[copies] most copied at n={n_top}: " + ", ".join(f"{r['count']}x (seed {r['seed']}, pool #{r['pool']})"
-                                                             for r in rows[:5]) + f" -> {args.out}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

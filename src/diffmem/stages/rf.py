@@ -33,9 +33,7 @@ import dataclasses
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,7 +50,9 @@ from diffmem.config import (
     split_run_settings,
     stable_hash,
 )
-from diffmem.cube import load_parts
+from diffmem.cube import data_dim, load_parts
+from diffmem.data import load_dataset, load_train
+from diffmem.figures.rf import make_rf_figures
 from diffmem.families.random_features import (
     delta,
     half_gap_time,
@@ -62,28 +62,20 @@ from diffmem.families.random_features import (
     theory_tau_mem,
     train_random_features,
 )
-from diffmem.fit import power_law_fit, quality_onset, scaling_fit
+from diffmem.onsets import describe_scaling, quality_onset, scaling_fit
+from diffmem.scaling import power_law_fit
 from diffmem.io import atomic_to_netcdf, fail, provenance
 
 __all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
 
-# names of what this stage writes (the shared ones come from diffmem.names)
-TAU = "tau"
-DIM = "dim"
-PSI_N = "psi_n"
-SCORE_ERROR = "score_error"
-TAU_SPLIT = "tau_split"
-TAU_GEN = "tau_gen"
-TAU_MEM_THEORY = "tau_mem_theory"
 SOLVERS = ("gd", "flow")
-TAU_UNITS = "tau (= step lr / d^2)"
 
 RUN_ATTRS = {
-    TAU: {"long_name": "gradient-descent time tau = step lr / d^2 (arXiv 2505.17638 Eq. (9))", "units": "1"},
-    DIM: {"long_name": "data dimension d", "units": "1"},
+    names.TAU: {"long_name": "gradient-descent time tau = step lr / d^2 (arXiv 2505.17638 Eq. (9))", "units": "1"},
+    names.DIM: {"long_name": "data dimension d", "units": "1"},
     names.TRAIN_LOSS: {"long_name": "RF score loss on the training set (Eq. (8), fixed evaluation noise)", "units": "1"},
     names.TEST_LOSS: {"long_name": "RF score loss on the held-out test split (Eq. (8), fixed evaluation noise)", "units": "1"},
-    SCORE_ERROR: {"long_name": "(1/d) E||s_A(x_t) - s(x_t)||^2 on the test split, s(x) = -x", "units": "1"},
+    names.SCORE_ERROR: {"long_name": "(1/d) E||s_A(x_t) - s(x_t)||^2 on the test split, s(x) = -x", "units": "1"},
 }
 
 # streams of the run seed, independent of the subset's (data.subset_indices): W and the training noise;
@@ -185,14 +177,14 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
         res = rf_gradient_flow(x, x_test, p=p, t=t, taus=tau, generator=_generator(seed),
                                num_noise=model.rf_num_noise, num_eval_noise=eval_noise,
                                log=lambda m: log(f"[rf] {label}: {m} ({time.monotonic() - t0:.0f} s)"))
-        for key in (names.TRAIN_LOSS, names.TEST_LOSS, SCORE_ERROR):
+        for key in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR):
             bad = np.flatnonzero(~np.isfinite(res[key]))
             if bad.size:
                 raise RFDivergedError(f"random-features gradient flow ({label}): non-finite {key} at step "
                                       f"{int(steps[bad[0]])}")
     ds = xr.Dataset(
-        {key: ((names.STEP,), np.asarray(res[key], dtype=np.float64)) for key in (names.TRAIN_LOSS, names.TEST_LOSS, SCORE_ERROR)},
-        coords={names.STEP: steps, TAU: ((names.STEP,), tau), names.N: n, names.SEED: int(seed), DIM: d},
+        {key: ((names.STEP,), np.asarray(res[key], dtype=np.float64)) for key in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR)},
+        coords={names.STEP: steps, names.TAU: ((names.STEP,), tau), names.N: n, names.SEED: int(seed), names.DIM: d},
         attrs={"d": d, "p": p, "psi_p": p / d, "psi_n": n / d, "rf_time": t, "lr": lr, "solver": model.rf_solver,
                "rf_num_noise": model.rf_num_noise, "lr_stability_bound": lr_bound,
                "num_eval_noise": eval_noise,
@@ -210,15 +202,6 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
 def eval_draws(n: int, *, rows: int = 4096) -> int:
     """Evaluation noise draws per point: 16, fewer for large n so the cached features stay ~rows x p."""
     return max(1, min(16, -(-rows // max(n, 1))))
-
-
-def _data_dim(cube: xr.Dataset) -> int:
-    if DIM in cube.coords:
-        return int(cube[DIM])
-    if "d" in cube.attrs:
-        return int(cube.attrs["d"])
-    raise ConfigError("the cube has no data dimension (scalar coordinate 'dim' written by rf_run); "
-                      "build it with diffmem.cube.combine_runs from rf_run outputs")
 
 
 def _split_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, *, rel_gap: float,
@@ -243,11 +226,11 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     fit.tau_gen_tolerance of the gap between its first and best value (log-interpolated).  Censored runs
     are left out of the fits.
     """
-    d = _data_dim(cube)
+    d = data_dim(cube)
     p = max(1, round(model.psi_p * d))
     psi_p = p / d
     steps = cube[names.STEP].values
-    tau = cube[TAU].values if TAU in cube.coords else None
+    tau = cube[names.TAU].values if names.TAU in cube.coords else None
     if tau is None:
         raise ConfigError("the cube has no 'tau' coordinate on step (written by rf_run)")
     tau_per_step = float(tau[-1] / steps[-1])  # tau = step lr / d^2, linear in step
@@ -257,47 +240,47 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
         input_core_dims=[[names.STEP], [names.STEP]], vectorize=True, output_dtypes=[float])
     # in steps, then to tau: onset_step interpolates in log(step) and treats step 0 as step 1
     tau_gen = tau_per_step * xr.apply_ufunc(
-        lambda v: quality_onset(steps, v, tolerance=fit.tau_gen_tolerance), cube[SCORE_ERROR],
+        lambda v: quality_onset(steps, v, tolerance=fit.tau_gen_tolerance), cube[names.SCORE_ERROR],
         input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
     # the half-gap time needs the gap to have settled: compare it a decade before the last checkpoint
     early = int(np.searchsorted(tau, tau[-1] / 10.0))
     gap = cube[names.TEST_LOSS] - cube[names.TRAIN_LOSS]
     settled = gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1})
     boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng, "alpha": fit.lack_of_fit_alpha}
-    variables = scaling_fit(tau_split, prefix=TAU_SPLIT, **boot)
+    variables = scaling_fit(tau_split, prefix=names.TAU_SPLIT, **boot)
     variables["gap_settled"] = settled.drop_vars([c for c in settled.coords if c not in (names.N, names.SEED)])
 
-    variables.update(scaling_fit(tau_gen, prefix=TAU_GEN, **boot))
+    variables.update(scaling_fit(tau_gen, prefix=names.TAU_GEN, **boot))
     if cube.sizes[names.SEED] < 3:  # a bootstrap over one or two seeds is no interval
-        for key in (f"{TAU_SPLIT}_exponent_ci", f"{TAU_GEN}_exponent_ci"):
+        for key in (f"{names.TAU_SPLIT}_exponent_ci", f"{names.TAU_GEN}_exponent_ci"):
             variables[key] = variables[key] * np.nan
     n = cube[names.N].values
     psi_n = n / d
     theory = np.array([theory_tau_mem(float(pn), psi_p, model.rf_time) for pn in psi_n])
-    variables[TAU_MEM_THEORY] = xr.DataArray(theory, dims=(names.N,))
+    variables[names.TAU_MEM_THEORY] = xr.DataArray(theory, dims=(names.N,))
     _, theory_exponent = power_law_fit(n, theory)
-    variables[f"{TAU_MEM_THEORY}_exponent"] = xr.DataArray(theory_exponent)
+    variables[f"{names.TAU_MEM_THEORY}_exponent"] = xr.DataArray(theory_exponent)
 
-    out = xr.Dataset(variables, coords={names.N: n, PSI_N: ((names.N,), psi_n), names.CI_BOUND: ["lower", "upper"]})
+    out = xr.Dataset(variables, coords={names.N: n, names.PSI_N: ((names.N,), psi_n), names.CI_BOUND: ["lower", "upper"]})
     level = f"{fit.ci_level:g}"
     described = {
-        TAU_SPLIT: ("tau at which the train-test gap reaches half its value at the last checkpoint (log-tau "
+        names.TAU_SPLIT: ("tau at which the train-test gap reaches half its value at the last checkpoint (log-tau "
                     "interpolated)" if fit.rf_split == "half_gap" else
-                    f"first tau at which (test - train) / test loss exceeds rf_gap = {fit.rf_gap:g}", TAU_UNITS),
-        f"{TAU_SPLIT}_censored": ("the train/test gap never opened (tau_split is NaN)", "1"),
-        f"{TAU_SPLIT}_exponent": ("exponent b of tau_split = A n^b (least squares in log-log)", "1"),
-        f"{TAU_SPLIT}_prefactor": ("prefactor A of tau_split = A n^b", TAU_UNITS),
-        f"{TAU_SPLIT}_exponent_ci": (f"{level} bootstrap confidence interval of tau_split's exponent, resampling n points and seeds", "1"),
-        TAU_GEN: (f"first tau at which the score error has closed all but {fit.tau_gen_tolerance:g} of the gap "
-                  "between its first and best value", TAU_UNITS),
-        f"{TAU_GEN}_censored": ("the score error never improved (tau_gen is NaN)", "1"),
-        f"{TAU_GEN}_exponent": ("exponent b of tau_gen = A n^b (least squares in log-log)", "1"),
-        f"{TAU_GEN}_prefactor": ("prefactor A of tau_gen = A n^b", TAU_UNITS),
-        f"{TAU_GEN}_exponent_ci": (f"{level} bootstrap confidence interval of tau_gen's exponent, resampling n points and seeds", "1"),
-        TAU_MEM_THEORY: ("theory tau_mem = psi_p / (Delta_t lam_min) (arXiv 2505.17638 Thm 3.2, paper convention: "
-                         "twice the e-folding time of the slowest memorizing mode)", TAU_UNITS),
-        f"{TAU_MEM_THEORY}_exponent": ("exponent b of a power-law fit of tau_mem_theory over the n grid", "1"),
-        PSI_N: ("psi_n = n / d", "1"),
+                    f"first tau at which (test - train) / test loss exceeds rf_gap = {fit.rf_gap:g}", names.TAU_UNITS),
+        f"{names.TAU_SPLIT}_censored": ("the train/test gap never opened (tau_split is NaN)", "1"),
+        f"{names.TAU_SPLIT}_exponent": ("exponent b of tau_split = A n^b (least squares in log-log)", "1"),
+        f"{names.TAU_SPLIT}_prefactor": ("prefactor A of tau_split = A n^b", names.TAU_UNITS),
+        f"{names.TAU_SPLIT}_exponent_ci": (f"{level} bootstrap confidence interval of tau_split's exponent, resampling n points and seeds", "1"),
+        names.TAU_GEN: (f"first tau at which the score error has closed all but {fit.tau_gen_tolerance:g} of the gap "
+                  "between its first and best value", names.TAU_UNITS),
+        f"{names.TAU_GEN}_censored": ("the score error never improved (tau_gen is NaN)", "1"),
+        f"{names.TAU_GEN}_exponent": ("exponent b of tau_gen = A n^b (least squares in log-log)", "1"),
+        f"{names.TAU_GEN}_prefactor": ("prefactor A of tau_gen = A n^b", names.TAU_UNITS),
+        f"{names.TAU_GEN}_exponent_ci": (f"{level} bootstrap confidence interval of tau_gen's exponent, resampling n points and seeds", "1"),
+        names.TAU_MEM_THEORY: ("theory tau_mem = psi_p / (Delta_t lam_min) (arXiv 2505.17638 Thm 3.2, paper convention: "
+                         "twice the e-folding time of the slowest memorizing mode)", names.TAU_UNITS),
+        f"{names.TAU_MEM_THEORY}_exponent": ("exponent b of a power-law fit of tau_mem_theory over the n grid", "1"),
+        names.PSI_N: ("psi_n = n / d", "1"),
         "gap_settled": ("train-test gap a decade before the last checkpoint over the gap at it (near 1: settled; "
                         "well below 1: the half-gap time is a lower bound)", "1"),
     }
@@ -320,127 +303,11 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     return out
 
 
-# ---------------------------------------------------------------------------------------------- figures
-
-def _colors(count: int):
-    import matplotlib.pyplot as plt
-
-    return plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(count, 1)))
-
-
-def _plot_losses(cube: xr.Dataset, fit: xr.Dataset | None, title: str):
-    import matplotlib.pyplot as plt
-
-    d = _data_dim(cube)
-    tau = cube[TAU].values
-    keep = tau > 0  # log x
-    panels = ((names.TRAIN_LOSS, "train loss"), (names.TEST_LOSS, "test loss"), (SCORE_ERROR, "score error"))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True)
-    colors = _colors(cube.sizes[names.N])
-    for ax, (var, label) in zip(axes, panels):
-        for color, n in zip(colors, cube[names.N].values):
-            curves = cube[var].sel({names.N: n}).values[:, keep]  # [seed, step]
-            mean = np.nanmean(curves, axis=0)
-            ax.plot(tau[keep], mean, color=color, label=f"psi_n = {n / d:g}")
-            if curves.shape[0] > 1:
-                ax.fill_between(tau[keep], np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=color,
-                                alpha=0.15, lw=0)
-            if fit is not None and var == names.TEST_LOSS and TAU_SPLIT in fit:
-                split = fit[TAU_SPLIT].sel({names.N: n}).values
-                if np.isfinite(split).any():
-                    ax.axvline(float(np.exp(np.nanmean(np.log(split)))), color=color, ls=":", lw=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("tau = step lr / d^2")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, title="mean over seeds (band: min-max)", title_fontsize=7)
-    if fit is not None and TAU_SPLIT in fit:
-        how = ("half of the final gap" if fit.attrs.get("rf_split", "threshold") == "half_gap"
-               else f"gap > {fit.attrs.get('rf_gap', '')}")
-        axes[1].set_title(f"dotted: split time ({how})", fontsize=8)
-    info = fit.attrs if fit is not None else cube.attrs
-    fig.suptitle(title or f"random features: d = {d}, psi_p = {info.get('psi_p', float('nan')):g}, "
-                 f"t = {info.get('rf_time', float('nan')):g}", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _plot_split(fit: xr.Dataset, title: str):
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    psi_n = fit[PSI_N].values
-    d = fit.attrs.get("d", 1)
-    grid = np.geomspace(psi_n.min() / 1.2, psi_n.max() * 1.2, 60)
-    for var, color, label in ((TAU_SPLIT, "tab:red", "split time (measured)"),
-                              (TAU_GEN, "tab:blue", "tau_gen (score error)")):
-        if var not in fit:
-            continue
-        vals = fit[var].transpose(names.N, names.SEED).values  # [n, seed]
-        for j in range(vals.shape[1]):
-            ax.scatter(psi_n, vals[:, j], s=12, color=color, alpha=0.45, lw=0)
-        if var == TAU_SPLIT and "gap_settled" in fit and fit.attrs.get("rf_split") == "half_gap":
-            loose = fit["gap_settled"].transpose(names.N, names.SEED).values < 0.9
-            if loose.any():
-                ax.scatter(np.broadcast_to(psi_n[:, None], vals.shape)[loose], vals[loose], s=40, marker="x",
-                           color="k", lw=1, label="gap not settled by the last checkpoint (lower bound)")
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # all seeds censored at some n
-            geo = np.exp(np.nanmean(np.log(vals), axis=1))
-            lo, hi = np.nanmin(vals, axis=1), np.nanmax(vals, axis=1)
-        ok = np.isfinite(geo)
-        yerr = np.clip([geo[ok] - lo[ok], hi[ok] - geo[ok]], 0.0, None)  # rounding when all seeds agree
-        ax.errorbar(psi_n[ok], geo[ok], yerr=yerr, fmt="o", color=color, ms=5,
-                    capsize=3, label=f"{label}: geometric mean, seed range")
-        a, b = float(fit[f"{var}_prefactor"]), float(fit[f"{var}_exponent"])
-        ci = fit[f"{var}_exponent_ci"].values
-        if np.isfinite(b):
-            ax.plot(grid, a * (grid * d) ** b, color=color, lw=1.2,
-                    label=f"fit ~ psi_n^{b:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]")
-    if TAU_MEM_THEORY in fit:
-        ax.plot(psi_n, fit[TAU_MEM_THEORY].values, "k--", marker="s", ms=4,
-                label=f"theory tau_mem ~ psi_n^{float(fit[f'{TAU_MEM_THEORY}_exponent']):.2f}\n"
-                      "(paper's psi_p / (Delta_t lambda_min) convention)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(psi_n)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("psi_n = n / d")
-    ax.set_ylabel("tau = step lr / d^2")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6.5)
-    how = ("half-gap time" if fit.attrs.get("rf_split", "threshold") == "half_gap"
-           else f"gap > {fit.attrs.get('rf_gap', 0):g}")
-    ax.set_title(f"{title + ': ' if title else ''}d = {d}, psi_p = {fit.attrs.get('psi_p', 0):g}, "
-                 f"t = {fit.attrs.get('rf_time', 0):g}, {fit.attrs.get('solver', '')}, split = {how}", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def make_rf_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "") -> list[Path]:
-    """Write rf_losses.png (losses and score error vs tau per psi_n) and rf_split_time.png; return the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from diffmem.plots import _save  # the atomic figure write every stage uses
-
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, fig in (("rf_losses.png", _plot_losses(cube, fit, title)), ("rf_split_time.png", _plot_split(fit, title))):
-        _save(fig, outdir / name)
-        written.append(outdir / name)
-    return written
 
 
 # -------------------------------------------------------------------------------------------------- CLI
 
 def _cmd_train(args) -> None:
-    from diffmem.data import load_dataset, load_train
-
     model = ModelConfig.from_dict(read_json_arg(args.model))
     train = TrainConfig.from_dict(read_json_arg(args.train_cfg))
     if train.lr <= 0 or train.max_steps < 1:
@@ -461,13 +328,11 @@ def _cmd_fit(args) -> None:
     (cube,) = load_parts([args.cube])
     out = rf_fit(cube, model=model, fit=cfg, rng=np.random.default_rng(0))
     atomic_to_netcdf(out, args.out)
-    lo, hi = out[f"{TAU_SPLIT}_exponent_ci"].values
-    print(f"[rf-fit] tau_split ~ n^b with b = {float(out[f'{TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
+    lo, hi = out[f"{names.TAU_SPLIT}_exponent_ci"].values
+    print(f"[rf-fit] tau_split ~ n^b with b = {float(out[f'{names.TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
           f"({cfg.ci_level:g} CI), {out.attrs['num_censored']} censored runs; theory exponent "
-          f"{float(out[f'{TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
-    from diffmem.fit import describe_scaling
-
-    for prefix in (TAU_SPLIT, TAU_GEN):
+          f"{float(out[f'{names.TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
+    for prefix in (names.TAU_SPLIT, names.TAU_GEN):
         for line in describe_scaling(out, prefix, label=prefix):
             print(f"[rf-fit] {line}")
 

@@ -40,43 +40,12 @@ from diffmem.config import (
 )
 from diffmem.data import load_train
 from diffmem.io import atomic_write_text, fail
-from diffmem.sample import generate, sample_cache_dir
+from diffmem.families.closed_form import closed_form_denoiser
+from diffmem.generation import generate, sample_cache_dir
 
 STEP = 0  # the single "checkpoint" of a closed-form model
 # bump when what a config means changes (2: the consistency floor is relative to a typical neighbour)
 CLOSED_FORM_VERSION = 2
-
-
-def closed_form_denoiser(model: ModelConfig, train: np.ndarray) -> torch.nn.Module:
-    """The denoiser(x [B, D], sigma [B]) of a closed-form family built on the training set train [n, D]."""
-    from diffmem.families import (
-        ConsistencyDenoiser,
-        EmpiricalDenoiser,
-        KernelSmoothedDenoiser,
-        TikhonovDenoiser,
-        fit_linear_denoiser,
-    )
-
-    x = torch.as_tensor(np.ascontiguousarray(train.reshape(train.shape[0], -1)), dtype=torch.float32)
-    if model.family == "linear":
-        return fit_linear_denoiser(x)
-    if model.family != "empirical":
-        raise ValueError(f"family {model.family!r} is not closed-form (closed-form families: {CLOSED_FORM})")
-    # distances and log-sum-exp in float64: at sigma_min = 0.002 the logits span ~1e6 and float32 rounding
-    # would pick a neighbour at random among near-ties
-    kwargs = {"compute_dtype": torch.float64}
-    reg, strength = model.regularization, float(model.strength)
-    if reg == "none":
-        return EmpiricalDenoiser(x, **kwargs)
-    if reg == "tikhonov":
-        return TikhonovDenoiser(x, strength=strength, **kwargs)
-    if reg == "consistency":
-        # the floor on the kernel sum relative to a typical noisy neighbour (see ConsistencyDenoiser): the
-        # raw kernel sum is ~e^{-D/2} next to a training point, which a floor of order 1 would wipe out
-        return ConsistencyDenoiser(x, strength=strength, floor_on="typical", **kwargs)
-    if reg == "kernel":
-        return KernelSmoothedDenoiser(x, bandwidth=strength, **kwargs)
-    raise ValueError(f"unknown regularization {reg!r}")
 
 
 def model_key(model: ModelConfig, train: np.ndarray) -> str:

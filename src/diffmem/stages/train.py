@@ -84,6 +84,7 @@ from diffmem.config import (
     stable_hash,
 )
 from diffmem.data import load_dataset, load_train
+from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.loss import denoising_loss, sample_sigma, sigma_draw, sigma_from_draw
 from diffmem.models import build_denoiser
@@ -640,8 +641,6 @@ def metrics_dataset(metrics: dict[int, dict[str, float]], *, n: int, seed: int, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from diffmem.gpus import select_device
-
     parser = argparse.ArgumentParser(prog="diffmem train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", nargs="+", required=True, help="training subsets (.npz from `diffmem subsample`), one per run")

@@ -34,7 +34,8 @@ from diffmem.config import ConfigError, DataConfig, ModelConfig, QualityConfig, 
 from diffmem.data import load_dataset, load_train
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail, file_digest
 from diffmem.metrics import distances, exact, features, kde
-from diffmem.sample import denoiser_from_checkpoint
+from diffmem.families.closed_form import closed_form_denoiser
+from diffmem.generation import denoiser_from_checkpoint
 
 QUALITY_VERSION = 2
 
@@ -136,8 +137,6 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
         samples = np.load(sample_file)
         denoiser = None
         if truth is not None and cfg.exact and "closed_form" in manifest:
-            from diffmem.closed_form import closed_form_denoiser
-
             denoiser = closed_form_denoiser(ModelConfig.from_dict(manifest["closed_form"]), train)
         elif truth is not None and cfg.exact:
             try:

@@ -84,7 +84,7 @@ def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: n
             names.SEED: int(manifest["seed"]),
         },
     )
-    ds[names.F_MEM].attrs["ratio_threshold"] = cfg.ratio_threshold
+    ds[names.F_MEM].attrs[names.RATIO_THRESHOLD] = cfg.ratio_threshold
     # per training example (dim train_index): copies at the last checkpoint, first copy step, isolation
     train_nn = nearest_neighbors(train, train, k=2, chunk_size=cfg.chunk_size, device=device)[0][:, 1]
     ds = ds.merge(copy_statistics(np.stack([d["nearest"] for d in per_step]), mask, steps=np.array(steps),

@@ -1,0 +1,5 @@
+"""`python -m diffmem ...` runs the `diffmem` command."""
+
+from diffmem.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""The cube stage: combine the per-(n, seed) files into one cube indexed by (n, seed, step[, sample]).
+
+Run: `diffmem cube --scores a/scores.nc b/scores.nc --train-metrics a/train_metrics.nc ...
+--out results/<experiment>/cube.nc` (its config_hash attribute: a hash of the inputs' attributes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from diffmem.cube import combine_runs, inputs_hash, load_parts
+from diffmem.io import atomic_to_netcdf, cf_global_attrs, fail, provenance
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="diffmem cube", description=__doc__)
+    parser.add_argument("--scores", nargs="*", default=[], help="per-run scores.nc files")
+    parser.add_argument("--train-metrics", nargs="*", default=[],
+                        help="per-run train_metrics.nc (trained families) or rf_metrics.nc (random_features)")
+    parser.add_argument("--closed-form", action="store_true", help="mark the cube as a closed-form family's (step 0 only)")
+    parser.add_argument("--quality", nargs="*", default=[], help="per-run quality.nc files")
+    parser.add_argument("--twin", nargs="*", default=[], help="per-run twin.nc files (data.twin)")
+    parser.add_argument("--config-hash", default=None, help="default: a hash of the inputs' attributes")
+    parser.add_argument("--experiment", default="")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if not args.scores and not args.train_metrics:
+        fail("diffmem cube: give per-run files with --scores and/or --train-metrics")
+    parts = (load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
+             + load_parts(args.twin))
+    attrs = {**provenance(args.config_hash or inputs_hash(parts)), "experiment": args.experiment,
+             **cf_global_attrs(title=f"diffmem cube of experiment {args.experiment or '?'}",
+                               summary="Memorization (f_mem, d1/d2 per sample), losses and sample quality of "
+                                       "diffusion models over training-set size n, seed and optimizer step",
+                               command=f"diffmem cube --experiment {args.experiment} ({len(args.scores)} scores, "
+                                       f"{len(args.train_metrics)} train-metrics, {len(args.quality)} quality files)")}
+    if args.closed_form:
+        attrs["closed_form"] = "closed-form model: no training, its single checkpoint is recorded as step 0"
+    cube = combine_runs(parts, attrs=attrs)
+    atomic_to_netcdf(cube, args.out)
+    print(f"[cube] {dict(cube.sizes)} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,64 @@
+"""The plot stage: the figures of one experiment from its cube.nc and fit.nc (`diffmem.figures.experiment`
+says what each figure shows).
+
+Run: `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/ [--quality] [--closed-form]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import xarray as xr
+
+from diffmem.cube import load_parts
+from diffmem.figures.experiment import compare_p_delta, make_closed_form_figures, make_figures, make_quality_figures
+from diffmem.io import NETCDF_ENGINE, fail
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="diffmem plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cube")
+    parser.add_argument("--fit")
+    parser.add_argument("--outdir")
+    parser.add_argument("--title", default="")
+    parser.add_argument("--quality", action="store_true", help="the quality figures instead of the memorization ones")
+    parser.add_argument("--data-dim", type=int, default=None, help="d, to plot P(Delta > 0) against n/d")
+    parser.add_argument("--closed-form", action="store_true", help="figures of a closed-form family (one step)")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="CUBE",
+                        help="overlay P(Delta > 0) vs n/d of these cubes (with --dims) into --out")
+    parser.add_argument("--dims", nargs="+", type=int, default=None, help="d of each --compare cube")
+    parser.add_argument("--out", default=None, help="figure file of --compare")
+    parser.add_argument("--figures", nargs="+", default=None, metavar="NAME",
+                        help="draw only these figures (names without .png); default every one of the family")
+    args = parser.parse_args(argv)
+    if not args.compare and not (args.cube and args.fit and args.outdir):
+        parser.error("--cube, --fit and --outdir are required (or --compare CUBE ... --dims D ... --out FILE)")
+    if args.compare:
+        if not args.dims or len(args.dims) != len(args.compare) or not args.out:
+            parser.error("--compare needs one --dims entry per cube and --out")
+        print(f"[plot] wrote {compare_p_delta(load_parts(args.compare), args.dims, args.out, title=args.title)}")
+        return
+    with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
+        title = args.title or cube.attrs.get("experiment", "")
+        only = set(args.figures) if args.figures else None
+        try:
+            if args.closed_form:
+                paths = make_closed_form_figures(cube.load(), fit.load(), args.outdir, title=title,
+                                                 quality=args.quality, data_dim=args.data_dim)
+            elif args.quality:
+                paths = make_quality_figures(cube.load(), fit.load(), args.outdir, title=title,
+                                             data_dim=args.data_dim, only=only)
+            else:
+                paths = make_figures(cube.load(), fit.load(), args.outdir, title=title, only=only)
+        except ValueError as exc:
+            fail(f"plot: {exc}")
+        if only is not None and {p.stem for p in paths} != only:
+            fail(f"plot: no figure(s) {sorted(only - {p.stem for p in paths})} in this family of figures")
+    print(f"[plot] wrote {len(paths)} figures to {args.outdir}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

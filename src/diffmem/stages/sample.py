@@ -1,0 +1,90 @@
+"""Sampling stage: generate `num_samples` samples at every checkpoint of one (n, seed) run.
+
+The sampler is `sample.sampler`: auto (Heun for edm, DDIM for ddpm) or euler_maruyama (the reverse
+SDE, stochastic). Samples are cached next to the checkpoints, keyed by the sampler settings, so raising `max_steps`
+samples only the new checkpoints. The declared output is a JSON manifest listing one .npy file of
+shape [num_samples, D] per step.
+
+`sample.stack_checkpoints: k` samples k checkpoints at once as one stacked denoiser (the training
+engine's models/stacked.py): every checkpoint gets the same per-sample latents and noise streams
+as alone, and its samples equal the one-at-a-time ones to the float rounding of the batched
+kernels. It pays where one checkpoint's network evaluations cannot fill the device (a GPU with a
+small MLP); on CPU the default, 1, samples one checkpoint at a time with the module itself.
+
+Run: `diffmem sample --train-metrics train_metrics.nc --sample-cfg '<json>' --out samples.json`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from diffmem import names
+from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from diffmem.config import ConfigError, SampleConfig, read_json_arg
+from diffmem.gpus import select_device
+from diffmem.io import NETCDF_ENGINE, atomic_write_text, fail
+from diffmem.generation import denoiser_from_checkpoint, generate_stack, sample_cache_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="diffmem sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-metrics", required=True, help="train_metrics.nc of the run")
+    parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
+    parser.add_argument("--device", default=None, help="default: the slice's device key, else auto")
+    parser.add_argument("--out", required=True, help="samples.json manifest")
+    args = parser.parse_args(argv)
+    try:
+        values = read_json_arg(args.sample_cfg)
+        device_name = args.device or values.pop("device", None) or "auto"  # the workflow passes train.device
+        values.pop("device", None)
+        cfg = SampleConfig.from_dict(values)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        device, _gpu_lease = select_device(device_name)  # the lease holds this job's GPU until exit
+    except RuntimeError as exc:
+        fail(str(exc))
+    with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:
+        state_dir = Path(tm.attrs["state_dir"])
+        steps = [int(s) for s in tm[names.STEP].values]
+        n, seed = int(tm[names.N]), int(tm[names.SEED])
+    cache = sample_cache_dir(state_dir, cfg)
+    cache.mkdir(parents=True, exist_ok=True)
+    files, done, t0 = {}, 0, time.perf_counter()
+    missing = [step for step in steps if not (cache / f"step{step:09d}.npy").exists()]
+    for i in range(0, len(missing), cfg.stack_checkpoints):
+        chunk = missing[i:i + cfg.stack_checkpoints]
+        denoisers = []
+        for step in chunk:
+            try:
+                ckpt = load_checkpoint(checkpoint_path(state_dir, step), map_location=device)
+            except CheckpointError as exc:
+                fail(str(exc))
+            denoisers.append(denoiser_from_checkpoint(ckpt, use_ema=cfg.use_ema, device=device))
+        xs = generate_stack(denoisers, cfg, data_shape=tuple(ckpt["config"]["data_shape"]), device=device)
+        for step, x in zip(chunk, xs):
+            path = cache / f"step{step:09d}.npy"
+            if not np.all(np.isfinite(x)):
+                print(f"[sample] warning: non-finite samples at step {step}", flush=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, x.astype(np.float32))
+            tmp.replace(path)
+            done += 1
+            print(f"[sample] n={n} seed={seed} step {step}: {cfg.num_samples} samples "
+                  f"({cfg.num_samples * done / (time.perf_counter() - t0):,.0f} samples/s)", flush=True)
+    files = {str(step): str(cache / f"step{step:09d}.npy") for step in steps}
+    print(f"[sample] {done} checkpoints sampled, {len(steps) - done} reused from {cache}", flush=True)
+    manifest = {"n": n, "seed": seed, "steps": steps, "files": files, "sample_config": cfg.__dict__}
+    atomic_write_text(args.out, json.dumps(manifest, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
