@@ -1,6 +1,6 @@
 # diffmem: subsample -> train (checkpoints by step) -> sample -> score -> cube -> fit -> figures.
 # Run `snakemake --cores all` (default config.yaml) or `snakemake --cores all --configfile my.yaml`.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.0")
 
@@ -11,9 +11,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# Only check here: diffmem.config fills the defaults, after the top-level gpus_per_train_job has
-# become each experiment's default (a default filled in first would hide it).
-validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
+# The config is validated against workflow/schemas/config.schema.yaml (the package's schema) by
+# diffmem.config in common.smk, which names the bad key in one line; Snakemake's own validate() would
+# print the whole schema first.
 
 
 # `snakemake --report report.html`: every figure, captioned, one category per experiment.

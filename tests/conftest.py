@@ -15,6 +15,62 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _diffmem_logger():
+    """Each test starts and ends with the `diffmem` logger as imported. `diffmem.cli.main` configures
+    it (a handler on the stderr of that moment, no propagation), which would hide later tests' records
+    from caplog and write to a closed capture."""
+    import logging
+
+    logger = logging.getLogger("diffmem")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+class Drawn:
+    """The figures a figure module hands to its `save_figure`, by file name, after `watch(module)`.
+
+    They are still written; what was drawn (axes, lines, collections, texts) stays readable after
+    save_figure closes them. A module that did `from diffmem.figures.common import save_figure` keeps
+    its own name for it, so each module under test is watched on its own."""
+
+    def __init__(self, monkeypatch):
+        self.figures = {}
+        self._monkeypatch = monkeypatch
+
+    def watch(self, module) -> dict:
+        from pathlib import Path
+
+        real = module.save_figure
+
+        def save_figure(fig, path):
+            self.figures[Path(path).name] = fig
+            real(fig, path)
+
+        self._monkeypatch.setattr(module, "save_figure", save_figure)
+        return self.figures
+
+    def __getitem__(self, name: str):
+        return self.figures[name]
+
+    @staticmethod
+    def same_pixels(a, b) -> bool:
+        """Two PNG files decode to the same pixels (e.g. a workflow's figure and its redraw here)."""
+        import matplotlib.image
+        import numpy as np
+
+        x, y = matplotlib.image.imread(a), matplotlib.image.imread(b)
+        return x.shape == y.shape and bool(np.array_equal(x, y))
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    return Drawn(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """A finished local run of tests/smoke_config.yaml (through the default workflow profile), shared

@@ -1,9 +1,12 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
 
 from diffmem.config import ConfigError, checkpoint_grid, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 BASE = {"experiments": {"e": {"data": {"dataset": "digits", "n_train": [8, 16], "seeds": [0]}}}}
 
@@ -61,7 +64,7 @@ def test_unknown_run_experiment():
 
 
 def test_repository_configs_are_valid():
-    for path in ("config.yaml", "tests/smoke_config.yaml"):
+    for path in (REPO / "config.yaml", REPO / "tests" / "smoke_config.yaml"):
         out = load_config(path)
         assert out["experiments"]
 
@@ -80,7 +83,7 @@ def test_raising_max_steps_extends_the_grid():
 
 
 def test_config_yaml_parses_with_plain_yaml():
-    with open("config.yaml") as fh:
+    with open(REPO / "config.yaml") as fh:
         assert "experiments" in yaml.safe_load(fh)
 
 

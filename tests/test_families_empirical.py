@@ -187,7 +187,7 @@ def test_kernel_smoothed_matches_quadrature_in_1d():
 
 def test_rejects_nonpositive_sigma():
     den = EmpiricalDenoiser(_data(4, 2, seed=0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sigma must be > 0"):
         den(torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
 
 

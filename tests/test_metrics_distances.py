@@ -102,7 +102,7 @@ def test_kid_subset_size_is_capped_and_validated(rng):
     a, b = rng.normal(size=(30, 4)), rng.normal(size=(20, 4))
     mean, std = distances.kernel_inception_distance(a, b, num_subsets=3, subset_size=1000, rng=rng)
     assert np.isfinite(mean) and np.isfinite(std)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"subset_size >= 2; got \d+, 1$"):
         distances.kernel_inception_distance(a, b, subset_size=1, rng=rng)
 
 

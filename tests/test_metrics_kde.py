@@ -21,7 +21,7 @@ def test_bandwidth_rules(rng):
     assert kde.bandwidth(pts, rule=0.7) == 0.7
     with pytest.raises(ValueError, match="unknown bandwidth rule"):
         kde.bandwidth(pts, rule="nearest")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a fixed bandwidth must be positive; got 0.0"):
         kde.bandwidth(pts, rule=0.0)
 
 

@@ -82,7 +82,7 @@ def test_values_stay_finite_at_d_100_where_raw_terms_underflow_float32():
 
 def test_halder_width():
     assert halder_width(10_000, 100) == pytest.approx(10_000 ** (-0.01))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need N >= 1.*got 0, 3"):
         halder_width(0, 3)
 
 

@@ -157,6 +157,6 @@ def test_resources_command_prints_the_requests(capsys, tmp_path):
     assert "| gaussian_d16 | 24 | 1 x 24 |" in out and "| tikhonov_digits/strength0 | 6 | none (closed form) | — |" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiments: {e: {data: {dataset: digits, n_train: [5000], seeds: [0]}}}\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # fail(): a user error, its cause on stderr
         main(["resources", str(bad)])
     assert "n = [5000] larger than the pool" in capsys.readouterr().err

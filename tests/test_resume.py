@@ -55,7 +55,7 @@ def stop_at(step, signum=signal.SIGTERM):
     The line is printed after that step's resume check, so the run stops one step later.
     """
     def log(line):
-        if re.search(rf"\] step\s+{step}/", line):
+        if re.search(rf"^step\s+{step}/", line):
             signal.raise_signal(signum)
 
     return log
@@ -272,7 +272,7 @@ def test_cli_stops_on_sigterm_without_metrics_and_reruns_to_the_same_result(tmp_
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + 120
-            while proc.poll() is None and "[train] step" not in log_path.read_text():
+            while proc.poll() is None and "diffmem.stages.train: step" not in log_path.read_text():
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
@@ -291,7 +291,7 @@ def test_cli_stops_on_sigterm_without_metrics_and_reruns_to_the_same_result(tmp_
 
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"resuming from step {stop_step} ({resume_path(state_dir)})" in proc.stdout
+    assert f"resuming from step {stop_step} ({resume_path(state_dir)})" in proc.stderr
     assert out.exists() and not resume_path(state_dir).exists()
     single(tmp_path / "ref", max_steps=2000, log_every=100, device="cpu")
     assert_same(final(tmp_path / "ref", 2000), final(state_dir, 2000))

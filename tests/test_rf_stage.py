@@ -1,4 +1,4 @@
-"""The random-features stage (diffmem.rf): per-run datasets, split-time fit, figures and the CLI."""
+"""The random-features stage (diffmem.stages.rf): per-run datasets, split-time fit, figures and the CLI."""
 
 import json
 import math
@@ -89,7 +89,7 @@ def test_divergence_stops_with_a_clear_error_and_the_cli_fails_cleanly(tmp_path,
     with pytest.raises(rf.RFDivergedError, match=r"non-finite train_loss at step \d+.*smaller train.lr"):
         rf.rf_run(_gaussian(12, d, 0), _gaussian(32, d, 1), model=MODEL, train=train, seed=0, log=lambda s: None)
     dataset, subset = _prepare(tmp_path, d=d, pool_size=64, n_test=32, n=12, seed=0)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:  # fail(): a user error, its cause on stderr
         rf.main(["train", "--train", str(subset), "--dataset", str(dataset), "--model", json.dumps({"psi_p": 4.0}),
                  "--train-cfg", json.dumps({"lr": 1e4 * d**2, "max_steps": 2000}), "--seed", "0",
                  "--out", str(tmp_path / "x.nc")])
@@ -223,11 +223,11 @@ def test_cli_end_to_end_on_a_small_gaussian_dataset(tmp_path):
 
 def test_cli_rejects_a_bad_config(tmp_path, capsys):
     dataset, subset = _prepare(tmp_path, d=4, pool_size=32, n_test=16, n=8, seed=0)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:  # fail(): a user error, its cause on stderr
         rf.main(["train", "--train", str(subset), "--dataset", str(dataset), "--model", json.dumps({"psi_q": 2}),
                  "--train-cfg", "{}", "--seed", "0", "--out", str(tmp_path / "x.nc")])
     assert exc.value.code == 2 and "psi_q" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # fail(): a user error, its cause on stderr
         rf.main(["train", "--train", str(subset), "--dataset", str(dataset), "--model", json.dumps({"rf_solver": "sgd"}),
                  "--train-cfg", "{}", "--seed", "0", "--out", str(tmp_path / "x.nc")])
     assert "rf_solver" in capsys.readouterr().err

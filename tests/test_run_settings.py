@@ -9,12 +9,11 @@ import pytest
 
 from diffmem.config import (
     RUN_SETTINGS,
-    RUN_SETTINGS_KEY,
     ConfigError,
     SampleConfig,
     TrainConfig,
     load_schema,
-    read_json_arg,
+    read_slice,
     split_run_settings,
 )
 from diffmem.generation import sample_cache_dir
@@ -34,17 +33,25 @@ def test_split_keeps_result_keys_and_run_settings_apart():
     assert split_run_settings("fit", {"ci_level": 0.9}) == ({"ci_level": 0.9}, {})
 
 
-def test_a_slice_pointing_to_run_settings_gets_them_merged(tmp_path):
-    path = tmp_path / "train.json"
-    path.write_text(json.dumps({"threads": 3, "log_every": 7}))
-    values = read_json_arg(json.dumps({"lr": 0.01, RUN_SETTINGS_KEY: str(path)}))
+def test_run_settings_are_merged_into_their_slice(tmp_path):
+    values = read_slice("train", json.dumps({"lr": 0.01}), json.dumps({"threads": 3, "log_every": 7}))
     assert values == {"lr": 0.01, "threads": 3, "log_every": 7}
     assert TrainConfig.from_dict(values).threads == 3
+    path = tmp_path / "train.json"  # a slice may also come as a file
+    path.write_text(json.dumps({"lr": 0.02}))
+    assert read_slice("train", str(path)) == {"lr": 0.02}
 
 
-def test_a_missing_run_settings_file_is_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"cannot read the run settings .*missing.json.*run snakemake again"):
-        read_json_arg(json.dumps({"lr": 0.01, RUN_SETTINGS_KEY: str(tmp_path / "missing.json")}))
+def test_a_result_key_passed_as_a_run_setting_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"\['lr'\] are not run settings of 'train'"):
+        read_slice("train", json.dumps({"max_steps": 10}), json.dumps({"lr": 0.1}))
+    with pytest.raises(ConfigError, match=r"\['threads'\] given both in the 'train' slice and its run settings"):
+        read_slice("train", json.dumps({"threads": 1}), json.dumps({"threads": 2}))
+
+
+def test_a_slice_that_is_not_json_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"cannot parse config slice as JSON"):
+        read_slice("train", "{lr: 0.1")
 
 
 def test_training_run_settings_do_not_move_the_checkpoint_cache():

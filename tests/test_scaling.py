@@ -107,7 +107,8 @@ def width_fit(width_power, *, seed=0):
     widths = np.array([32, 64, 128])
     tau = 2000.0 * N[:, None, None] / widths[None, :, None] ** width_power * np.exp(0.05 * rng.normal(size=(N.size, 3, 3)))
     return xr.Dataset({names.TAU_MEM: ((names.N, names.WIDTH, names.SEED), tau)},
-                      coords={names.N: N, names.WIDTH: widths, names.SEED: [0, 1, 2]})
+                      coords={names.N: N, names.WIDTH: widths, names.SEED: [0, 1, 2]},
+                      attrs={"num_bootstrap": 1000, "ci_level": 0.95, "lack_of_fit_alpha": 0.05})  # as fit.nc has
 
 
 def test_width_collapse_recovers_n_over_w_and_rejects_a_wrong_width_law():

@@ -45,7 +45,7 @@ def test_summary_cli_reads_an_experiment_folder_and_fails_in_one_line(tmp_path, 
     fit = fit_onsets(synthetic_cube(), FitConfig(num_bootstrap=20), rng=np.random.default_rng(0))
     exp = tmp_path / "exp"
     exp.mkdir()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # fail(): a user error, its cause on stderr
         main([str(exp)])
     assert "fit.nc does not exist" in capsys.readouterr().err
     fit.to_netcdf(exp / "fit.nc", engine="h5netcdf")

@@ -90,9 +90,9 @@ def test_generator_init_is_deterministic_and_independent_of_global_rng():
 
 
 def test_invalid_configurations_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"image_size 6 is not divisible by 2\^2"):
         UNet(in_channels=1, width=8, image_size=6)  # 6 is not divisible by 2^2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"attn_levels \(3,\) out of range"):
         UNet(in_channels=1, width=8, image_size=8, attn_levels=(3,))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="emb_dim must be even and >= 2, got 7"):
         UNet(in_channels=1, width=8, image_size=8, emb_dim=7)

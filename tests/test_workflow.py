@@ -143,7 +143,10 @@ def test_unknown_key_fails_before_any_job(tmp_path):
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, check=False)
     assert proc.returncode != 0
-    assert "max_step" in proc.stderr + proc.stdout
+    errors = [line for line in (proc.stderr + proc.stdout).splitlines() if "max_step" in line]
+    assert errors == ["diffmem: config error at 'experiments.smoke.train': Additional properties are not allowed "
+                      "('max_step' was unexpected) (unknown key; check the spelling)"]
+    assert "properties" not in proc.stderr.replace(errors[0], "")  # no schema dump around the one line
     assert not (tmp_path / "results_smoke").exists()
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shlex
 import sys
 from collections.abc import Callable
 
@@ -17,6 +19,8 @@ from diffmem import __version__
 from diffmem.config import ConfigError, load_config
 from diffmem.io import fail
 from diffmem.log import configure
+
+log = logging.getLogger(__name__)
 
 
 # Each command imports its stage when it runs, not before: `diffmem fit` need not import torch, and
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command not in COMMANDS:
         parser.exit(2, f"diffmem: error: unknown command {args.command!r}; `diffmem --help` lists them\n")
     configure(args.verbose - args.quiet)
+    log.debug(f"diffmem {__version__}: {shlex.join([args.command, *args.args])}")
     COMMANDS[args.command][1](args.args)
 
 

@@ -170,7 +170,7 @@ SWEEP_KEYS = ("width", "strength")
 
 def family_model(model: dict) -> dict:
     """The model slice without the keys of the other families."""
-    foreign = {k for fam, keys in FAMILY_KEYS.items() if fam != model.get("family", "network") for k in keys}
+    foreign = {k for fam, keys in FAMILY_KEYS.items() if fam != model.get("family", schema_default("model", "family")) for k in keys}
     return {k: v for k, v in model.items() if k not in foreign}
 
 
@@ -571,17 +571,17 @@ class FitConfig:
 
 
 # Run settings: keys that change how a job runs (threads, devices, logging, timers, batching of
-# evaluations, how training jobs are grouped), not what it writes. The Snakemake rules keep them out of
-# `params:` (a changed param reruns the job and everything downstream): a slice carries the path of a
-# run-settings file instead (RUN_SETTINGS_KEY), which `read_json_arg` merges back in. Keys that change
-# the numbers a job writes are not here; see README, "What reruns" for the device, tf32 and compile.
+# evaluations, how training jobs are grouped), not what it writes. A changed Snakemake param reruns the
+# job and everything downstream, so the rules pass these keys apart from the section's other keys, as
+# `--run-settings '<json>'` from a param that Snakemake does not track (workflow/rules/common.smk,
+# `run_settings`); the stage merges them back with `read_slice`. Keys that change the numbers a job
+# writes are not here; docs/reruns.md says why the device, tf32 and compile are.
 RUN_SETTINGS = {
     "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
               "tf32", "compile", "channels_last"),
     "sample": ("batch_size", "stack_checkpoints"),
     "score": ("chunk_size", "device"),
 }
-RUN_SETTINGS_KEY = "run_settings"
 
 
 def split_run_settings(section: str, values: dict) -> tuple[dict, dict]:
@@ -591,9 +591,7 @@ def split_run_settings(section: str, values: dict) -> tuple[dict, dict]:
 
 
 def read_json_arg(text: str) -> dict:
-    """Parse a config slice passed on the command line as JSON (by the Snakemake rules) or a path to one.
-
-    A slice holding RUN_SETTINGS_KEY gets the keys of that JSON file merged in."""
+    """Parse a config slice passed on the command line as JSON (by the Snakemake rules) or a path to one."""
     candidate = Path(text)
     if not text.lstrip().startswith("{") and candidate.exists():
         text = candidate.read_text()
@@ -601,14 +599,25 @@ def read_json_arg(text: str) -> dict:
         values = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config error: cannot parse config slice as JSON ({exc})") from exc
-    settings = values.pop(RUN_SETTINGS_KEY, None) if isinstance(values, dict) else None
-    if settings is not None:
-        try:
-            values.update(json.loads(Path(settings).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"config error: cannot read the run settings {settings} ({exc}); Snakemake writes "
-                              "them when it reads the workflow: run snakemake again") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"config error: a config slice must be a JSON object, got {type(values).__name__}")
     return values
+
+
+def read_slice(section: str, text: str, run_settings: str | None = None) -> dict:
+    """A section's slice (JSON or a path) with its run settings (`--run-settings`, JSON) merged in.
+
+    The run settings may hold only that section's RUN_SETTINGS keys, and the slice none of them."""
+    values = read_json_arg(text)
+    settings = read_json_arg(run_settings) if run_settings else {}
+    allowed = set(RUN_SETTINGS.get(section, ()))
+    if set(settings) - allowed:
+        raise ConfigError(f"config error: {sorted(set(settings) - allowed)} are not run settings of '{section}' "
+                          f"(those are {sorted(allowed)})")
+    both = set(settings) & set(values)
+    if both:
+        raise ConfigError(f"config error: {sorted(both)} given both in the '{section}' slice and its run settings")
+    return values | settings
 
 
 

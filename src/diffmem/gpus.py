@@ -23,13 +23,16 @@ Use: `device, lease = select_device(train_cfg.device)` in a stage's main(); keep
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, Callable, Mapping
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,7 +90,7 @@ def claim_gpu(gpu_ids: list[str], *, lock_dir: Path, pid: int | None = None) -> 
 
 def select_device(
     requested: str, *, env: Mapping[str, str] = os.environ, device_count: int | None = None,
-    lock_dir: Path | None = None, log=print,
+    lock_dir: Path | None = None, log: Callable[[str], None] = log.info,
 ) -> tuple[torch.device, GpuLease | None]:
     """Resolve a configured device ('auto', 'cpu', 'cuda', 'cuda:N', 'mps') for this process.
 
@@ -109,8 +112,8 @@ def select_device(
         return torch.device("cuda:0"), None
     lease = claim_gpu(ids, lock_dir=lock_dir or default_lock_dir(env))
     if lease.shared:
-        log(f"[gpus] all {len(ids)} visible GPUs are claimed by other jobs; sharing cuda:{lease.index} "
+        log(f"all {len(ids)} visible GPUs are claimed by other jobs; sharing cuda:{lease.index} "
             f"(cap concurrent GPU jobs with `--resources gpu={len(ids)}`)")
     else:
-        log(f"[gpus] claimed cuda:{lease.index} (GPU {lease.gpu_id}) of {len(ids)} visible")
+        log(f"claimed cuda:{lease.index} (GPU {lease.gpu_id}) of {len(ids)} visible")
     return torch.device(f"cuda:{lease.index}"), lease

@@ -25,9 +25,9 @@ the authors' order too).
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
-import sys
 import time
 from pathlib import Path
 
@@ -43,6 +43,8 @@ LUMA = np.array([0.2989, 0.587, 0.114], dtype=np.float64)
 # Pillow modes read as one channel; everything else is read as RGB (palette, RGBA, CMYK, ...)
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _PROGRESS_EVERY_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def _pil():
@@ -119,8 +121,8 @@ class _Progress:
         if now - self.last >= _PROGRESS_EVERY_S or done == self.total:
             self.last = now
             rate = done / max(now - self.t0, 1e-9)
-            print(f"[data] {self.what}: {done}/{self.total} images ({rate:.0f}/s, "
-                  f"{(self.total - done) / max(rate, 1e-9):.0f} s left)", file=sys.stderr, flush=True)
+            log.info(f"{self.what}: {done}/{self.total} images ({rate:.0f}/s, "
+                     f"{(self.total - done) / max(rate, 1e-9):.0f} s left)")
 
 
 def load_image_folder(folder: str | Path, *, grayscale: bool = False, image_size: int | None = None,

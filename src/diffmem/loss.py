@@ -19,7 +19,7 @@ def denoising_loss(denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch
     """Per-sample loss, shaped like sigma, for clean data x0, noise levels sigma and noise.
 
     One model: x0 [B, ...], sigma [B]. A stack of k models: x0 [k, B, ...], sigma [k, B], and a
-    `denoiser` that takes them so (train.StackedDenoiser). The leading dimensions are sigma's.
+    `denoiser` that takes them so (models.stacked.StackedDenoiser). The leading dimensions are sigma's.
     """
     lead = sigma.ndim
     s = sigma.reshape(*sigma.shape, *([1] * (x0.ndim - lead)))

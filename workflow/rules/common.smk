@@ -3,14 +3,13 @@ import json
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 from diffmem.config import TWIN_SEED_OFFSET, is_twin, twin_experiments
 
 from diffmem.config import (
     CLOSED_FORM,
-    RUN_SETTINGS,
-    RUN_SETTINGS_KEY,
     ConfigError,
     expand_sweeps,
     family_model,
@@ -24,8 +23,9 @@ from diffmem.config import (
 
 try:
     CFG = validate_config(config)
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+except ConfigError as exc:  # one line naming the key, before any job runs (no traceback: nothing is wrong here)
+    print(f"diffmem: {exc}", file=sys.stderr)
+    sys.exit(1)
 
 RESULTS = CFG["results_dir"]
 # The experiments the per-run stages see: a sweep (model.width or model.strength a list) becomes one
@@ -35,7 +35,7 @@ SWEEPS = {name: sweep_of(exp) for name, exp in CFG["experiments"].items() if swe
 # Each leaf's unset `resources:` are sized from its grid (src/diffmem/resources.py).
 EXPERIMENTS = {name: size_experiment(exp) for name, exp in expand_sweeps(CFG["experiments"]).items()}
 # data.twin: each such (leaf) experiment gets a twin experiment "<name>/twin" (results/<name>/twin/), run by
-# the normal subsample / train / sample rules on disjoint training sets (src/diffmem/twin.py, pictures.smk)
+# the normal subsample / train / sample rules on disjoint training sets (src/diffmem/stages/twin.py, pictures.smk)
 EXPERIMENTS.update(twin_experiments(EXPERIMENTS))
 
 
@@ -81,43 +81,9 @@ def data_slice(wildcards):
     return as_arg({k: v for k, v in data.items() if k not in ("n_train", "seeds", "twin")})
 
 
-# Run settings (diffmem.config.RUN_SETTINGS: threads, devices, logging, evaluation batch sizes, ...)
-# are not params: each experiment's are written to a file that is not an input, and a slice carries
-# its path, so changing them reruns nothing (README, "What reruns"). Written on every parse (also by
-# the jobs Snakemake spawns), only when the content changed.
-def settings_path(exp, name):
-    return f".snakemake/diffmem/run_settings/{exp}/{name}.json"
-
-
-def write_run_settings(exp, name, settings):
-    path = settings_path(exp, name)
-    text = json.dumps(settings, sort_keys=True)
-    if os.path.exists(path) and open(path).read() == text:
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def run_settings(exp, name):
-    """(result keys, run settings) of an experiment's config section; sampling runs on the training device."""
-    values, settings = split_run_settings(name, EXPERIMENTS[exp][name])
-    if name == "sample":
-        settings["device"] = EXPERIMENTS[exp]["train"]["device"]
-    return values, settings
-
-
 def result_slice(exp, name):
-    """An experiment's config section without its run settings, which it points to instead."""
-    values, settings = run_settings(exp, name)
-    return values | {RUN_SETTINGS_KEY: settings_path(exp, name)} if settings else values
-
-
-for _exp in EXPERIMENTS:
-    for _name in RUN_SETTINGS:
-        write_run_settings(_exp, _name, run_settings(_exp, _name)[1])
+    """An experiment's config section without its run settings (diffmem.config.RUN_SETTINGS)."""
+    return split_run_settings(name, EXPERIMENTS[exp][name])[0]
 
 
 def section(name):
@@ -128,6 +94,26 @@ def section(name):
         return as_arg(result_slice(wildcards.exp, name))
 
     return param
+
+
+# Run settings (diffmem.config.RUN_SETTINGS: threads, devices, logging, evaluation batch sizes, ...)
+# change how a job runs, not what it writes, so changing them must rerun nothing (docs/reruns.md).
+# They reach the job as `--run-settings '<json>'` from a param function that takes `output`:
+# Snakemake evaluates such "derived" params when the job runs and records only the others for its
+# params rerun trigger (tests/test_reruns.py holds it to that).
+def run_settings(name, exp=None):
+    """A rule's param: the run settings of one config section (as a JSON word), not a rerun trigger;
+    `exp` names the experiment of a rule without an {exp} wildcard (the grouped training rules)."""
+
+    def param(wildcards, output):
+        return as_arg(split_run_settings(name, EXPERIMENTS[exp or wildcards.exp][name])[1])
+
+    return param
+
+
+def train_device(wildcards, output):
+    """Sampling runs where training ran (train.device), a run setting like run_settings'."""
+    return shlex.quote(EXPERIMENTS[wildcards.exp]["train"]["device"])
 
 
 def model_slice(wildcards):
@@ -342,7 +328,7 @@ def grouped_rule_name(exp, label):
     return f"train_grouped_{safe}_{label}"
 
 
-# --- Pictures and twin models (workflow/rules/pictures.smk, src/diffmem/twin.py) ------------------
+# --- Pictures and twin models (workflow/rules/pictures.smk, src/diffmem/stages/twin.py) ------------------
 def has_twin(exp):
     return bool(EXPERIMENTS[exp]["data"].get("twin")) and not is_twin(exp)
 
@@ -379,7 +365,8 @@ def train_runs_arg(wildcards, input):
 # Training (train.smk, train_grouped.smk): one command for the per-run and the grouped rules.
 TRAIN_SHELL = (
     "diffmem train --train {input.train} --dataset {input.dataset} --model {params.model}"
-    " --train-cfg {params.train} --seed {params.seeds} --state-root {params.states} --out {output} > {log} 2>&1"
+    " --train-cfg {params.train} --run-settings {params.run} --seed {params.seeds} --state-root {params.states}"
+    " --out {output} > {log} 2>&1"
 )
 GROUP_MEMBER = {}  # train_metrics.nc of a grouped run -> (seed, state folder); filled by train_grouped.smk
 

@@ -1,5 +1,5 @@
 # Pictures of a run (issue 14): copy galleries, memorization per training example, the twin-model test.
-# Their helpers (picture_targets, subset_args, twin_run, ...) are at the end of common.smk.
+# Their helpers (picture_targets, twin_subset_seed, twin_run, train_runs_arg) are at the end of common.smk.
 
 
 PICTURED_EXPS = names_where(pictured)

@@ -13,6 +13,7 @@ rule rf_train:
     params:
         model=model_slice,
         train=section("train"),
+        run=run_settings("train"),
     threads: train_threads
     resources:
         mem_mb=resource("train_mem_mb"),
@@ -24,7 +25,7 @@ rule rf_train:
         "../../envs/diffmem.yaml"
     shell:
         "diffmem rf-train --train {input.train} --dataset {input.dataset} --model {params.model}"
-        " --train-cfg {params.train} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        " --train-cfg {params.train} --run-settings {params.run} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
 rule rf_cube:

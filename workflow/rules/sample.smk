@@ -7,6 +7,8 @@ rule sample:
         RUN("samples.json"),
     params:
         sample=section("sample"),
+        run=run_settings("sample"),
+        device=train_device,
     threads: job_cpus
     resources:
         mem_mb=resource("sample_mem_mb"),
@@ -18,8 +20,8 @@ rule sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem sample --train-metrics {input} --sample-cfg {params.sample}"
-        " --out {output} > {log} 2>&1"
+        "diffmem sample --train-metrics {input} --sample-cfg {params.sample} --run-settings {params.run}"
+        " --device {params.device} --out {output} > {log} 2>&1"
 
 
 # Closed-form families (empirical, linear): the denoiser is computed from the training set, so there is
@@ -34,6 +36,7 @@ rule closed_form_sample:
     params:
         model=model_slice,
         sample=section("sample"),
+        run=run_settings("sample"),
         state=R("{exp}/state/n{n}_seed{seed}"),
     threads: job_cpus
     resources:
@@ -46,4 +49,4 @@ rule closed_form_sample:
         "../../envs/diffmem.yaml"
     shell:
         "diffmem closed-form-sample --train {input} --model {params.model} --sample-cfg {params.sample}"
-        " --state-root {params.state} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        " --run-settings {params.run} --state-root {params.state} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -7,6 +7,7 @@ rule score:
         RUN("scores.nc"),
     params:
         score=section("score"),
+        run=run_settings("score"),
     threads: job_cpus
     resources:
         mem_mb=resource("score_mem_mb"),
@@ -18,4 +19,4 @@ rule score:
         "../../envs/diffmem.yaml"
     shell:
         "diffmem score --samples {input.samples} --train {input.train} --dataset {input.dataset}"
-        " --score-cfg {params.score} --out {output} > {log} 2>&1"
+        " --score-cfg {params.score} --run-settings {params.run} --out {output} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# Training: one command, `diffmem train` (src/diffmem/train.py, one engine that trains a stack of
+# Training: one command, `diffmem train` (src/diffmem/stages/train.py, one engine that trains a stack of
 # k >= 1 runs), for the per-(n, seed) rule below and the grouped rules of train_grouped.smk.
 # Checkpoints live under state/ (not a declared output): Snakemake deletes a job's outputs before
 # rerunning it, and a raised max_steps must resume from them instead of starting over.
@@ -18,6 +18,7 @@ rule train:
     params:
         model=model_slice,
         train=section("train"),
+        run=run_settings("train"),
         seeds=train_seeds,
         states=train_states,
     threads: train_threads

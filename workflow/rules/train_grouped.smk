@@ -32,6 +32,7 @@ for _exp, _label, _members in grouped_train_jobs():
         params:
             model=as_arg(family_model(_cfg["model"])),
             train=as_arg(result_slice(_exp, "train")),
+            run=run_settings("train", _exp),
             seeds=train_seeds,
             states=train_states,
         threads: _cfg["train"]["threads"]

@@ -9,6 +9,7 @@ Run: `diffmem classifier --dataset dataset.npz --quality-cfg '<json>' --out clas
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import torch
@@ -16,11 +17,15 @@ import torch
 from diffmem.config import ConfigError, QualityConfig, read_json_arg
 from diffmem.data import load_dataset
 from diffmem.io import fail
+from diffmem.log import configure
 from diffmem.metrics import features
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem classifier", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem classifier", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.classifier",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--quality-cfg", required=True)
@@ -40,12 +45,13 @@ def main(argv: list[str] | None = None) -> None:
         ds.pool.reshape(shape), ds.pool_labels, epochs=cfg.classifier_epochs, lr=cfg.classifier_lr,
         batch_size=128, generator=torch.Generator().manual_seed(cfg.seed), device=torch.device("cpu"))
     accuracy = features.classifier_accuracy(model, ds.test.reshape(shape), ds.test_labels)
-    print(f"[classifier] held-out accuracy {accuracy:.3f} on {ds.test.shape[0]} images", flush=True)
+    log.info(f"held-out accuracy {accuracy:.3f} on {ds.test.shape[0]} images")
     if accuracy < 0.8:
         fail(f"classifier reached only {accuracy:.3f} held-out accuracy; raise quality.classifier_epochs")
     features.save_classifier(model, args.out)
-    print(f"[classifier] wrote {args.out}")
+    log.info(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

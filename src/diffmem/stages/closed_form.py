@@ -22,8 +22,10 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +37,16 @@ from diffmem.config import (
     ModelConfig,
     SampleConfig,
     family_model,
-    read_json_arg,
+    read_json_arg, read_slice,
     stable_hash,
 )
 from diffmem.data import load_train
 from diffmem.io import atomic_write_text, fail
 from diffmem.families.closed_form import closed_form_denoiser
 from diffmem.generation import generate, sample_cache_dir
+from diffmem.log import configure
 
+log = logging.getLogger(__name__)
 STEP = 0  # the single "checkpoint" of a closed-form model
 # bump when what a config means changes (2: the consistency floor is relative to a typical neighbour)
 CLOSED_FORM_VERSION = 2
@@ -55,14 +59,14 @@ def model_key(model: ModelConfig, train: np.ndarray) -> str:
 
 
 def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarray, state_root: str | Path,
-                       n: int, seed: int, log=print) -> dict:
+                       n: int, seed: int, log: Callable[[str], None] = log.info) -> dict:
     """Sample the closed-form model (or reuse cached samples); return the samples.json manifest."""
     state_dir = Path(state_root) / f"closed_{model_key(model, train)}"
     cache = sample_cache_dir(state_dir, cfg)
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"step{STEP:09d}.npy"
     if path.exists():
-        log(f"[closed-form] reused {path}")
+        log(f"reused {path}")
     else:
         t0 = time.perf_counter()
         denoiser = closed_form_denoiser(model, train)
@@ -73,18 +77,21 @@ def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarr
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, x.astype(np.float32))
         tmp.replace(path)
-        log(f"[closed-form] n={n} seed={seed} {model.family}/{model.regularization} strength {model.strength:g}: "
+        log(f"n={n} seed={seed} {model.family}/{model.regularization} strength {model.strength:g}: "
             f"{cfg.num_samples} samples in {time.perf_counter() - t0:.1f} s")
     return {"n": n, "seed": seed, "steps": [STEP], "files": {str(STEP): str(path)}, "sample_config": cfg.__dict__,
             "num_samples": cfg.num_samples, "closed_form": dataclasses.asdict(model)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem closed-form-sample", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem closed-form-sample", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.closed_form",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, help="training subset .npz")
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
+    parser.add_argument("--run-settings", default=None,
+                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     parser.add_argument("--state-root", required=True, help="folder of this run's cached samples")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
@@ -93,9 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         model = ModelConfig.from_dict(read_json_arg(args.model))
-        values = read_json_arg(args.sample_cfg)
-        values.pop("device", None)  # the workflow's sample slice carries train.device; closed forms run on CPU
-        cfg = SampleConfig.from_dict(values)
+        cfg = SampleConfig.from_dict(read_slice("sample", args.sample_cfg, args.run_settings))  # on the CPU
     except ConfigError as exc:
         fail(str(exc))
     if model.family not in CLOSED_FORM:
@@ -106,11 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"diffmem closed-form-sample: {args.train} holds {train.shape[0]} points, expected n = {args.n}")
     try:
         manifest = sample_closed_form(model, cfg, train=train, state_root=args.state_root, n=args.n,
-                                      seed=args.seed, log=lambda m: print(m, flush=True))
+                                      seed=args.seed)
     except FloatingPointError as exc:
         fail(str(exc))
     atomic_write_text(args.out, json.dumps(manifest, indent=1))
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

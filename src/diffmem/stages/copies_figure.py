@@ -6,6 +6,7 @@ Run: `diffmem copies-figure --cube cube.nc --runs 64:0:runs/n64_seed0/train.npz 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import xarray as xr
@@ -14,7 +15,9 @@ from diffmem import names
 from diffmem.data import load_train
 from diffmem.figures.copies import VARIABLES, make_copies_figure
 from diffmem.io import NETCDF_ENGINE, fail
+from diffmem.log import configure
 
+log = logging.getLogger(__name__)
 
 
 def parse_runs(tokens: list[str]) -> dict[tuple[int, int], str]:
@@ -29,7 +32,8 @@ def parse_runs(tokens: list[str]) -> dict[tuple[int, int], str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem copies-figure", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem copies-figure", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.copies_figure",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cube", required=True)
     parser.add_argument("--runs", nargs="+", required=True, help="N:SEED:train.npz of every run")
@@ -49,13 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     n_top, rows, corr = make_copies_figure(cube, train_sets=train_sets, image_shape=image_shape, out=args.out,
                                            title=args.title, top=args.top)
     for n, c in corr.items():
-        print(f"[copies] n={n}: {c['copied']:.3f} of training points ever copied; Spearman(first copy step, "
-              f"nn distance) = {c[names.TRAIN_NN_DISTANCE]:+.3f}, (first copy step, distance to mean) = "
-              f"{c[names.TRAIN_MEAN_DISTANCE]:+.3f}")
+        log.info(f"n={n}: {c['copied']:.3f} of training points ever copied; Spearman(first copy step, "
+                 f"nn distance) = {c[names.TRAIN_NN_DISTANCE]:+.3f}, (first copy step, distance to mean) = "
+                 f"{c[names.TRAIN_MEAN_DISTANCE]:+.3f}")
     if n_top is not None:
-        print(f"[copies] most copied at n={n_top}: " + ", ".join(f"{r['count']}x (seed {r['seed']}, pool #{r['pool']})"
-                                                             for r in rows[:5]) + f" -> {args.out}")
+        log.info(f"most copied at n={n_top}: " + ", ".join(f"{r['count']}x (seed {r['seed']}, pool #{r['pool']})"
+                                                         for r in rows[:5]) + f" -> {args.out}")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

@@ -7,6 +7,7 @@ Run: `diffmem prepare-data --data '<json>' --out dataset.npz` and
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import numpy as np
@@ -14,11 +15,14 @@ import numpy as np
 from diffmem.config import ConfigError, DataConfig, read_json_arg
 from diffmem.data import load_dataset, prepare_dataset, save_dataset, subset_indices
 from diffmem.io import atomic_savez, fail
+from diffmem.log import configure
 
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem prepare-data", description=__doc__)
+    parser = argparse.ArgumentParser(prog="diffmem prepare-data", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.data")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build the pool and the test split")
     p.add_argument("--data", required=True, help="data config slice as JSON (or a path to one)")
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = DataConfig.from_dict(read_json_arg(args.data))
             ds = prepare_dataset(cfg)
             save_dataset(ds, args.out)
-            print(f"[data] {cfg.dataset}: pool {ds.pool.shape}, test {ds.test.shape} -> {args.out}")
+            log.info(f"{cfg.dataset}: pool {ds.pool.shape}, test {ds.test.shape} -> {args.out}")
         else:
             ds = load_dataset(args.dataset)
             idx = subset_indices(ds.pool.shape[0], n=args.n, seed=args.seed, twin=args.twin)
@@ -44,10 +48,11 @@ def main(argv: list[str] | None = None) -> None:
                 arrays["image_shape"] = np.asarray(ds.image_shape, dtype=np.int64)
             atomic_savez(args.out, **arrays)
             what = " (twin: last n of the permutation)" if args.twin else ""
-            print(f"[data] n={args.n} seed={args.seed}{what}: {idx.shape[0]} training points -> {args.out}")
+            log.info(f"n={args.n} seed={args.seed}{what}: {idx.shape[0]} training points -> {args.out}")
     except ConfigError as exc:
         fail(str(exc))
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

@@ -9,6 +9,7 @@ Run: `diffmem fit --cube cube.nc --fit-cfg '<json>' --out fit.nc`
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import numpy as np
@@ -17,13 +18,16 @@ import xarray as xr
 from diffmem import names
 from diffmem.config import ConfigError, FitConfig, read_json_arg
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
+from diffmem.log import configure
 from diffmem.onsets import describe_levels, describe_scaling, fit_onsets
 from diffmem.scaling import POWER_LAW_CRITERION
 
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem fit", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem fit", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.fit",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cube", required=True)
     parser.add_argument("--fit-cfg", required=True, help="fit config slice (JSON or path)")
@@ -33,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = FitConfig.from_dict(read_json_arg(args.fit_cfg))
     except ConfigError as exc:
         fail(str(exc))
+    log.debug(f"{cfg}")
     with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube:
         try:
             fit = fit_onsets(cube.load(), cfg, rng=np.random.default_rng(0))
@@ -40,28 +45,29 @@ def main(argv: list[str] | None = None) -> None:
             fail(str(exc))
     atomic_to_netcdf(fit, args.out)
     finals = ", ".join(f"n={int(n)}: {float(v):.3f}" for n, v in zip(fit[names.N].values, fit[names.F_MEM_FINAL].values))
-    print(f"[fit] final f_mem {finals}; n* = {float(fit[names.N_STAR]):g}")
+    log.info(f"final f_mem {finals}; n* = {float(fit[names.N_STAR]):g}")
     if names.N_HALF in fit:
-        print(f"[fit] P(Delta > 0) crosses 1/2 at n = {float(fit[names.N_HALF].isel({names.STEP: -1})):.3g} (last step)")
+        log.info(f"P(Delta > 0) crosses 1/2 at n = {float(fit[names.N_HALF].isel({names.STEP: -1})):.3g} (last step)")
     if names.TAU_MEM not in fit:
-        print(f"[fit] {fit.attrs['note']} -> {args.out}")
+        log.info(f"{fit.attrs['note']} -> {args.out}")
         return
-    print(f"[fit] tau_mem = first step with f_mem >= {cfg.tau_mem_threshold:g}; {fit.attrs['num_censored']} censored "
-          f"runs; {int(cfg.ci_level * 100)} % CIs -> {args.out}")
+    log.info(f"tau_mem = first step with f_mem >= {cfg.tau_mem_threshold:g}; {fit.attrs['num_censored']} censored "
+             f"runs; {int(cfg.ci_level * 100)} % CIs -> {args.out}")
     for line in describe_scaling(fit, names.TAU_MEM, label="tau_mem"):
-        print(f"[fit] {line}")
-    print("[fit] tau_mem by level (raw f_mem; final = f_mem / its final value):")
+        log.info(line)
+    log.info("tau_mem by level (raw f_mem; final = f_mem / its final value):")
     for line in describe_levels(fit, names.TAU_MEM_LEVELS, names.LEVEL):
-        print(f"[fit] {line}")
+        log.info(line)
     if names.TAU_GEN in fit:
-        print(f"[fit] tau_gen from {fit.attrs['tau_gen_metric']}, {fit.attrs['num_censored_gen']} censored runs")
+        log.info(f"tau_gen from {fit.attrs['tau_gen_metric']}, {fit.attrs['num_censored_gen']} censored runs")
         for line in describe_scaling(fit, names.TAU_GEN, label="tau_gen"):
-            print(f"[fit] {line}")
-        print("[fit] tau_gen by tolerance:")
+            log.info(line)
+        log.info("tau_gen by tolerance:")
         for line in describe_levels(fit, names.TAU_GEN_TOLERANCES, names.TOLERANCE):
-            print(f"[fit] {line}")
-    print(f"[fit] criterion: {POWER_LAW_CRITERION} (alpha = {cfg.lack_of_fit_alpha:g})")
+            log.info(line)
+    log.info(f"criterion: {POWER_LAW_CRITERION} (alpha = {cfg.lack_of_fit_alpha:g})")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

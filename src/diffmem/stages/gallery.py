@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -18,11 +19,14 @@ from diffmem import names
 from diffmem.data import load_train
 from diffmem.figures.gallery import make_gallery
 from diffmem.io import NETCDF_ENGINE, fail
+from diffmem.log import configure
 
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem gallery", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem gallery", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.gallery",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", nargs="+", required=True, help="samples.json manifest of each run")
     parser.add_argument("--scores", nargs="+", required=True, help="scores.nc of each run (same order)")
@@ -49,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"{samples} has no samples for steps {missing[:5]} of {scores_path} (rerun sampling)")
         chosen = make_gallery(manifest=manifest, scores=scores, train=train, pool_index=pool_index,
                               image_shape=image_shape, fit=fit, out=out, num_pairs=args.num_pairs, title=args.title)
-        print(f"[gallery] n={manifest['n']} seed={manifest['seed']}: steps "
-              + ", ".join(f"{s} ({label})" for label, s in chosen) + f" -> {out}", flush=True)
+        log.info(f"n={manifest['n']} seed={manifest['seed']}: steps "
+                 + ", ".join(f"{s} ({label})" for label, s in chosen) + f" -> {out}")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

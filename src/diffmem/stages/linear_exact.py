@@ -29,6 +29,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
@@ -46,11 +47,13 @@ from diffmem.figures.linear_exact import make_linear_exact_figures
 from diffmem.onsets import half_crossing
 from diffmem.scaling import power_law_fit
 from diffmem.io import atomic_to_netcdf, fail, provenance
+from diffmem.log import configure
 from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
 
 __all__ = ["VARIANTS", "generated_gaussian", "evaluate_dim", "combine_dims", "fit_transition",
            "make_linear_exact_figures", "main"]
 
+log = logging.getLogger(__name__)
 VARIANTS = ("one_step", "affine")
 FIGURES = ("p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og")
 _STREAM = 0x11E  # this stage's random stream, independent of every other stage's
@@ -97,7 +100,7 @@ def _sizes(dim: int, psi_n: tuple[float, ...]) -> list[int]:
 
 
 def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], repeats: int, model: ModelConfig,
-                 sample: SampleConfig, num_population: int, log: Callable[[str], None] = print,
+                 sample: SampleConfig, num_population: int, log: Callable[[str], None] = log.info,
                  every_s: float = 10.0) -> xr.Dataset:
     """E_TG, E_OG and Delta for every (psi_n, repeat) at dimension `dim`; dims (psi_n, seed)."""
     sizes = _sizes(dim, psi_n)
@@ -121,7 +124,7 @@ def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], 
         now = time.monotonic()
         if now - last >= every_s or j == len(reps) - 1:
             last = now
-            log(f"[linear-exact] d={dim}: repeat {j + 1}/{len(reps)} ({now - start:.0f} s)")
+            log(f"d={dim}: repeat {j + 1}/{len(reps)} ({now - start:.0f} s)")
     seed_coord = np.array([s * repeats + r for s, r in reps], dtype=np.int64)
     ds = xr.Dataset(
         {names.E_TG: ((names.PSI_N, names.SEED), e_tg), names.E_OG: ((names.PSI_N, names.SEED), e_og),
@@ -226,29 +229,27 @@ def _cmd_run(args) -> None:
     model = ModelConfig.from_dict(read_json_arg(args.model))
     data = read_json_arg(args.data)
     quality = QualityConfig.from_dict(read_json_arg(args.quality))
-    sample_values = read_json_arg(args.sample_cfg)
-    sample_values.pop("device", None)  # the workflow's sample slice carries train.device; this stage is numpy
-    sample = SampleConfig.from_dict(sample_values)
+    sample = SampleConfig.from_dict(read_json_arg(args.sample_cfg))  # sigma_min / max of the affine variant
     if quality.divergence != "l2":
         raise ConfigError("config error at 'quality.divergence': family linear_exact computes the closed-form L2 "
                           f"distance (l2), not {quality.divergence!r}")
     psi_n = tuple(float(n) / float(data["dim"]) for n in data["n_train"])
     t0 = time.monotonic()
     ds = evaluate_dim(dim=args.dim, psi_n=psi_n, seeds=tuple(data["seeds"]), repeats=model.linear_repeats, model=model,
-                      sample=sample, num_population=quality.num_population, log=lambda m: print(m, flush=True))
+                      sample=sample, num_population=quality.num_population)
     ds.attrs.update(provenance(stable_hash({"model": read_json_arg(args.model), "data": data,
                                             "population": quality.num_population})))
     ds.attrs["run_time_s"] = round(time.monotonic() - t0, 1)
     atomic_to_netcdf(ds, args.out)
     p = p_delta(ds[names.DELTA].values)
-    print(f"[linear-exact] d={args.dim}: P(Delta > 0) = {np.round(p, 3).tolist()} at n = "
-          f"{ds[names.N].values.tolist()} ({ds.attrs['run_time_s']} s) -> {args.out}")
+    log.info(f"d={args.dim}: P(Delta > 0) = {np.round(p, 3).tolist()} at n = "
+             f"{ds[names.N].values.tolist()} ({ds.attrs['run_time_s']} s) -> {args.out}")
 
 
 def _cmd_cube(args) -> None:
     cube = combine_dims(load_parts(args.parts), attrs={"experiment": args.experiment})
     atomic_to_netcdf(cube, args.out)
-    print(f"[linear-exact] cube of d = {cube[names.DIM].values.tolist()} -> {args.out}")
+    log.info(f"cube of d = {cube[names.DIM].values.tolist()} -> {args.out}")
 
 
 def _cmd_fit(args) -> None:
@@ -258,18 +259,19 @@ def _cmd_fit(args) -> None:
     atomic_to_netcdf(out, args.out)
     lo, hi = out["n_half_exponent_ci"].values
     halves = ", ".join(f"d={int(d)}: {float(h):.3g}" for d, h in zip(out[names.DIM].values, out[names.N_HALF].values))
-    print(f"[linear-exact] n_half {halves}; n_half ~ d^{float(out['n_half_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
-          f"-> {args.out}")
+    log.info(f"n_half {halves}; n_half ~ d^{float(out['n_half_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
+             f"-> {args.out}")
 
 
 def _cmd_plot(args) -> None:
     cube, fit = load_parts([args.cube, args.fit])
     paths = make_linear_exact_figures(cube, fit, args.outdir, title=args.title)
-    print(f"[linear-exact] wrote {len(paths)} figures to {args.outdir}")
+    log.info(f"wrote {len(paths)} figures to {args.outdir}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem linear-exact", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem linear-exact", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.linear_exact",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="every (n, repeat) at one dimension d")
@@ -300,4 +302,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

@@ -7,6 +7,7 @@ Run: `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/ [--quality] [--
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import xarray as xr
@@ -14,11 +15,14 @@ import xarray as xr
 from diffmem.cube import load_parts
 from diffmem.figures.experiment import compare_p_delta, make_closed_form_figures, make_figures, make_quality_figures
 from diffmem.io import NETCDF_ENGINE, fail
+from diffmem.log import configure
 
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem plot", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem plot", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.plot",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cube")
     parser.add_argument("--fit")
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         if not args.dims or len(args.dims) != len(args.compare) or not args.out:
             parser.error("--compare needs one --dims entry per cube and --out")
-        print(f"[plot] wrote {compare_p_delta(load_parts(args.compare), args.dims, args.out, title=args.title)}")
+        log.info(f"wrote {compare_p_delta(load_parts(args.compare), args.dims, args.out, title=args.title)}")
         return
     with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
         title = args.title or cube.attrs.get("experiment", "")
@@ -57,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"plot: {exc}")
         if only is not None and {p.stem for p in paths} != only:
             fail(f"plot: no figure(s) {sorted(only - {p.stem for p in paths})} in this family of figures")
-    print(f"[plot] wrote {len(paths)} figures to {args.outdir}")
+    log.info(f"wrote {len(paths)} figures to {args.outdir}")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,10 @@ from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail,
 from diffmem.metrics import distances, exact, features, kde
 from diffmem.families.closed_form import closed_form_denoiser
 from diffmem.generation import denoiser_from_checkpoint
+from diffmem.log import configure
 
 QUALITY_VERSION = 2
+log = logging.getLogger(__name__)
 
 
 def true_distribution(data: DataConfig):
@@ -110,7 +114,7 @@ def quality_of_step(samples: np.ndarray, *, train: np.ndarray, reference: np.nda
 
 
 def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds, data: DataConfig, cfg: QualityConfig,
-                classifier_path: str | None, log=print) -> xr.Dataset:
+                classifier_path: str | None, log: Callable[[str], None] = log.info) -> xr.Dataset:
     rng = np.random.default_rng([cfg.seed, 17])
     truth = true_distribution(data)
     featurize = Featurizer(cfg.feature_spaces, image_shape=ds.image_shape, classifier_path=classifier_path,
@@ -148,8 +152,8 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
                                     featurize=featurize, truth=truth, population=population, denoiser=denoiser,
                                     cfg=cfg, rng=np.random.default_rng([cfg.seed, step])))
         atomic_write_text(cache, json.dumps({k: np.asarray(v).tolist() for k, v in rows[-1].items()}))
-        log(f"[quality] step {step}: " + "  ".join(f"{k} {float(v):.4g}" for k, v in rows[-1].items() if np.ndim(v) == 0))
-    log(f"[quality] {len(steps) - cached} checkpoints evaluated, {cached} cached "
+        log(f"step {step}: " + "  ".join(f"{k} {float(v):.4g}" for k, v in rows[-1].items() if np.ndim(v) == 0))
+    log(f"{len(steps) - cached} checkpoints evaluated, {cached} cached "
         f"({time.perf_counter() - t0:.1f} s)")
     variables = {}
     for key in rows[0]:
@@ -181,7 +185,8 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem quality", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem quality", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.quality",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", required=True, help="samples.json manifest")
     parser.add_argument("--train-metrics", default=None,
@@ -211,9 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     train, _, _ = load_train(args.train)
     ds = load_dataset(args.dataset)
     out = quality_run(manifest, state_dir=state_dir, train=train, ds=ds, data=data, cfg=cfg,
-                      classifier_path=args.classifier, log=lambda m: print(m, flush=True))
+                      classifier_path=args.classifier)
     atomic_to_netcdf(out, args.out)
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

@@ -22,7 +22,7 @@ Run:
         --seed 0 --out rf_metrics.nc
     diffmem rf-fit --cube cube.nc --model '<json>' --fit-cfg '<json>' --out rf_fit.nc
     diffmem rf-plot --cube cube.nc --fit rf_fit.nc --outdir figures/ [--title T]
-(equivalently `python -m diffmem.rf train|fit|plot ...`).  cube.nc is `diffmem.cube.combine_runs` of
+(equivalently `python -m diffmem.stages.rf train|fit|plot ...`).  cube.nc is `diffmem.cube.combine_runs` of
 the rf_metrics.nc files.
 """
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import sys
 import time
@@ -46,7 +47,7 @@ from diffmem.config import (
     ModelConfig,
     TrainConfig,
     checkpoint_grid,
-    read_json_arg,
+    read_json_arg, read_slice,
     split_run_settings,
     stable_hash,
 )
@@ -65,9 +66,11 @@ from diffmem.families.random_features import (
 from diffmem.onsets import describe_scaling, quality_onset, scaling_fit
 from diffmem.scaling import power_law_fit
 from diffmem.io import atomic_to_netcdf, fail, provenance
+from diffmem.log import configure
 
 __all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
 
+log = logging.getLogger(__name__)
 SOLVERS = ("gd", "flow")
 
 RUN_ATTRS = {
@@ -128,13 +131,13 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= self.every_s or step == self.num_steps:
             self.last = now
-            self.log(f"[rf] {self.label} step {step}/{self.num_steps} train {losses['train_loss']:.4f} "
+            self.log(f"{self.label} step {step}/{self.num_steps} train {losses['train_loss']:.4f} "
                      f"test {losses['test_loss']:.4f} score error {losses['score_error']:.4f} "
                      f"({now - self.start:.0f} s)")
 
 
 def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train: TrainConfig, seed: int,
-           log: Callable[[str], None] = print) -> xr.Dataset:
+           log: Callable[[str], None] = log.info) -> xr.Dataset:
     """One RF training run on train_x [n, d], evaluated on test_x [n_test, d]; dims (step,).
 
     p = round(psi_p d); W and the training noise come from `seed` alone (not n).  Raises
@@ -158,11 +161,12 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
     if model.rf_solver == "gd":
         lr_bound = gd_lr_bound(x, w, t=t, num_noise=model.rf_num_noise, generator=_generator(seed, _BOUND_STREAM))
     eval_noise = eval_draws(n)
-    log(f"[rf] {label}: d={d} p={p} t={t:g} solver={model.rf_solver} lr={lr:g} (GD bound ~{lr_bound:.3g}) "
+    log(f"{label}: d={d} p={p} t={t:g} solver={model.rf_solver} lr={lr:g} (GD bound ~{lr_bound:.3g}) "
         f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}; noise draws per point: {model.rf_num_noise} "
         f"(training), {eval_noise} (evaluation)")
     if model.rf_solver == "gd" and lr > lr_bound:
-        log(f"[rf] {label}: warning: lr {lr:g} is above the GD stability bound ~{lr_bound:.3g}; expect divergence")
+        logging.getLogger(__name__).warning(  # the module logger: `log` here is the progress callback
+            f"{label}: lr {lr:g} is above the GD stability bound ~{lr_bound:.3g}; expect divergence")
     t0 = time.monotonic()
 
     if model.rf_solver == "gd":
@@ -176,7 +180,7 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
     else:
         res = rf_gradient_flow(x, x_test, p=p, t=t, taus=tau, generator=_generator(seed),
                                num_noise=model.rf_num_noise, num_eval_noise=eval_noise,
-                               log=lambda m: log(f"[rf] {label}: {m} ({time.monotonic() - t0:.0f} s)"))
+                               log=lambda m: log(f"{label}: {m} ({time.monotonic() - t0:.0f} s)"))
         for key in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR):
             bad = np.flatnonzero(~np.isfinite(res[key]))
             if bad.size:
@@ -194,7 +198,7 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
     for key, attrs in RUN_ATTRS.items():  # ours win over the generic denoising-loss names
         ds[key].attrs.update(attrs)
     final = {k: float(ds[k][-1]) for k in (names.TRAIN_LOSS, names.TEST_LOSS)}
-    log(f"[rf] {label}: final train {final[names.TRAIN_LOSS]:.4f} test {final[names.TEST_LOSS]:.4f} "
+    log(f"{label}: final train {final[names.TRAIN_LOSS]:.4f} test {final[names.TEST_LOSS]:.4f} "
         f"({time.monotonic() - t0:.0f} s)")
     return ds
 
@@ -309,7 +313,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
 
 def _cmd_train(args) -> None:
     model = ModelConfig.from_dict(read_json_arg(args.model))
-    train = TrainConfig.from_dict(read_json_arg(args.train_cfg))
+    train = TrainConfig.from_dict(read_slice("train", args.train_cfg, args.run_settings))
     if train.lr <= 0 or train.max_steps < 1:
         raise ConfigError("config error at 'train': random features need lr > 0 and max_steps >= 1")
     torch.set_num_threads(max(1, int(train.threads)))
@@ -319,7 +323,7 @@ def _cmd_train(args) -> None:
     result_keys = split_run_settings("train", dataclasses.asdict(train))[0]  # not threads, logging, ...
     ds.attrs.update(provenance(stable_hash({"model": dataclasses.asdict(model), "train": result_keys})))
     atomic_to_netcdf(ds, args.out)
-    print(f"[rf] n={x.shape[0]} seed={args.seed}: {ds.sizes[names.STEP]} checkpoints -> {args.out}")
+    log.info(f"n={x.shape[0]} seed={args.seed}: {ds.sizes[names.STEP]} checkpoints -> {args.out}")
 
 
 def _cmd_fit(args) -> None:
@@ -329,22 +333,23 @@ def _cmd_fit(args) -> None:
     out = rf_fit(cube, model=model, fit=cfg, rng=np.random.default_rng(0))
     atomic_to_netcdf(out, args.out)
     lo, hi = out[f"{names.TAU_SPLIT}_exponent_ci"].values
-    print(f"[rf-fit] tau_split ~ n^b with b = {float(out[f'{names.TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
-          f"({cfg.ci_level:g} CI), {out.attrs['num_censored']} censored runs; theory exponent "
-          f"{float(out[f'{names.TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
+    log.info(f"tau_split ~ n^b with b = {float(out[f'{names.TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
+             f"({cfg.ci_level:g} CI), {out.attrs['num_censored']} censored runs; theory exponent "
+             f"{float(out[f'{names.TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
     for prefix in (names.TAU_SPLIT, names.TAU_GEN):
         for line in describe_scaling(out, prefix, label=prefix):
-            print(f"[rf-fit] {line}")
+            log.info(line)
 
 
 def _cmd_plot(args) -> None:
     cube, fit = load_parts([args.cube, args.fit])
     paths = make_rf_figures(cube, fit, args.outdir, title=args.title or cube.attrs.get("experiment", ""))
-    print(f"[rf-plot] wrote {len(paths)} figures to {args.outdir}")
+    log.info(f"wrote {len(paths)} figures to {args.outdir}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem rf", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem rf", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.rf",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="one RF training run on one training set (diffmem rf-train)")
@@ -352,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--dataset", required=True, help="dataset .npz with the held-out test split (diffmem prepare-data)")
     t.add_argument("--model", required=True, help="model config slice as JSON (or a path to one)")
     t.add_argument("--train-cfg", required=True, help="train config slice as JSON (or a path to one)")
+    t.add_argument("--run-settings", default=None,
+                   help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     t.add_argument("--seed", type=int, required=True)
     t.add_argument("--out", required=True, help="rf_metrics.nc")
     f = sub.add_parser("fit", help="split times, power-law fits and theory (diffmem rf-fit)")
@@ -372,4 +379,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

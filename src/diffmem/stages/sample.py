@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,25 +28,29 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
-from diffmem.config import ConfigError, SampleConfig, read_json_arg
+from diffmem.config import ConfigError, SampleConfig, read_slice
 from diffmem.gpus import select_device
 from diffmem.io import NETCDF_ENGINE, atomic_write_text, fail
 from diffmem.generation import denoiser_from_checkpoint, generate_stack, sample_cache_dir
+from diffmem.log import configure
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem sample", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem sample", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.sample",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-metrics", required=True, help="train_metrics.nc of the run")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
-    parser.add_argument("--device", default=None, help="default: the slice's device key, else auto")
+    parser.add_argument("--run-settings", default=None,
+                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+    parser.add_argument("--device", default="auto", help="where to sample (the workflow passes train.device)")
     parser.add_argument("--out", required=True, help="samples.json manifest")
     args = parser.parse_args(argv)
     try:
-        values = read_json_arg(args.sample_cfg)
-        device_name = args.device or values.pop("device", None) or "auto"  # the workflow passes train.device
-        values.pop("device", None)
-        cfg = SampleConfig.from_dict(values)
+        cfg = SampleConfig.from_dict(read_slice("sample", args.sample_cfg, args.run_settings))
+        device_name = args.device
     except ConfigError as exc:
         fail(str(exc))
     try:
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         steps = [int(s) for s in tm[names.STEP].values]
         n, seed = int(tm[names.N]), int(tm[names.SEED])
     cache = sample_cache_dir(state_dir, cfg)
+    log.debug(f"{cfg}; samples cached in {cache}")
     cache.mkdir(parents=True, exist_ok=True)
     files, done, t0 = {}, 0, time.perf_counter()
     missing = [step for step in steps if not (cache / f"step{step:09d}.npy").exists()]
@@ -73,18 +79,19 @@ def main(argv: list[str] | None = None) -> None:
         for step, x in zip(chunk, xs):
             path = cache / f"step{step:09d}.npy"
             if not np.all(np.isfinite(x)):
-                print(f"[sample] warning: non-finite samples at step {step}", flush=True)
+                log.warning(f"non-finite samples at step {step}")
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, x.astype(np.float32))
             tmp.replace(path)
             done += 1
-            print(f"[sample] n={n} seed={seed} step {step}: {cfg.num_samples} samples "
-                  f"({cfg.num_samples * done / (time.perf_counter() - t0):,.0f} samples/s)", flush=True)
+            log.info(f"n={n} seed={seed} step {step}: {cfg.num_samples} samples "
+                     f"({cfg.num_samples * done / (time.perf_counter() - t0):,.0f} samples/s)")
     files = {str(step): str(cache / f"step{step:09d}.npy") for step in steps}
-    print(f"[sample] {done} checkpoints sampled, {len(steps) - done} reused from {cache}", flush=True)
+    log.info(f"{done} checkpoints sampled, {len(steps) - done} reused from {cache}")
     manifest = {"n": n, "seed": seed, "steps": steps, "files": files, "sample_config": cfg.__dict__}
     atomic_write_text(args.out, json.dumps(manifest, indent=1))
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

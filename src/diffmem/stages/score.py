@@ -15,22 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from diffmem import names
-from diffmem.config import ConfigError, ScoreConfig, read_json_arg
+from diffmem.config import ConfigError, ScoreConfig, read_slice
 from diffmem.copies import copy_statistics
 from diffmem.data import load_dataset, load_train
 from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
+from diffmem.log import configure
 from diffmem.scoring import distance_ratio, fraction_with_se, memorized, nearest_neighbors
 
 DIST_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def step_distances(samples: np.ndarray, train: np.ndarray, test: np.ndarray, *, cfg: ScoreConfig,
@@ -41,7 +45,7 @@ def step_distances(samples: np.ndarray, train: np.ndarray, test: np.ndarray, *, 
 
 
 def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: np.ndarray, *, cfg: ScoreConfig,
-              device, log=print) -> xr.Dataset:
+              device, log: Callable[[str], None] = log.info) -> xr.Dataset:
     steps = [int(s) for s in manifest["steps"]]
     per_step, computed, t0 = [], 0, time.perf_counter()
     for step in steps:
@@ -58,7 +62,7 @@ def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: n
             tmp.replace(cache)
             computed += 1
         per_step.append(dist)
-    log(f"[score] distances: {computed} computed, {len(steps) - computed} cached "
+    log(f"distances: {computed} computed, {len(steps) - computed} cached "
         f"({time.perf_counter() - t0:.1f} s)")
     d1 = np.stack([d["d1"] for d in per_step])  # [S, M]
     d2 = np.stack([d["d2"] for d in per_step])
@@ -93,18 +97,22 @@ def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: n
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem score", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem score", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.score",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", required=True, help="samples.json manifest")
     parser.add_argument("--train", required=True, help="training subset .npz")
     parser.add_argument("--dataset", required=True, help="dataset .npz (for the test split)")
     parser.add_argument("--score-cfg", required=True, help="score config slice (JSON or path)")
+    parser.add_argument("--run-settings", default=None,
+                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     parser.add_argument("--out", required=True, help="scores.nc")
     args = parser.parse_args(argv)
     try:
-        cfg = ScoreConfig.from_dict(read_json_arg(args.score_cfg))
+        cfg = ScoreConfig.from_dict(read_slice("score", args.score_cfg, args.run_settings))
     except ConfigError as exc:
         fail(str(exc))
+    log.debug(f"{cfg}")
     manifest = json.loads(Path(args.samples).read_text())
     train, pool_index, _ = load_train(args.train)
     test = load_dataset(args.dataset).test
@@ -112,13 +120,13 @@ def main(argv: list[str] | None = None) -> None:
         device, _gpu_lease = select_device(cfg.device)  # the lease holds this job's GPU until exit
     except RuntimeError as exc:
         fail(str(exc))
-    ds = score_run(manifest, train, pool_index, test, cfg=cfg, device=device,
-                   log=lambda m: print(m, flush=True))
+    ds = score_run(manifest, train, pool_index, test, cfg=cfg, device=device)
     f = ds[names.F_MEM].values
-    print(f"[score] n={manifest['n']} seed={manifest['seed']}: f_mem from {f[0]:.3f} to {f[-1]:.3f} "
-          f"over {f.size} checkpoints", flush=True)
+    log.info(f"n={manifest['n']} seed={manifest['seed']}: f_mem from {f[0]:.3f} to {f[-1]:.3f} "
+             f"over {f.size} checkpoints")
     atomic_to_netcdf(ds, args.out)
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

@@ -214,7 +214,8 @@ def resolve(path: str) -> tuple[Path, Path | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem summary", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem summary", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.summary",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", help="results/<experiment> folder (or its fit.nc)")
     args = parser.parse_args(argv)

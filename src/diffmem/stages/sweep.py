@@ -22,6 +22,7 @@ Run: `diffmem sweep --key width --values 16 32 --cubes a/cube.nc b/cube.nc --fit
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import numpy as np
@@ -34,8 +35,11 @@ from diffmem.cube import load_parts
 from diffmem.data import load_dataset
 from diffmem.figures.sweep import make_sweep_figure
 from diffmem.io import atomic_to_netcdf, cf_global_attrs, fail
+from diffmem.log import configure
 from diffmem.models import build_denoiser, count_parameters
 from diffmem.scaling import collapse_test, diagnose
+
+log = logging.getLogger(__name__)
 
 
 def parameter_counts(model: dict, widths: list[int], *, data_shape: tuple[int, ...]) -> list[int]:
@@ -59,14 +63,19 @@ def combine_sweep(parts: list[xr.Dataset], *, key: str, values: list[float], att
     return names.annotate(out)
 
 
-def width_collapse(fit: xr.Dataset, *, num_bootstrap: int = 1000, ci_level: float = 0.95, alpha: float = 0.05,
-                   rng: np.random.Generator | None = None) -> dict[str, xr.DataArray]:
+def width_collapse(fit: xr.Dataset, *, num_bootstrap: int | None = None, rng: np.random.Generator | None = None
+                   ) -> dict[str, xr.DataArray]:
     """tau_mem * W (n, width, seed) and the power law fitted to it over every width and seed at once.
+
+    The bootstrap size, CI level and test level are those the fit stage used (fit.nc's attrs, from the
+    fit config); `num_bootstrap` overrides the first.
 
     Each (width, seed) is one column of the table the diagnostics see: the lack-of-fit test asks whether
     the per-n means bend away from a power law. Whether the widths collapse (tau_mem proportional to
     1/W) is a separate F test (scaling.collapse_test) of one intercept per width against a common one;
     the flag needs both."""
+    num_bootstrap = int(fit.attrs["num_bootstrap"]) if num_bootstrap is None else num_bootstrap
+    ci_level, alpha = float(fit.attrs["ci_level"]), float(fit.attrs["lack_of_fit_alpha"])
     scaled = (fit[names.TAU_MEM] * fit[names.WIDTH]).transpose(names.N, names.WIDTH, names.SEED)
     table = scaled.values.reshape(scaled.sizes[names.N], -1)  # [N, W * S]
     out = diagnose(scaled[names.N].values, table, num_bootstrap=num_bootstrap, ci_level=ci_level, alpha=alpha,
@@ -84,7 +93,8 @@ def width_collapse(fit: xr.Dataset, *, num_bootstrap: int = 1000, ci_level: floa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem sweep", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.sweep",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--key", required=True, choices=[names.WIDTH, names.STRENGTH])
     parser.add_argument("--values", nargs="+", type=float, required=True)
@@ -126,16 +136,17 @@ def main(argv: list[str] | None = None) -> None:
     atomic_to_netcdf(fit, args.out_fit)
     path = make_sweep_figure(cube, fit, args.outdir, title=args.experiment)
     summary = ", ".join(f"{args.key} {v:g}: n* = {float(s):g}" for v, s in zip(fit[args.key].values, fit[names.N_STAR].values))
-    print(f"[sweep] {dict(cube.sizes)}; {summary} -> {args.out_cube}, {path}")
+    log.info(f"{dict(cube.sizes)}; {summary} -> {args.out_cube}, {path}")
     if names.TAU_MEM_TIMES_WIDTH in fit:
         per_width = ", ".join(f"width {w:g}: b = {float(b):.2f}" for w, b in
                               zip(fit[names.WIDTH].values, fit[names.TAU_MEM_EXPONENT].values))
         lo, hi = fit[f"{names.TAU_MEM_TIMES_WIDTH}_exponent_ci"].values
-        print(f"[sweep] tau_mem per width: {per_width}; tau_mem * W over all widths ~ n^"
-              f"{float(fit[f'{names.TAU_MEM_TIMES_WIDTH}_exponent']):.2f} [{lo:.2f}, {hi:.2f}], lack-of-fit p = "
-              f"{float(fit[f'{names.TAU_MEM_TIMES_WIDTH}_{names.LOF_PVALUE}']):.3g}, widths differ (no collapse) p = "
-              f"{float(fit[f'{names.TAU_MEM_TIMES_WIDTH}_collapse_pvalue']):.3g}")
+        log.info(f"tau_mem per width: {per_width}; tau_mem * W over all widths ~ n^"
+                 f"{float(fit[f'{names.TAU_MEM_TIMES_WIDTH}_exponent']):.2f} [{lo:.2f}, {hi:.2f}], lack-of-fit p = "
+                 f"{float(fit[f'{names.TAU_MEM_TIMES_WIDTH}_{names.LOF_PVALUE}']):.3g}, widths differ (no collapse) p = "
+                 f"{float(fit[f'{names.TAU_MEM_TIMES_WIDTH}_collapse_pvalue']):.3g}")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

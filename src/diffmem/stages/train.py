@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import signal
 import sys
@@ -80,12 +81,13 @@ from diffmem.config import (
     TrainConfig,
     checkpoint_grid,
     family_model,
-    read_json_arg,
+    read_json_arg, read_slice,
     stable_hash,
 )
 from diffmem.data import load_dataset, load_train
 from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
+from diffmem.log import configure
 from diffmem.loss import denoising_loss, sample_sigma, sigma_draw, sigma_from_draw
 from diffmem.models import build_denoiser
 from diffmem.models.stacked import StackedDenoiser, stack_modules, unstack_state_dict
@@ -93,6 +95,8 @@ from diffmem.optim import member_optimizer_state, optimizer_step_, param_groups,
 
 PROBE_SEED = 20250523  # one probe for every n, seed and step
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends before a time limit or a preemption
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -332,9 +336,9 @@ def start_stack(runs: list[Run], sources: list[Path | None], *, model_cfg: Model
             module.load_state_dict(ckpt["model"])
             stream.generator.set_state(ckpt["rng"])
             stream.perm, stream.cursor = ckpt["perm"].to(device), int(ckpt["cursor"])
-            log(f"[train] {run.label}: resuming from step {int(ckpt['step'])} ({source})")
+            log(f"{run.label}: resuming from step {int(ckpt['step'])} ({source})")
         else:
-            log(f"[train] {run.label}: starting from scratch, "
+            log(f"{run.label}: starting from scratch, "
                 f"{sum(p.numel() for p in module.parameters()):,} parameters")
         modules.append(module)
         streams.append(stream)
@@ -514,7 +518,7 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                         diverged[m] = (f"{members[m].run.label}: non-finite training loss at step {stack.step}"
                                        + ("" if check_every == 1 else f" (checked every {check_every} steps)")
                                        + f"; checkpoints up to step {kept} are kept in {members[m].run.state_dir}")
-                        log(f"[train] {diverged[m]}")
+                        logging.getLogger(__name__).warning(diverged[m])  # `log` here is the progress callback
                 if len(diverged) == k:
                     return diverged
             if stack.step % train_cfg.log_every == 0:
@@ -522,14 +526,14 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                 mean = torch.stack(running).mean(dim=0)
                 running = []
                 spread = "" if k == 1 else f" (members {float(mean.min()):.4f}..{float(mean.max()):.4f})"
-                log(f"[train] step {stack.step:>9d}/{last}  loss {float(mean.mean()):.4f}{spread}  {rate:,.0f} steps/s"
+                log(f"step {stack.step:>9d}/{last}  loss {float(mean.mean()):.4f}{spread}  {rate:,.0f} steps/s"
                     + ("" if k == 1 else f", {rate * k:,.0f} model-steps/s"))
             if save_resume_now:
                 paths = [save_resume(member.run.state_dir, stack.step, {
                     **member_payload(stack, m, base=base, groups=groups), "config": config,
                 }) for m, member in enumerate(members) if m not in diverged]
                 trigger.saved()
-                log(f"[train] resume state at step {stack.step} saved to "
+                log(f"resume state at step {stack.step} saved to "
                     + (str(paths[0]) if len(paths) == 1 else f"{len(paths)} resume files ({paths[0]}, ...)"))
                 if trigger.signum is not None:
                     raise interrupted(trigger.signum, stack.step, paths)
@@ -542,13 +546,13 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                        names.TEST_LOSS: probe_loss(one, test_probe)}
             if not all(math.isfinite(v) for v in metrics.values()):
                 diverged[m] = f"{member.run.label}: non-finite probe loss {metrics} at step {stack.step}"
-                log(f"[train] {diverged[m]}")
+                logging.getLogger(__name__).warning(diverged[m])
                 continue
             save_checkpoint(member.run.state_dir, target, {
                 **member_payload(stack, m, base=base, groups=groups), "config": config, "metrics": metrics,
             })
             member.have.add(target)
-            log(f"[train] {member.run.label}: checkpoint step {target}: train {metrics[names.TRAIN_LOSS]:.4f}"
+            log(f"{member.run.label}: checkpoint step {target}: train {metrics[names.TRAIN_LOSS]:.4f}"
                 f"  test {metrics[names.TEST_LOSS]:.4f}")
         base.train()
         trigger.saved()
@@ -559,7 +563,7 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
 
 def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, train_cfg: TrainConfig,
                data_shape: tuple[int, ...], device: torch.device,
-               log: Callable[[str], None] = print) -> list[dict[int, dict[str, float]]]:
+               log: Callable[[str], None] = log.info) -> list[dict[int, dict[str, float]]]:
     """Train every run until each grid checkpoint exists in its state folder; return, per run, {step: probe losses}.
 
     Runs with nothing missing are skipped; runs resuming from different steps train as separate
@@ -576,7 +580,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
     by_start: dict[int, list[int]] = {}
     sources: dict[int, Path | None] = {}
     for i, run in enumerate(runs):
-        say = lambda m, label=run.label: log(f"[train] {label}: {m}")  # noqa: E731
+        say = lambda m, label=run.label: log(f"{label}: {m}")  # noqa: E731
         have = set(existing_steps(run.state_dir))
         if all(s in have for s in grid):
             say("every checkpoint of the grid exists; nothing to train")
@@ -588,7 +592,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
     with ResumeTrigger(train_cfg.resume_every_min).handling_signals() as trigger:
         for start, indices in sorted(by_start.items()):
             sub = [runs[i] for i in indices]
-            log(f"[train] training {len(sub)} run{'s' if len(sub) > 1 else ''} from step {start} to {grid[-1]}"
+            log(f"training {len(sub)} run{'s' if len(sub) > 1 else ''} from step {start} to {grid[-1]}"
                 f" on {device}")
             stack = start_stack(sub, [sources[i] for i in indices], model_cfg=model_cfg, train_cfg=train_cfg,
                                 data_shape=data_shape, device=device, log=log)
@@ -604,7 +608,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
             errors += [diverged[m] for m in sorted(diverged)]
             for m, run in enumerate(sub):
                 if m not in diverged:
-                    discard_resume(run.state_dir, grid[-1], log=lambda line, label=run.label: log(f"[train] {label}: {line}"))
+                    discard_resume(run.state_dir, grid[-1], log=lambda line, label=run.label: log(f"{label}: {line}"))
     if errors:
         raise TrainingDiverged("; ".join(errors))
     return [{step: dict(load_checkpoint(checkpoint_path(run.state_dir, step))["metrics"]) for step in grid}
@@ -641,12 +645,15 @@ def metrics_dataset(metrics: dict[int, dict[str, float]], *, n: int, seed: int, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem train", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.train",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", nargs="+", required=True, help="training subsets (.npz from `diffmem subsample`), one per run")
     parser.add_argument("--dataset", required=True, help="dataset (.npz from `diffmem prepare-data`) for the test probe")
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--train-cfg", required=True, help="train config slice (JSON or path)")
+    parser.add_argument("--run-settings", default=None,
+                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     parser.add_argument("--seed", "--seeds", dest="seed", nargs="+", type=int, required=True, help="seed of each run")
     parser.add_argument("--state-root", "--state-roots", dest="state_root", nargs="+", required=True,
                         help="checkpoint folder of each run (kept across reruns)")
@@ -658,12 +665,13 @@ def main(argv: list[str] | None = None) -> None:
              f"{len(args.seed)}, {len(args.state_root)} and {len(args.out)}")
     try:
         model_cfg = ModelConfig.from_dict(read_json_arg(args.model))
-        train_cfg = TrainConfig.from_dict(read_json_arg(args.train_cfg))
+        train_cfg = TrainConfig.from_dict(read_slice("train", args.train_cfg, args.run_settings))
     except ConfigError as exc:
         fail(str(exc))
     if model_cfg.family != "network":
         fail(f"diffmem train: model.family {model_cfg.family!r} is not trained by this stage "
              "(empirical / linear: diffmem closed-form-sample; random_features: diffmem rf-train)")
+    log.debug(f"{model_cfg}; {train_cfg}")
     torch.set_num_threads(train_cfg.threads)
     set_tf32(train_cfg.tf32)
     try:
@@ -681,10 +689,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(shapes) != 1:
         fail(f"diffmem train: the runs of one job need one data shape, got {sorted(shapes)}")
     for run in runs:
-        print(f"[train] {run.label} device={device} state={run.state_dir}", flush=True)
+        log.info(f"{run.label} device={device} state={run.state_dir}")
     try:
         metrics = train_runs(runs, test, model_cfg=model_cfg, train_cfg=train_cfg, data_shape=shapes.pop(),
-                             device=device, log=lambda m: print(m, flush=True))
+                             device=device)
     except (TrainingDiverged, CheckpointError) as exc:
         fail(str(exc))
     except TrainingInterrupted as exc:
@@ -693,8 +701,9 @@ def main(argv: list[str] | None = None) -> None:
         ds = metrics_dataset(run_metrics, n=run.x_train.shape[0], seed=run.seed,
                              attrs={"state_dir": str(run.state_dir), "trajectory_hash": digest})
         atomic_to_netcdf(ds, out)
-        print(f"[train] wrote {out}", flush=True)
+        log.info(f"wrote {out}")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])

@@ -23,17 +23,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from diffmem import names
+from diffmem.config import schema_default
 from diffmem.data import load_train
 from diffmem.figures.twin import make_twin_figure
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
+from diffmem.log import configure
 from diffmem.scoring import nearest_neighbors
+
+log = logging.getLogger(__name__)
 
 
 def pair_distances(samples: np.ndarray, twin_samples: np.ndarray, d1: np.ndarray, twin_d1: np.ndarray) -> dict:
@@ -49,8 +55,11 @@ def pair_distances(samples: np.ndarray, twin_samples: np.ndarray, d1: np.ndarray
 
 
 def compare_runs(manifest: dict, twin_manifest: dict, train: np.ndarray, twin_train: np.ndarray, *,
-                 chunk_size: int = 1024, log=print) -> xr.Dataset:
-    """twin_distance, twin_d1 (step, sample) and twin_closer (step) of one (n, seed) run and its twin."""
+                 chunk_size: int | None = None, log: Callable[[str], None] = log.info) -> xr.Dataset:
+    """twin_distance, twin_d1 (step, sample) and twin_closer (step) of one (n, seed) run and its twin.
+
+    chunk_size: queries per distance block (None: the score stage's default, score.chunk_size)."""
+    chunk_size = schema_default("score", "chunk_size") if chunk_size is None else chunk_size
     steps = [int(s) for s in manifest["steps"] if str(int(s)) in twin_manifest["files"]]
     if not steps:
         raise ValueError("the run and its twin have no checkpoint step in common")
@@ -64,7 +73,7 @@ def compare_runs(manifest: dict, twin_manifest: dict, train: np.ndarray, twin_tr
         dist.append(pair["distance"])
         d1b.append(d1_b)
         frac.append(pair["fraction"])
-    log(f"[twin] n={manifest['n']} seed={manifest['seed']}: fraction of pairs closer to each other than to "
+    log(f"n={manifest['n']} seed={manifest['seed']}: fraction of pairs closer to each other than to "
         f"their training sets from {frac[0]:.3f} (step {steps[0]}) to {frac[-1]:.3f} (step {steps[-1]})")
     dims = (names.STEP, names.SAMPLE)
     ds = xr.Dataset(
@@ -84,7 +93,8 @@ def compare_runs(manifest: dict, twin_manifest: dict, train: np.ndarray, twin_tr
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem twin", description=__doc__,
+    parser = argparse.ArgumentParser(prog="diffmem twin", description=__doc__.split("\n\n")[0],
+                                     epilog="details: python -m pydoc diffmem.stages.twin",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compare", help="per-step distances between a run's samples and its twin's")
@@ -109,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         if shared.size:
             fail(f"the run's and the twin's training sets share {shared.size} pool points (not disjoint)")
         try:
-            ds = compare_runs(manifest, twin_manifest, train, twin_train, log=lambda m: print(m, flush=True))
+            ds = compare_runs(manifest, twin_manifest, train, twin_train)
         except ValueError as exc:
             fail(str(exc))
         atomic_to_netcdf(ds, args.out)
@@ -120,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         keep = [v for v in (names.TWIN_CLOSER, names.TWIN_DISTANCE, names.D1) if v in ds]
         cube = ds[keep].load()
     make_twin_figure(cube, args.out, title=args.title)
-    print(f"[twin] figure -> {args.out}")
+    log.info(f"figure -> {args.out}")
 
 
 if __name__ == "__main__":
+    configure()
     main(sys.argv[1:])
