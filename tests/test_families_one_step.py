@@ -64,7 +64,7 @@ def test_evaluate_dim_is_deterministic_and_separates_memorization_from_generaliz
     kwargs = dict(dim=4, psi_n=(0.5, 1.0, 16.0), seeds=(0,), repeats=12, sample=SampleConfig(), num_population=400,
                   log=lambda m: None)
     ds = le.evaluate_dim(model=_model(), **kwargs)
-    assert ds[names.DELTA].dims == (le.PSI_N, names.SEED) and ds.sizes[names.SEED] == 12
+    assert ds[names.DELTA].dims == (names.PSI_N, names.SEED) and ds.sizes[names.SEED] == 12
     assert ds[names.N].values.tolist() == [2, 4, 64]
     xr.testing.assert_identical(ds, le.evaluate_dim(model=_model(), **kwargs))
     p = le.p_delta(ds[names.DELTA].values)
@@ -82,9 +82,9 @@ def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path):
         n = np.round(psi * d).astype(int)
         # P(Delta > 0) rises through 1/2 at n = 2 d: Delta = log(n / 2d) + noise
         delta = np.log(n / (2.0 * d))[:, None] + 0.3 * rng.standard_normal((psi.size, 400))
-        parts.append(xr.Dataset({names.DELTA: ((le.PSI_N, names.SEED), delta),
-                                 names.E_TG: ((le.PSI_N, names.SEED), delta), names.E_OG: ((le.PSI_N, names.SEED), 0 * delta)},
-                                coords={le.PSI_N: psi, names.SEED: np.arange(400), names.N: ((le.PSI_N,), n), le.DIM: d}))
+        parts.append(xr.Dataset({names.DELTA: ((names.PSI_N, names.SEED), delta),
+                                 names.E_TG: ((names.PSI_N, names.SEED), delta), names.E_OG: ((names.PSI_N, names.SEED), 0 * delta)},
+                                coords={names.PSI_N: psi, names.SEED: np.arange(400), names.N: ((names.PSI_N,), n), names.DIM: d}))
     cube = le.combine_dims(parts, attrs={"experiment": "planted"})
     fit = le.fit_transition(cube, fit=FitConfig(num_bootstrap=200), rng=np.random.default_rng(0))
     np.testing.assert_allclose(fit[names.N_HALF].values, 2.0 * np.array(dims), rtol=0.1)
@@ -95,6 +95,6 @@ def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path):
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
     # a d whose P(Delta > 0) starts above 1/2 is censored, not read as a crossing at the first n
     flipped = cube.copy(deep=True)
-    flipped[names.DELTA].loc[{le.DIM: 8}] = np.abs(flipped[names.DELTA].sel({le.DIM: 8})) + 1.0
+    flipped[names.DELTA].loc[{names.DIM: 8}] = np.abs(flipped[names.DELTA].sel({names.DIM: 8})) + 1.0
     cens = le.fit_transition(flipped, fit=FitConfig(num_bootstrap=50), rng=np.random.default_rng(0))
-    assert np.isnan(float(cens[names.N_HALF].sel({le.DIM: 8}))) and int(cens["n_half_censored"].sel({le.DIM: 8})) == 1
+    assert np.isnan(float(cens[names.N_HALF].sel({names.DIM: 8}))) and int(cens["n_half_censored"].sel({names.DIM: 8})) == 1

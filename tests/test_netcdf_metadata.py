@@ -5,7 +5,7 @@ import json
 import numpy as np
 import xarray as xr
 
-from diffmem import cube as cube_stage
+from diffmem.stages import cube as cube_stage
 from diffmem.stages import fit as fit_stage
 from diffmem import names
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf
