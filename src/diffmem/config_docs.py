@@ -96,8 +96,9 @@ def _cell(text: str) -> str:
     """
     pieces = text.split("`")
     for i in range(0, len(pieces), 2):  # the even pieces lie outside code spans
-        pieces[i] = (pieces[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                     .replace("|", "\\|").replace("*", "\\*"))
+        pieces[i] = (
+            pieces[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("*", "\\*")
+        )
     return "`".join(pieces)
 
 
