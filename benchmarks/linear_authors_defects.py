@@ -1,4 +1,4 @@
-"""Measure the two defects of the authors' public code for the linear one-step model (README, "Linear family").
+"""Measure the two defects of the authors' public code for the linear one-step model (docs/results/linear.md).
 
 I-Halder/a-solvable-generative-model-with-a-linear-one-step-denoiser, LDM.py (read, not copied): data
 N(10 * 1, I_100), n in {25, 50, 75, 100}, N = 10^4 population points, T = 2.  Their E = int rho_D^2 -

@@ -31,7 +31,7 @@ SECTIONS = ("data", "model", "train", "sample", "score", "fit", "quality", "reso
 def load_schema() -> dict:
     """The JSON schema of config.yaml: every key, its type, its default and what it means."""
     text = resources.files("diffmem").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: ~20x faster
 
 
 SCHEMA = load_schema()

@@ -4,7 +4,7 @@ On a cluster the scheduler pins GPUs: SLURM exports CUDA_VISIBLE_DEVICES with th
 granted, so a job sees one device, uses cuda:0, and nothing is chosen here.
 
 On a workstation with several GPUs, Snakemake runs several jobs at once. `resources: gpu=1` on the
-GPU rules with `snakemake --resources gpu=<number of GPUs>` (README, Scaling out) caps
+GPU rules with `snakemake --resources gpu=<number of GPUs>` (docs/scaling-out.md, "GPU") caps
 how many run together, but Snakemake does not tell a job *which* GPU is free (there is no per-job
 slot index). So each job claims one itself: it takes an exclusive, non-blocking `flock` on
 `<lock_dir>/gpu-<id>.lock` for the first free visible GPU and keeps the file open until it exits.

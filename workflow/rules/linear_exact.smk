@@ -1,4 +1,4 @@
-# Family linear_exact (Halder & Pehlevan's linear models in closed form, README "Linear family"): one job
+# Family linear_exact (Halder & Pehlevan's linear models in closed form, docs/results/linear.md): one job
 # per dimension d computes every (n, repeat) -- fitted denoiser, generated Gaussian, closed-form L2
 # E_TG / E_OG -- in numpy; no data, training or sampling stages. One rule stacks the d's, one fits n_half
 # against d, one draws the figures.

@@ -3,7 +3,7 @@
 # Checkpoints live under state/ (not a declared output): Snakemake deletes a job's outputs before
 # rerunning it, and a raised max_steps must resume from them instead of starting over.
 # Tracked params are the model and train slices, the same in both kinds of rule, so turning grouping
-# on or off reruns nothing (README, "What reruns"). Each run's seed and state folder derive from its
+# on or off reruns nothing (docs/reruns.md). Each run's seed and state folder derive from its
 # output (`train_member`): params that take `output` are looked up when the job runs and are not
 # rerun triggers; the seed is in the output path anyway.
 # The command, the members' map and the param functions are in common.smk.

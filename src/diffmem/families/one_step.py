@@ -14,7 +14,7 @@ in diffusion models").  Convention of the paper (Ornstein-Uhlenbeck time T, defa
 - generation in closed form: z ~ N(e^{-T} x_bar, s^2 I) with s^2 = e^{-2T} v_bar + l (1 - e^{-2T}), v_bar the
   per-dimension variance of the training set (ddof = 1) averaged over dimensions, then x = beta0 + beta1 z:
   rho_G = N(beta0 + e^{-T} beta1 x_bar, s^2 beta1 beta1^T).  (The authors' code writes the covariance as
-  s^2 beta1^T beta1, transposed; see README, "Linear family".)
+  s^2 beta1^T beta1, transposed; see docs/results/linear.md, "Two defects of the authors' public code".)
 """
 
 from __future__ import annotations
