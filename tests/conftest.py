@@ -57,6 +57,14 @@ class Drawn:
         return self.figures[name]
 
     @staticmethod
+    def as_a_new_process():
+        """matplotlib's settings as a new `diffmem` process starts with (a test before may have left
+        seaborn's theme), so that a redraw here matches the workflow's figure pixel for pixel."""
+        import matplotlib
+
+        return matplotlib.rc_context({k: v for k, v in matplotlib.rc_params().items() if k != "backend"})
+
+    @staticmethod
     def same_pixels(a, b) -> bool:
         """Two PNG files decode to the same pixels (e.g. a workflow's figure and its redraw here)."""
         import matplotlib.image

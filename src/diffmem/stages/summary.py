@@ -1,10 +1,11 @@
 """An experiment at a glance: `diffmem summary results/<experiment>`.
 
-Reads the experiment's fit.nc (and cube.nc when present) and prints the training-set sizes, tau_mem
-per n with the fitted exponent and its confidence interval, tau_gen likewise, the final f_mem per n,
-n*, the twin-model and per-example copy summaries when the cube has them, and then every other small
-variable and attribute of fit.nc generically, so diagnostics added to the fit later show up without
-a change here.
+Reads the experiment's fit.nc (and cube.nc when present) and prints, as plain-text tables
+(`format_table`): tau_mem per n and seed (rows n, columns seeds, with the geometric mean), its fit
+tau_mem = A n^b (exponent, both CIs, lack-of-fit test, verdict) and local slopes, the exponents by
+level, tau_gen likewise (by tolerance), the final f_mem per n, n*, the twin-model and per-example copy
+summaries when the cube has them, and then every other variable and attribute of fit.nc generically
+(a table each), so diagnostics added to the fit later show up without a change here.
 
 Run: `diffmem summary results/digits` (or a path to a fit.nc)
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +22,37 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.io import NETCDF_ENGINE, fail
+from diffmem.onsets import verdict
 
-# a fit variable with at most this many values is printed in full by the generic section
+# a fit variable with at most this many values is printed in full (as a table) by the generic section
 SMALL_SIZE = 24
 # attrs that are provenance, printed in the header rather than among the diagnostics
 PROVENANCE = ("experiment", "diffmem_version", "git_commit", "config_hash", "created")
+CENSORED = "censored"  # the cell of a run whose onset was not reached by the last checkpoint
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain-text columns two spaces apart (no cell holds two spaces in a row): columns of numbers
+    right-aligned, the others left-aligned."""
+    table = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[j]) for row in table) for j in range(len(header))]
+    right = [bool(rows) and all(_is_number(row[j]) for row in table[1:]) for j in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)).rstrip()
+                     for row in table)
+
+
+def _is_number(cell: str) -> bool:
+    if cell in ("n/a", CENSORED):
+        return True
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _table(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    return textwrap.indent(format_table(header, rows), indent).splitlines()
 
 
 def _num(value: float) -> str:
@@ -34,6 +62,25 @@ def _num(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _interval(bounds) -> str:
+    lo, hi = np.asarray(bounds, float).ravel()
+    return f"[{_num(lo)}, {_num(hi)}]"
+
+
+def _cell(value) -> str:
+    value = np.asarray(value)
+    if value.dtype.kind == "b":
+        return "yes" if bool(value) else "no"
+    if value.dtype.kind in "fiu":
+        return _num(value)
+    return str(value)
+
+
+def _ci_name(fit: xr.Dataset) -> str:
+    level = fit.attrs.get("ci_level")
+    return f"{float(level) * 100:g} % CI" if level is not None else "CI"
+
+
 def _geo_mean(values: np.ndarray) -> float:
     v = np.asarray(values, float)
     v = v[np.isfinite(v) & (v > 0)]
@@ -41,40 +88,92 @@ def _geo_mean(values: np.ndarray) -> float:
 
 
 def onset_lines(fit: xr.Dataset, prefix: str, label: str) -> list[str]:
-    """tau per n (geometric mean over seeds, censored count) and the power-law fit with its CI."""
+    """tau per n and seed (rows n, columns seeds, with the geometric mean), the power-law fit with
+    both CIs, the lack-of-fit test and its verdict, and the local slopes."""
     if prefix not in fit:
         return [f"{label}: not in the fit"]
     tau = fit[prefix].transpose(names.N, ...)
-    lines = [f"{label} per n (geometric mean over seeds; censored = not reached by the last checkpoint):"]
+    per_seed = tau.dims == (names.N, names.SEED)
+    units = tau.attrs.get("units")
+    lines = [f"{label} per n" + (" and seed" if per_seed else "") + (f", in {units}" if units else "")
+             + f" (mean: geometric, of the reached; {CENSORED}: not reached by the last checkpoint):"]
+    header = ["n", *([f"seed {int(s)}" for s in tau[names.SEED].values] if per_seed else []), "mean", CENSORED]
+    rows = []
     for n in tau[names.N].values:
         v = tau.sel({names.N: n}).values.ravel()
-        censored = int(np.isnan(v).sum())
-        lines.append(f"  n={int(n):>7d}: {_num(_geo_mean(v)):>9}  ({censored}/{v.size} censored)")
-    exponent, prefactor = fit.get(f"{prefix}_exponent"), fit.get(f"{prefix}_prefactor")
-    ci = fit.get(f"{prefix}_exponent_ci")
-    if exponent is not None:
-        used = np.unique(np.broadcast_to(tau[names.N].values[:, None], tau.shape)[np.isfinite(tau.values)])
-        lines.append(f"  fit from {used.size} value(s) of n with a reached {label.split()[0]}"
-                     + (" (too few for an exponent)" if used.size < 2 else ""))
-        ci_text = f" [{_num(ci.values[0])}, {_num(ci.values[1])}]" if ci is not None else ""
-        level = fit.attrs.get("ci_level")
-        level_text = f" ({float(level) * 100:g} % CI)" if level is not None else ""
-        lines.append(f"  fit {label} = A n^b: b = {_num(exponent)}{ci_text}{level_text}, A = {_num(prefactor)}")
+        seeds = [CENSORED if np.isnan(x) else _num(x) for x in v] if per_seed else []
+        rows.append([str(int(n)), *seeds, _num(_geo_mean(v)), f"{int(np.isnan(v).sum())}/{v.size}"])
+    lines += _table(header, rows)
+    return lines + scaling_lines(fit, prefix, label)
+
+
+def scaling_lines(fit: xr.Dataset, prefix: str, label: str) -> list[str]:
+    """The fit tau = A n^b of one onset: a table of its quantities, then its local slopes."""
+    exponent = fit.get(f"{prefix}_exponent")
+    if exponent is None:
+        return []
+    tau, short, ci_name = fit[prefix], label.split()[0], _ci_name(fit)
+    reached = np.isfinite(tau.transpose(names.N, ...).values.reshape(tau.sizes[names.N], -1)).any(axis=1)
+    lines = [f"fit {short} = A n^b, from {int(reached.sum())} value(s) of n with a reached {short}"
+             + (" (too few for an exponent)" if reached.sum() < 2 else "") + ":"]
+    rows = [["b", _num(exponent)]]
+    for key, what in (("exponent_ci", "over n points and seeds"), (names.EXPONENT_CI_SEEDS, "over seeds only")):
+        if f"{prefix}_{key}" in fit:
+            rows.append([f"{ci_name} of b, {what}", _interval(fit[f"{prefix}_{key}"].values)])
+    if f"{prefix}_prefactor" in fit:
+        rows.append(["A", _num(fit[f"{prefix}_prefactor"])])
+    p_value = fit.get(f"{prefix}_{names.LOF_PVALUE}")
+    if p_value is not None:
+        rows.append(["lack-of-fit p", _num(p_value)])
+    if f"{prefix}_{names.LOF_RMS}" in fit:
+        rows.append(["rms log residual", _num(fit[f"{prefix}_{names.LOF_RMS}"])])
+    if f"{prefix}_{names.POWER_LAW_OK}" in fit and p_value is not None:
+        rows.append(["power law", verdict(bool(fit[f"{prefix}_{names.POWER_LAW_OK}"]), float(p_value),
+                                          int(np.isnan(tau.values).sum()))])
+    lines += _table(["quantity", "value"], rows)
+    slopes = fit.get(f"{prefix}_{names.LOCAL_SLOPE}")
+    if slopes is not None and slopes.sizes.get(names.SEGMENT, 0):
+        ci = fit.get(f"{prefix}_{names.LOCAL_SLOPE_CI}")
+        lines.append(f"local slopes of log {short} against log n between consecutive n"
+                     + (f" ({ci_name} from the seed scatter)" if ci is not None else "") + ":")
+        rows = [[f"{int(lo)} -> {int(hi)}", _num(s), *([_interval(ci.values[i])] if ci is not None else [])]
+                for i, (lo, hi, s) in enumerate(zip(slopes[names.N_LO].values, slopes[names.N_HI].values, slopes.values))]
+        lines += _table(["n_lo -> n_hi", "slope", *([ci_name] if ci is not None else [])], rows)
     return lines
+
+
+def levels_lines(fit: xr.Dataset, prefix: str, dim: str, label: str, note: str = "") -> list[str]:
+    """The exponents of the onsets at several levels (or tolerances): rows `dim`, one column per
+    value of the other index (normalization), cells "b [CI] lack-of-fit p"."""
+    exponent = fit.get(f"{prefix}_exponent")
+    if exponent is None or dim not in exponent.dims:
+        return []
+    others = [d for d in exponent.dims if d != dim]
+    exponent = exponent.transpose(dim, *others)
+    ci = fit[f"{prefix}_exponent_ci"].transpose(dim, *others, names.CI_BOUND)
+    p_value = fit[f"{prefix}_{names.LOF_PVALUE}"].transpose(dim, *others)
+    columns = list(np.ndindex(*(exponent.sizes[d] for d in others)))
+    header = [dim, *(", ".join(_column_label(exponent, d, i) for d, i in zip(others, idx)) or "b [CI] p"
+                     for idx in columns)]
+    rows = [[_coord_label(exponent, dim, r),
+             *(f"{_num(exponent.values[(r, *idx)])} {_interval(ci.values[(r, *idx)])} p={_num(p_value.values[(r, *idx)])}"
+               for idx in columns)]
+            for r in range(exponent.sizes[dim])]
+    return [f"{label}, b [{_ci_name(fit)}] and lack-of-fit p{note}:"] + _table(header, rows)
 
 
 def final_lines(fit: xr.Dataset) -> list[str]:
     lines = []
     if names.F_MEM_FINAL in fit:
-        se = fit.get(names.F_MEM_FINAL_SE)
-        lines.append("final f_mem (last checkpoint, mean +- s.e. over seeds):")
-        for i, n in enumerate(fit[names.N].values):
-            f = fit[names.F_MEM_FINAL].isel({names.N: i})
-            if f.size > 1:  # a sweep: one value per swept value
-                lines.append(f"  n={int(n):>7d}: " + ", ".join(_num(v) for v in f.values.ravel()))
-                continue
-            s = se.isel({names.N: i}) if se is not None else np.nan
-            lines.append(f"  n={int(n):>7d}: {_num(f)} +- {_num(s)}")
+        f, se = fit[names.F_MEM_FINAL], fit.get(names.F_MEM_FINAL_SE)
+        if f.dims == (names.N,):
+            lines.append("final f_mem (last checkpoint, over seeds):")
+            rows = [[str(int(n)), _num(v), _num(se.values[i]) if se is not None else "n/a"]
+                    for i, (n, v) in enumerate(zip(f[names.N].values, f.values))]
+            lines += _table(["n", "mean", "s.e."], rows)
+        else:  # more indices than n (a sweep summarized as a whole): the generic table
+            lines.append("final f_mem (last checkpoint, mean over seeds):")
+            lines += _table(*variable_table(f))
     if names.N_STAR in fit:
         threshold = fit.attrs.get("tau_mem_threshold")
         values = np.atleast_1d(fit[names.N_STAR].values)
@@ -96,7 +195,7 @@ def cube_lines(cube: xr.Dataset) -> list[str]:
         last = last.mean([d for d in last.dims if d != names.N])  # over seeds (and a sweep's values)
         lines.append("twin models, fraction of sample pairs closer to each other than to their training sets "
                      "(last checkpoint, mean over seeds; near 0: each copies its own set, near 1: they agree):")
-        lines += [f"  n={int(n):>7d}: {_num(v)}" for n, v in zip(last[names.N].values, last.values)]
+        lines += _table(["n", "fraction"], [[str(int(n)), _num(v)] for n, v in zip(last[names.N].values, last.values)])
     if names.COPY_COUNT in cube:
         counts = cube[names.COPY_COUNT]
         copied = (counts > 0).sum(names.TRAIN_INDEX)
@@ -104,7 +203,7 @@ def cube_lines(cube: xr.Dataset) -> list[str]:
         frac = copied / size.where(size > 0)
         frac = frac.mean([d for d in frac.dims if d != names.N])
         lines.append("training points copied by >= 1 memorized sample at the last checkpoint (mean over seeds):")
-        lines += [f"  n={int(n):>7d}: {_num(v)}" for n, v in zip(frac[names.N].values, frac.values)]
+        lines += _table(["n", "fraction"], [[str(int(n)), _num(v)] for n, v in zip(frac[names.N].values, frac.values)])
     return lines
 
 
@@ -117,26 +216,49 @@ def _last_valid(da: xr.DataArray) -> xr.DataArray:
     return xr.apply_ufunc(last, da, input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
 
 
-KNOWN = {names.TAU_MEM, names.TAU_MEM_CENSORED, names.TAU_MEM_EXPONENT, names.TAU_MEM_EXPONENT_CI,
-         names.TAU_MEM_PREFACTOR, names.TAU_GEN, names.TAU_GEN_CENSORED, names.TAU_GEN_EXPONENT,
-         names.TAU_GEN_EXPONENT_CI, names.TAU_GEN_PREFACTOR, names.F_MEM_FINAL, names.F_MEM_FINAL_SE, names.N_STAR}
+_ONSET_PARTS = ("", "_censored", "_exponent", "_prefactor", "_exponent_ci", f"_{names.EXPONENT_CI_SEEDS}",
+                f"_{names.LOCAL_SLOPE}", f"_{names.LOCAL_SLOPE_CI}", f"_{names.LOF_PVALUE}", f"_{names.LOF_RMS}",
+                f"_{names.POWER_LAW_OK}")
+# what the sections above print; the rest of the fit goes to the generic section
+KNOWN = ({f"{prefix}{part}" for prefix in (names.TAU_MEM, names.TAU_GEN) for part in _ONSET_PARTS}
+         | {f"{prefix}{part}" for prefix in (names.TAU_MEM_LEVELS, names.TAU_GEN_TOLERANCES)
+            for part in ("", "_censored", "_exponent", "_exponent_ci", f"_{names.LOF_PVALUE}")}
+         | {names.F_MEM_FINAL, names.F_MEM_FINAL_SE, names.N_STAR})
 
 
-def _format_values(da: xr.DataArray) -> str:
-    values = da.values
-    if values.dtype.kind in "fc":
-        flat = ", ".join(_num(v) for v in np.ravel(values))
-    else:
-        flat = ", ".join(str(v) for v in np.ravel(values))
-    if da.ndim == 0:
-        return flat
-    coords = " x ".join(f"{d}={list(np.asarray(da[d].values).tolist()) if d in da.coords else da.sizes[d]}"
-                        for d in da.dims)
-    return f"[{flat}]  ({coords})"
+def _coord_label(da: xr.DataArray, dim: str, i: int) -> str:
+    """The label of index i along dim: its coordinate value (a segment: "n_lo -> n_hi"), or i."""
+    if dim == names.SEGMENT and names.N_LO in da.coords and names.N_HI in da.coords:
+        return f"{int(da[names.N_LO].values[i])} -> {int(da[names.N_HI].values[i])}"
+    if dim not in da.coords:
+        return str(i)
+    value = da[dim].values[i]
+    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def _column_label(da: xr.DataArray, dim: str, i: int) -> str:
+    """A column's label: "seed 0", "level 0.1" for numbers; the value alone for names and segments."""
+    label = _coord_label(da, dim, i)
+    named = dim == names.SEGMENT or (dim in da.coords and da[dim].dtype.kind in "OUST")  # T: numpy's StringDType
+    return label if named else f"{dim} {label}"
+
+
+def variable_table(da: xr.DataArray) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a variable: rows its first dimension (all but the last when it has more
+    than two), columns its values (one per value of the last dimension)."""
+    if da.ndim == 1:
+        dim = da.dims[0]
+        return [dim, "value"], [[_coord_label(da, dim, i), _cell(v)] for i, v in enumerate(da.values)]
+    lead, last = da.dims[:-1], da.dims[-1]
+    header = [*lead, *(_column_label(da, last, j) for j in range(da.sizes[last]))]
+    rows = [[*(_coord_label(da, d, i) for d, i in zip(lead, idx)), *(_cell(v) for v in da.values[idx])]
+            for idx in np.ndindex(*(da.sizes[d] for d in lead))]
+    return header, rows
 
 
 def diagnostic_lines(fit: xr.Dataset) -> list[str]:
-    """Every fit variable not printed above: small ones in full, larger ones by shape and range."""
+    """Every fit variable not printed above: one value on a line, small ones as tables, larger ones
+    by shape and range."""
     lines = []
     for name in sorted(fit.data_vars):
         if name in KNOWN:
@@ -144,8 +266,11 @@ def diagnostic_lines(fit: xr.Dataset) -> list[str]:
         da = fit[name]
         long_name = da.attrs.get("long_name", "")
         label = f"{name}" + (f" ({long_name})" if long_name else "")
-        if da.size <= SMALL_SIZE:
-            lines.append(f"  {label}: {_format_values(da)}")
+        if da.size == 1:
+            lines.append(f"  {label}: {_cell(da.values.ravel()[0])}")
+        elif da.size <= SMALL_SIZE:
+            lines.append(f"  {label}:")
+            lines += _table(*variable_table(da), indent="    ")
         else:
             shape = ", ".join(f"{d} {da.sizes[d]}" for d in da.dims)
             if da.dtype.kind in "fiub":
@@ -187,8 +312,11 @@ def fit_lines(fit: xr.Dataset) -> list[str]:
     if names.TAU_MEM in fit or names.TAU_GEN in fit:
         threshold = fit.attrs.get("tau_mem_threshold")
         lines += onset_lines(fit, names.TAU_MEM, f"tau_mem (f_mem >= {threshold})")
+        lines += levels_lines(fit, names.TAU_MEM_LEVELS, names.LEVEL, "tau_mem by level",
+                              " (raw: f_mem; final: f_mem / its final value)")
         metric = fit.attrs.get("tau_gen_metric")
         lines += onset_lines(fit, names.TAU_GEN, f"tau_gen ({metric})" if metric else "tau_gen")
+        lines += levels_lines(fit, names.TAU_GEN_TOLERANCES, names.TOLERANCE, "tau_gen by tolerance")
     elif "note" in fit.attrs:
         lines.append(f"onsets: {fit.attrs['note']}")
     lines += final_lines(fit)
