@@ -209,7 +209,7 @@ def interleaved(args) -> None:
     import torch
     from torch import nn
 
-    from diffmem.stages import train
+    from diffmem import engine as train
     from diffmem.config import ModelConfig, TrainConfig
     from diffmem.models import build_denoiser
 

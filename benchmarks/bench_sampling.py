@@ -24,7 +24,7 @@ from diffmem.config import ModelConfig, SampleConfig  # noqa: E402
 from diffmem.models import build_denoiser  # noqa: E402
 from diffmem.generation import generate  # noqa: E402
 from diffmem.samplers import heun_sampler  # noqa: E402
-from diffmem.stages.train import set_tf32  # noqa: E402
+from diffmem.engine import set_tf32  # noqa: E402
 
 
 def model_for(arch: str) -> tuple[ModelConfig, tuple[int, ...]]:

@@ -48,7 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model, device_name, load, sync, usable_cores  # noqa: E402
 
-from diffmem.stages import train  # noqa: E402
+from diffmem import engine as train  # noqa: E402
 from diffmem.config import ModelConfig, TrainConfig, load_config  # noqa: E402
 from diffmem.models import build_denoiser, count_parameters  # noqa: E402
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffmem.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
 from diffmem.config import ModelConfig, TrainConfig  # noqa: E402
 from diffmem.data import gmm_sample  # noqa: E402
-from diffmem.stages.train import Run, train_runs  # noqa: E402
+from diffmem.engine import Run, train_runs  # noqa: E402
 from machine import describe  # noqa: E402
 
 MODELS = {

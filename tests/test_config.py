@@ -146,7 +146,7 @@ def test_other_families_keys_do_not_move_a_network_trajectory():
     import numpy as np
 
     from diffmem.config import ModelConfig, TrainConfig
-    from diffmem.stages.train import trajectory_hash
+    from diffmem.engine import trajectory_hash
 
     x = np.zeros((4, 2), dtype=np.float32)
     base = trajectory_hash(ModelConfig(), TrainConfig(), x_train=x, seed=0)

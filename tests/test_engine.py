@@ -6,14 +6,15 @@ import pytest
 import torch
 import xarray as xr
 
-from diffmem.stages import train
+from diffmem import engine as train
+from diffmem.stages import train as train_stage
 from diffmem.checkpoint import checkpoint_path, existing_steps, load_checkpoint
 from diffmem.config import ModelConfig, TrainConfig, checkpoint_grid
 from diffmem.loss import denoising_loss, sample_sigma
 from diffmem.models import build_denoiser
 from diffmem.models.stacked import StackedDenoiser, stack_modules
 from diffmem.optim import adam_update_, fused_adam_update_, in_slabs, optimizer_step_, sgd_update_
-from diffmem.stages.train import Run, TrainingDiverged, run_training, seed_of, train_runs
+from diffmem.engine import Run, TrainingDiverged, run_training, seed_of, train_runs
 
 MODEL = ModelConfig(width=32, depth=1, emb_dim=8)
 POOL = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
@@ -278,12 +279,12 @@ def test_cli_with_two_runs_writes_what_it_writes_for_each_alone(tmp_path):
     cfg = ('{"batch_size": 16, "checkpoints_per_decade": 2, "probe_size": 32, "lr": 0.003, "max_steps": 20,'
            ' "device": "cpu", "log_every": 1000000, "grouped": true}')
     outs = [str(tmp_path / f"g{s}.nc") for s in (0, 1)]
-    train.main(["--train", *trains, "--seed", "0", "1", "--dataset", str(dataset), "--model", model,
+    train_stage.main(["--train", *trains, "--seed", "0", "1", "--dataset", str(dataset), "--model", model,
                 "--train-cfg", cfg, "--state-root", str(tmp_path / "gs0"), str(tmp_path / "gs1"), "--out", *outs])
     torch.set_num_threads(1)
     for seed in (0, 1):
         ref = str(tmp_path / f"s{seed}.nc")
-        train.main(["--train", trains[seed], "--dataset", str(dataset), "--model", model,
+        train_stage.main(["--train", trains[seed], "--dataset", str(dataset), "--model", model,
                     "--train-cfg", cfg.replace("true", "false"), "--seed", str(seed),
                     "--state-root", str(tmp_path / f"ss{seed}"), "--out", ref])
         with xr.open_dataset(outs[seed], engine="h5netcdf") as g, xr.open_dataset(ref, engine="h5netcdf") as s:

@@ -8,7 +8,7 @@ import torch
 
 from diffmem.checkpoint import checkpoint_path, load_checkpoint
 from diffmem.config import ModelConfig, TrainConfig
-from diffmem.stages.train import Run, run_training, train_runs
+from diffmem.engine import Run, run_training, train_runs
 
 POOL = np.random.default_rng(0).normal(size=(60, 16)).astype(np.float32)
 XT = np.random.default_rng(1).normal(size=(20, 16)).astype(np.float32)
@@ -103,7 +103,7 @@ def test_cuda_training_step_never_waits_for_the_device(runs):
     """No host-device synchronization inside a step (a blocking copy, .item(), a data-dependent shape):
     the host must run ahead of the GPU, or launch time and GPU time add up."""
     from diffmem.models import build_denoiser
-    from diffmem.stages.train import StackData, make_step_loss, start_stack, train_step
+    from diffmem.engine import StackData, make_step_loss, start_stack, train_step
 
     device = torch.device("cuda")
     cfg = TrainConfig(max_steps=10, **SETTINGS)

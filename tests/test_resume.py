@@ -24,7 +24,7 @@ from diffmem.checkpoint import (
     resume_path,
 )
 from diffmem.config import ModelConfig, TrainConfig, checkpoint_grid
-from diffmem.stages.train import Run, TrainingInterrupted, run_training, train_runs
+from diffmem.engine import Run, TrainingInterrupted, run_training, train_runs
 
 MODEL = ModelConfig(width=16, depth=1, emb_dim=8)
 POOL = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
@@ -272,7 +272,7 @@ def test_cli_stops_on_sigterm_without_metrics_and_reruns_to_the_same_result(tmp_
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + 120
-            while proc.poll() is None and "diffmem.stages.train: step" not in log_path.read_text():
+            while proc.poll() is None and "diffmem.engine: step" not in log_path.read_text():
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)

@@ -154,12 +154,13 @@ def test_sample_stage_stacks_checkpoints_into_the_same_files(tmp_path):
     """`diffmem sample` with stack_checkpoints 3 writes every checkpoint's samples, as 1 does."""
     import json
 
-    from diffmem.stages import sample, train
+    from diffmem.stages import sample
+    from diffmem.stages import train as train_stage
 
     pool = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     np.savez(tmp_path / "dataset.npz", pool=pool, test=pool[:10])
     np.savez(tmp_path / "train.npz", x=pool[:20], indices=np.arange(20))
-    train.main(["--train", str(tmp_path / "train.npz"), "--dataset", str(tmp_path / "dataset.npz"),
+    train_stage.main(["--train", str(tmp_path / "train.npz"), "--dataset", str(tmp_path / "dataset.npz"),
                 "--model", '{"width": 16, "depth": 1, "emb_dim": 8}',
                 "--train-cfg", '{"max_steps": 30, "checkpoints_per_decade": 2, "probe_size": 16, "device": "cpu"}',
                 "--seed", "0", "--state-root", str(tmp_path / "state"), "--out", str(tmp_path / "tm.nc")])

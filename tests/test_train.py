@@ -4,7 +4,7 @@ import torch
 
 from diffmem.checkpoint import CheckpointError, checkpoint_path, existing_steps, load_checkpoint
 from diffmem.config import ModelConfig, TrainConfig
-from diffmem.stages.train import TrainingDiverged, run_training
+from diffmem.engine import TrainingDiverged, run_training
 
 MODEL = ModelConfig(width=16, depth=1, emb_dim=8)
 X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)

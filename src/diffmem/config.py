@@ -607,7 +607,8 @@ def read_json_arg(text: str) -> dict:
 def read_slice(section: str, text: str, run_settings: str | None = None) -> dict:
     """A section's slice (JSON or a path) with its run settings (`--run-settings`, JSON) merged in.
 
-    The run settings may hold only that section's RUN_SETTINGS keys, and the slice none of them."""
+    The run settings may hold only the section's RUN_SETTINGS keys, and no key may come from both (a
+    slice written by hand may carry its run settings itself)."""
     values = read_json_arg(text)
     settings = read_json_arg(run_settings) if run_settings else {}
     allowed = set(RUN_SETTINGS.get(section, ()))
