@@ -1,4 +1,4 @@
-# Training: one command, `diffmem train` (src/diffmem/stages/train.py, one engine that trains a stack of
+# Training: one command, `diffmem train` (src/diffmem/stages/train.py over src/diffmem/engine.py, one engine that trains a stack of
 # k >= 1 runs), for the per-(n, seed) rule below and the grouped rules of train_grouped.smk.
 # Checkpoints live under state/ (not a declared output): Snakemake deletes a job's outputs before
 # rerunning it, and a raised max_steps must resume from them instead of starting over.
