@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, load, sync  # noqa: E402
 
 from diffmem.config import ModelConfig, SampleConfig  # noqa: E402
-from diffmem.models import build_denoiser  # noqa: E402
-from diffmem.generation import generate  # noqa: E402
-from diffmem.samplers import heun_sampler  # noqa: E402
 from diffmem.engine import set_tf32  # noqa: E402
+from diffmem.generation import generate  # noqa: E402
+from diffmem.models import build_denoiser  # noqa: E402
+from diffmem.samplers import heun_sampler  # noqa: E402
 
 
 def model_for(arch: str) -> tuple[ModelConfig, tuple[int, ...]]:

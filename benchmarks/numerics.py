@@ -23,11 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import describe  # noqa: E402
+
 from diffmem.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
 from diffmem.config import ModelConfig, TrainConfig  # noqa: E402
 from diffmem.data import gmm_sample  # noqa: E402
 from diffmem.engine import Run, train_runs  # noqa: E402
-from machine import describe  # noqa: E402
 
 MODELS = {
     # the synthetic setting of arXiv 2505.17638: GMM in d = 8, batch 256, Adam 6e-4, DDPM

@@ -10,10 +10,10 @@ import json
 import xarray as xr
 
 from diffmem import names
-from diffmem.errors import ConfigError
 from diffmem.config import stable_hash
-from diffmem.io import NETCDF_ENGINE
 from diffmem.copies import split_per_example
+from diffmem.errors import ConfigError
+from diffmem.io import NETCDF_ENGINE
 
 
 def _expand(ds: xr.Dataset) -> xr.Dataset:

@@ -16,9 +16,15 @@ import torch
 from diffmem.config import ModelConfig, SampleConfig, stable_hash
 from diffmem.models import build_denoiser
 from diffmem.models.stacked import StackedDenoiser, stack_modules
-from diffmem.samplers import (ddim_sampler, ddim_sigmas, euler_maruyama_sampler, heun_sampler, karras_sigmas,
-                              per_sample_generators, per_sample_latents)
-
+from diffmem.samplers import (
+    ddim_sampler,
+    ddim_sigmas,
+    euler_maruyama_sampler,
+    heun_sampler,
+    karras_sigmas,
+    per_sample_generators,
+    per_sample_latents,
+)
 
 
 def denoiser_from_checkpoint(ckpt: dict, *, use_ema: bool, device: torch.device) -> torch.nn.Module:

@@ -166,7 +166,8 @@ for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVE
         ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
 ATTRS.update({
     TAU_MEM_LEVELS: {"long_name": "first step at which f_mem (raw, or divided by its final value) reaches the level", "units": "steps"},
-    f"{TAU_MEM_TIMES_WIDTH}_collapse_pvalue": {"long_name": "p-value of an F test that tau_mem * width differs between widths (small: no collapse)", "units": "1"},
+    f"{TAU_MEM_TIMES_WIDTH}_collapse_pvalue": {
+        "long_name": "p-value of an F test that tau_mem * width differs between widths (small: no collapse)", "units": "1"},
     TAU_MEM_TIMES_WIDTH: {"long_name": "tau_mem times the width (collapses across widths when tau_mem is proportional to n / W)", "units": "steps"},
     TAU_GEN_TOLERANCES: {"long_name": "first step at which the quality metric is within the tolerance of its best", "units": "steps"},
     LEVEL: {"long_name": "f_mem level at which tau_mem is read (of f_mem, or of f_mem / final f_mem)", "units": "1"},

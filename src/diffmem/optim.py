@@ -15,7 +15,7 @@ convert to and from torch.optim's state_dict, the checkpoint format.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -24,7 +24,7 @@ ADAM_EPS = 1e-8
 OPTIMIZERS = ("adam", "sgd")
 
 
-@functools.lru_cache(maxsize=None)  # asked at every step: the answer depends on the device only
+@functools.cache  # asked at every step: the answer depends on the device only
 def fused_adam(device: torch.device) -> bool:
     """Whether Adam runs as torch's fused kernel on this device (CPU and CUDA: one pass over the state
     instead of ~8 multi-tensor passes). torch < 2.4 has no CPU kernel; there, and on other devices,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
 FLOAT32_EPS = 2.0 ** -24  # unit roundoff of float32
 
 

@@ -10,7 +10,6 @@ from diffmem.families.empirical import ConsistencyDenoiser, EmpiricalDenoiser, K
 from diffmem.families.linear import fit_linear_denoiser
 
 
-
 def closed_form_denoiser(model: ModelConfig, train: np.ndarray) -> torch.nn.Module:
     """The denoiser(x [B, D], sigma [B]) of a closed-form family built on the training set train [n, D]."""
     x = torch.as_tensor(np.ascontiguousarray(train.reshape(train.shape[0], -1)), dtype=torch.float32)

@@ -15,8 +15,8 @@ with sigma a number or one value per row ([B] or [B, 1]) and return the type the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class IsotropicGaussian:
     def sample(self, num: int, rng: np.random.Generator) -> np.ndarray:
         return self._mean() + self.std * rng.standard_normal((num, self.dim))
 
-    def smoothed(self, bandwidth: float) -> "IsotropicGaussian":
+    def smoothed(self, bandwidth: float) -> IsotropicGaussian:
         """This density convolved with N(0, bandwidth^2 I): what a KDE of its samples estimates."""
         return IsotropicGaussian(self.dim, self.mean, math.hypot(self.std, bandwidth))
 
@@ -99,7 +99,7 @@ class SymmetricGMM:
         signs = np.where(rng.integers(0, 2, size=num) == 1, 1.0, -1.0)[:, None]  # [num, 1]
         return signs * self.mu + self.std * rng.standard_normal((num, self.dim))
 
-    def smoothed(self, bandwidth: float) -> "SymmetricGMM":
+    def smoothed(self, bandwidth: float) -> SymmetricGMM:
         """This density convolved with N(0, bandwidth^2 I): what a KDE of its samples estimates."""
         return SymmetricGMM(self.dim, self.mu, math.hypot(self.std, bandwidth))
 

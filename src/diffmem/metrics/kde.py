@@ -15,13 +15,14 @@ a `KDE`, an exact density from `exact.py`, or `CallableDensity` wrapping two fun
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+import torch
 
 from diffmem.metrics.l2 import l2_kde_kde
-import torch
 
 __all__ = ["Density", "KDE", "CallableDensity", "bandwidth", "kde_logpdf", "hellinger_sq", "kl_divergence",
            "e_tg_e_og"]
@@ -99,7 +100,7 @@ class KDE:
     bandwidth: float
 
     @classmethod
-    def fit(cls, points: np.ndarray, *, rule: str | float) -> "KDE":
+    def fit(cls, points: np.ndarray, *, rule: str | float) -> KDE:
         """The KDE of `points` [N, d] with the width `bandwidth(points, rule=rule)`."""
         pts = np.asarray(points, np.float64)
         return cls(pts, bandwidth(pts, rule=rule))

@@ -13,7 +13,8 @@ Gaussian integral, int N(x; a, A) N(x; b, B) dx = N(a - b; 0, A + B), so
 E = int rho_D^2 - 2 int rho_D rho_G leaves out int rho_G^2: it is common to E_TG and E_OG, so
 Delta = E_TG - E_OG does not need it, and it also works for a degenerate rho_G (n <= d).  This is the
 quantity of the authors' code.  The diagonal (i = j) part of int rho_D^2 is kept apart: with per-set widths
-eps = sigma N^(-1/d) it is the same for every set and dwarfs the rest at large d (see ``l2_kde_gaussian``).  Everything is computed in float64 from log-sum-exps; the result is
+eps = sigma N^(-1/d) it is the same for every set and dwarfs the rest at large d (see ``l2_kde_gaussian``).
+Everything is computed in float64 from log-sum-exps; the result is
 reported in units of u = (4 pi sigma_ref^2)^(-d/2), the self-overlap int N(0, sigma_ref^2 I)^2 (so a KDE of
 N points at eps = sigma N^(-1/d) has int rho_D^2 ~ 1 in these units), which keeps the values O(1) at any
 d (raw values are ~1e-50 at d = 100).

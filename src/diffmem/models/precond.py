@@ -14,7 +14,7 @@ Noise convention everywhere in diffmem: variance exploding, x = x0 + sigma * z (
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

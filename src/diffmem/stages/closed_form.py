@@ -37,13 +37,14 @@ from diffmem.config import (
     ModelConfig,
     SampleConfig,
     family_model,
-    read_json_arg, read_slice,
+    read_json_arg,
+    read_slice,
     stable_hash,
 )
 from diffmem.data import load_train
-from diffmem.io import atomic_write_text, fail
 from diffmem.families.closed_form import closed_form_denoiser
 from diffmem.generation import generate, sample_cache_dir
+from diffmem.io import atomic_write_text, fail
 from diffmem.log import configure
 
 log = logging.getLogger(__name__)

@@ -41,14 +41,14 @@ import xarray as xr
 from diffmem import names
 from diffmem.config import ConfigError, FitConfig, ModelConfig, QualityConfig, SampleConfig, read_json_arg, stable_hash
 from diffmem.cube import load_parts
-from diffmem.families.one_step import fit_one_step, one_step_generated, one_step_noise
 from diffmem.families.linear import fit_linear_denoiser, linear_generated_gaussian
+from diffmem.families.one_step import fit_one_step, one_step_generated, one_step_noise
 from diffmem.figures.linear_exact import make_linear_exact_figures
-from diffmem.onsets import half_crossing
-from diffmem.scaling import power_law_fit
 from diffmem.io import atomic_to_netcdf, fail, provenance
 from diffmem.log import configure
 from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
+from diffmem.onsets import half_crossing
+from diffmem.scaling import power_law_fit
 
 __all__ = ["VARIANTS", "generated_gaussian", "evaluate_dim", "combine_dims", "fit_transition",
            "make_linear_exact_figures", "main"]

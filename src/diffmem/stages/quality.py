@@ -34,11 +34,11 @@ from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from diffmem.config import ConfigError, DataConfig, ModelConfig, QualityConfig, read_json_arg, stable_hash
 from diffmem.data import load_dataset, load_train
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail, file_digest
-from diffmem.metrics import distances, exact, features, kde
 from diffmem.families.closed_form import closed_form_denoiser
 from diffmem.generation import denoiser_from_checkpoint
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail, file_digest
 from diffmem.log import configure
+from diffmem.metrics import distances, exact, features, kde
 
 QUALITY_VERSION = 2
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from diffmem.config import ConfigError, expand_sweeps, load_config, size_experim
 from diffmem.io import fail
 
 
-
 def _runtime(minutes: int) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}"
 

@@ -47,13 +47,13 @@ from diffmem.config import (
     ModelConfig,
     TrainConfig,
     checkpoint_grid,
-    read_json_arg, read_slice,
+    read_json_arg,
+    read_slice,
     split_run_settings,
     stable_hash,
 )
 from diffmem.cube import data_dim, load_parts
 from diffmem.data import load_dataset, load_train
-from diffmem.figures.rf import make_rf_figures
 from diffmem.families.random_features import (
     delta,
     half_gap_time,
@@ -63,10 +63,11 @@ from diffmem.families.random_features import (
     theory_tau_mem,
     train_random_features,
 )
-from diffmem.onsets import describe_scaling, quality_onset, scaling_fit
-from diffmem.scaling import power_law_fit
+from diffmem.figures.rf import make_rf_figures
 from diffmem.io import atomic_to_netcdf, fail, provenance
 from diffmem.log import configure
+from diffmem.onsets import describe_scaling, quality_onset, scaling_fit
+from diffmem.scaling import power_law_fit
 
 __all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
 

@@ -29,9 +29,9 @@ import xarray as xr
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from diffmem.config import ConfigError, SampleConfig, read_slice
+from diffmem.generation import denoiser_from_checkpoint, generate_stack, sample_cache_dir
 from diffmem.gpus import select_device
 from diffmem.io import NETCDF_ENGINE, atomic_write_text, fail
-from diffmem.generation import denoiser_from_checkpoint, generate_stack, sample_cache_dir
 from diffmem.log import configure
 
 log = logging.getLogger(__name__)
