@@ -37,23 +37,25 @@ def load_schema() -> dict:
 SCHEMA = load_schema()
 
 
-def _resolve(schema: dict, root: dict) -> dict:
-    ref = schema.get("$ref")
+def resolve_ref(node: dict, root: dict) -> dict:
+    """A schema node with its `$ref` replaced by the referenced definition; the node's own keys
+    (a default, a description beside the `$ref`) win."""
+    ref = node.get("$ref")
     if ref is None:
-        return schema
-    node: Any = root
-    for part in ref.lstrip("#/").split("/"):
-        node = node[part]
-    return node
+        return node
+    target: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**resolve_ref(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
 
 
 def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
-    schema = _resolve(schema, root)
+    schema = resolve_ref(schema, root)
     if not isinstance(value, dict) or schema.get("type") != "object":
         return value
     props = schema.get("properties", {})
     for key, sub in props.items():
-        sub_r = _resolve(sub, root)
+        sub_r = resolve_ref(sub, root)
         if key not in value:
             if "default" in sub_r:
                 value[key] = copy.deepcopy(sub_r["default"])

@@ -14,23 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from diffmem.config import load_schema
+from diffmem.config import load_schema, resolve_ref
 
 # the order of an experiment's sections in the reference (the schema's order too)
 SECTION_ORDER = ("data", "model", "train", "sample", "score", "fit", "quality", "resources")
-
-
-def _resolve(node: dict, root: dict) -> dict:
-    """`node` with its `$ref` replaced by the referenced definition; the node's own keys win."""
-    ref = node.get("$ref")
-    if ref is None:
-        return node
-    target: Any = root
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    merged = dict(_resolve(target, root))
-    merged.update({k: v for k, v in node.items() if k != "$ref"})
-    return merged
 
 
 def _value(value: Any) -> str:
@@ -48,7 +35,7 @@ def _bounds(node: dict) -> str:
 
 def type_text(node: dict, root: dict) -> str:
     """What a key accepts: its type with bounds, its allowed values, or its alternatives."""
-    node = _resolve(node, root)
+    node = resolve_ref(node, root)
     if "enum" in node:
         return "one of " + ", ".join(_value(v) for v in node["enum"])
     if "oneOf" in node:
@@ -105,7 +92,7 @@ def _cell(text: str) -> str:
 def _table(rows: list[tuple[str, dict]], root: dict) -> str:
     lines = ["| key | type / allowed values | default | description |", "|---|---|---|---|"]
     for key, node in rows:
-        node = _resolve(node, root)
+        node = resolve_ref(node, root)
         default = _value(node["default"]) if "default" in node else "—"
         description = " ".join(str(node.get("description", "")).split())
         lines.append(f"| `{key}` | {_cell(type_text(node, root))} | {default} | {_cell(description)} |")
@@ -115,7 +102,7 @@ def _table(rows: list[tuple[str, dict]], root: dict) -> str:
 def reference_markdown() -> str:
     """The configuration reference as Markdown: the top-level keys, then one table per section."""
     root = load_schema()
-    experiment = _resolve(root["$defs"]["experiment"], root)
+    experiment = resolve_ref(root["$defs"]["experiment"], root)
     required = set(root.get("required", []))
     top_rows = []
     for key, node in root["properties"].items():
@@ -133,7 +120,7 @@ def reference_markdown() -> str:
     sections = [s for s in SECTION_ORDER if s in experiment["properties"]]
     sections += [s for s in experiment["properties"] if s not in sections]
     for section in sections:
-        node = _resolve(experiment["properties"][section], root)
+        node = resolve_ref(experiment["properties"][section], root)
         needed = node.get("required", [])
         out.append(f"### {section}")
         out.append("")
