@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -57,12 +58,24 @@ class Drawn:
         return self.figures[name]
 
     @staticmethod
+    @contextlib.contextmanager
     def as_a_new_process():
-        """matplotlib's settings as a new `diffmem` process starts with (a test before may have left
-        seaborn's theme), so that a redraw here matches the workflow's figure pixel for pixel."""
+        """matplotlib's settings as a new `diffmem` process starts with, so that a redraw here matches the
+        workflow's figure pixel for pixel: a test before may have left seaborn's theme, which also sets the
+        one-letter colours ("k" is then dark grey) outside rcParams."""
         import matplotlib
+        import matplotlib.colors
 
-        return matplotlib.rc_context({k: v for k, v in matplotlib.rc_params().items() if k != "backend"})
+        codes = matplotlib.colors.colorConverter.colors
+        before = {code: codes[code] for code in matplotlib.colors.BASE_COLORS}
+        for code, rgb in matplotlib.colors.BASE_COLORS.items():
+            codes[code] = rgb  # item by item: the mapping clears its cache on __setitem__
+        try:
+            with matplotlib.rc_context({k: v for k, v in matplotlib.rc_params().items() if k != "backend"}):
+                yield
+        finally:
+            for code, rgb in before.items():
+                codes[code] = rgb
 
     @staticmethod
     def same_pixels(a, b) -> bool:

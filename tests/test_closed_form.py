@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from diffmem.families.closed_form import closed_form_denoiser
-from diffmem.stages.closed_form import sample_closed_form
 from diffmem.config import ModelConfig, SampleConfig
 from diffmem.families import (
     ConsistencyDenoiser,
@@ -16,7 +14,9 @@ from diffmem.families import (
     LinearDenoiser,
     TikhonovDenoiser,
 )
+from diffmem.families.closed_form import closed_form_denoiser
 from diffmem.scoring import memorized, nearest_neighbors
+from diffmem.stages.closed_form import sample_closed_form
 
 
 @pytest.mark.parametrize("family, reg, cls", [

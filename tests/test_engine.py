@@ -6,15 +6,14 @@ import pytest
 import torch
 import xarray as xr
 
-from diffmem import engine as train
-from diffmem.stages import train as train_stage
 from diffmem.checkpoint import checkpoint_path, existing_steps, load_checkpoint
 from diffmem.config import ModelConfig, TrainConfig, checkpoint_grid
+from diffmem.engine import Run, TrainingDiverged, run_training, seed_of, train_runs
 from diffmem.loss import denoising_loss, sample_sigma
 from diffmem.models import build_denoiser
 from diffmem.models.stacked import StackedDenoiser, stack_modules
 from diffmem.optim import adam_update_, fused_adam_update_, in_slabs, optimizer_step_, sgd_update_
-from diffmem.engine import Run, TrainingDiverged, run_training, seed_of, train_runs
+from diffmem.stages import train as train_stage
 
 MODEL = ModelConfig(width=32, depth=1, emb_dim=8)
 POOL = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)

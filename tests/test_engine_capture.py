@@ -102,8 +102,8 @@ def test_cuda_bf16_channels_last_unet_trains(tmp_path):
 def test_cuda_training_step_never_waits_for_the_device(runs):
     """No host-device synchronization inside a step (a blocking copy, .item(), a data-dependent shape):
     the host must run ahead of the GPU, or launch time and GPU time add up."""
-    from diffmem.models import build_denoiser
     from diffmem.engine import StackData, make_step_loss, start_stack, train_step
+    from diffmem.models import build_denoiser
 
     device = torch.device("cuda")
     cfg = TrainConfig(max_steps=10, **SETTINGS)

@@ -3,12 +3,13 @@
 import math
 
 import numpy as np
-import pytest
 import xarray as xr
+from test_figures import assert_curves, bars, legend, xy
 
 from diffmem import names
 from diffmem.config import FitConfig, ModelConfig, SampleConfig
 from diffmem.families.one_step import default_l, fit_one_step, one_step_generated, one_step_noise
+from diffmem.figures import linear_exact as linear_exact_figures
 from diffmem.stages import linear_exact as le
 
 
@@ -74,7 +75,38 @@ def test_evaluate_dim_is_deterministic_and_separates_memorization_from_generaliz
     assert np.all(np.isfinite(affine[names.DELTA].values))
 
 
-def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path):
+def check_linear_exact_figures(figs: dict, cube: xr.Dataset, fit: xr.Dataset) -> None:
+    """P(Delta > 0) against n/d per d; n_half (and n_half / d) against d with the power-law fit; the median
+    E_TG and E_OG and mean / sd of Delta against n/d per d."""
+    dims = fit[names.DIM].values
+    ax = figs["p_delta_vs_psi_n.png"].axes[0]
+    assert_curves(bars(ax), [(fit.sel({names.DIM: d})[names.PSI_N].values, fit[names.P_DELTA_POS].sel({names.DIM: d}).values)
+                             for d in dims])
+    assert legend(ax) == [f"d = {int(d)}" for d in dims]
+    ax, ax2 = figs["n_half_vs_d.png"].axes
+    half, ok = fit[names.N_HALF].values, ~fit["n_half_censored"].values.astype(bool)
+    np.testing.assert_allclose(np.column_stack(xy(bars(ax)[0])), np.column_stack([dims[ok], half[ok]]))
+    np.testing.assert_allclose(xy(bars(ax2)[0])[1], half[ok] / dims[ok])
+    b, a = float(fit["n_half_exponent"]), float(fit["n_half_prefactor"])
+    fits = [line for line in ax.lines if line.get_label().startswith("power-law fit")]
+    assert len(fits) == int(np.isfinite(b))
+    for line in fits:
+        assert line.get_label().startswith(f"power-law fit d^{b:.2f} [")
+        x, y = xy(line)
+        np.testing.assert_allclose(y, a * x**b)
+    ax, ax2 = figs["e_tg_e_og.png"].axes
+    expected = []
+    for d in cube[names.DIM].values:
+        sel = cube.sel({names.DIM: d})
+        expected += [(sel[names.PSI_N].values, sel[key].median(names.SEED).values) for key in (names.E_TG, names.E_OG)]
+    assert_curves([line for line in ax.lines if len(line.get_xdata())], expected)
+    assert_curves(bars(ax2), [(cube.sel({names.DIM: d})[names.PSI_N].values,
+                               (cube[names.DELTA].sel({names.DIM: d}).mean(names.SEED)
+                                / cube[names.DELTA].sel({names.DIM: d}).std(names.SEED)).values)
+                              for d in cube[names.DIM].values])
+
+
+def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path, drawn):
     rng = np.random.default_rng(3)
     dims, psi = [8, 16, 32, 64], np.array([0.25, 0.5, 1, 2, 4, 8])
     parts = []
@@ -91,8 +123,10 @@ def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path):
     b = float(fit["n_half_exponent"])
     lo, hi = fit["n_half_exponent_ci"].values
     assert abs(b - 1.0) < 0.05 and lo <= 1.0 <= hi and hi - lo < 0.2
+    figs = drawn.watch(linear_exact_figures)
     paths = le.make_linear_exact_figures(cube, fit, tmp_path, title="planted")
-    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    assert [p.name for p in paths] == list(figs) == ["p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png"]
+    check_linear_exact_figures(figs, cube, fit)
     # a d whose P(Delta > 0) starts above 1/2 is censored, not read as a crossing at the first n
     flipped = cube.copy(deep=True)
     flipped[names.DELTA].loc[{names.DIM: 8}] = np.abs(flipped[names.DELTA].sel({names.DIM: 8})) + 1.0

@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from test_families_one_step import check_linear_exact_figures
+from test_figures import check_closed_form_figure, check_strength_sweep, check_width_sweep
+from test_rf_stage import check_rf_figures
 from test_workflow import REPO, counts, planned_jobs, snakemake, write_config
 
 from diffmem import names
+from diffmem.cli import main as diffmem
 from diffmem.config import ModelConfig
+from diffmem.figures import experiment, linear_exact, rf, sweep
 from diffmem.models import build_denoiser, count_parameters
 
 pytestmark = pytest.mark.snakemake
@@ -26,6 +31,17 @@ SMOKE = yaml.safe_load((REPO / "tests" / "smoke_families.yaml").read_text())
 def open_nc(path):
     with xr.open_dataset(path) as ds:
         return ds.load()
+
+
+def redrawn(drawn, module, figures: list[str], folder, out, draw) -> dict:
+    """The workflow's `figures` in `folder`, drawn again by `draw()` into `out` as its job drew them (a new
+    process's settings): the same pixels, and the Figures to check what they show."""
+    figs = drawn.watch(module)
+    with drawn.as_a_new_process():
+        draw()
+    for name in figures:
+        assert drawn.same_pixels(out / name, folder / name), name
+    return figs
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +68,7 @@ def test_only_trained_families_plan_training_jobs(finished):
     assert c["sweep_strength"] == 1 and c["sweep_width"] == 1
 
 
-def test_empirical_denoiser_memorizes_and_tikhonov_lowers_it(finished):
+def test_empirical_denoiser_memorizes_and_tikhonov_lowers_it(finished, drawn, tmp_path):
     workdir, _, _ = finished
     cube = open_nc(workdir / "results" / "emp" / "cube.nc")
     assert list(cube[names.STRENGTH].values) == [0.0, 1.0]
@@ -65,10 +81,12 @@ def test_empirical_denoiser_memorizes_and_tikhonov_lowers_it(finished):
     assert names.TAU_MEM not in fit  # no time axis
     assert fit[names.N_STAR].sel({names.STRENGTH: 0.0}) == 48
     assert np.isnan(fit[names.N_STAR].sel({names.STRENGTH: 1.0}))
-    assert (workdir / "results" / "emp" / "figures" / "sweep_strength.png").stat().st_size > 10_000
+    figs = redrawn(drawn, sweep, ["sweep_strength.png"], workdir / "results" / "emp" / "figures", tmp_path,
+                   lambda: sweep.make_sweep_figure(cube, fit, tmp_path, title="emp"))
+    check_strength_sweep(figs["sweep_strength.png"], cube)
 
 
-def test_linear_closed_form_cube_has_e_tg_against_n_over_d(finished):
+def test_linear_closed_form_cube_has_e_tg_against_n_over_d(finished, drawn, tmp_path):
     workdir, _, _ = finished
     cube = open_nc(workdir / "results" / "lin" / "cube.nc")
     assert list(cube[names.N].values) == [2, 16]  # psi_n = 0.5, 4 at d = 4
@@ -77,8 +95,12 @@ def test_linear_closed_form_cube_has_e_tg_against_n_over_d(finished):
     # with n = d/2 the linear model's samples live in the span of the training set: closer to it than to
     # the population, so Delta < 0 for every seed
     assert float(cube[names.P_DELTA_POS].sel({names.N: 2}).squeeze()) == 0.0
-    for name in ("f_mem_vs_n.png", "quality_vs_n.png"):
-        assert (workdir / "results" / "lin" / "figures" / name).exists()
+    exp = workdir / "results" / "lin"
+    for name, flags in (("f_mem_vs_n", []), ("quality_vs_n", ["--quality"])):  # the plot rule's commands
+        figs = redrawn(drawn, experiment, [f"{name}.png"], exp / "figures", tmp_path, lambda name=name, flags=flags: diffmem(
+            ["plot", "--closed-form", *flags, "--data-dim", "4", "--figures", name, "--cube", str(exp / "cube.nc"),
+             "--fit", str(exp / "fit.nc"), "--outdir", str(tmp_path), "--title", "lin"]))
+        check_closed_form_figure(figs, cube, quality=bool(flags), data_dim=4)
 
 
 def test_linear_net_trains_through_the_normal_training_stage(finished):
@@ -89,7 +111,7 @@ def test_linear_net_trains_through_the_normal_training_stage(finished):
     assert bool((loss.isel({names.STEP: -1}) < loss.isel({names.STEP: 0})).all())
 
 
-def test_width_sweep_is_a_cube_dimension_with_parameter_counts(finished):
+def test_width_sweep_is_a_cube_dimension_with_parameter_counts(finished, drawn, tmp_path):
     workdir, cfg, _ = finished
     cube = open_nc(workdir / "results" / "widths" / "cube.nc")
     fit = open_nc(workdir / "results" / "widths" / "fit.nc")
@@ -100,10 +122,12 @@ def test_width_sweep_is_a_cube_dimension_with_parameter_counts(finished):
     assert list(cube[names.N_PARAMS].values) == expected
     assert fit[names.N_STAR].dims == (names.WIDTH,)
     assert fit[names.F_MEM_FINAL].dims == (names.WIDTH, names.N)
-    assert (workdir / "results" / "widths" / "figures" / "sweep_width.png").exists()
+    figs = redrawn(drawn, sweep, ["sweep_width.png"], workdir / "results" / "widths" / "figures", tmp_path,
+                   lambda: sweep.make_sweep_figure(cube, fit, tmp_path, title="widths"))
+    check_width_sweep(figs["sweep_width.png"], cube, fit)
 
 
-def test_random_features_split_time_and_theory(finished):
+def test_random_features_split_time_and_theory(finished, drawn, tmp_path):
     workdir, _, _ = finished
     cube = open_nc(workdir / "results" / "rf" / "cube.nc")
     assert {names.TRAIN_LOSS, names.TEST_LOSS, "score_error"} <= set(cube.data_vars)
@@ -112,8 +136,10 @@ def test_random_features_split_time_and_theory(finished):
     fit = open_nc(workdir / "results" / "rf" / "fit.nc")
     theory = [v for v in fit.data_vars if "theory" in v]
     assert theory and bool(np.isfinite(fit[theory[0]]).all())
-    for name in ("rf_losses.png", "rf_split_time.png"):
-        assert (workdir / "results" / "rf" / "figures" / name).exists()
+    exp = workdir / "results" / "rf"
+    figs = redrawn(drawn, rf, ["rf_losses.png", "rf_split_time.png"], exp / "figures", tmp_path, lambda: diffmem(
+        ["rf-plot", "--cube", str(exp / "cube.nc"), "--fit", str(exp / "fit.nc"), "--outdir", str(tmp_path), "--title", "rf"]))
+    check_rf_figures(figs, cube, fit)
 
 
 def plan_with(workdir, cfg, *, restore):
@@ -137,7 +163,7 @@ def test_adding_a_strength_runs_only_the_new_value_and_the_sweep(finished):
     assert c["sweep_strength"] == 1 and "train" not in c
 
 
-def test_linear_exact_runs_one_job_per_dimension_and_fits_n_half(finished):
+def test_linear_exact_runs_one_job_per_dimension_and_fits_n_half(finished, drawn, tmp_path):
     workdir, cfg, plan = finished
     runs = sorted(job["d"] for rule, job in plan if rule == "linear_exact_run")
     assert runs == ["4", "8"]
@@ -148,8 +174,12 @@ def test_linear_exact_runs_one_job_per_dimension_and_fits_n_half(finished):
     fit = open_nc(workdir / "results" / "linexact" / "fit.nc")
     p = fit[names.P_DELTA_POS]
     assert bool(((p >= 0) & (p <= 1)).all())
-    for name in ("p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png"):
-        assert (workdir / "results" / "linexact" / "figures" / name).exists()
+    exp = workdir / "results" / "linexact"
+    figures = ["p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png"]
+    figs = redrawn(drawn, linear_exact, figures, exp / "figures", tmp_path, lambda: diffmem(
+        ["linear-exact", "plot", "--cube", str(exp / "cube.nc"), "--fit", str(exp / "fit.nc"), "--outdir", str(tmp_path),
+         "--title", "linexact"]))
+    check_linear_exact_figures(figs, cube, fit)
     # adding a dimension runs only that dimension, the stacking, the fit and the figures
     cfg = copy.deepcopy(cfg)
     cfg["experiments"]["linexact"]["model"]["linear_dims"] = [4, 8, 12]

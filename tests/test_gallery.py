@@ -8,7 +8,8 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ScoreConfig
-from diffmem.figures.gallery import gallery_steps, make_gallery, pca_2d, run_taus
+from diffmem.figures import gallery
+from diffmem.figures.gallery import as_image, gallery_steps, make_gallery, pca_2d, run_taus
 from diffmem.stages.score import score_run
 
 STEPS = [0, 1, 3, 10, 32, 100, 316, 1000, 3162, 10000]
@@ -51,7 +52,7 @@ def test_pca_2d_finds_the_spread_direction():
 
 
 @pytest.mark.parametrize("image_shape", [(1, 4, 4), None])
-def test_make_gallery_draws_a_png(tmp_path, image_shape):
+def test_make_gallery_shows_the_samples_beside_their_nearest_training_points(tmp_path, image_shape, drawn):
     rng = np.random.default_rng(0)
     train = rng.uniform(-1, 1, size=(12, 16)).astype(np.float32)
     files, steps = {}, [0, 10, 100]
@@ -69,8 +70,34 @@ def test_make_gallery_draws_a_png(tmp_path, image_shape):
     fit = xr.Dataset({names.TAU_MEM: ((names.N, names.SEED), [[50.0]]), names.TAU_GEN: ((names.N, names.SEED), [[5.0]])},
                      coords={names.N: [12], names.SEED: [0]})
     out = tmp_path / "g.png"
+    figs = drawn.watch(gallery)
     chosen = make_gallery(manifest=manifest, scores=scores, train=train, pool_index=pool_index,
                           image_shape=image_shape, fit=fit, out=out, num_pairs=6, title="t")
     # no positive checkpoint before tau_gen = 5 (fallback: the first, 10), which is also the window's only one
     assert [s for _, s in chosen] == [10, 100]
-    assert out.stat().st_size > 5000
+    assert out.exists() and list(figs) == ["g.png"]
+    fig, threshold = figs["g.png"], float(scores[names.F_MEM].attrs[names.RATIO_THRESHOLD])
+    lo, hi = float(train.min()), float(train.max())
+    for j, (_, step) in enumerate(chosen):
+        at = scores.sel({names.STEP: step})
+        samples = np.load(files[str(step)])
+        nearest = train[at[names.NEAREST].values - 100]  # pool index -> training row
+        memorized = at[names.RATIO].values < threshold
+        if step == 100:
+            assert memorized[:5].all()  # the planted copies
+        if image_shape is not None:  # rows of (sample, nearest training image) per checkpoint, a spacer between
+            columns = 3 * len(chosen) - 1
+            for i in range(6):
+                ax_s, ax_t = fig.axes[i * columns + 3 * j], fig.axes[i * columns + 3 * j + 1]
+                np.testing.assert_allclose(ax_s.images[0].get_array(), as_image(samples[i], image_shape, lo, hi))
+                np.testing.assert_allclose(ax_t.images[0].get_array(), as_image(nearest[i], image_shape, lo, hi))
+                assert ax_s.get_xlabel().endswith(" MEM") == memorized[i]
+        else:  # every sample on the training set's first two principal components, memorized ones red
+            ax = fig.axes[j]
+            mean, comps = pca_2d(train)
+            plain, red, points = (c.get_offsets() for c in ax.collections)
+            projected = (samples - mean) @ comps.T
+            np.testing.assert_allclose(np.concatenate([plain, red]),
+                                       np.concatenate([projected[~memorized], projected[memorized]]), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(points, (train - mean) @ comps.T, rtol=1e-5, atol=1e-6)
+            assert ax.get_title().startswith(f"step {step}: ")

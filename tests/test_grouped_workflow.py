@@ -12,10 +12,10 @@ import pytest
 import torch
 import xarray as xr
 import yaml
+from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 from diffmem.checkpoint import existing_steps, load_checkpoint
 from diffmem.config import checkpoint_grid
-from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.snakemake
 

@@ -14,7 +14,12 @@ from PIL import Image
 from diffmem.config import ConfigError, DataConfig, validate_config
 from diffmem.data import prepare_dataset
 from diffmem.images import (
-    CIFAR10_BATCHES, count_images, image_shape_of, load_celeba, load_cifar10, load_image_folder,
+    CIFAR10_BATCHES,
+    count_images,
+    image_shape_of,
+    load_celeba,
+    load_cifar10,
+    load_image_folder,
     read_cifar10_batch,
 )
 from diffmem.resources import data_shape

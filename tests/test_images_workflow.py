@@ -7,8 +7,10 @@ import pytest
 import xarray as xr
 import yaml
 from PIL import Image
-
+from test_figures import check_experiment_figures
 from test_workflow import REPO, snakemake, write_config
+
+from diffmem.figures import experiment
 
 pytestmark = pytest.mark.snakemake
 
@@ -26,7 +28,7 @@ def write_digits_png(folder, *, count: int = 300) -> np.ndarray:
     return images
 
 
-def test_png_folder_through_the_workflow(tmp_path):
+def test_png_folder_through_the_workflow(tmp_path, drawn):
     write_digits_png(tmp_path / "digits_png")
     cfg = yaml.safe_load((REPO / "tests" / "smoke_images.yaml").read_text())
     cfg["experiments"]["png"]["data"]["path"] = str(tmp_path / "digits_png")
@@ -39,4 +41,10 @@ def test_png_folder_through_the_workflow(tmp_path):
     with xr.open_dataset(exp / "cube.nc", engine="h5netcdf") as cube:
         assert list(cube["n"].values) == [16, 32] and cube["ratio"].dims == ("n", "seed", "step", "sample")
         assert np.isfinite(cube["f_mem"].values).all() and "fd_data" in cube
-    assert (exp / "figures" / "overview.png").stat().st_size > 5000
+    # the overview shows the cube and the fit: redrawn here as the plot job drew it, the same pixels
+    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), xr.load_dataset(exp / "fit.nc", engine="h5netcdf")
+    figs = drawn.watch(experiment)
+    with drawn.as_a_new_process():
+        experiment.make_figures(cube, fit, tmp_path / "redrawn", title="png", only={"overview"})
+    assert drawn.same_pixels(tmp_path / "redrawn" / "overview.png", exp / "figures" / "overview.png")
+    check_experiment_figures(figs, cube, fit, only={"overview.png"})

@@ -9,7 +9,6 @@ from scipy import stats
 
 from diffmem.metrics import exact
 
-
 # ---- densities ---------------------------------------------------------------------------------
 
 def test_gaussian_logpdf_matches_scipy(rng):

@@ -8,7 +8,6 @@ from scipy import stats
 
 from diffmem.metrics import exact, kde
 
-
 # ---- bandwidths and KDE log densities ----------------------------------------------------------
 
 def test_bandwidth_rules(rng):

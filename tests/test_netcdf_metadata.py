@@ -5,10 +5,10 @@ import json
 import numpy as np
 import xarray as xr
 
-from diffmem.stages import cube as cube_stage
-from diffmem.stages import fit as fit_stage
 from diffmem import names
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf
+from diffmem.stages import cube as cube_stage
+from diffmem.stages import fit as fit_stage
 
 FRACTIONS = (names.F_MEM, names.F_MEM_SE, names.RATIO, names.F_MEM_FINAL, names.F_MEM_FINAL_SE)
 ACDD = ("Conventions", "title", "summary", "keywords", "source", "references", "date_created", "history")

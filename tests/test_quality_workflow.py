@@ -6,13 +6,15 @@ import shutil
 
 import pytest
 import xarray as xr
-
+from test_figures import check_quality_figures
 from test_workflow import REPO, snakemake
+
+from diffmem.figures import experiment
 
 pytestmark = pytest.mark.snakemake
 
 
-def test_synthetic_quality_variables(tmp_path):
+def test_synthetic_quality_variables(tmp_path, drawn):
     shutil.copy(REPO / "tests" / "smoke_gaussian.yaml", tmp_path / "config.yaml")
     snakemake(tmp_path)
     exp = tmp_path / "results_smoke" / "smoke_gauss"
@@ -31,5 +33,12 @@ def test_synthetic_quality_variables(tmp_path):
         assert fit["tau_gen"].dims == ("n", "seed")
         assert "tau_gen_exponent" in fit and fit["tau_gen_exponent_ci"].sizes["bound"] == 2
         assert fit.attrs["tau_gen_metric"] == "loglik"
+    # the quality figures show the cube and the fit (redrawn here as the plot jobs drew them, d = 4, and
+    # the same pixels as the workflow's files)
+    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), xr.load_dataset(exp / "fit.nc", engine="h5netcdf")
+    figs = drawn.watch(experiment)
     for name in ("timescales", "quality_vs_step", "loss_gap", "p_delta_pos"):
-        assert (exp / "figures" / f"{name}.png").stat().st_size > 5000
+        with drawn.as_a_new_process():
+            experiment.make_quality_figures(cube, fit, tmp_path / "redrawn", title="smoke_gauss", data_dim=4, only={name})
+        assert drawn.same_pixels(tmp_path / "redrawn" / f"{name}.png", exp / "figures" / f"{name}.png"), name
+    check_quality_figures(figs, cube, fit, data_dim=4)

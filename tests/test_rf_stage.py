@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from matplotlib.collections import PathCollection
+from test_figures import assert_curves, bars, legend, xy
 
 from diffmem import names
-from diffmem.figures.rf import make_rf_figures
-from diffmem.stages import rf
 from diffmem.config import FitConfig, ModelConfig, TrainConfig, checkpoint_grid
-from diffmem.cube import combine_runs, load_parts
-from diffmem.stages.data import main as data_main
+from diffmem.cube import combine_runs, data_dim, load_parts
 from diffmem.families import random_features as family
+from diffmem.figures import rf as rf_figures
+from diffmem.figures.rf import make_rf_figures
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf
+from diffmem.stages import rf
+from diffmem.stages.data import main as data_main
 
 MODEL = ModelConfig(family="random_features", psi_p=4.0, rf_time=0.1, rf_num_noise=1, rf_solver="gd")
 
@@ -170,15 +173,46 @@ def test_rf_fit_recovers_a_planted_split_time_and_flags_censored_runs():
     assert bool(none[f"{names.TAU_SPLIT}_censored"].all()) and np.isnan(float(none[f"{names.TAU_SPLIT}_exponent"]))
 
 
-def test_figures_are_written(tmp_path):
+def check_rf_figures(figs: dict, cube: xr.Dataset, fit: xr.Dataset) -> None:
+    """rf_losses.png: train loss, test loss and score error against tau, one curve per n (mean over seeds,
+    psi_n in the legend), the test loss with each n's split time; rf_split_time.png: the split time and
+    tau_gen of every run against psi_n, their geometric means, the fits and the theory."""
+    tau, d = cube[names.TAU].values, data_dim(cube)
+    keep = tau > 0
+    axes = figs["rf_losses.png"].axes
+    for ax, var in zip(axes, (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR)):
+        assert_curves(ax.lines[: cube.sizes[names.N]] if var != names.TEST_LOSS else
+                      [line for line in ax.lines if len(line.get_xdata()) > 2],
+                      [(tau[keep], np.nanmean(cube[var].sel({names.N: n}).values[:, keep], axis=0))
+                       for n in cube[names.N].values])
+    assert legend(axes[0]) == [f"psi_n = {n / d:g}" for n in cube[names.N].values]
+    splits = [float(line.get_xdata()[0]) for line in axes[1].lines if len(line.get_xdata()) == 2]
+    geo = np.exp(np.nanmean(np.log(fit[names.TAU_SPLIT].transpose(names.N, names.SEED).values), axis=1))
+    np.testing.assert_allclose(splits, geo[np.isfinite(geo)])
+    ax = figs["rf_split_time.png"].axes[0]
+    psi_n = fit[names.PSI_N].values
+    seeds = fit.sizes[names.SEED]
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_label().startswith("_")]
+    for k, var in enumerate(v for v in (names.TAU_SPLIT, names.TAU_GEN) if v in fit):
+        vals = fit[var].transpose(names.N, names.SEED).values
+        for j in range(seeds):  # one scatter per seed (a censored run's NaN is not drawn)
+            np.testing.assert_allclose(scatters[k * seeds + j].get_offsets(), np.column_stack([psi_n, vals[:, j]]))
+        g = np.exp(np.nanmean(np.log(vals), axis=1))
+        np.testing.assert_allclose(np.column_stack(xy(bars(ax)[k])), np.column_stack([psi_n, g])[np.isfinite(g)])
+    theory = [line for line in ax.lines if line.get_label().startswith("theory tau_mem")]
+    np.testing.assert_allclose(xy(theory[0])[1], fit[names.TAU_MEM_THEORY].values)
+
+
+def test_figures_show_the_losses_and_the_split_times(tmp_path, drawn):
     cube, _ = _synthetic_cube()
     fit = rf.rf_fit(cube, model=dataclass_replace(MODEL, psi_p=64.0), fit=FitConfig(rf_gap=0.2, num_bootstrap=20),
                     rng=np.random.default_rng(0))
+    figs = drawn.watch(rf_figures)
     paths = make_rf_figures(cube, fit, tmp_path / "figs", title="synthetic")
-    assert sorted(p.name for p in paths) == ["rf_losses.png", "rf_split_time.png"]
+    assert sorted(p.name for p in paths) == sorted(figs) == ["rf_losses.png", "rf_split_time.png"]
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["rf_losses.png", "rf_split_time.png"]
-    for p in paths:
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    check_rf_figures(figs, cube, fit)
+    assert figs["rf_split_time.png"].axes[0].get_title().startswith("synthetic: d = ")
 
 
 def _prepare(tmp_path, *, d, pool_size, n_test, n, seed):

@@ -133,8 +133,8 @@ def test_stacked_checkpoints_sample_as_each_alone(parameterization, sampler, arc
     """sample.stack_checkpoints: k denoisers sampled together give each its own samples (same latents and
     noise streams), to the float rounding of the batched kernels."""
     from diffmem.config import ModelConfig, SampleConfig
-    from diffmem.models import build_denoiser
     from diffmem.generation import generate, generate_stack
+    from diffmem.models import build_denoiser
 
     nets = []
     for seed in range(3):

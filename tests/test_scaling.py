@@ -113,8 +113,8 @@ def width_fit(width_power, *, seed=0):
 
 def test_width_collapse_recovers_n_over_w_and_rejects_a_wrong_width_law():
     from diffmem import names
-    from diffmem.stages.sweep import width_collapse
     from diffmem.names import TAU_MEM_TIMES_WIDTH as COLLAPSE
+    from diffmem.stages.sweep import width_collapse
 
     good = [width_collapse(width_fit(1.0, seed=s), num_bootstrap=200) for s in range(20)]
     assert np.median([float(g[f"{COLLAPSE}_exponent"]) for g in good]) == pytest.approx(1.0, abs=0.03)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from test_figures import assert_curves, bars, curves, legend, seed_means, xy
 
 from diffmem import names
-from diffmem.config import ConfigError, SampleConfig, validate_config
+from diffmem.config import TWIN_SEED_OFFSET, ConfigError, SampleConfig, twin_experiments, validate_config
 from diffmem.data import subset_indices
-from diffmem.generation import generate
-from diffmem.config import TWIN_SEED_OFFSET, twin_experiments
+from diffmem.figures import twin as twin_figures
 from diffmem.figures.twin import make_twin_figure
+from diffmem.generation import generate
 from diffmem.stages.twin import compare_runs, pair_distances
 
 
@@ -88,7 +89,7 @@ def _manifest(tmp_path, tag, steps, arrays):
     return {"n": 4, "seed": 0, "steps": steps, "files": files}
 
 
-def test_compare_runs_and_figure(tmp_path):
+def test_compare_runs_and_figure(tmp_path, drawn):
     rng = np.random.default_rng(0)
     train_a, train_b = rng.standard_normal((4, 6)), rng.standard_normal((4, 6)) + 5
     common = rng.standard_normal((10, 6)) * 0.01 + 2.5  # both models produce it: between the two sets
@@ -102,5 +103,24 @@ def test_compare_runs_and_figure(tmp_path):
     assert ds[names.TWIN_DISTANCE].dims == (names.STEP, names.SAMPLE)
     cube = ds.expand_dims({names.N: [4], names.SEED: [0]})
     cube[names.D1] = xr.full_like(cube[names.TWIN_D1], 0.5)
+    figs = drawn.watch(twin_figures)
     out = make_twin_figure(cube, tmp_path / "twin.png", title="t")
-    assert out.stat().st_size > 5000
+    assert out.exists() and list(figs) == ["twin.png"]
+    check_twin_figure(figs["twin.png"], cube)
+    # the fraction is 1 at step 10 (both models draw the same points), 0 at 100 (each copies its own set)
+    assert [xy(line)[1].tolist() for line in bars(figs["twin.png"].axes[1])] == [[1.0], [0.0]]
+
+
+def check_twin_figure(fig, cube: xr.Dataset) -> None:
+    """The fraction of twin pairs closer to each other than to their training sets against step per n
+    (mean over seeds), against n at the first, middle and last step, and median d_AB / median d1."""
+    ax, ax2, ax3 = fig.axes
+    ns = cube[names.N].values
+    assert_curves(curves(ax), [seed_means(cube[names.TWIN_CLOSER], n) for n in ns])
+    assert legend(ax) == [str(n) for n in ns]
+    steps = cube[names.STEP].values[cube[names.STEP].values > 0]
+    picks = sorted({int(steps[0]), int(steps[len(steps) // 2]), int(steps[-1])})
+    assert_curves(bars(ax2), [(ns, cube[names.TWIN_CLOSER].sel({names.STEP: s}).mean(names.SEED).values) for s in picks])
+    assert legend(ax2) == [f"step {s}" for s in picks]
+    ratio = cube[names.TWIN_DISTANCE].median(names.SAMPLE) / cube[names.D1].median(names.SAMPLE)
+    assert_curves(curves(ax3), [seed_means(ratio, n) for n in ns])

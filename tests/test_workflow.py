@@ -2,13 +2,15 @@
 
 (a) a finished run has nothing to do; (b) a new ratio_threshold reruns scoring and fitting only;
 (c) a raised max_steps resumes training from the last checkpoint and samples only new checkpoints;
-(d) a new seed adds only that branch. Slow-ish (about two minutes on two cores).
+(d) a new seed adds only that branch. (b)-(d) each change their own copy of the finished run, so they
+pass alone and in any order. Slow-ish (about two minutes on two cores).
 """
 
 from __future__ import annotations
 
 import collections
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,10 @@ from pathlib import Path
 import pytest
 import xarray as xr
 import yaml
+from test_figures import check_experiment_figures
 
 from diffmem.config import checkpoint_grid
+from diffmem.figures import experiment
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.snakemake
@@ -64,7 +68,16 @@ def finished(tmp_path_factory):
     return workdir, cfg
 
 
-def test_end_to_end_outputs(finished):
+@pytest.fixture
+def copied(finished, tmp_path):
+    """A copy of the finished run (timestamps and Snakemake's records kept) for a test to change."""
+    workdir, cfg = finished
+    copy = tmp_path / "wf"
+    shutil.copytree(workdir, copy, symlinks=True)
+    return copy, yaml.safe_load(yaml.safe_dump(cfg))
+
+
+def test_end_to_end_outputs(finished, drawn, tmp_path):
     workdir, cfg = finished
     exp = workdir / "results" / "smoke"
     with xr.open_dataset(exp / "cube.nc", engine="h5netcdf") as cube:
@@ -78,8 +91,16 @@ def test_end_to_end_outputs(finished):
     with xr.open_dataset(exp / "fit.nc", engine="h5netcdf") as fit:
         assert fit["tau_mem"].dims == ("n", "seed")
         assert "tau_mem_exponent" in fit and "tau_mem_exponent_ci" in fit
-    for name in ("overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling"):
-        assert (exp / "figures" / f"{name}.png").stat().st_size > 5000
+    # each figure shows the cube and the fit: redrawn here as the plot job drew it (one figure per call,
+    # a new process's settings), checked, and the same pixels as the workflow's file
+    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), xr.load_dataset(exp / "fit.nc", engine="h5netcdf")
+    figs = drawn.watch(experiment)
+    figures = ("overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling")
+    for name in figures:
+        with drawn.as_a_new_process():
+            experiment.make_figures(cube, fit, tmp_path, title="smoke", only={name})
+        assert drawn.same_pixels(tmp_path / f"{name}.png", exp / "figures" / f"{name}.png"), name
+    check_experiment_figures(figs, cube, fit)
 
 
 def test_a_second_run_has_nothing_to_do(finished):
@@ -87,8 +108,8 @@ def test_a_second_run_has_nothing_to_do(finished):
     assert planned_jobs(workdir) == []
 
 
-def test_b_ratio_threshold_reruns_scoring_and_fitting_only(finished):
-    workdir, cfg = finished
+def test_b_ratio_threshold_reruns_scoring_and_fitting_only(copied):
+    workdir, cfg = copied
     cfg["experiments"]["smoke"]["score"]["ratio_threshold"] = 0.5
     write_config(workdir, cfg)
     planned = counts(planned_jobs(workdir))
@@ -101,8 +122,8 @@ def test_b_ratio_threshold_reruns_scoring_and_fitting_only(finished):
     assert "distances: 0 computed" in (workdir / "results/smoke/logs/score/n8_seed0.log").read_text()
 
 
-def test_c_raising_max_steps_resumes_and_samples_only_new_checkpoints(finished):
-    workdir, cfg = finished
+def test_c_raising_max_steps_resumes_and_samples_only_new_checkpoints(copied):
+    workdir, cfg = copied
     state = next((workdir / "results/smoke/state/n16_seed1").iterdir())
     old = {p.name: p.stat().st_mtime_ns for p in state.rglob("*") if p.is_file()}
     old_steps = sorted(int(p.name[4:13]) for p in state.glob("step*.pt"))
@@ -123,8 +144,8 @@ def test_c_raising_max_steps_resumes_and_samples_only_new_checkpoints(finished):
     assert f"{len(grid - set(old_steps))} checkpoints sampled, {len(grid & set(old_steps))} reused" in sample_log
 
 
-def test_d_adding_a_seed_adds_only_that_branch(finished):
-    workdir, cfg = finished
+def test_d_adding_a_seed_adds_only_that_branch(copied):
+    workdir, cfg = copied
     cfg["experiments"]["smoke"]["data"]["seeds"].append(2)
     write_config(workdir, cfg)
     jobs = planned_jobs(workdir)

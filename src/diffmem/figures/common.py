@@ -11,7 +11,6 @@ import matplotlib.ticker
 from diffmem import names
 
 
-
 def f_mem_label(f_mem) -> str:
     """'f_mem  (d1/d2 < 0.33)': the axis label of f_mem with the threshold the score stage used."""
     threshold = f_mem.attrs.get(names.RATIO_THRESHOLD)

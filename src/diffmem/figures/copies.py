@@ -21,9 +21,9 @@ import numpy as np
 import xarray as xr
 
 from diffmem import names
+from diffmem.copies import isolation_correlations
 from diffmem.figures.common import save_figure
 from diffmem.figures.gallery import as_image
-from diffmem.copies import isolation_correlations
 
 VARIABLES = (names.COPY_COUNT, names.FIRST_COPY_STEP, names.TRAIN_NN_DISTANCE, names.TRAIN_MEAN_DISTANCE,
              names.TRAIN_POOL_INDEX)

@@ -13,7 +13,6 @@ from diffmem import names
 from diffmem.figures.common import save_figure
 
 
-
 def _psi_ticks(ax, values) -> None:
     ax.xaxis.set_major_locator(mticker.FixedLocator(sorted(values)))
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))

@@ -14,7 +14,6 @@ from diffmem.cube import data_dim
 from diffmem.figures.common import save_figure
 
 
-
 def _colors(count: int):
     return plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(count, 1)))
 

@@ -14,8 +14,6 @@ from diffmem import names
 from diffmem.figures.common import save_figure
 from diffmem.onsets import pick_quality_metric
 
-
-
 SWEEP_FIGURE = {names.WIDTH: "sweep_width.png", names.STRENGTH: "sweep_strength.png"}
 
 

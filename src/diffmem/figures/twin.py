@@ -13,7 +13,6 @@ from diffmem import names
 from diffmem.figures.common import plain_log_ticks, save_figure
 
 
-
 def make_twin_figure(cube: xr.Dataset, out: str | Path, *, title: str = "") -> Path:
     """twin.png: the fraction of twin pairs closer to each other than to their training sets against
     step per n, and against n at three checkpoints; and the median pair distance over the median d1."""
