@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 import xarray as xr
 
 from diffmem import names
@@ -66,9 +68,6 @@ def most_copied(cube: xr.Dataset, *, top: int) -> tuple[int | None, list[dict]]:
 
 def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np.ndarray],
                        image_shape: tuple[int, ...] | None, out: str | Path, title: str = "", top: int = 12):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
 
     sns.set_theme(style="whitegrid", context="paper")
     n_top, rows = most_copied(cube, top=top)
@@ -116,7 +115,8 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
     ax.set_xlim(left=0.8)
     ax.set_xlabel("copy count k (memorized samples, last checkpoint)")
     ax.set_ylabel("fraction of training points copied >= k times")
-    ax.set_yscale("log")
+    if any(np.any(line.get_ydata() > 0) for line in ax.lines):  # nothing copied: no log axis to draw
+        ax.set_yscale("log")
     ax.legend(fontsize=6)
     ax.set_title("distribution of copy counts", fontsize=9)
     max_step = float(np.nanmax(cube[names.FIRST_COPY_STEP].values)) if np.isfinite(

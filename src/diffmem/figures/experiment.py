@@ -187,6 +187,15 @@ def plot_losses(ax, cube: xr.Dataset) -> None:
     ax.legend(fontsize=6, ncol=2)
 
 
+def single_panel_figure(draw, path: Path, *, title: str) -> Path:
+    """One panel drawn by `draw(ax)`, titled and saved to `path`."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    draw(ax)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+    return path
+
+
 def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title: str = "",
                  only: set[str] | None = None) -> list[Path]:
     """The memorization figures (`only`: just these names, without .png; default all)."""
@@ -201,13 +210,8 @@ def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title
         "losses.png": lambda ax: plot_losses(ax, cube),
     }
     for name, draw in single.items():
-        if only is not None and name[:-4] not in only:
-            continue
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        draw(ax)
-        ax.set_title(title, fontsize=9)
-        save_figure(fig, outdir / name)
-        written.append(outdir / name)
+        if only is None or name[:-4] in only:
+            written.append(single_panel_figure(draw, outdir / name, title=title))
     if only is None or "overview" in only:
         fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
         for ax, draw in zip(axes.ravel(), single.values()):
@@ -312,11 +316,7 @@ def make_quality_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, 
             if only is not None:
                 raise ValueError(f"cannot draw {name}: {missing[name]}")
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        draw(ax)
-        ax.set_title(title, fontsize=9)
-        save_figure(fig, outdir / name)
-        written.append(outdir / name)
+        written.append(single_panel_figure(draw, outdir / name, title=title))
     return written
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
@@ -100,8 +101,6 @@ def as_image(x: np.ndarray, shape: tuple[int, ...], lo: float, hi: float) -> np.
 def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: tuple[int, ...], threshold: float,
                        title: str):
     """columns: dicts with label, step, f_mem, samples [K, D], nearest [K] (training-set rows), ratio [K], d1 [K]."""
-    import matplotlib.pyplot as plt
-
     num = max(len(c["samples"]) for c in columns)
     lo, hi = float(np.min(train)), float(np.max(train))
     height = 1.25 * num + 1.4
@@ -148,8 +147,6 @@ def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: t
 
 def draw_projection_gallery(columns: list[dict], *, train: np.ndarray, threshold: float, title: str):
     """columns: dicts with label, step, f_mem, samples [M, D], nearest [M], ratio [M] (all samples)."""
-    import matplotlib.pyplot as plt
-
     mean, comps = pca_2d(train)
     project = lambda x: (np.asarray(x, dtype=np.float64) - mean) @ comps.T  # noqa: E731  [., 2]
     t2 = project(train)

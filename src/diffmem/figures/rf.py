@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import xarray as xr
 
@@ -55,9 +56,6 @@ def _plot_losses(cube: xr.Dataset, fit: xr.Dataset | None, title: str):
 
 
 def _plot_split(fit: xr.Dataset, title: str):
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     psi_n = fit[names.PSI_N].values
     d = fit.attrs.get("d", 1)

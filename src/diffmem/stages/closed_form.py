@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
     parser.add_argument("--run-settings", default=None,
-                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     parser.add_argument("--state-root", required=True, help="folder of this run's cached samples")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)

@@ -11,7 +11,8 @@ as alone, and its samples equal the one-at-a-time ones to the float rounding of 
 kernels. It pays where one checkpoint's network evaluations cannot fill the device (a GPU with a
 small MLP); on CPU the default, 1, samples one checkpoint at a time with the module itself.
 
-Run: `diffmem sample --train-metrics train_metrics.nc --sample-cfg '<json>' --out samples.json`
+Run: `diffmem sample --train-metrics train_metrics.nc --sample-cfg '<json>' [--run-settings '<json>'] [--device cuda]
+--out samples.json`
 """
 
 from __future__ import annotations
@@ -44,17 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-metrics", required=True, help="train_metrics.nc of the run")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
     parser.add_argument("--run-settings", default=None,
-                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     parser.add_argument("--device", default="auto", help="where to sample (the workflow passes train.device)")
     parser.add_argument("--out", required=True, help="samples.json manifest")
     args = parser.parse_args(argv)
     try:
         cfg = SampleConfig.from_dict(read_slice("sample", args.sample_cfg, args.run_settings))
-        device_name = args.device
     except ConfigError as exc:
         fail(str(exc))
     try:
-        device, _gpu_lease = select_device(device_name)  # the lease holds this job's GPU until exit
+        device, _gpu_lease = select_device(args.device)  # the lease holds this job's GPU until exit
     except RuntimeError as exc:
         fail(str(exc))
     with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", required=True, help="dataset .npz (for the test split)")
     parser.add_argument("--score-cfg", required=True, help="score config slice (JSON or path)")
     parser.add_argument("--run-settings", default=None,
-                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     parser.add_argument("--out", required=True, help="scores.nc")
     args = parser.parse_args(argv)
     try:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--train-cfg", required=True, help="train config slice (JSON or path)")
     parser.add_argument("--run-settings", default=None,
-                    help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
     parser.add_argument("--seed", "--seeds", dest="seed", nargs="+", type=int, required=True, help="seed of each run")
     parser.add_argument("--state-root", "--state-roots", dest="state_root", nargs="+", required=True,
                         help="checkpoint folder of each run (kept across reruns)")
