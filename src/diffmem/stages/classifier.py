@@ -8,7 +8,6 @@ Run: `diffmem classifier --dataset dataset.npz --quality-cfg '<json>' --out clas
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -19,14 +18,13 @@ from diffmem.data import load_dataset
 from diffmem.io import fail
 from diffmem.log import configure
 from diffmem.metrics import features
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem classifier", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.classifier",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem classifier", __doc__, "diffmem.stages.classifier")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--quality-cfg", required=True)
     parser.add_argument("--threads", type=int, default=1)

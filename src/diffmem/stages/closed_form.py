@@ -18,7 +18,6 @@ Run: `diffmem closed-form-sample --train train.npz --model '<json>' --sample-cfg
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -46,6 +45,7 @@ from diffmem.families.closed_form import closed_form_denoiser
 from diffmem.generation import generate, sample_cache_dir
 from diffmem.io import atomic_write_text, fail
 from diffmem.log import configure
+from diffmem.stages import add_run_settings, stage_parser
 
 log = logging.getLogger(__name__)
 STEP = 0  # the single "checkpoint" of a closed-form model
@@ -85,14 +85,11 @@ def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarr
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem closed-form-sample", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.closed_form",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem closed-form-sample", __doc__, "diffmem.stages.closed_form")
     parser.add_argument("--train", required=True, help="training subset .npz")
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
-    parser.add_argument("--run-settings", default=None,
-                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+    add_run_settings(parser)
     parser.add_argument("--state-root", required=True, help="folder of this run's cached samples")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)

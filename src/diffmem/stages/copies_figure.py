@@ -5,7 +5,6 @@ Run: `diffmem copies-figure --cube cube.nc --runs 64:0:runs/n64_seed0/train.npz 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -16,6 +15,7 @@ from diffmem.data import load_train
 from diffmem.figures.copies import VARIABLES, make_copies_figure
 from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.log import configure
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ def parse_runs(tokens: list[str]) -> dict[tuple[int, int], str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem copies-figure", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.copies_figure",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem copies-figure", __doc__, "diffmem.stages.copies_figure")
     parser.add_argument("--cube", required=True)
     parser.add_argument("--runs", nargs="+", required=True, help="N:SEED:train.npz of every run")
     parser.add_argument("--top", type=int, default=12)

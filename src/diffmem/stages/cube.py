@@ -6,20 +6,19 @@ Run: `diffmem cube --scores a/scores.nc b/scores.nc --train-metrics a/train_metr
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 from diffmem.cube import combine_runs, inputs_hash, load_parts
 from diffmem.io import atomic_to_netcdf, cf_global_attrs, fail, provenance
 from diffmem.log import configure
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem cube", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.cube")
+    parser = stage_parser("diffmem cube", __doc__, "diffmem.stages.cube")
     parser.add_argument("--scores", nargs="*", default=[], help="per-run scores.nc files")
     parser.add_argument("--train-metrics", nargs="*", default=[],
                         help="per-run train_metrics.nc (trained families) or rf_metrics.nc (random_features)")

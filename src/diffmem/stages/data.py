@@ -6,7 +6,6 @@ Run: `diffmem prepare-data --data '<json>' --out dataset.npz` and
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -16,13 +15,13 @@ from diffmem.config import ConfigError, DataConfig, read_json_arg
 from diffmem.data import load_dataset, prepare_dataset, save_dataset, subset_indices
 from diffmem.io import atomic_savez, fail
 from diffmem.log import configure
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem prepare-data", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.data")
+    parser = stage_parser("diffmem prepare-data", __doc__, "diffmem.stages.data")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build the pool and the test split")
     p.add_argument("--data", required=True, help="data config slice as JSON (or a path to one)")

@@ -8,7 +8,6 @@ Run: `diffmem fit --cube cube.nc --fit-cfg '<json>' --out fit.nc`
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -21,14 +20,13 @@ from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
 from diffmem.log import configure
 from diffmem.onsets import describe_levels, describe_scaling, fit_onsets
 from diffmem.scaling import POWER_LAW_CRITERION
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem fit", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.fit",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem fit", __doc__, "diffmem.stages.fit")
     parser.add_argument("--cube", required=True)
     parser.add_argument("--fit-cfg", required=True, help="fit config slice (JSON or path)")
     parser.add_argument("--out", required=True)

@@ -7,7 +7,6 @@ Run: `diffmem gallery --samples a/samples.json b/samples.json --scores a/scores.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,14 +19,13 @@ from diffmem.data import load_train
 from diffmem.figures.gallery import make_gallery
 from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.log import configure
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem gallery", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.gallery",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem gallery", __doc__, "diffmem.stages.gallery")
     parser.add_argument("--samples", nargs="+", required=True, help="samples.json manifest of each run")
     parser.add_argument("--scores", nargs="+", required=True, help="scores.nc of each run (same order)")
     parser.add_argument("--train", nargs="+", required=True, help="train.npz of each run (same order)")

@@ -28,7 +28,6 @@ Run:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -49,6 +48,7 @@ from diffmem.log import configure
 from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
 from diffmem.onsets import half_crossing
 from diffmem.scaling import power_law_fit
+from diffmem.stages import stage_parser
 
 __all__ = ["VARIANTS", "generated_gaussian", "evaluate_dim", "combine_dims", "fit_transition",
            "make_linear_exact_figures", "main"]
@@ -270,9 +270,7 @@ def _cmd_plot(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem linear-exact", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.linear_exact",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem linear-exact", __doc__, "diffmem.stages.linear_exact")
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="every (n, repeat) at one dimension d")
     r.add_argument("--dim", type=int, required=True)

@@ -6,7 +6,6 @@ Run: `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/ [--quality] [--
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -16,14 +15,13 @@ from diffmem.cube import load_parts
 from diffmem.figures.experiment import compare_p_delta, make_closed_form_figures, make_figures, make_quality_figures
 from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.log import configure
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem plot", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.plot",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem plot", __doc__, "diffmem.stages.plot")
     parser.add_argument("--cube")
     parser.add_argument("--fit")
     parser.add_argument("--outdir")

@@ -18,7 +18,6 @@ Run: `diffmem quality --samples samples.json --train-metrics train_metrics.nc --
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -39,6 +38,7 @@ from diffmem.generation import denoiser_from_checkpoint
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail, file_digest
 from diffmem.log import configure
 from diffmem.metrics import distances, exact, features, kde
+from diffmem.stages import stage_parser
 
 QUALITY_VERSION = 2
 log = logging.getLogger(__name__)
@@ -185,9 +185,7 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem quality", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.quality",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem quality", __doc__, "diffmem.stages.quality")
     parser.add_argument("--samples", required=True, help="samples.json manifest")
     parser.add_argument("--train-metrics", default=None,
                         help="train_metrics.nc (locates the checkpoints; not for closed-form families)")

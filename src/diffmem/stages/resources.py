@@ -3,11 +3,11 @@ will request from the scheduler, before submitting (the sizing rules are in `dif
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from diffmem.config import ConfigError, expand_sweeps, load_config, size_experiment, training_groups, twin_experiments
 from diffmem.io import fail
+from diffmem.stages import stage_parser
 
 
 def _runtime(minutes: int) -> str:
@@ -45,7 +45,7 @@ def request_table(cfg: dict, names: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """`diffmem resources [config.yaml] [--gpus-per-train-job N] [--all]`: the requests, before submitting."""
-    parser = argparse.ArgumentParser(prog="diffmem resources", description=main.__doc__)
+    parser = stage_parser("diffmem resources", __doc__, "diffmem.stages.resources")
     parser.add_argument("config", nargs="?", default="config.yaml")
     parser.add_argument("--gpus-per-train-job", type=int, default=None,
                         help="as --config gpus_per_train_job=N (what the SLURM profile sets to 1)")

@@ -28,7 +28,6 @@ the rf_metrics.nc files.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -68,6 +67,7 @@ from diffmem.io import atomic_to_netcdf, fail, provenance
 from diffmem.log import configure
 from diffmem.onsets import describe_scaling, quality_onset, scaling_fit
 from diffmem.scaling import power_law_fit
+from diffmem.stages import add_run_settings, stage_parser
 
 __all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
 
@@ -349,17 +349,14 @@ def _cmd_plot(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem rf", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.rf",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem rf", __doc__, "diffmem.stages.rf")
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="one RF training run on one training set (diffmem rf-train)")
     t.add_argument("--train", required=True, help="training subset .npz (diffmem subsample)")
     t.add_argument("--dataset", required=True, help="dataset .npz with the held-out test split (diffmem prepare-data)")
     t.add_argument("--model", required=True, help="model config slice as JSON (or a path to one)")
     t.add_argument("--train-cfg", required=True, help="train config slice as JSON (or a path to one)")
-    t.add_argument("--run-settings", default=None,
-                   help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+    add_run_settings(t)
     t.add_argument("--seed", type=int, required=True)
     t.add_argument("--out", required=True, help="rf_metrics.nc")
     f = sub.add_parser("fit", help="split times, power-law fits and theory (diffmem rf-fit)")

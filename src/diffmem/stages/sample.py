@@ -17,7 +17,6 @@ Run: `diffmem sample --train-metrics train_metrics.nc --sample-cfg '<json>' [--r
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -34,18 +33,16 @@ from diffmem.generation import denoiser_from_checkpoint, generate_stack, sample_
 from diffmem.gpus import select_device
 from diffmem.io import NETCDF_ENGINE, atomic_write_text, fail
 from diffmem.log import configure
+from diffmem.stages import add_run_settings, stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem sample", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.sample",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem sample", __doc__, "diffmem.stages.sample")
     parser.add_argument("--train-metrics", required=True, help="train_metrics.nc of the run")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
-    parser.add_argument("--run-settings", default=None,
-                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+    add_run_settings(parser)
     parser.add_argument("--device", default="auto", help="where to sample (the workflow passes train.device)")
     parser.add_argument("--out", required=True, help="samples.json manifest")
     args = parser.parse_args(argv)

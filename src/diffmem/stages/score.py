@@ -13,7 +13,6 @@ Run: `diffmem score --samples samples.json --train train.npz --dataset dataset.n
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -32,6 +31,7 @@ from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.log import configure
 from diffmem.scoring import distance_ratio, fraction_with_se, memorized, nearest_neighbors
+from diffmem.stages import add_run_settings, stage_parser
 
 DIST_VERSION = 1
 log = logging.getLogger(__name__)
@@ -97,15 +97,12 @@ def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: n
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem score", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.score",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem score", __doc__, "diffmem.stages.score")
     parser.add_argument("--samples", required=True, help="samples.json manifest")
     parser.add_argument("--train", required=True, help="training subset .npz")
     parser.add_argument("--dataset", required=True, help="dataset .npz (for the test split)")
     parser.add_argument("--score-cfg", required=True, help="score config slice (JSON or path)")
-    parser.add_argument("--run-settings", default=None,
-                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+    add_run_settings(parser)
     parser.add_argument("--out", required=True, help="scores.nc")
     args = parser.parse_args(argv)
     try:

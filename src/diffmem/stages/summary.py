@@ -12,7 +12,6 @@ Run: `diffmem summary results/digits` (or a path to a fit.nc)
 
 from __future__ import annotations
 
-import argparse
 import sys
 import textwrap
 from pathlib import Path
@@ -23,6 +22,7 @@ import xarray as xr
 from diffmem import names
 from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.onsets import verdict
+from diffmem.stages import stage_parser
 
 # a fit variable with at most this many values is printed in full (as a table) by the generic section
 SMALL_SIZE = 24
@@ -342,9 +342,7 @@ def resolve(path: str) -> tuple[Path, Path | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem summary", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.summary",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem summary", __doc__, "diffmem.stages.summary")
     parser.add_argument("experiment", help="results/<experiment> folder (or its fit.nc)")
     args = parser.parse_args(argv)
     try:

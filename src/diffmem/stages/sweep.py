@@ -21,7 +21,6 @@ Run: `diffmem sweep --key width --values 16 32 --cubes a/cube.nc b/cube.nc --fit
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -38,6 +37,7 @@ from diffmem.io import atomic_to_netcdf, cf_global_attrs, fail
 from diffmem.log import configure
 from diffmem.models import build_denoiser, count_parameters
 from diffmem.scaling import collapse_test, diagnose
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,7 @@ def width_collapse(fit: xr.Dataset, *, num_bootstrap: int | None = None, rng: np
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem sweep", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.sweep",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem sweep", __doc__, "diffmem.stages.sweep")
     parser.add_argument("--key", required=True, choices=[names.WIDTH, names.STRENGTH])
     parser.add_argument("--values", nargs="+", type=float, required=True)
     parser.add_argument("--cubes", nargs="+", required=True, help="one cube.nc per value, in --values order")

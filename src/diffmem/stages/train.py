@@ -11,7 +11,6 @@ Run: `diffmem train --train a.npz [b.npz ...] --seed 0 [1 ...] --dataset dataset
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from diffmem.engine import Run, TrainingDiverged, TrainingInterrupted, set_tf32,
 from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.log import configure
+from diffmem.stages import add_run_settings, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,12 @@ def metrics_dataset(metrics: dict[int, dict[str, float]], *, n: int, seed: int, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem train", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.train",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem train", __doc__, "diffmem.stages.train")
     parser.add_argument("--train", nargs="+", required=True, help="training subsets (.npz from `diffmem subsample`), one per run")
     parser.add_argument("--dataset", required=True, help="dataset (.npz from `diffmem prepare-data`) for the test probe")
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--train-cfg", required=True, help="train config slice (JSON or path)")
-    parser.add_argument("--run-settings", default=None,
-                        help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+    add_run_settings(parser)
     parser.add_argument("--seed", "--seeds", dest="seed", nargs="+", type=int, required=True, help="seed of each run")
     parser.add_argument("--state-root", "--state-roots", dest="state_root", nargs="+", required=True,
                         help="checkpoint folder of each run (kept across reruns)")

@@ -21,7 +21,6 @@ Run: `diffmem twin --samples a/samples.json --twin-samples b/samples.json --trai
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -38,6 +37,7 @@ from diffmem.figures.twin import make_twin_figure
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
 from diffmem.log import configure
 from diffmem.scoring import nearest_neighbors
+from diffmem.stages import stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,7 @@ def compare_runs(manifest: dict, twin_manifest: dict, train: np.ndarray, twin_tr
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="diffmem twin", description=__doc__.split("\n\n")[0],
-                                     epilog="details: python -m pydoc diffmem.stages.twin",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("diffmem twin", __doc__, "diffmem.stages.twin")
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compare", help="per-step distances between a run's samples and its twin's")
     c.add_argument("--samples", required=True)
