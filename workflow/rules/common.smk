@@ -1,23 +1,23 @@
 # Config resolution, target lists and per-rule config slices. Rules only read from here.
 import json
-import os
 import re
 import shlex
 import sys
 from pathlib import Path
 
-from diffmem.config import TWIN_SEED_OFFSET, is_twin, twin_experiments
-
 from diffmem.config import (
     CLOSED_FORM,
+    TWIN_SEED_OFFSET,
     ConfigError,
     expand_sweeps,
     family_model,
+    is_twin,
     size_experiment,
     sweep_leaf_name,
     split_run_settings,
     sweep_of,
     training_groups,
+    twin_experiments,
     validate_config,
 )
 
