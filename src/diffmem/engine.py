@@ -85,7 +85,7 @@ from diffmem.optim import member_optimizer_state, optimizer_step_, param_groups,
 PROBE_SEED = 20250523  # one probe for every n, seed and step
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends before a time limit or a preemption
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)  # `log` is the progress callback of the functions below
 
 
 class TrainingDiverged(RuntimeError):
@@ -507,7 +507,7 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                         diverged[m] = (f"{members[m].run.label}: non-finite training loss at step {stack.step}"
                                        + ("" if check_every == 1 else f" (checked every {check_every} steps)")
                                        + f"; checkpoints up to step {kept} are kept in {members[m].run.state_dir}")
-                        logging.getLogger(__name__).warning(diverged[m])  # `log` here is the progress callback
+                        logger.warning(diverged[m])
                 if len(diverged) == k:
                     return diverged
             if stack.step % train_cfg.log_every == 0:
@@ -535,7 +535,7 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                        names.TEST_LOSS: probe_loss(one, test_probe)}
             if not all(math.isfinite(v) for v in metrics.values()):
                 diverged[m] = f"{member.run.label}: non-finite probe loss {metrics} at step {stack.step}"
-                logging.getLogger(__name__).warning(diverged[m])
+                logger.warning(diverged[m])
                 continue
             save_checkpoint(member.run.state_dir, target, {
                 **member_payload(stack, m, base=base, groups=groups), "config": config, "metrics": metrics,
@@ -552,7 +552,7 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
 
 def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, train_cfg: TrainConfig,
                data_shape: tuple[int, ...], device: torch.device,
-               log: Callable[[str], None] = log.info) -> list[dict[int, dict[str, float]]]:
+               log: Callable[[str], None] = logger.info) -> list[dict[int, dict[str, float]]]:
     """Train every run until each grid checkpoint exists in its state folder; return, per run, {step: probe losses}.
 
     Runs with nothing missing are skipped; runs resuming from different steps train as separate

@@ -103,11 +103,13 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
         ax.set_title(f"most-copied training points at n = {n_top} (seed:#pool index)", fontsize=9)
     bottom = grid[1].subgridspec(1, 3, wspace=0.3)
     ax = fig.add_subplot(bottom[0, 0])
+    copied = False  # any point copied at any n: else every curve is 0 and there is no log axis to draw
     for n in ns:
         c = cube[names.COPY_COUNT].sel({names.N: n}).values.ravel()
         c = c[np.isfinite(c)].astype(int)
         if c.size == 0:
             continue
+        copied |= bool(c.max() > 0)
         k = np.arange(1, max(int(c.max()), 1) + 1)
         ax.plot(k, [(c >= v).mean() for v in k], marker="o", markersize=3, color=palette[n],
                 label=f"n={n}: {(c > 0).mean():.0%} copied, max {int(c.max())}")
@@ -115,7 +117,7 @@ def make_copies_figure(cube: xr.Dataset, *, train_sets: dict[tuple[int, int], np
     ax.set_xlim(left=0.8)
     ax.set_xlabel("copy count k (memorized samples, last checkpoint)")
     ax.set_ylabel("fraction of training points copied >= k times")
-    if any(np.any(line.get_ydata() > 0) for line in ax.lines):  # nothing copied: no log axis to draw
+    if copied:
         ax.set_yscale("log")
     ax.legend(fontsize=6)
     ax.set_title("distribution of copy counts", fontsize=9)

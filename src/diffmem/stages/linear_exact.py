@@ -55,7 +55,6 @@ __all__ = ["VARIANTS", "generated_gaussian", "evaluate_dim", "combine_dims", "fi
 
 log = logging.getLogger(__name__)
 VARIANTS = ("one_step", "affine")
-FIGURES = ("p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og")
 _STREAM = 0x11E  # this stage's random stream, independent of every other stage's
 SIGMA = 1.0  # population standard deviation of diffmem's gaussian data
 

@@ -71,7 +71,7 @@ from diffmem.stages import add_run_settings, stage_parser
 
 __all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)  # `log` is the progress callback of the functions below
 SOLVERS = ("gd", "flow")
 
 RUN_ATTRS = {
@@ -138,7 +138,7 @@ class _Progress:
 
 
 def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train: TrainConfig, seed: int,
-           log: Callable[[str], None] = log.info) -> xr.Dataset:
+           log: Callable[[str], None] = logger.info) -> xr.Dataset:
     """One RF training run on train_x [n, d], evaluated on test_x [n_test, d]; dims (step,).
 
     p = round(psi_p d); W and the training noise come from `seed` alone (not n).  Raises
@@ -166,7 +166,7 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
         f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}; noise draws per point: {model.rf_num_noise} "
         f"(training), {eval_noise} (evaluation)")
     if model.rf_solver == "gd" and lr > lr_bound:
-        logging.getLogger(__name__).warning(  # the module logger: `log` here is the progress callback
+        logger.warning(
             f"{label}: lr {lr:g} is above the GD stability bound ~{lr_bound:.3g}; expect divergence")
     t0 = time.monotonic()
 
@@ -324,7 +324,7 @@ def _cmd_train(args) -> None:
     result_keys = split_run_settings("train", dataclasses.asdict(train))[0]  # not threads, logging, ...
     ds.attrs.update(provenance(stable_hash({"model": dataclasses.asdict(model), "train": result_keys})))
     atomic_to_netcdf(ds, args.out)
-    log.info(f"n={x.shape[0]} seed={args.seed}: {ds.sizes[names.STEP]} checkpoints -> {args.out}")
+    logger.info(f"n={x.shape[0]} seed={args.seed}: {ds.sizes[names.STEP]} checkpoints -> {args.out}")
 
 
 def _cmd_fit(args) -> None:
@@ -334,18 +334,18 @@ def _cmd_fit(args) -> None:
     out = rf_fit(cube, model=model, fit=cfg, rng=np.random.default_rng(0))
     atomic_to_netcdf(out, args.out)
     lo, hi = out[f"{names.TAU_SPLIT}_exponent_ci"].values
-    log.info(f"tau_split ~ n^b with b = {float(out[f'{names.TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
+    logger.info(f"tau_split ~ n^b with b = {float(out[f'{names.TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
              f"({cfg.ci_level:g} CI), {out.attrs['num_censored']} censored runs; theory exponent "
              f"{float(out[f'{names.TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
     for prefix in (names.TAU_SPLIT, names.TAU_GEN):
         for line in describe_scaling(out, prefix, label=prefix):
-            log.info(line)
+            logger.info(line)
 
 
 def _cmd_plot(args) -> None:
     cube, fit = load_parts([args.cube, args.fit])
     paths = make_rf_figures(cube, fit, args.outdir, title=args.title or cube.attrs.get("experiment", ""))
-    log.info(f"wrote {len(paths)} figures to {args.outdir}")
+    logger.info(f"wrote {len(paths)} figures to {args.outdir}")
 
 
 def main(argv: list[str] | None = None) -> None:

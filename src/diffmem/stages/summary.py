@@ -21,7 +21,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.io import NETCDF_ENGINE, fail
-from diffmem.onsets import verdict
+from diffmem.onsets import final_values, verdict
 from diffmem.stages import stage_parser
 
 # a fit variable with at most this many values is printed in full (as a table) by the generic section
@@ -191,7 +191,7 @@ def cube_lines(cube: xr.Dataset) -> list[str]:
         steps = cube[names.STEP].values
         lines.append(f"checkpoints: step {int(steps.min())} ... {int(steps.max())}")
     if names.TWIN_CLOSER in cube:
-        last = _last_valid(cube[names.TWIN_CLOSER])
+        last = final_values(cube[names.TWIN_CLOSER])
         last = last.mean([d for d in last.dims if d != names.N])  # over seeds (and a sweep's values)
         lines.append("twin models, fraction of sample pairs closer to each other than to their training sets "
                      "(last checkpoint, mean over seeds; near 0: each copies its own set, near 1: they agree):")
@@ -205,15 +205,6 @@ def cube_lines(cube: xr.Dataset) -> list[str]:
         lines.append("training points copied by >= 1 memorized sample at the last checkpoint (mean over seeds):")
         lines += _table(["n", "fraction"], [[str(int(n)), _num(v)] for n, v in zip(frac[names.N].values, frac.values)])
     return lines
-
-
-def _last_valid(da: xr.DataArray) -> xr.DataArray:
-    """The last non-NaN value along step of every other index (runs may stop at different steps)."""
-    def last(v: np.ndarray) -> float:
-        ok = np.flatnonzero(np.isfinite(v))
-        return float(v[ok[-1]]) if ok.size else np.nan
-
-    return xr.apply_ufunc(last, da, input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
 
 
 _ONSET_PARTS = ("", "_censored", "_exponent", "_prefactor", "_exponent_ci", f"_{names.EXPONENT_CI_SEEDS}",
