@@ -5,6 +5,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
+
 from diffmem.config import (
     CLOSED_FORM,
     TWIN_SEED_OFFSET,
@@ -26,6 +28,16 @@ try:
 except ConfigError as exc:  # one line naming the key, before any job runs (no traceback: nothing is wrong here)
     print(f"diffmem: {exc}", file=sys.stderr)
     sys.exit(1)
+
+# How a job calls diffmem: the interpreter that runs Snakemake (`python -m snakemake`, a virtual
+# environment's bin/snakemake, activated or not), so jobs never depend on PATH. With `--sdm conda` a
+# job runs in envs/diffmem.yaml, which holds the dependencies but not diffmem itself (Snakemake copies
+# the env file elsewhere, so it cannot install this checkout): the job's python imports diffmem from
+# this checkout's src/ instead. The braces are doubled for the shell directive's formatting.
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    DIFFMEM = f"PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}} python -m diffmem"
+else:
+    DIFFMEM = f"{shlex.quote(sys.executable)} -m diffmem"
 
 RESULTS = CFG["results_dir"]
 # The experiments the per-run stages see: a sweep (model.width or model.strength a list) becomes one
@@ -364,7 +376,7 @@ def train_runs_arg(wildcards, input):
 
 # Training (train.smk, train_grouped.smk): one command for the per-run and the grouped rules.
 TRAIN_SHELL = (
-    "diffmem train --train {input.train} --dataset {input.dataset} --model {params.model}"
+    DIFFMEM + " train --train {input.train} --dataset {input.dataset} --model {params.model}"
     " --train-cfg {params.train} --run-settings {params.run} --seed {params.seeds} --state-root {params.states}"
     " --out {output} > {log} 2>&1"
 )

@@ -10,7 +10,7 @@ rule prepare_data:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem prepare-data --data {params.data} --out {output} > {log} 2>&1"
+        DIFFMEM + " prepare-data --data {params.data} --out {output} > {log} 2>&1"
 
 
 rule subsample:
@@ -25,4 +25,4 @@ rule subsample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem subsample --dataset {input} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        DIFFMEM + " subsample --dataset {input} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"

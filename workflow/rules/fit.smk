@@ -14,4 +14,4 @@ rule fit:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem fit --cube {input} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
+        DIFFMEM + " fit --cube {input} --fit-cfg {params.fit} --out {output} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule classifier:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem classifier --dataset {input} --quality-cfg {params.quality} --out {output} > {log} 2>&1"
+        DIFFMEM + " classifier --dataset {input} --quality-cfg {params.quality} --out {output} > {log} 2>&1"
 
 
 rule quality:
@@ -42,6 +42,6 @@ rule quality:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem quality --samples {input.samples} {params.metrics} --train {input.train}"
+        DIFFMEM + " quality --samples {input.samples} {params.metrics} --train {input.train}"
         " --dataset {input.dataset} --data-cfg {params.data} --quality-cfg {params.quality}"
         " {params.classifier} --out {output} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem sample --train-metrics {input} --sample-cfg {params.sample} --run-settings {params.run}"
+        DIFFMEM + " sample --train-metrics {input} --sample-cfg {params.sample} --run-settings {params.run}"
         " --device {params.device} --out {output} > {log} 2>&1"
 
 
@@ -48,5 +48,5 @@ rule closed_form_sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem closed-form-sample --train {input} --model {params.model} --sample-cfg {params.sample}"
+        DIFFMEM + " closed-form-sample --train {input} --model {params.model} --sample-cfg {params.sample}"
         " --run-settings {params.run} --state-root {params.state} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"
