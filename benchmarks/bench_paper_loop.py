@@ -341,7 +341,7 @@ def diffmem_cmd(args, *, dataset: Path, train: Path, run_dir: Path) -> list[str]
                  **({"compile": True} if args.diffmem[0]["compile"] else {})}
     return [sys.executable, "-m", "diffmem.cli", "train", "--train", str(train), "--dataset", str(dataset),
             "--model", json.dumps(model), "--train-cfg", json.dumps(train_cfg), "--seed", "0",
-            "--state-root", str(run_dir / "state"), "--out", str(run_dir / "train_metrics.nc")]
+            "--checkpoints", str(run_dir / "checkpoints"), "--out", str(run_dir / "train_metrics.nc")]
 
 
 def paper_cmd(args) -> list[str]:

@@ -40,18 +40,18 @@ def test_network_family_is_refused(rng):
 def test_samples_memorize_and_are_cached(tmp_path, rng):
     train = rng.normal(size=(20, 6)).astype(np.float32)
     cfg = SampleConfig(num_samples=40, num_steps=12)
-    manifest = sample_closed_form(ModelConfig(family="empirical"), cfg, train=train, state_root=tmp_path, n=20, seed=0,
+    manifest = sample_closed_form(ModelConfig(family="empirical"), cfg, train=train, run_dir=tmp_path, n=20, seed=0,
                                   log=lambda m: None)
     assert manifest["steps"] == [0] and manifest["closed_form"]["family"] == "empirical"
     x = np.load(manifest["files"]["0"])
     d, _ = nearest_neighbors(x, train, k=2)
     assert memorized(d[:, 0], d[:, 1], ratio_threshold=1 / 3).mean() > 0.9
     messages = []
-    again = sample_closed_form(ModelConfig(family="empirical"), cfg, train=train, state_root=tmp_path, n=20, seed=0,
+    again = sample_closed_form(ModelConfig(family="empirical"), cfg, train=train, run_dir=tmp_path, n=20, seed=0,
                                log=messages.append)
     assert again["files"] == manifest["files"] and "reused" in messages[0]
     other = sample_closed_form(ModelConfig(family="empirical", regularization="tikhonov", strength=1.0), cfg,
-                               train=train, state_root=tmp_path, n=20, seed=0, log=lambda m: None)
+                               train=train, run_dir=tmp_path, n=20, seed=0, log=lambda m: None)
     assert other["files"]["0"] != manifest["files"]["0"]
 
 
@@ -62,7 +62,7 @@ def test_train_stage_refuses_untrained_families(tmp_path):
 
     proc = subprocess.run([sys.executable, "-m", "diffmem.stages.train", "--train", "x.npz", "--dataset", "d.npz",
                            "--model", json.dumps({"family": "empirical"}), "--train-cfg", "{}", "--seed", "0",
-                           "--state-root", str(tmp_path), "--out", str(tmp_path / "m.nc")],
+                           "--checkpoints", str(tmp_path), "--out", str(tmp_path / "m.nc")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "is not trained by this stage" in proc.stderr + proc.stdout

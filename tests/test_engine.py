@@ -19,7 +19,8 @@ MODEL = ModelConfig(width=32, depth=1, emb_dim=8)
 POOL = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
 XT = np.random.default_rng(1).normal(size=(20, 6)).astype(np.float32)
 CPU = torch.device("cpu")
-SETTINGS = {"batch_size": 16, "checkpoints_per_decade": 2, "probe_size": 32, "lr": 3e-3, "log_every": 10**6}
+# keep: all, so every grid checkpoint keeps the optimizer and stream state these tests compare
+SETTINGS = {"batch_size": 16, "checkpoints_per_decade": 2, "probe_size": 32, "lr": 3e-3, "log_every": 10**6, "keep": "all"}
 VARIANTS = {
     "adam": {},
     "sgd-ema-wd": {"optimizer": "sgd", "ema_decay": 0.9, "weight_decay": 0.01},
@@ -279,17 +280,17 @@ def test_cli_with_two_runs_writes_what_it_writes_for_each_alone(tmp_path):
            ' "device": "cpu", "log_every": 1000000, "grouped": true}')
     outs = [str(tmp_path / f"g{s}.nc") for s in (0, 1)]
     train_stage.main(["--train", *trains, "--seed", "0", "1", "--dataset", str(dataset), "--model", model,
-                "--train-cfg", cfg, "--state-root", str(tmp_path / "gs0"), str(tmp_path / "gs1"), "--out", *outs])
+                "--train-cfg", cfg, "--checkpoints", str(tmp_path / "gs0"), str(tmp_path / "gs1"), "--out", *outs])
     torch.set_num_threads(1)
     for seed in (0, 1):
         ref = str(tmp_path / f"s{seed}.nc")
         train_stage.main(["--train", trains[seed], "--dataset", str(dataset), "--model", model,
                     "--train-cfg", cfg.replace("true", "false"), "--seed", str(seed),
-                    "--state-root", str(tmp_path / f"ss{seed}"), "--out", ref])
+                    "--checkpoints", str(tmp_path / f"ss{seed}"), "--out", ref])
         with xr.open_dataset(outs[seed], engine="h5netcdf") as g, xr.open_dataset(ref, engine="h5netcdf") as s:
-            # the trajectory hash ignores `grouped`, so both paths share one state folder name
+            # the trajectory hash ignores `grouped`: either kind of job continues the other's checkpoints
             assert g.attrs["trajectory_hash"] == s.attrs["trajectory_hash"]
-            assert g.attrs["state_dir"].endswith(g.attrs["trajectory_hash"])
+            assert g.attrs["checkpoint_dir"] == str(tmp_path / f"gs{seed}")
             xr.testing.assert_allclose(g, s, rtol=1e-5)
             assert list(g.coords) == list(s.coords) and int(g["n"]) == (40, 24)[seed]
             assert all(g[v].attrs == s[v].attrs for v in g.variables)

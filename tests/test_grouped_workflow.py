@@ -14,7 +14,7 @@ import xarray as xr
 import yaml
 from test_workflow import REPO, planned_jobs, snakemake, write_config
 
-from diffmem.checkpoint import existing_steps, load_checkpoint
+from diffmem.checkpoint import existing_steps, load_checkpoint, trajectory_of
 from diffmem.config import checkpoint_grid
 
 pytestmark = pytest.mark.snakemake
@@ -54,10 +54,9 @@ def test_grouped_members_match_the_per_run_rule(runs):
     grid = checkpoint_grid(cfg["experiments"]["single"]["train"])
     for n in data["n_train"]:
         for seed in data["seeds"]:
-            dirs = [next((workdir / "results" / exp / "state" / f"n{n}_seed{seed}").iterdir())
-                    for exp in ("single", "grouped")]
+            dirs = [workdir / "results" / exp / "runs" / f"n{n}_seed{seed}" / "checkpoints" for exp in ("single", "grouped")]
             assert [existing_steps(d) for d in dirs] == [grid, grid]
-            assert dirs[0].name == dirs[1].name  # same trajectory hash: grouping is not part of it
+            assert trajectory_of(dirs[0]) == trajectory_of(dirs[1])  # same trajectory hash: grouping is not part of it
             a, b = (load_checkpoint(d / f"step{grid[-1]:09d}.pt") for d in dirs)
             for key in a["model"]:
                 torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-5)

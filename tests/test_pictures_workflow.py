@@ -44,7 +44,7 @@ def test_twin_smoke_run(tmp_path, drawn, monkeypatch):
         own = load_train(root / f"runs/n{n}_seed0/train.npz")[1]
         twin = load_train(root / f"twin/runs/n{n}_seed{TWIN_SEED_OFFSET}/train.npz")[1]
         assert own.size == twin.size == n and np.intersect1d(own, twin).size == 0
-        assert (root / f"twin/state/n{n}_seed{TWIN_SEED_OFFSET}").is_dir()  # trained by the ordinary rule
+        assert (root / f"twin/runs/n{n}_seed{TWIN_SEED_OFFSET}/checkpoints").is_dir()  # trained by the ordinary rule
     with xr.open_dataset(root / "cube.nc", engine="h5netcdf") as cube:
         assert cube["twin_closer"].dims == ("n", "seed", "step")
         assert cube["twin_distance"].dims == ("n", "seed", "step", "sample")

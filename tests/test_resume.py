@@ -21,6 +21,7 @@ from diffmem.checkpoint import (
     existing_steps,
     load_checkpoint,
     load_resume,
+    partial_dir,
     resume_path,
 )
 from diffmem.config import ModelConfig, TrainConfig, checkpoint_grid
@@ -30,7 +31,8 @@ MODEL = ModelConfig(width=16, depth=1, emb_dim=8)
 POOL = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
 XT = np.random.default_rng(1).normal(size=(20, 6)).astype(np.float32)
 CPU = torch.device("cpu")
-SETTINGS = {"batch_size": 16, "checkpoints_per_decade": 2, "probe_size": 32, "lr": 3e-3, "log_every": 50}
+# keep: all, so every grid checkpoint keeps the optimizer and stream state these tests compare and resume from
+SETTINGS = {"batch_size": 16, "checkpoints_per_decade": 2, "probe_size": 32, "lr": 3e-3, "log_every": 50, "keep": "all"}
 MAX_STEPS = 300
 BEFORE_151 = [0, 1, 3, 10, 32, 100]  # the grid checkpoints (two per decade) before step 151
 
@@ -260,9 +262,9 @@ def test_cli_stops_on_sigterm_without_metrics_and_reruns_to_the_same_result(tmp_
     np.savez(train_npz, x=POOL[:40], indices=np.arange(40))
     model = {"width": 16, "depth": 1, "emb_dim": 8}
     train = {**SETTINGS, "max_steps": 2000, "device": "cpu", "log_every": 100}
-    out, root = tmp_path / "train_metrics.nc", tmp_path / "state"
+    out, root = tmp_path / "train_metrics.nc", tmp_path / "checkpoints"
     cmd = [sys.executable, "-m", "diffmem.stages.train", "--train", str(train_npz), "--dataset", str(dataset),
-           "--model", json.dumps(model), "--train-cfg", json.dumps(train), "--seed", "0", "--state-root", str(root),
+           "--model", json.dumps(model), "--train-cfg", json.dumps(train), "--seed", "0", "--checkpoints", str(root),
            "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(diffmem.__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -283,8 +285,8 @@ def test_cli_stops_on_sigterm_without_metrics_and_reruns_to_the_same_result(tmp_
     text = log_path.read_text()
     assert rc == 128 + signal.SIGTERM, text
     assert "stopped by SIGTERM" in text and "rerun the same command to continue" in text
-    assert not out.exists()
-    (state_dir,) = root.iterdir()
+    assert not out.exists() and not root.exists()  # the run trains in checkpoints.partial until it finishes
+    state_dir = partial_dir(root)
     stop_step = load_resume(state_dir)["step"]
     assert f"resume state at step {stop_step} saved to {resume_path(state_dir)}" in text
     assert 100 <= stop_step < 2000 and max(existing_steps(state_dir)) < stop_step
@@ -292,6 +294,6 @@ def test_cli_stops_on_sigterm_without_metrics_and_reruns_to_the_same_result(tmp_
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"resuming from step {stop_step} ({resume_path(state_dir)})" in proc.stderr
-    assert out.exists() and not resume_path(state_dir).exists()
+    assert out.exists() and not state_dir.exists() and not resume_path(root).exists()  # keep: all needs none
     single(tmp_path / "ref", max_steps=2000, log_every=100, device="cpu")
-    assert_same(final(tmp_path / "ref", 2000), final(state_dir, 2000))
+    assert_same(final(tmp_path / "ref", 2000), final(root, 2000))

@@ -55,7 +55,7 @@ def test_a_slice_that_is_not_json_is_one_clear_error():
 
 
 def test_training_run_settings_do_not_move_the_checkpoint_cache():
-    """The trajectory hash (state/<hash>/) leaves out TRAJECTORY_FREE; every train run setting is there."""
+    """The trajectory hash (checkpoints/trajectory.json) leaves out TRAJECTORY_FREE; every train run setting is there."""
     assert set(RUN_SETTINGS["train"]) <= set(TrainConfig.TRAJECTORY_FREE)
 
 
@@ -63,4 +63,4 @@ def test_sampling_run_settings_do_not_move_the_sample_cache(tmp_path):
     base = SampleConfig()
     for key in RUN_SETTINGS["sample"]:
         changed = SampleConfig(**{**base.__dict__, key: getattr(base, key) * 2})
-        assert sample_cache_dir(tmp_path, changed) == sample_cache_dir(tmp_path, base), key
+        assert sample_cache_dir(tmp_path, changed, source="t") == sample_cache_dir(tmp_path, base, source="t"), key

@@ -104,12 +104,10 @@ def test_sampler_option_in_generate_is_batch_independent():
     assert np.array_equal(a, b)
     heun = generate(Exact(), SampleConfig(num_samples=10, num_steps=20), data_shape=(4,), device=torch.device("cpu"))
     assert not np.allclose(a, heun)
-    # the sampler is part of the cache key; "auto" keeps the key caches had before the option existed
-    assert sample_cache_dir("s", cfg) != sample_cache_dir("s", SampleConfig(num_samples=10, num_steps=20))
-    legacy = {k: v for k, v in SampleConfig().__dict__.items()
-              if k not in ("batch_size", "sampler", "stack_checkpoints")}
-    from diffmem.config import stable_hash
-    assert sample_cache_dir("s", SampleConfig()).name == f"samples_{stable_hash(legacy)}"
+    # the sampler is part of the cache key, and so is what was sampled (a trajectory, a closed-form model)
+    assert sample_cache_dir("s", cfg, source="t") != sample_cache_dir("s", SampleConfig(num_samples=10, num_steps=20), source="t")
+    assert sample_cache_dir("s", cfg, source="t") != sample_cache_dir("s", cfg, source="u")
+    assert sample_cache_dir("s", cfg, source="t").parent == Path("s") / "samples"
 
 
 def test_sampler_must_match_the_parameterization():
@@ -163,7 +161,7 @@ def test_sample_stage_stacks_checkpoints_into_the_same_files(tmp_path):
     train_stage.main(["--train", str(tmp_path / "train.npz"), "--dataset", str(tmp_path / "dataset.npz"),
                 "--model", '{"width": 16, "depth": 1, "emb_dim": 8}',
                 "--train-cfg", '{"max_steps": 30, "checkpoints_per_decade": 2, "probe_size": 16, "device": "cpu"}',
-                "--seed", "0", "--state-root", str(tmp_path / "state"), "--out", str(tmp_path / "tm.nc")])
+                "--seed", "0", "--checkpoints", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "tm.nc")])
     manifests = {}
     for k in (1, 3):
         cfg = json.dumps({"num_samples": 5, "num_steps": 4, "stack_checkpoints": k, "batch_size": 6})

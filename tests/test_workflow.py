@@ -124,9 +124,13 @@ def test_b_ratio_threshold_reruns_scoring_and_fitting_only(copied):
 
 def test_c_raising_max_steps_resumes_and_samples_only_new_checkpoints(copied):
     workdir, cfg = copied
-    state = next((workdir / "results/smoke/state/n16_seed1").iterdir())
-    old = {p.name: p.stat().st_mtime_ns for p in state.rglob("*") if p.is_file()}
+    run = workdir / "results/smoke/runs/n16_seed1"
+    state = run / "checkpoints"
+    # resume.pt (train.keep: weights, the default) holds the last step's full state and moves on with training
+    kept = [p for d in (state, run / "samples") for p in d.rglob("*") if p.is_file() and p.name != "resume.pt"]
+    old = {str(p): p.stat().st_mtime_ns for p in kept}
     old_steps = sorted(int(p.name[4:13]) for p in state.glob("step*.pt"))
+    assert (state / "resume.pt").is_file() and not (run / "checkpoints.partial").exists()
     cfg["experiments"]["smoke"]["train"]["max_steps"] = 200
     write_config(workdir, cfg)
     planned = counts(planned_jobs(workdir))
@@ -135,8 +139,7 @@ def test_c_raising_max_steps_resumes_and_samples_only_new_checkpoints(copied):
     snakemake(workdir)
     log = (workdir / "results/smoke/logs/train/n16_seed1.log").read_text()
     assert f"resuming from step {old_steps[-1]}" in log
-    now = {p.name: p.stat().st_mtime_ns for p in state.rglob("*") if p.is_file()}
-    assert all(now[name] == mtime for name, mtime in old.items()), "an existing checkpoint or sample was rewritten"
+    assert all(Path(name).stat().st_mtime_ns == mtime for name, mtime in old.items()), "an existing checkpoint or sample was rewritten"
     new_steps = sorted(int(p.name[4:13]) for p in state.glob("step*.pt"))
     assert new_steps[-1] == 200 and set(old_steps) < set(new_steps)
     grid = set(checkpoint_grid(cfg["experiments"]["smoke"]["train"] | {"checkpoint_steps": None}))

@@ -489,6 +489,7 @@ class TrainConfig:
     tf32: bool
     compile: bool
     channels_last: bool
+    keep: str
 
     from_dict = classmethod(_from_dict)
 
@@ -496,7 +497,7 @@ class TrainConfig:
     # different value may resume from the same checkpoints.
     TRAJECTORY_FREE = (
         "max_steps", "checkpoints_per_decade", "checkpoint_steps", "device", "threads", "log_every", "grouped",
-        "compile", "tf32", "channels_last", "resume_every_min", "group_by", "max_group",
+        "compile", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "keep",
     )
 
 
@@ -580,7 +581,7 @@ class FitConfig:
 # writes are not here; docs/reruns.md says why the device, tf32 and compile are.
 RUN_SETTINGS = {
     "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
-              "tf32", "compile", "channels_last"),
+              "tf32", "compile", "channels_last", "keep"),
     "sample": ("batch_size", "stack_checkpoints"),
     "score": ("chunk_size", "device"),
 }

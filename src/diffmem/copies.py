@@ -96,7 +96,8 @@ def split_per_example(parts: list[xr.Dataset]) -> tuple[list[xr.Dataset], xr.Dat
 
     Runs of different n have train_index coordinates of different lengths, which combine_by_coords
     would take for a concatenation axis; merging them (outer join on n, seed, train_index) puts NaN
-    where a run's training set is smaller than the longest. The merged variables are float (NaN fill)."""
+    where a run's training set is smaller than the longest. The merged variables are float (NaN fill) in
+    memory; the counts and indices among them are written as integers (names.INTEGER_VARIABLES)."""
     rest, per_example = [], []
     for part in parts:
         if names.TRAIN_INDEX not in part.dims:

@@ -24,7 +24,8 @@ def _expand(ds: xr.Dataset) -> xr.Dataset:
 def combine_runs(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
     """Merge per-run datasets (each with scalar n and seed) into a (n, seed, step, ...) cube.
 
-    Runs with different step grids are outer-joined on step (missing values NaN)."""
+    Runs with different step grids are outer-joined on step (missing values NaN). Parts opened lazily
+    (`open_parts`) give a lazy cube: nothing is read until it is written or computed."""
     expanded = [_expand(p) for p in parts]
     expanded, per_example = split_per_example(expanded)  # train_index variables (copies.py)
     # variable attrs (e.g. f_mem's ratio_threshold) agree across runs and survive; per-run global
@@ -32,7 +33,8 @@ def combine_runs(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
     cube = xr.combine_by_coords(expanded, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
     if per_example is not None:
         cube = cube.merge(per_example, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
-    cube = cube.transpose(names.N, names.SEED, names.STEP, ...)
+    # a new dataset: how its parts were stored (their chunks, dtypes, `coordinates`) does not apply to it
+    cube = cube.transpose(names.N, names.SEED, names.STEP, ...).drop_encoding()
     cube.attrs = dict(attrs)
     if names.DELTA in cube:
         # P(Delta > 0) over seeds (Halder & Pehlevan): near 0 when memorizing, near 1 when generalizing
@@ -50,6 +52,7 @@ def inputs_hash(parts: list[xr.Dataset]) -> str:
 
 
 def load_parts(paths: list[str]) -> list[xr.Dataset]:
+    """The files, read into memory and closed."""
     parts = []
     for path in paths:
         with xr.open_dataset(path, engine=NETCDF_ENGINE) as ds:
@@ -57,6 +60,10 @@ def load_parts(paths: list[str]) -> list[xr.Dataset]:
     return parts
 
 
+def open_parts(paths: list[str]) -> list[xr.Dataset]:
+    """The files, opened lazily as dask arrays in their on-disk chunks; the caller closes them once
+    what it built from them is written."""
+    return [xr.open_dataset(path, engine=NETCDF_ENGINE, chunks={}) for path in paths]
 
 
 def data_dim(cube: xr.Dataset) -> int:

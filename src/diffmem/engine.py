@@ -33,6 +33,11 @@ stops after the current step with exit status 128 + signal number and writes no 
 Rerunning the same command continues from `resume.pt` when it is later than the last grid
 checkpoint; it is deleted once the grid is complete.
 
+`train.keep` decides what stays (checkpoint.py): `all` keeps every grid checkpoint full; `weights` and
+`sampling` rewrite each grid checkpoint as weights only once the next one is saved (the latest full
+one is the resume point), and when the grid is complete the last one too, `weights` first saving its
+full state as `resume.pt`, so a raised max_steps resumes exactly.
+
 Options that change how the step runs, not what it computes (docs/scaling-out.md, "Training numerics"):
 `train.compile` compiles the loss with its backward (torch.compile; mode reduce-overhead, i.e. CUDA
 graphs, on a GPU), `train.precision: bf16` autocasts the forward pass, `train.channels_last` stores
@@ -63,12 +68,14 @@ from diffmem.checkpoint import (
     CheckpointError,
     checkpoint_path,
     existing_steps,
+    is_resumable,
     load_checkpoint,
     load_resume,
     remove_resume,
     resume_path,
     save_checkpoint,
     save_resume,
+    strip_to_weights,
 )
 from diffmem.config import (
     ModelConfig,
@@ -144,14 +151,18 @@ class ResumeTrigger:
 def resume_point(state_dir: str | Path, grid: list[int], *, log: Callable[[str], None]) -> tuple[int, Path | None]:
     """Where training in `state_dir` continues: (step, file to restore it from, or None to start fresh).
 
-    The latest grid checkpoint at or before the first missing grid step, or resume.pt if its step is
-    later and still at or before that step (a later one would skip a grid checkpoint). An unreadable
-    resume.pt is logged and passed over: it is only a shortcut.
+    The latest full grid checkpoint at or before the first missing grid step, or resume.pt if its step
+    is not before that checkpoint and still at or before the missing step (a later one would skip a grid
+    checkpoint). Weights-only checkpoints (train.keep) cannot be resumed from and are passed over. An
+    unreadable resume.pt is logged and passed over: it is only a shortcut.
     """
     have = set(existing_steps(state_dir))
     first_missing = min(s for s in grid if s not in have)
-    start = max([s for s in have if s <= first_missing], default=0)
-    source = checkpoint_path(state_dir, start) if start in have else None
+    start, source = 0, None
+    for step in sorted((s for s in have if s <= first_missing), reverse=True):
+        if is_resumable(load_checkpoint(checkpoint_path(state_dir, step))):
+            start, source = step, checkpoint_path(state_dir, step)
+            break
     try:
         resume = load_resume(state_dir)
     except CheckpointError as exc:
@@ -160,23 +171,40 @@ def resume_point(state_dir: str | Path, grid: list[int], *, log: Callable[[str],
     if resume is None:
         return start, source
     step = resume["step"]
-    if start < step <= first_missing:
+    if start <= step <= first_missing and (source is None or step > start):
         return step, resume_path(state_dir)
     reason = f"not after grid checkpoint {start}" if step <= start else f"after the missing grid step {first_missing}"
     log(f"ignoring {resume_path(state_dir)} at step {step}: {reason}")
     return start, source
 
 
-def discard_resume(state_dir: str | Path, last_step: int, *, log: Callable[[str], None]) -> None:
-    """Delete resume.pt once the grid up to `last_step` is complete, unless it is further on (a longer run's)."""
+def finish_state(state_dir: str | Path, grid: list[int], keep: str, *, log: Callable[[str], None]) -> None:
+    """A run's grid is complete: leave what `keep` asks for (train.keep).
+
+    all: the full grid checkpoints, no resume.pt. weights: every grid checkpoint weights only, and
+    resume.pt holding the full state of the last one. sampling: weights only, no resume.pt. A resume.pt
+    beyond the grid (a longer run's) is kept whatever the policy.
+    """
+    last = grid[-1]
     try:
         resume = load_resume(state_dir)
     except CheckpointError:
         resume = None  # unreadable: nothing worth keeping
-    if resume is not None and resume["step"] > last_step:
-        log(f"keeping {resume_path(state_dir)}: its step {resume['step']} is beyond max_steps {last_step}")
-        return
-    remove_resume(state_dir)
+    if resume is not None and resume["step"] > last:
+        log(f"keeping {resume_path(state_dir)}: its step {resume['step']} is beyond max_steps {last}")
+    elif keep == "weights":
+        final = load_checkpoint(checkpoint_path(state_dir, last))
+        if is_resumable(final):
+            save_resume(state_dir, last, {k: v for k, v in final.items() if k not in ("version", "step", "metrics")})
+        elif resume is None or resume["step"] != last:
+            remove_resume(state_dir)
+            log(f"no full state at step {last} to keep as resume.pt: a raised max_steps will train from the start")
+    else:
+        remove_resume(state_dir)
+    if keep != "all":
+        stripped = [s for s in grid if strip_to_weights(checkpoint_path(state_dir, s))]
+        if stripped:
+            log(f"{len(stripped)} checkpoints kept as weights only (train.keep: {keep})")
 
 
 def seed_of(*parts: object) -> int:
@@ -540,6 +568,9 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
             save_checkpoint(member.run.state_dir, target, {
                 **member_payload(stack, m, base=base, groups=groups), "config": config, "metrics": metrics,
             })
+            if train_cfg.keep != "all":  # the new checkpoint is the resume point; the one before needs only its weights
+                if previous := [s for s in member.have if s < target]:
+                    strip_to_weights(checkpoint_path(member.run.state_dir, max(previous)))
             member.have.add(target)
             log(f"{member.run.label}: checkpoint step {target}: train {metrics[names.TRAIN_LOSS]:.4f}"
                 f"  test {metrics[names.TEST_LOSS]:.4f}")
@@ -573,7 +604,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
         have = set(existing_steps(run.state_dir))
         if all(s in have for s in grid):
             say("every checkpoint of the grid exists; nothing to train")
-            discard_resume(run.state_dir, grid[-1], log=say)
+            finish_state(run.state_dir, grid, train_cfg.keep, log=say)
             continue
         start, sources[i] = resume_point(run.state_dir, grid, log=say)
         by_start.setdefault(start, []).append(i)
@@ -597,7 +628,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
             errors += [diverged[m] for m in sorted(diverged)]
             for m, run in enumerate(sub):
                 if m not in diverged:
-                    discard_resume(run.state_dir, grid[-1], log=lambda line, label=run.label: log(f"{label}: {line}"))
+                    finish_state(run.state_dir, grid, train_cfg.keep, log=lambda line, label=run.label: log(f"{label}: {line}"))
     if errors:
         raise TrainingDiverged("; ".join(errors))
     return [{step: dict(load_checkpoint(checkpoint_path(run.state_dir, step))["metrics"]) for step in grid}

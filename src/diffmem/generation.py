@@ -95,9 +95,13 @@ def generate_stack(denoisers: list[torch.nn.Module], cfg: SampleConfig, *, data_
     return list(np.concatenate(out, axis=1))
 
 
-def sample_cache_dir(state_dir: str | Path, cfg: SampleConfig) -> Path:
+def sample_cache_dir(run_dir: str | Path, cfg: SampleConfig, *, source: str) -> Path:
+    """Where a run's samples are cached: <run_dir>/samples/<source>-<sampling key>/ (one .npy per step).
+
+    `source` names what was sampled (a trained run's trajectory hash, a closed-form model's key), so a
+    retrained run never reuses another trajectory's samples."""
     # sampler "auto" is what every cache before the option held: its key leaves it out; the run
     # settings (batch_size, stack_checkpoints) do not change the samples beyond float rounding
     key = {k: v for k, v in cfg.__dict__.items()
            if k not in ("batch_size", "stack_checkpoints") and not (k == "sampler" and v == "auto")}
-    return Path(state_dir) / f"samples_{stable_hash(key)}"
+    return Path(run_dir) / "samples" / f"{source}-{stable_hash(key)}"

@@ -76,7 +76,7 @@ WIDTH = "width"
 DIM = "dim"
 PSI_N = "psi_n"
 TAU = "tau"
-TAU_UNITS = "tau (= step lr / d^2)"
+TAU_UNITS = "1"  # tau = step lr / d^2 is dimensionless (the long names say which time is meant)
 SCORE_ERROR = "score_error"
 TAU_SPLIT = "tau_split"
 TAU_MEM_THEORY = "tau_mem_theory"
@@ -102,6 +102,9 @@ HIGHER_IS_BETTER = (LOGLIK,)
 # tau_gen's metric when fit.tau_gen_metric is "auto": the first of these the cube has
 QUALITY_PREFERENCE = ("fd_inception", "fd_classifier", "loglik", "energy_distance", "fd_data")
 
+# units are UDUNITS strings, as CF asks. Every quantity here is dimensionless: fractions, counts, optimizer
+# steps, distances between data arrays (themselves unitless), log-likelihoods in nats, so "1", and the long
+# name says what is counted
 ATTRS: dict[str, dict[str, str]] = {
     N: {"long_name": "training-set size", "units": "1"},
     SEED: {"long_name": "seed of subset, initialisation and batch order", "units": "1"},
@@ -112,31 +115,31 @@ ATTRS: dict[str, dict[str, str]] = {
     TRAIN_LOSS: {"long_name": "denoising loss on the fixed training probe", "units": "1"},
     TEST_LOSS: {"long_name": "denoising loss on the fixed held-out probe", "units": "1"},
     RATIO: {"long_name": "distance to nearest over second-nearest training point (d1/d2)", "units": "1"},
-    D1: {"long_name": "Euclidean distance to the nearest training point", "units": "data units"},
-    D2: {"long_name": "Euclidean distance to the second-nearest training point", "units": "data units"},
-    D_TEST: {"long_name": "Euclidean distance to the nearest held-out test point", "units": "data units"},
+    D1: {"long_name": "Euclidean distance to the nearest training point", "units": "1"},
+    D2: {"long_name": "Euclidean distance to the second-nearest training point", "units": "1"},
+    D_TEST: {"long_name": "Euclidean distance to the nearest held-out test point", "units": "1"},
     NEAREST: {"long_name": "pool index of the nearest training point", "units": "1"},
-    TAU_MEM: {"long_name": "first step at which f_mem reaches tau_mem_threshold (log-step interpolated)", "units": "steps"},
+    TAU_MEM: {"long_name": "first step at which f_mem reaches tau_mem_threshold (log-step interpolated)", "units": "1"},
     TAU_MEM_CENSORED: {"long_name": "tau_mem not reached by the last checkpoint (tau_mem is NaN)", "units": "1"},
     TAU_MEM_EXPONENT: {"long_name": "exponent b of tau_mem = A n^b (least squares in log-log)", "units": "1"},
     TAU_MEM_EXPONENT_CI: {"long_name": "bootstrap-over-seeds confidence interval of b", "units": "1"},
-    TAU_MEM_PREFACTOR: {"long_name": "prefactor A of tau_mem = A n^b", "units": "steps"},
+    TAU_MEM_PREFACTOR: {"long_name": "prefactor A of tau_mem = A n^b", "units": "1"},
     CI_BOUND: {"long_name": "lower / upper bound of the confidence interval", "units": "1"},
-    TAU_GEN: {"long_name": "first step at which the quality metric is within tolerance of its best (log-step interpolated)", "units": "steps"},
+    TAU_GEN: {"long_name": "first step at which the quality metric is within tolerance of its best (log-step interpolated)", "units": "1"},
     TAU_GEN_CENSORED: {"long_name": "tau_gen not reached (tau_gen is NaN)", "units": "1"},
     TAU_GEN_EXPONENT: {"long_name": "exponent b of tau_gen = A n^b (least squares in log-log)", "units": "1"},
     TAU_GEN_EXPONENT_CI: {"long_name": "bootstrap-over-seeds confidence interval of tau_gen's exponent", "units": "1"},
-    TAU_GEN_PREFACTOR: {"long_name": "prefactor A of tau_gen = A n^b", "units": "steps"},
+    TAU_GEN_PREFACTOR: {"long_name": "prefactor A of tau_gen = A n^b", "units": "1"},
     E_TG: {"long_name": "squared Hellinger distance between KDEs of training set and generated samples", "units": "1"},
     E_OG: {"long_name": "squared Hellinger distance between KDEs of population and generated samples", "units": "1"},
     DELTA: {"long_name": "E_TG - E_OG (positive: samples closer to the population than to the training set)", "units": "1"},
     P_DELTA_POS: {"long_name": "fraction of seeds with E_TG - E_OG > 0", "units": "1"},
-    LOGLIK: {"long_name": "mean log-likelihood of generated samples under the true density", "units": "nats"},
-    LOGLIK_TRUE: {"long_name": "mean log-likelihood of fresh true samples under the true density", "units": "nats"},
-    ENERGY: {"long_name": "energy distance between generated and fresh true samples", "units": "data units"},
-    DENOISER_ERR_POP: {"long_name": "mean squared error of the denoiser against the population (true) denoiser", "units": "data units^2"},
-    DENOISER_ERR_EMP: {"long_name": "mean squared error of the denoiser against the empirical optimal denoiser", "units": "data units^2"},
-    PROBE_SIGMA: {"long_name": "noise level of the denoiser-error probe", "units": "data units"},
+    LOGLIK: {"long_name": "mean log-likelihood of generated samples under the true density, in nats", "units": "1"},
+    LOGLIK_TRUE: {"long_name": "mean log-likelihood of fresh true samples under the true density, in nats", "units": "1"},
+    ENERGY: {"long_name": "energy distance between generated and fresh true samples", "units": "1"},
+    DENOISER_ERR_POP: {"long_name": "mean squared error of the denoiser against the population (true) denoiser", "units": "1"},
+    DENOISER_ERR_EMP: {"long_name": "mean squared error of the denoiser against the empirical optimal denoiser", "units": "1"},
+    PROBE_SIGMA: {"long_name": "noise level of the denoiser-error probe", "units": "1"},
     F_MEM_FINAL: {"long_name": "f_mem at the last checkpoint, mean over seeds", "units": "1"},
     F_MEM_FINAL_SE: {"long_name": "standard error over seeds of f_mem at the last checkpoint", "units": "1"},
     N_STAR: {"long_name": "largest n whose final f_mem (mean over seeds) reaches tau_mem_threshold", "units": "1"},
@@ -149,13 +152,13 @@ ATTRS: dict[str, dict[str, str]] = {
 
 _DIAGNOSTIC_ATTRS = {
     "exponent": ("exponent b of {what} = A n^b (least squares in log-log)", "1"),
-    "prefactor": ("prefactor A of {what} = A n^b", "steps"),
+    "prefactor": ("prefactor A of {what} = A n^b", "1"),
     "exponent_ci": ("bootstrap CI of b resampling the n points and the seeds (widens when the points scatter about the law beyond seed noise)", "1"),
     EXPONENT_CI_SEEDS: ("bootstrap CI of b resampling the seeds only (seed scatter alone)", "1"),
     LOCAL_SLOPE: ("slope of the per-n mean log {what} between consecutive n", "1"),
     LOCAL_SLOPE_CI: ("Welch t confidence interval of the local slope from the seed scatter at both ends", "1"),
     LOF_PVALUE: ("p-value of the lack-of-fit F test: per-n mean log {what} about the power law against the seed scatter", "1"),
-    LOF_RMS: ("root mean square distance of the per-n mean log {what} from the fitted line", "log units"),
+    LOF_RMS: ("root mean square distance of the per-n mean natural log of {what} from the fitted line", "1"),
     POWER_LAW_OK: ("1 when a power law describes {what} (criterion in the attrs power_law_criterion)", "1"),
     "censored": ("{what} not reached by the last checkpoint (NaN)", "1"),
 }
@@ -165,11 +168,11 @@ for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVE
     for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():
         ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
 ATTRS.update({
-    TAU_MEM_LEVELS: {"long_name": "first step at which f_mem (raw, or divided by its final value) reaches the level", "units": "steps"},
+    TAU_MEM_LEVELS: {"long_name": "first step at which f_mem (raw, or divided by its final value) reaches the level", "units": "1"},
     f"{TAU_MEM_TIMES_WIDTH}_collapse_pvalue": {
         "long_name": "p-value of an F test that tau_mem * width differs between widths (small: no collapse)", "units": "1"},
-    TAU_MEM_TIMES_WIDTH: {"long_name": "tau_mem times the width (collapses across widths when tau_mem is proportional to n / W)", "units": "steps"},
-    TAU_GEN_TOLERANCES: {"long_name": "first step at which the quality metric is within the tolerance of its best", "units": "steps"},
+    TAU_MEM_TIMES_WIDTH: {"long_name": "tau_mem times the width (collapses across widths when tau_mem is proportional to n / W)", "units": "1"},
+    TAU_GEN_TOLERANCES: {"long_name": "first step at which the quality metric is within the tolerance of its best", "units": "1"},
     LEVEL: {"long_name": "f_mem level at which tau_mem is read (of f_mem, or of f_mem / final f_mem)", "units": "1"},
     NORMALIZATION: {"long_name": "raw: f_mem as measured; final: f_mem divided by the run's final f_mem", "units": "1"},
     TOLERANCE: {"long_name": "fraction of the quality metric's first-to-best gap left at tau_gen", "units": "1"},
@@ -209,10 +212,14 @@ ATTRS.update({
     TRAIN_INDEX: {"long_name": "position in the run's training set (= position in its seed's pool permutation)", "units": "1"},
     TRAIN_POOL_INDEX: {"long_name": "pool index of the training point", "units": "1"},
     COPY_COUNT: {"long_name": "memorized samples whose nearest training point this is, at the last checkpoint", "units": "1"},
-    FIRST_COPY_STEP: {"long_name": "first checkpoint step at which a memorized sample copies this training point (NaN: never)", "units": "steps"},
-    TRAIN_NN_DISTANCE: {"long_name": "Euclidean distance of the training point to its nearest other training point", "units": "data units"},
-    TRAIN_MEAN_DISTANCE: {"long_name": "Euclidean distance of the training point to the training-set mean", "units": "data units"},
-    TWIN_DISTANCE: {"long_name": "distance between the samples of the model and its twin from the same initial noise", "units": "data units"},
-    TWIN_D1: {"long_name": "distance of the twin model's sample to the twin's nearest training point", "units": "data units"},
+    FIRST_COPY_STEP: {"long_name": "first checkpoint step at which a memorized sample copies this training point (NaN: never)", "units": "1"},
+    TRAIN_NN_DISTANCE: {"long_name": "Euclidean distance of the training point to its nearest other training point", "units": "1"},
+    TRAIN_MEAN_DISTANCE: {"long_name": "Euclidean distance of the training point to the training-set mean", "units": "1"},
+    TWIN_DISTANCE: {"long_name": "distance between the samples of the model and its twin from the same initial noise", "units": "1"},
+    TWIN_D1: {"long_name": "distance of the twin model's sample to the twin's nearest training point", "units": "1"},
     TWIN_CLOSER: {"long_name": "fraction of sample pairs closer to each other than either is to its own nearest training point", "units": "1"},
 })
+
+# indices and counts: written as int32 with _FillValue -1 (diffmem.io.netcdf_encoding), so what an outer
+# join pads (NaN in memory) stays integer on disk; xarray's default decoding reads them as float64 with NaN
+INTEGER_VARIABLES = (NEAREST, TRAIN_POOL_INDEX, COPY_COUNT, FIRST_COPY_STEP)

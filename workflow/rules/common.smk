@@ -1,4 +1,5 @@
 # Config resolution, target lists and per-rule config slices. Rules only read from here.
+import functools
 import json
 import re
 import shlex
@@ -22,6 +23,7 @@ from diffmem.config import (
     twin_experiments,
     validate_config,
 )
+from diffmem.fingerprint import data_fingerprint, fingerprint
 
 try:
     CFG = validate_config(config)
@@ -87,10 +89,75 @@ def as_arg(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-def data_slice(wildcards):
+def data_keys(wildcards):
     # n_train and seeds select branches; they must not invalidate the shared dataset file
     data = exp_cfg(wildcards)["data"]
-    return as_arg({k: v for k, v in data.items() if k not in ("n_train", "seeds", "twin")})
+    return {k: v for k, v in data.items() if k not in ("n_train", "seeds", "twin")}
+
+
+def data_slice(wildcards):
+    return as_arg(data_keys(wildcards))
+
+
+# --- User files tracked by content (src/diffmem/fingerprint.py, docs/reruns.md) -----------------------
+# The profile's rerun triggers trust timestamps, and a file copied with `cp -p` or restored from an archive
+# can change content under an old mtime. So a rule that reads the user's files tracks a param holding its
+# config slice and the sha256 of those files; the command gets the same slice without it from an untracked
+# (derived) param. A slice that names no file is tracked as before, so finished runs rerun nothing.
+# Each fingerprint is computed once per Snakemake invocation, when a job of the run first needs it; per-file
+# hashes are cached under <results_dir>/.fingerprints/ by size, mtime, ctime and inode.
+FINGERPRINT_CACHE = R(".fingerprints")
+
+
+def once_per_run(compute):
+    """compute(key), cached for this invocation; a file unreadable since the config checks (a dangling
+    link, a file removed meanwhile) stops Snakemake with diffmem's one line, like a config error."""
+
+    @functools.cache
+    def cached(key):
+        try:
+            return compute(key)
+        except ConfigError as exc:
+            print(f"diffmem: {exc}", file=sys.stderr)
+            sys.exit(1)
+
+    return cached
+
+
+@once_per_run
+def data_sha256(data_json):
+    return data_fingerprint(json.loads(data_json), cache_dir=FINGERPRINT_CACHE)
+
+
+@once_per_run
+def file_sha256(path):
+    return fingerprint(path, cache_dir=FINGERPRINT_CACHE)
+
+
+def with_content(keys, fingerprints):
+    """A tracked param: the config slice `keys` with the fingerprints of the files it names, if any."""
+    named = {key: fp for key, fp in fingerprints.items() if fp is not None}
+    return as_arg({**keys, "content_sha256": named} if named else keys)
+
+
+def data_content(wildcards):
+    """prepare_data's tracked param: the data slice and the sha256 of the files data.path names."""
+    keys = data_keys(wildcards)
+    return with_content(keys, {"data.path": data_sha256(json.dumps(keys, sort_keys=True))})
+
+
+def quality_content(wildcards):
+    """The quality rule's tracked param: its quality slice and the sha256 of quality.inception_weights
+    where the inception space reads it."""
+    keys = result_slice(wildcards.exp, "quality")
+    weights = keys["inception_weights"] if "inception" in keys["feature_spaces"] else None
+    return with_content(keys, {"quality.inception_weights": file_sha256(weights) if weights else None})
+
+
+def untracked(param):
+    """The same param for the command line, evaluated when the job runs and not recorded for the params
+    trigger (a function of `output` is a derived param), as its *_content twin tracks it."""
+    return lambda wildcards, output: param(wildcards)
 
 
 def result_slice(exp, name):
@@ -157,6 +224,11 @@ def is_rf(exp):
 
 def is_linear_exact(exp):
     return family(exp) == "linear_exact"
+
+
+def keeps_checkpoints(exp):
+    """Whether a run's checkpoints stay after sampling (train.keep all or weights) or are a temp() output."""
+    return EXPERIMENTS[exp]["train"]["keep"] != "sampling"
 
 
 def linear_exact_parts(wildcards):
@@ -264,6 +336,8 @@ def quality_inputs(wildcards):
     }
     if is_trained(wildcards.exp):
         inputs["metrics"] = RUN("train_metrics.nc")
+    if quality_needs_networks(wildcards.exp):
+        inputs["checkpoints"] = RUN("checkpoints")
     if "classifier" in exp_cfg(wildcards)["quality"]["feature_spaces"]:
         inputs["classifier"] = R("{exp}/classifier/classifier.pt")
     return inputs
@@ -290,7 +364,7 @@ def cube_inputs(wildcards):
 # --- Which rule produces an experiment's files ------------------------------------------------------
 # An experiment with `train.grouped` on trains a group of (n, seed) runs in one job (rules generated per
 # experiment and group in train_grouped.smk). The per-(n, seed) `train` job must not claim those files,
-# so train.smk constrains it with exp=UNGROUPED_EXPS.
+# so train.smk constrains it with exp=UNGROUPED_KEPT_EXPS or UNGROUPED_TRANSIENT_EXPS.
 def grouped_experiments():
     return [name for name, exp in EXPERIMENTS.items() if exp["train"]["grouped"] and is_trained(name)]
 
@@ -300,7 +374,10 @@ def exp_regex(names):
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
-UNGROUPED_EXPS = names_where(lambda name: is_trained(name) and name not in grouped_experiments())
+# the per-run training rule comes in two, one per kind of checkpoint output (checkpoint_folder)
+UNGROUPED_KEPT_EXPS = names_where(lambda name: is_trained(name) and name not in grouped_experiments() and keeps_checkpoints(name))
+UNGROUPED_TRANSIENT_EXPS = names_where(
+    lambda name: is_trained(name) and name not in grouped_experiments() and not keeps_checkpoints(name))
 TRAINED_EXPS = names_where(is_trained)
 CLOSED_FORM_EXPS = names_where(is_closed_form)
 SAMPLED_EXPS = names_where(lambda name: not is_rf(name) and not is_linear_exact(name))
@@ -377,24 +454,25 @@ def train_runs_arg(wildcards, input):
 # Training (train.smk, train_grouped.smk): one command for the per-run and the grouped rules.
 TRAIN_SHELL = (
     DIFFMEM + " train --train {input.train} --dataset {input.dataset} --model {params.model}"
-    " --train-cfg {params.train} --run-settings {params.run} --seed {params.seeds} --state-root {params.states}"
-    " --out {output} > {log} 2>&1"
+    " --train-cfg {params.train} --run-settings {params.run} --seed {params.seeds}"
+    " --checkpoints {output.checkpoints} --out {output.metrics} > {log} 2>&1"
 )
-GROUP_MEMBER = {}  # train_metrics.nc of a grouped run -> (seed, state folder); filled by train_grouped.smk
 
 
-def train_member(out):
-    """(seed, state folder) of the run whose train_metrics.nc is `out`."""
-    if out in GROUP_MEMBER:
-        return GROUP_MEMBER[out]
-    run = Path(out).parent  # <results>/<exp>/runs/n{n}_seed{seed}
-    seed = int(run.name.rsplit("_seed", 1)[1])
-    return seed, str(run.parent.parent / "state" / run.name)
+def checkpoint_folder(path, kept):
+    """A training job's checkpoint folder as an output. Kept: update(), so Snakemake does not delete it
+    before the job runs again (a raised max_steps continues from it; on failure Snakemake restores it).
+    Not kept (train.keep: sampling): temp(), deleted once every job that reads it has run."""
+    return update(directory(path)) if kept else temp(directory(path))
 
 
 def train_seeds(wildcards, output):
-    return " ".join(str(train_member(out)[0]) for out in output)
+    """The seed of each run a training job trains, from its train_metrics.nc (.../runs/n{n}_seed{seed}/)."""
+    outs = [output.metrics] if isinstance(output.metrics, str) else output.metrics  # one run, or a group's list
+    return " ".join(Path(out).parent.name.rsplit("_seed", 1)[1] for out in outs)
 
 
-def train_states(wildcards, output):
-    return " ".join(train_member(out)[1] for out in output)
+def quality_needs_networks(exp):
+    """Whether quality evaluates a trained run's networks (quality.exact's denoiser errors, synthetic data only)."""
+    quality = EXPERIMENTS[exp]["quality"]
+    return is_trained(exp) and quality["enabled"] and quality["exact"] and data_dim(exp) is not None

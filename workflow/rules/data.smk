@@ -2,7 +2,8 @@ rule prepare_data:
     output:
         R("{exp}/data/dataset.npz"),
     params:
-        data=data_slice,
+        content=data_content,  # tracked: the data slice with the sha256 of the files data.path names
+        data=untracked(data_slice),
     resources:
         **SMALL_JOB,
     log:

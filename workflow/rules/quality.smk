@@ -27,8 +27,10 @@ rule quality:
         RUN("quality.nc"),
     params:
         data=data_slice,
-        quality=section("quality"),
+        content=quality_content,  # tracked: the quality slice with the sha256 of quality.inception_weights
+        quality=untracked(section("quality")),
         metrics=lambda wildcards, input: f"--train-metrics {input.metrics}" if "metrics" in input.keys() else "",
+        checkpoints=lambda wildcards, input: f"--checkpoints {input.checkpoints}" if "checkpoints" in input.keys() else "",
         classifier=lambda wildcards, input: (
             f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
         ),
@@ -42,6 +44,6 @@ rule quality:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " quality --samples {input.samples} {params.metrics} --train {input.train}"
+        DIFFMEM + " quality --samples {input.samples} {params.metrics} {params.checkpoints} --train {input.train}"
         " --dataset {input.dataset} --data-cfg {params.data} --quality-cfg {params.quality}"
         " {params.classifier} --out {output} > {log} 2>&1"

@@ -2,7 +2,8 @@ rule sample:
     wildcard_constraints:
         exp=TRAINED_EXPS,
     input:
-        RUN("train_metrics.nc"),
+        metrics=RUN("train_metrics.nc"),
+        checkpoints=RUN("checkpoints"),
     output:
         RUN("samples.json"),
     params:
@@ -20,7 +21,7 @@ rule sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " sample --train-metrics {input} --sample-cfg {params.sample} --run-settings {params.run}"
+        DIFFMEM + " sample --train-metrics {input.metrics} --checkpoints {input.checkpoints} --sample-cfg {params.sample} --run-settings {params.run}"
         " --device {params.device} --out {output} > {log} 2>&1"
 
 
@@ -37,7 +38,7 @@ rule closed_form_sample:
         model=model_slice,
         sample=section("sample"),
         run=run_settings("sample"),
-        state=R("{exp}/state/n{n}_seed{seed}"),
+        run_dir=R("{exp}/runs/n{n}_seed{seed}"),
     threads: job_cpus
     resources:
         mem_mb=resource("sample_mem_mb"),
@@ -49,4 +50,4 @@ rule closed_form_sample:
         "../../envs/diffmem.yaml"
     shell:
         DIFFMEM + " closed-form-sample --train {input} --model {params.model} --sample-cfg {params.sample}"
-        " --run-settings {params.run} --state-root {params.state} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        " --run-settings {params.run} --run-dir {params.run_dir} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"

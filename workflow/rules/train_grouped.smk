@@ -3,20 +3,17 @@
 # the per-run rule's command (TRAIN_SHELL in common.smk) given several runs: all seeds of one n
 # (train.group_by: n), all n of one seed (seed) or every run (experiment), split into jobs of at
 # most train.max_group.
-# Each run keeps its own train_metrics.nc, checkpoints under state/n{n}_seed{seed}/ and trajectory
-# hash, exactly as the per-(n, seed) `train` rule writes them, so sample, score and cube are
+# Each run keeps its own train_metrics.nc, checkpoint folder runs/n{n}_seed{seed}/checkpoints/ and
+# trajectory hash, exactly as the per-(n, seed) `train` rule writes them, so sample, score and cube are
 # unchanged and either rule resumes the other's checkpoints.
 # One job has one output per member, and the members differ by experiment, so the rules are
 # generated here with concrete file lists (the `name:` directive) rather than written with wildcards.
-# Tracked params are those of the per-(n, seed) `train` rule (seeds and state folders derive from the
-# outputs), so regrouping reruns nothing. Resources are the experiment's `resources:`, with unset
+# Tracked params are those of the per-(n, seed) `train` rule (the seeds derive from the outputs), so regrouping reruns nothing. Resources are the experiment's `resources:`, with unset
 # training requests sized for the largest group; grouped rules cannot be named in a profile's
 # set-resources (their names depend on the config), so a profile reaches them through default-resources.
 for _exp, _label, _members in grouped_train_jobs():
     _cfg = EXPERIMENTS[_exp]
     _runs = [f"{_exp}/runs/n{n}_seed{s}" for n, s in _members]
-    for _n, _seed in _members:
-        GROUP_MEMBER[R(f"{_exp}/runs/n{_n}_seed{_seed}/train_metrics.nc")] = (_seed, R(f"{_exp}/state/n{_n}_seed{_seed}"))
 
     rule:
         name:
@@ -28,13 +25,13 @@ for _exp, _label, _members in grouped_train_jobs():
             train=[ancient(R(f"{run}/train.npz")) for run in _runs],
             dataset=R(f"{_exp}/data/dataset.npz"),
         output:
-            [R(f"{run}/train_metrics.nc") for run in _runs],
+            metrics=[R(f"{run}/train_metrics.nc") for run in _runs],
+            checkpoints=[checkpoint_folder(R(f"{run}/checkpoints"), keeps_checkpoints(_exp)) for run in _runs],
         params:
             model=as_arg(family_model(_cfg["model"])),
             train=as_arg(result_slice(_exp, "train")),
             run=run_settings("train", _exp),
             seeds=train_seeds,
-            states=train_states,
         threads: _cfg["train"]["threads"]
         resources:
             mem_mb=_cfg["resources"]["train_mem_mb"],

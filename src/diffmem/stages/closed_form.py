@@ -10,10 +10,11 @@
 These models have no optimizer steps: the run has a single checkpoint, recorded as step 0 in the
 manifest and the cube (the cube's `closed_form` attribute says so). Samples are drawn with the same
 sampler, per-sample noise and settings as the trained families, so cubes are directly comparable, and
-cached under `state/` keyed by the model slice, the training set and the sampler settings.
+cached in the run's folder (runs/<run>/samples/closed_<model key>-<sampling key>/), keyed by the model
+slice, the training set and the sampler settings.
 
 Run: `diffmem closed-form-sample --train train.npz --model '<json>' --sample-cfg '<json>'
---state-root results/<exp>/state/n64_seed0 --out samples.json`
+--run-dir results/<exp>/runs/n64_seed0 --out samples.json`
 """
 
 from __future__ import annotations
@@ -59,11 +60,10 @@ def model_key(model: ModelConfig, train: np.ndarray) -> str:
     return stable_hash({"model": family_model(dataclasses.asdict(model)), "data": digest, "version": CLOSED_FORM_VERSION})
 
 
-def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarray, state_root: str | Path,
+def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarray, run_dir: str | Path,
                        n: int, seed: int, log: Callable[[str], None] = log.info) -> dict:
     """Sample the closed-form model (or reuse cached samples); return the samples.json manifest."""
-    state_dir = Path(state_root) / f"closed_{model_key(model, train)}"
-    cache = sample_cache_dir(state_dir, cfg)
+    cache = sample_cache_dir(run_dir, cfg, source=f"closed_{model_key(model, train)}")
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"step{STEP:09d}.npy"
     if path.exists():
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="model config slice (JSON or path)")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
     add_run_settings(parser)
-    parser.add_argument("--state-root", required=True, help="folder of this run's cached samples")
+    parser.add_argument("--run-dir", required=True, help="the run's folder (samples are cached in its samples/)")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     if train.shape[0] != args.n:
         fail(f"diffmem closed-form-sample: {args.train} holds {train.shape[0]} points, expected n = {args.n}")
     try:
-        manifest = sample_closed_form(model, cfg, train=train, state_root=args.state_root, n=args.n,
+        manifest = sample_closed_form(model, cfg, train=train, run_dir=args.run_dir, n=args.n,
                                       seed=args.seed)
     except FloatingPointError as exc:
         fail(str(exc))

@@ -2,6 +2,10 @@
 
 Run: `diffmem cube --scores a/scores.nc b/scores.nc --train-metrics a/train_metrics.nc ...
 --out results/<experiment>/cube.nc` (its config_hash attribute: a hash of the inputs' attributes)
+
+The per-run files are opened lazily and the cube is written chunk by chunk, so memory stays near a few
+chunks whatever the grid (`--in-memory` reads them all first, as before; benchmarks/bench_cube_memory.py
+compares the two).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from diffmem.cube import combine_runs, inputs_hash, load_parts
+from diffmem.cube import combine_runs, inputs_hash, load_parts, open_parts
 from diffmem.io import atomic_to_netcdf, cf_global_attrs, fail, provenance
 from diffmem.log import configure
 from diffmem.stages import stage_parser
@@ -27,12 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--twin", nargs="*", default=[], help="per-run twin.nc files (data.twin)")
     parser.add_argument("--config-hash", default=None, help="default: a hash of the inputs' attributes")
     parser.add_argument("--experiment", default="")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="read every per-run file into memory before combining (the same cube, more memory)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if not args.scores and not args.train_metrics:
         fail("diffmem cube: give per-run files with --scores and/or --train-metrics")
-    parts = (load_parts(args.scores) + load_parts(args.train_metrics) + load_parts(args.quality)
-             + load_parts(args.twin))
+    read = load_parts if args.in_memory else open_parts
+    parts = read(args.scores) + read(args.train_metrics) + read(args.quality) + read(args.twin)
     attrs = {**provenance(args.config_hash or inputs_hash(parts)), "experiment": args.experiment,
              **cf_global_attrs(title=f"diffmem cube of experiment {args.experiment or '?'}",
                                summary="Memorization (f_mem, d1/d2 per sample), losses and sample quality of "
@@ -41,8 +47,12 @@ def main(argv: list[str] | None = None) -> None:
                                        f"{len(args.train_metrics)} train-metrics, {len(args.quality)} quality files)")}
     if args.closed_form:
         attrs["closed_form"] = "closed-form model: no training, its single checkpoint is recorded as step 0"
-    cube = combine_runs(parts, attrs=attrs)
-    atomic_to_netcdf(cube, args.out)
+    try:
+        cube = combine_runs(parts, attrs=attrs)
+        atomic_to_netcdf(cube, args.out)
+    finally:
+        for part in parts:
+            part.close()
     log.info(f"{dict(cube.sizes)} -> {args.out}")
 
 

@@ -173,7 +173,7 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
             out[var].attrs.update({
                 "long_name": f"{'Fréchet distance' if template == names.FD else 'kernel inception distance'} "
                              f"in the {space} feature space, samples vs reference",
-                "units": "feature units^2", "num_samples": int(manifest["num_samples"]),
+                "units": "1", "num_samples": int(manifest["num_samples"]),
                 "num_reference": int(reference.shape[0]),
             })
     for var in (names.E_TG, names.E_OG):
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-cfg", required=True)
     parser.add_argument("--quality-cfg", required=True)
     parser.add_argument("--classifier", default=None, help="classifier.pt (for the classifier feature space)")
+    parser.add_argument("--checkpoints", default=None,
+                        help="the run's checkpoint folder, for the denoiser errors (default: the one train_metrics.nc names)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     state_dir = None
     if args.train_metrics is not None:
         with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:
-            state_dir = Path(tm.attrs["state_dir"])
+            state_dir = Path(args.checkpoints or tm.attrs["checkpoint_dir"])
     elif "closed_form" not in manifest:
         fail("diffmem quality: --train-metrics is needed to find the checkpoints of a trained model")
     train, _, _ = load_train(args.train)

@@ -1,9 +1,9 @@
 """Sampling stage: generate `num_samples` samples at every checkpoint of one (n, seed) run.
 
 The sampler is `sample.sampler`: auto (Heun for edm, DDIM for ddpm) or euler_maruyama (the reverse
-SDE, stochastic). Samples are cached next to the checkpoints, keyed by the sampler settings, so raising `max_steps`
-samples only the new checkpoints. The declared output is a JSON manifest listing one .npy file of
-shape [num_samples, D] per step.
+SDE, stochastic). Samples are cached in the run's folder (runs/<run>/samples/<trajectory>-<key>/),
+keyed by the trajectory and the sampler settings, so raising `max_steps` samples only the new
+checkpoints. The declared output is a JSON manifest listing one .npy file of shape [num_samples, D] per step.
 
 `sample.stack_checkpoints: k` samples k checkpoints at once as one stacked denoiser (the training
 engine's models/stacked.py): every checkpoint gets the same per-sample latents and noise streams
@@ -11,8 +11,8 @@ as alone, and its samples equal the one-at-a-time ones to the float rounding of 
 kernels. It pays where one checkpoint's network evaluations cannot fill the device (a GPU with a
 small MLP); on CPU the default, 1, samples one checkpoint at a time with the module itself.
 
-Run: `diffmem sample --train-metrics train_metrics.nc --sample-cfg '<json>' [--run-settings '<json>'] [--device cuda]
---out samples.json`
+Run: `diffmem sample --train-metrics train_metrics.nc [--checkpoints runs/<run>/checkpoints] --sample-cfg '<json>'
+[--run-settings '<json>'] [--device cuda] --out samples.json`
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from diffmem import names
-from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, trajectory_of
 from diffmem.config import ConfigError, SampleConfig, read_slice
 from diffmem.generation import denoiser_from_checkpoint, generate_stack, sample_cache_dir
 from diffmem.gpus import select_device
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("diffmem sample", __doc__, "diffmem.stages.sample")
     parser.add_argument("--train-metrics", required=True, help="train_metrics.nc of the run")
+    parser.add_argument("--checkpoints", default=None,
+                        help="the run's checkpoint folder (default: the one its train_metrics.nc names)")
     parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
     add_run_settings(parser)
     parser.add_argument("--device", default="auto", help="where to sample (the workflow passes train.device)")
@@ -55,10 +57,14 @@ def main(argv: list[str] | None = None) -> None:
     except RuntimeError as exc:
         fail(str(exc))
     with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:
-        state_dir = Path(tm.attrs["state_dir"])
+        state_dir = Path(args.checkpoints or tm.attrs["checkpoint_dir"])
+        trajectory = str(tm.attrs["trajectory_hash"])
         steps = [int(s) for s in tm[names.STEP].values]
         n, seed = int(tm[names.N]), int(tm[names.SEED])
-    cache = sample_cache_dir(state_dir, cfg)
+    if trajectory_of(state_dir) not in (None, trajectory):
+        fail(f"{state_dir} holds checkpoints of trajectory {trajectory_of(state_dir)}, not {trajectory} of "
+             f"{args.train_metrics}; retrain the run")
+    cache = sample_cache_dir(Path(args.train_metrics).parent, cfg, source=trajectory[:12])
     log.debug(f"{cfg}; samples cached in {cache}")
     cache.mkdir(parents=True, exist_ok=True)
     files, done, t0 = {}, 0, time.perf_counter()

@@ -95,7 +95,7 @@ def onset_lines(fit: xr.Dataset, prefix: str, label: str) -> list[str]:
     tau = fit[prefix].transpose(names.N, ...)
     per_seed = tau.dims == (names.N, names.SEED)
     units = tau.attrs.get("units")
-    lines = [f"{label} per n" + (" and seed" if per_seed else "") + (f", in {units}" if units else "")
+    lines = [f"{label} per n" + (" and seed" if per_seed else "") + (f", in {units}" if units not in (None, "1") else "")
              + f" (mean: geometric, of the reached; {CENSORED}: not reached by the last checkpoint):"]
     header = ["n", *([f"seed {int(s)}" for s in tau[names.SEED].values] if per_seed else []), "mean", CENSORED]
     rows = []

@@ -1,26 +1,27 @@
 """The training stage: train one (n, seed) run, or a group of runs, with the engine of `diffmem.engine`.
 
-Each run's checkpoints go to `<state-root>/<trajectory hash>/` (kept across reruns, so a raised
-max_steps resumes); its probe losses on the checkpoint grid to train_metrics.nc. A job stopped by
-SIGTERM / SIGUSR1 saves `resume.pt`, writes no metrics and exits with 128 + the signal number.
+Each run trains in `<checkpoints>.partial/` and, once its grid is complete, its checkpoints move to
+`<checkpoints>/` (the job's declared output; what stays there is `train.keep`'s choice, see
+diffmem.checkpoint); its probe losses on the checkpoint grid go to train_metrics.nc. A run whose
+`<checkpoints>/` holds the same trajectory continues from it (a raised max_steps resumes). A job
+stopped by SIGTERM / SIGUSR1 saves `resume.pt`, writes no metrics and exits with 128 + the signal number.
 
 Run: `diffmem train --train a.npz [b.npz ...] --seed 0 [1 ...] --dataset dataset.npz --model '<json>'
---train-cfg '<json>' [--run-settings '<json>'] --state-root results/exp/state/n64_seed0 [...]
---out .../train_metrics.nc [...]` (one --train, --seed, --state-root and --out per run).
+--train-cfg '<json>' [--run-settings '<json>'] --checkpoints results/exp/runs/n64_seed0/checkpoints [...]
+--out .../train_metrics.nc [...]` (one --train, --seed, --checkpoints and --out per run).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
 from diffmem import names
-from diffmem.checkpoint import CheckpointError
+from diffmem.checkpoint import CheckpointError, adopt_checkpoints, publish_checkpoints
 from diffmem.config import ConfigError, ModelConfig, TrainConfig, read_json_arg, read_slice
 from diffmem.data import load_dataset, load_train
 from diffmem.engine import Run, TrainingDiverged, TrainingInterrupted, set_tf32, train_runs, trajectory_hash
@@ -51,14 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-cfg", required=True, help="train config slice (JSON or path)")
     add_run_settings(parser)
     parser.add_argument("--seed", "--seeds", dest="seed", nargs="+", type=int, required=True, help="seed of each run")
-    parser.add_argument("--state-root", "--state-roots", dest="state_root", nargs="+", required=True,
-                        help="checkpoint folder of each run (kept across reruns)")
+    parser.add_argument("--checkpoints", nargs="+", required=True,
+                        help="checkpoint folder of each run (runs/<run>/checkpoints; it trains in <folder>.partial)")
     parser.add_argument("--out", "--outs", dest="out", nargs="+", required=True, help="train_metrics.nc of each run")
     args = parser.parse_args(argv)
     k = len(args.train)
-    if not (len(args.seed) == len(args.state_root) == len(args.out) == k):
-        fail(f"diffmem train: --train, --seed, --state-root and --out need one entry per run; got {k}, "
-             f"{len(args.seed)}, {len(args.state_root)} and {len(args.out)}")
+    if not (len(args.seed) == len(args.checkpoints) == len(args.out) == k):
+        fail(f"diffmem train: --train, --seed, --checkpoints and --out need one entry per run; got {k}, "
+             f"{len(args.seed)}, {len(args.checkpoints)} and {len(args.out)}")
     try:
         model_cfg = ModelConfig.from_dict(read_json_arg(args.model))
         train_cfg = TrainConfig.from_dict(read_slice("train", args.train_cfg, args.run_settings))
@@ -76,11 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     test = load_dataset(args.dataset).test
     runs, digests, shapes = [], [], set()
-    for path, seed, root in zip(args.train, args.seed, args.state_root):
+    for path, seed, folder in zip(args.train, args.seed, args.checkpoints):
         x_train, _, shape = load_train(path)
         shapes.add(tuple(shape) if (shape and model_cfg.arch == "unet") else (x_train.shape[1],))
         digest = trajectory_hash(model_cfg, train_cfg, x_train=x_train, seed=seed)
-        runs.append(Run(x_train, seed, Path(root) / digest))
+        work = adopt_checkpoints(folder, digest, log=lambda line, n=x_train.shape[0], seed=seed: log.info(f"n={n} seed={seed}: {line}"))
+        runs.append(Run(x_train, seed, work))
         digests.append(digest)
     if len(shapes) != 1:
         fail(f"diffmem train: the runs of one job need one data shape, got {sorted(shapes)}")
@@ -93,9 +95,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     except TrainingInterrupted as exc:
         fail(str(exc), code=128 + exc.signum)  # the shell's convention for "killed by this signal"
-    for run, digest, run_metrics, out in zip(runs, digests, metrics, args.out):
+    for run, digest, run_metrics, out, folder in zip(runs, digests, metrics, args.out, args.checkpoints):
+        publish_checkpoints(folder, log=lambda line, label=run.label: log.info(f"{label}: {line}"))
         ds = metrics_dataset(run_metrics, n=run.x_train.shape[0], seed=run.seed,
-                             attrs={"state_dir": str(run.state_dir), "trajectory_hash": digest})
+                             attrs={"checkpoint_dir": str(folder), "trajectory_hash": digest})
         atomic_to_netcdf(ds, out)
         log.info(f"wrote {out}")
 
