@@ -2,7 +2,7 @@
 # Run `snakemake --cores all` (default config.yaml) or `snakemake --cores all --configfile my.yaml`.
 from snakemake.utils import min_version
 
-min_version("8.0")
+min_version("9.0")  # the update() output flag of the training rules
 
 
 # The embedded default; `--configfile other.yaml` replaces it instead of being merged into it.

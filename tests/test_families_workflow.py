@@ -22,6 +22,7 @@ from diffmem import names
 from diffmem.cli import main as diffmem
 from diffmem.config import ModelConfig
 from diffmem.figures import experiment, linear_exact, rf, sweep
+from diffmem.fitfile import read_fit
 from diffmem.models import build_denoiser, count_parameters
 
 pytestmark = pytest.mark.snakemake
@@ -29,6 +30,8 @@ SMOKE = yaml.safe_load((REPO / "tests" / "smoke_families.yaml").read_text())
 
 
 def open_nc(path):
+    if path.name == "fit.nc":  # a fit.nc in groups (diffmem.fitfile), or flat (random features, linear_exact)
+        return read_fit(path)
     with xr.open_dataset(path) as ds:
         return ds.load()
 

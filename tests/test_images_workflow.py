@@ -11,6 +11,7 @@ from test_figures import check_experiment_figures
 from test_workflow import REPO, snakemake, write_config
 
 from diffmem.figures import experiment
+from diffmem.fitfile import read_fit
 
 pytestmark = pytest.mark.snakemake
 
@@ -42,7 +43,7 @@ def test_png_folder_through_the_workflow(tmp_path, drawn):
         assert list(cube["n"].values) == [16, 32] and cube["ratio"].dims == ("n", "seed", "step", "sample")
         assert np.isfinite(cube["f_mem"].values).all() and "fd_data" in cube
     # the overview shows the cube and the fit: redrawn here as the plot job drew it, the same pixels
-    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), xr.load_dataset(exp / "fit.nc", engine="h5netcdf")
+    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), read_fit(exp / "fit.nc")
     figs = drawn.watch(experiment)
     with drawn.as_a_new_process():
         experiment.make_figures(cube, fit, tmp_path / "redrawn", title="png", only={"overview"})

@@ -1,4 +1,6 @@
-"""The cube and fit files carry CF / ACDD global attributes, and fractions have units "1"."""
+"""The cube and fit files carry CF / ACDD global attributes, and fractions have units "1".
+
+Whether the units are UDUNITS units and the files pass the CF checker: tests/test_netcdf_files.py."""
 
 import json
 
@@ -48,8 +50,9 @@ def test_cube_and_fit_files_carry_cf_acdd_attributes(tmp_path, rng):
         cube_lines, fit_lines = cube.attrs["history"].splitlines(), fit.attrs["history"].splitlines()
         assert len(cube_lines) == 1 and "diffmem cube" in cube_lines[0]
         assert fit_lines[:-1] == cube_lines and "diffmem fit" in fit_lines[-1]
-        # every data variable and coordinate still says what it is
+        # every data variable and coordinate still says what it is, in the units names.ATTRS gives (UDUNITS
+        # strings, checked in test_netcdf_files.py)
         for ds in (cube, fit):
             for var in ds.variables:
                 if var in names.ATTRS:
-                    assert ds[var].attrs.get("units") is not None and ds[var].attrs.get("long_name"), var
+                    assert ds[var].attrs.get("long_name") and ds[var].attrs.get("units") == names.ATTRS[var]["units"], var

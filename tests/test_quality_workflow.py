@@ -10,6 +10,7 @@ from test_figures import check_quality_figures
 from test_workflow import REPO, snakemake
 
 from diffmem.figures import experiment
+from diffmem.fitfile import from_tree, read_fit
 
 pytestmark = pytest.mark.snakemake
 
@@ -29,13 +30,14 @@ def test_synthetic_quality_variables(tmp_path, drawn):
         assert (cube["denoiser_err_emp"] > 0).all()
         assert float(cube["e_tg"].min()) >= -0.05 and float(cube["e_tg"].max()) <= 1.05
         assert "loglik_true" in cube
-    with xr.open_dataset(exp / "fit.nc", engine="h5netcdf") as fit:
+    with xr.open_datatree(exp / "fit.nc", engine="h5netcdf") as tree:
+        fit = from_tree(tree)
         assert fit["tau_gen"].dims == ("n", "seed")
         assert "tau_gen_exponent" in fit and fit["tau_gen_exponent_ci"].sizes["bound"] == 2
         assert fit.attrs["tau_gen_metric"] == "loglik"
     # the quality figures show the cube and the fit (redrawn here as the plot jobs drew them, d = 4, and
     # the same pixels as the workflow's files)
-    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), xr.load_dataset(exp / "fit.nc", engine="h5netcdf")
+    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), read_fit(exp / "fit.nc")
     figs = drawn.watch(experiment)
     for name in ("timescales", "quality_vs_step", "loss_gap", "p_delta_pos"):
         with drawn.as_a_new_process():

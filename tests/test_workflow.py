@@ -22,6 +22,7 @@ from test_figures import check_experiment_figures
 
 from diffmem.config import checkpoint_grid
 from diffmem.figures import experiment
+from diffmem.fitfile import read_fit
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.snakemake
@@ -88,12 +89,12 @@ def test_end_to_end_outputs(finished, drawn, tmp_path):
             assert cube[var].attrs["units"] and cube[var].attrs["long_name"]
         for key in ("diffmem_version", "git_commit", "config_hash", "created"):
             assert key in cube.attrs
-    with xr.open_dataset(exp / "fit.nc", engine="h5netcdf") as fit:
-        assert fit["tau_mem"].dims == ("n", "seed")
-        assert "tau_mem_exponent" in fit and "tau_mem_exponent_ci" in fit
+    with xr.open_datatree(exp / "fit.nc", engine="h5netcdf") as tree:  # each readout's fit in its own group
+        assert tree["tau_mem"]["tau_mem"].dims == ("n", "seed")
+        assert "exponent" in tree["tau_mem"] and "exponent_ci" in tree["tau_mem"]
     # each figure shows the cube and the fit: redrawn here as the plot job drew it (one figure per call,
     # a new process's settings), checked, and the same pixels as the workflow's file
-    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), xr.load_dataset(exp / "fit.nc", engine="h5netcdf")
+    cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), read_fit(exp / "fit.nc")
     figs = drawn.watch(experiment)
     figures = ("overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling")
     for name in figures:
@@ -127,7 +128,8 @@ def test_c_raising_max_steps_resumes_and_samples_only_new_checkpoints(copied):
     run = workdir / "results/smoke/runs/n16_seed1"
     state = run / "checkpoints"
     # resume.pt (train.keep: weights, the default) holds the last step's full state and moves on with training
-    kept = [p for d in (state, run / "samples") for p in d.rglob("*") if p.is_file() and p.name != "resume.pt"]
+    # (.snakemake_timestamp: Snakemake's own mark on a directory output)
+    kept = [p for d in (state, run / "samples") for p in d.rglob("*") if p.is_file() and p.name not in ("resume.pt", ".snakemake_timestamp")]
     old = {str(p): p.stat().st_mtime_ns for p in kept}
     old_steps = sorted(int(p.name[4:13]) for p in state.glob("step*.pt"))
     assert (state / "resume.pt").is_file() and not (run / "checkpoints.partial").exists()

@@ -172,14 +172,15 @@ def adopt_checkpoints(declared: str | Path, trajectory: str, *, log: Callable[[s
     if trajectory_of(declared) == trajectory:
         taken = 0
         for src in _files(declared):
-            if src.name != TRAJECTORY_NAME and not (work / src.name).exists():
+            if not (work / src.name).exists():
                 _link_or_copy(src, work / src.name)
-                taken += 1
+                taken += src.name != TRAJECTORY_NAME
         if taken:
             log(f"continuing from the {taken} files of {declared}")
     elif _files(declared):
         log(f"{declared} holds another trajectory's checkpoints; they are replaced when this run finishes")
-    atomic_write_text(work / TRAJECTORY_NAME, json.dumps({"trajectory_hash": trajectory}) + "\n")
+    if trajectory_of(work) != trajectory:  # a new folder; an existing one keeps its file (and its mtime)
+        atomic_write_text(work / TRAJECTORY_NAME, json.dumps({"trajectory_hash": trajectory}) + "\n")
     return work
 
 

@@ -95,9 +95,10 @@ def split_per_example(parts: list[xr.Dataset]) -> tuple[list[xr.Dataset], xr.Dat
     """Separate the train_index variables of per-run datasets (n and seed already dimensions) from the rest.
 
     Runs of different n have train_index coordinates of different lengths, which combine_by_coords
-    would take for a concatenation axis; merging them (outer join on n, seed, train_index) puts NaN
-    where a run's training set is smaller than the longest. The merged variables are float (NaN fill) in
-    memory; the counts and indices among them are written as integers (names.INTEGER_VARIABLES)."""
+    would take for a concatenation axis; stacking them (the seeds of each n, then the n with an outer
+    join on train_index) puts NaN where a run's training set is smaller than the longest. The stacked
+    variables are float (NaN fill) in memory; the counts and indices among them are written as integers
+    (names.INTEGER_VARIABLES)."""
     rest, per_example = [], []
     for part in parts:
         if names.TRAIN_INDEX not in part.dims:
@@ -111,5 +112,13 @@ def split_per_example(parts: list[xr.Dataset]) -> tuple[list[xr.Dataset], xr.Dat
         rest.append(part.drop_dims(names.TRAIN_INDEX))
     if not per_example:
         return rest, None
-    merged = xr.merge(per_example, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
+    # each n's block is padded once; xr.merge would pad every run to the whole cube and compare the runs
+    # pairwise, quadratic in their number and, on lazily opened parts, computing every comparison
+    by_n: dict[int, list[xr.Dataset]] = {}
+    for ex in per_example:
+        by_n.setdefault(int(ex[names.N][0]), []).append(ex)
+    blocks = [xr.concat(sorted(group, key=lambda ex: int(ex[names.SEED][0])), dim=names.SEED, join="outer",
+                        data_vars="all", coords="minimal", combine_attrs="drop_conflicts")
+              for _, group in sorted(by_n.items())]
+    merged = xr.concat(blocks, dim=names.N, join="outer", data_vars="all", coords="minimal", combine_attrs="drop_conflicts")
     return rest, merged

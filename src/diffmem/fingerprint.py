@@ -11,11 +11,12 @@ A fingerprint is the sha256 over the sorted relative paths and the sha256 of eac
 folder only the files the loader reads count (`diffmem.images`' own listing: image suffixes, no hidden
 files, the first `data.max_images`), so a README or a `.DS_Store` beside the images changes nothing.
 
-Hashing CelebA's 202,599 files takes minutes, and a dry run must not, so each file's hash is cached,
-keyed on (size, st_mtime_ns, st_ctime_ns, st_ino): a user can set the mtime back but not the ctime,
-which the kernel sets on every write, so changed content is rehashed even under an old mtime. The
-cache is one JSON file per root under `cache_dir`, written atomically only when it changed; an
-unreadable or corrupt cache is recomputed. Run `python benchmarks/bench_fingerprint.py` for timings.
+Hashing 200,000 small files takes about 15 s even from the page cache, too long for every dry run, so
+each file's hash is cached, keyed on (size, st_mtime_ns, st_ctime_ns, st_ino): a user can set the
+mtime back but not the ctime, which the kernel sets on every write, so changed content is hashed
+again even under an old mtime; unchanged files are stat'ed, not read. The cache is one JSON file per
+root under `cache_dir`, written atomically and only when it changed; an unreadable or corrupt cache
+is recomputed. Timings: `python benchmarks/bench_fingerprint.py` (docs/benchmarks.md).
 """
 
 from __future__ import annotations

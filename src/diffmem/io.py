@@ -46,6 +46,11 @@ def _atomic(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> 
         raise
 
 
+def atomic_write(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> None:
+    """Write a file through `write(tmp_path)` then rename it into place: a finished file is never half-overwritten."""
+    _atomic(path, write, suffix)
+
+
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:

@@ -162,6 +162,8 @@ _DIAGNOSTIC_ATTRS = {
     POWER_LAW_OK: ("1 when a power law describes {what} (criterion in the attrs power_law_criterion)", "1"),
     "censored": ("{what} not reached by the last checkpoint (NaN)", "1"),
 }
+# the suffixes of every fitted tau's diagnostics (fit.nc keeps each tau's in its own group: diffmem.fitfile)
+DIAGNOSTICS = tuple(_DIAGNOSTIC_ATTRS)
 for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVELS, "tau_mem at each level"),
                        (TAU_GEN_TOLERANCES, "tau_gen at each tolerance"), (TAU_MEM_TIMES_WIDTH, "tau_mem * width over all widths"),
                        ("tau_split", "the random-features split time")):  # rf.TAU_SPLIT

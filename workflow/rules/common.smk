@@ -31,15 +31,18 @@ except ConfigError as exc:  # one line naming the key, before any job runs (no t
     print(f"diffmem: {exc}", file=sys.stderr)
     sys.exit(1)
 
-# How a job calls diffmem: the interpreter that runs Snakemake (`python -m snakemake`, a virtual
-# environment's bin/snakemake, activated or not), so jobs never depend on PATH. With `--sdm conda` a
-# job runs in envs/diffmem.yaml, which holds the dependencies but not diffmem itself (Snakemake copies
-# the env file elsewhere, so it cannot install this checkout): the job's python imports diffmem from
-# this checkout's src/ instead. The braces are doubled for the shell directive's formatting.
+# How a job calls diffmem: `diffmem ...` in a rule's command is a shell function defined in the
+# prefix of every job's shell (below), which runs the interpreter that runs Snakemake (`python -m
+# snakemake`, a virtual environment's bin/snakemake, activated or not), so jobs never depend on PATH.
+# With `--sdm conda` a job runs in envs/diffmem.yaml, which holds the dependencies but not diffmem
+# itself (Snakemake copies the env file elsewhere, so it cannot install this checkout): the env's
+# python imports diffmem from this checkout's src/ instead. The prefix keeps Snakemake's own
+# `set -euo pipefail`; its braces are doubled because Snakemake formats it.
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     DIFFMEM = f"PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}} python -m diffmem"
 else:
     DIFFMEM = f"{shlex.quote(sys.executable)} -m diffmem"
+shell.prefix(f'set -euo pipefail; diffmem() {{{{ {DIFFMEM} "$@"; }}}}; ')
 
 RESULTS = CFG["results_dir"]
 # The experiments the per-run stages see: a sweep (model.width or model.strength a list) becomes one
@@ -453,7 +456,7 @@ def train_runs_arg(wildcards, input):
 
 # Training (train.smk, train_grouped.smk): one command for the per-run and the grouped rules.
 TRAIN_SHELL = (
-    DIFFMEM + " train --train {input.train} --dataset {input.dataset} --model {params.model}"
+    "diffmem train --train {input.train} --dataset {input.dataset} --model {params.model}"
     " --train-cfg {params.train} --run-settings {params.run} --seed {params.seeds}"
     " --checkpoints {output.checkpoints} --out {output.metrics} > {log} 2>&1"
 )

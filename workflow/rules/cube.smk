@@ -19,5 +19,5 @@ rule cube:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " cube --scores {input.scores} {params.metrics} {params.quality} {params.closed} {params.twin}"
+        "diffmem cube --scores {input.scores} {params.metrics} {params.quality} {params.closed} {params.twin}"
         " --experiment {wildcards.exp} --out {output} > {log} 2>&1"

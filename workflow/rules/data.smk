@@ -11,7 +11,7 @@ rule prepare_data:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " prepare-data --data {params.data} --out {output} > {log} 2>&1"
+        "diffmem prepare-data --data {params.data} --out {output} > {log} 2>&1"
 
 
 rule subsample:
@@ -26,4 +26,4 @@ rule subsample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " subsample --dataset {input} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "diffmem subsample --dataset {input} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -14,4 +14,4 @@ rule fit:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " fit --cube {input} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
+        "diffmem fit --cube {input} --fit-cfg {params.fit} --out {output} > {log} 2>&1"

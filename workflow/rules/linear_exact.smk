@@ -25,7 +25,7 @@ rule linear_exact_run:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " linear-exact run --dim {wildcards.d} --model {params.model} --data {params.data}"
+        "diffmem linear-exact run --dim {wildcards.d} --model {params.model} --data {params.data}"
         " --quality {params.quality} --sample-cfg {params.sample} --out {output} > {log} 2>&1"
 
 
@@ -46,7 +46,7 @@ rule linear_exact_cube:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " linear-exact cube --parts {input} --experiment {wildcards.exp} --out {output} > {log} 2>&1"
+        "diffmem linear-exact cube --parts {input} --experiment {wildcards.exp} --out {output} > {log} 2>&1"
 
 
 rule linear_exact_fit:
@@ -65,7 +65,7 @@ rule linear_exact_fit:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " linear-exact fit --cube {input} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
+        "diffmem linear-exact fit --cube {input} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
 
 
 rule linear_exact_plot:
@@ -88,5 +88,5 @@ rule linear_exact_plot:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " linear-exact plot --cube {input.cube} --fit {input.fit} --outdir {params.outdir}"
+        "diffmem linear-exact plot --cube {input.cube} --fit {input.fit} --outdir {params.outdir}"
         " --title {wildcards.exp} > {log} 2>&1"

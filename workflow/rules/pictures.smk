@@ -28,7 +28,7 @@ rule subsample_twin:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " subsample --dataset {input} --n {wildcards.n} --seed {params.seed} --twin --out {output} > {log} 2>&1"
+        "diffmem subsample --dataset {input} --n {wildcards.n} --seed {params.seed} --twin --out {output} > {log} 2>&1"
 
 
 # One job draws the galleries of every run of an experiment (the imports cost more than a figure).
@@ -57,7 +57,7 @@ rule gallery:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " gallery --samples {input.samples} --scores {input.scores} --train {input.train}"
+        "diffmem gallery --samples {input.samples} --scores {input.scores} --train {input.train}"
         " --fit {input.fit} --title {wildcards.exp} --out {params.outs} > {log} 2>&1"
 
 
@@ -78,7 +78,7 @@ rule copies_figure:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " copies-figure --cube {input.cube} --runs {params.runs} --title {wildcards.exp}"
+        "diffmem copies-figure --cube {input.cube} --runs {params.runs} --title {wildcards.exp}"
         " --out {output} > {log} 2>&1"
 
 
@@ -104,7 +104,7 @@ rule twin_compare:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " twin --samples {input.samples} --twin-samples {input.twin_samples} --train {input.train}"
+        "diffmem twin --samples {input.samples} --twin-samples {input.twin_samples} --train {input.train}"
         " --twin-train {input.twin_train} --out {output} > {log} 2>&1"
 
 
@@ -122,4 +122,4 @@ rule twin_figure:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " twin-figure --cube {input} --title {wildcards.exp} --out {output} > {log} 2>&1"
+        "diffmem twin-figure --cube {input} --title {wildcards.exp} --out {output} > {log} 2>&1"

@@ -20,5 +20,5 @@ rule plot:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " plot {params.flags} --figures {wildcards.figure} --cube {input.cube} --fit {input.fit}"
+        "diffmem plot {params.flags} --figures {wildcards.figure} --cube {input.cube} --fit {input.fit}"
         " --outdir {params.outdir} --title {wildcards.exp} > {log} 2>&1"

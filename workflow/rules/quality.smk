@@ -17,7 +17,7 @@ rule classifier:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " classifier --dataset {input} --quality-cfg {params.quality} --out {output} > {log} 2>&1"
+        "diffmem classifier --dataset {input} --quality-cfg {params.quality} --out {output} > {log} 2>&1"
 
 
 rule quality:
@@ -44,6 +44,6 @@ rule quality:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " quality --samples {input.samples} {params.metrics} {params.checkpoints} --train {input.train}"
+        "diffmem quality --samples {input.samples} {params.metrics} {params.checkpoints} --train {input.train}"
         " --dataset {input.dataset} --data-cfg {params.data} --quality-cfg {params.quality}"
         " {params.classifier} --out {output} > {log} 2>&1"

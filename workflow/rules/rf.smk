@@ -24,7 +24,7 @@ rule rf_train:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " rf-train --train {input.train} --dataset {input.dataset} --model {params.model}"
+        "diffmem rf-train --train {input.train} --dataset {input.dataset} --model {params.model}"
         " --train-cfg {params.train} --run-settings {params.run} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
@@ -44,7 +44,7 @@ rule rf_cube:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " cube --train-metrics {input} --experiment {wildcards.exp}"
+        "diffmem cube --train-metrics {input} --experiment {wildcards.exp}"
         " --out {output} > {log} 2>&1"
 
 
@@ -65,7 +65,7 @@ rule rf_fit:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " rf-fit --cube {input} --model {params.model} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
+        "diffmem rf-fit --cube {input} --model {params.model} --fit-cfg {params.fit} --out {output} > {log} 2>&1"
 
 
 rule rf_plot:
@@ -85,5 +85,5 @@ rule rf_plot:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " rf-plot --cube {input.cube} --fit {input.fit} --outdir {params.outdir}"
+        "diffmem rf-plot --cube {input.cube} --fit {input.fit} --outdir {params.outdir}"
         " --title {wildcards.exp} > {log} 2>&1"

@@ -21,7 +21,7 @@ rule sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " sample --train-metrics {input.metrics} --checkpoints {input.checkpoints} --sample-cfg {params.sample} --run-settings {params.run}"
+        "diffmem sample --train-metrics {input.metrics} --checkpoints {input.checkpoints} --sample-cfg {params.sample} --run-settings {params.run}"
         " --device {params.device} --out {output} > {log} 2>&1"
 
 
@@ -38,7 +38,7 @@ rule closed_form_sample:
         model=model_slice,
         sample=section("sample"),
         run=run_settings("sample"),
-        run_dir=R("{exp}/runs/n{n}_seed{seed}"),
+        run_dir=lambda wildcards, output: str(Path(output[0]).parent),  # the run's folder: its samples/ cache
     threads: job_cpus
     resources:
         mem_mb=resource("sample_mem_mb"),
@@ -49,5 +49,5 @@ rule closed_form_sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " closed-form-sample --train {input} --model {params.model} --sample-cfg {params.sample}"
+        "diffmem closed-form-sample --train {input} --model {params.model} --sample-cfg {params.sample}"
         " --run-settings {params.run} --run-dir {params.run_dir} --n {wildcards.n} --seed {wildcards.seed} --out {output} > {log} 2>&1"

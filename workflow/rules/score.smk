@@ -18,5 +18,5 @@ rule score:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        DIFFMEM + " score --samples {input.samples} --train {input.train} --dataset {input.dataset}"
+        "diffmem score --samples {input.samples} --train {input.train} --dataset {input.dataset}"
         " --score-cfg {params.score} --run-settings {params.run} --out {output} > {log} 2>&1"

@@ -24,6 +24,6 @@ for _key in ("width", "strength"):
         conda:
             "../../envs/diffmem.yaml"
         shell:
-            DIFFMEM + " sweep {params.sweep} --cubes {input.cubes} --fits {input.fits} --model {params.model}"
+            "diffmem sweep {params.sweep} --cubes {input.cubes} --fits {input.fits} --model {params.model}"
             " --dataset {input.dataset} --experiment {wildcards.exp} --out-cube {output.cube}"
             " --out-fit {output.fit} --outdir {params.outdir} > {log} 2>&1"

@@ -3,6 +3,8 @@
 What is read and how it is fitted is documented in `diffmem.onsets` (the readouts) and
 `diffmem.scaling` (the power-law diagnostics).
 
+fit.nc keeps each readout's variables in its own NetCDF group (`diffmem.fitfile`).
+
 Run: `diffmem fit --cube cube.nc --fit-cfg '<json>' --out fit.nc`
 """
 
@@ -16,7 +18,8 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ConfigError, FitConfig, read_json_arg
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, fail
+from diffmem.fitfile import write_fit
+from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.log import configure
 from diffmem.onsets import describe_levels, describe_scaling, fit_onsets
 from diffmem.scaling import POWER_LAW_CRITERION
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             fit = fit_onsets(cube.load(), cfg, rng=np.random.default_rng(0))
         except ConfigError as exc:
             fail(str(exc))
-    atomic_to_netcdf(fit, args.out)
+    write_fit(fit, args.out)
     finals = ", ".join(f"n={int(n)}: {float(v):.3f}" for n, v in zip(fit[names.N].values, fit[names.F_MEM_FINAL].values))
     log.info(f"final f_mem {finals}; n* = {float(fit[names.N_STAR]):g}")
     if names.N_HALF in fit:

@@ -17,6 +17,7 @@ import xarray as xr
 from diffmem import names
 from diffmem.data import load_train
 from diffmem.figures.gallery import make_gallery
+from diffmem.fitfile import read_fit
 from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.log import configure
 from diffmem.stages import stage_parser
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         fail("give one --samples, --scores, --train and --out file per run, in the same order")
     fit = None
     if args.fit:
-        with xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as ds:
-            fit = ds.load()
+        fit = read_fit(args.fit)
     # one process draws every run of an experiment: the imports cost more than a gallery
     for samples, scores_path, train_path, out in zip(args.samples, args.scores, args.train, args.out):
         manifest = json.loads(Path(samples).read_text())

@@ -13,6 +13,7 @@ import xarray as xr
 
 from diffmem.cube import load_parts
 from diffmem.figures.experiment import compare_p_delta, make_closed_form_figures, make_figures, make_quality_figures
+from diffmem.fitfile import read_fit
 from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.log import configure
 from diffmem.stages import stage_parser
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--compare needs one --dims entry per cube and --out")
         log.info(f"wrote {compare_p_delta(load_parts(args.compare), args.dims, args.out, title=args.title)}")
         return
-    with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube, xr.open_dataset(args.fit, engine=NETCDF_ENGINE) as fit:
+    fit = read_fit(args.fit)
+    with xr.open_dataset(args.cube, engine=NETCDF_ENGINE) as cube:
         title = args.title or cube.attrs.get("experiment", "")
         only = set(args.figures) if args.figures else None
         try:

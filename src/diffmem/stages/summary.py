@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from diffmem import names
+from diffmem.fitfile import read_fit
 from diffmem.io import NETCDF_ENGINE, fail
 from diffmem.onsets import final_values, verdict
 from diffmem.stages import stage_parser
@@ -341,8 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         fail(str(exc))
     try:
-        with xr.open_dataset(fit_path, engine=NETCDF_ENGINE) as fit:
-            fit = fit.load()
+        fit = read_fit(fit_path)
         cube = None
         if cube_path is not None:
             with xr.open_dataset(cube_path, engine=NETCDF_ENGINE) as c:

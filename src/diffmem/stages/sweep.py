@@ -33,6 +33,7 @@ from diffmem.config import ModelConfig, read_json_arg
 from diffmem.cube import load_parts
 from diffmem.data import load_dataset
 from diffmem.figures.sweep import make_sweep_figure
+from diffmem.fitfile import read_fit, write_fit
 from diffmem.io import atomic_to_netcdf, cf_global_attrs, fail
 from diffmem.log import configure
 from diffmem.models import build_denoiser, count_parameters
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
     attrs = {"experiment": args.experiment}
     cube = combine_sweep(load_parts(args.cubes), key=args.key, values=values, attrs=attrs, n_params=n_params)
-    fit = combine_sweep(load_parts(args.fits), key=args.key, values=values, attrs=attrs, n_params=n_params)
+    fit = combine_sweep([read_fit(path) for path in args.fits], key=args.key, values=values, attrs=attrs, n_params=n_params)
     if args.key == names.WIDTH and names.TAU_MEM in fit:
         fit = names.annotate(fit.assign(width_collapse(fit)))
     if model:
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             summary=ds.attrs.get("summary", f"diffmem {what} over {args.key}"),
             command=f"diffmem sweep --key {args.key} ({len(values)} sub-experiments)"))
     atomic_to_netcdf(cube, args.out_cube)
-    atomic_to_netcdf(fit, args.out_fit)
+    write_fit(fit, args.out_fit)
     path = make_sweep_figure(cube, fit, args.outdir, title=args.experiment)
     summary = ", ".join(f"{args.key} {v:g}: n* = {float(s):g}" for v, s in zip(fit[args.key].values, fit[names.N_STAR].values))
     log.info(f"{dict(cube.sizes)}; {summary} -> {args.out_cube}, {path}")
