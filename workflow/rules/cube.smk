@@ -16,6 +16,8 @@ rule cube:
         **SMALL_JOB,
     log:
         R("{exp}/logs/cube.log"),
+    benchmark:
+        R("{exp}/benchmarks/cube.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

@@ -8,6 +8,8 @@ rule prepare_data:
         **SMALL_JOB,
     log:
         R("{exp}/logs/prepare_data.log"),
+    benchmark:
+        R("{exp}/benchmarks/prepare_data.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -23,6 +25,8 @@ rule subsample:
         **SMALL_JOB,
     log:
         R("{exp}/logs/subsample/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/subsample/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

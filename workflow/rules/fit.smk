@@ -11,6 +11,8 @@ rule fit:
         **SMALL_JOB,
     log:
         R("{exp}/logs/fit.log"),
+    benchmark:
+        R("{exp}/benchmarks/fit.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

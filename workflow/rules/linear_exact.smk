@@ -22,6 +22,8 @@ rule linear_exact_run:
         cpus_per_task=1,
     log:
         R("{exp}/logs/linear_exact/d{d}.log"),
+    benchmark:
+        R("{exp}/benchmarks/linear_exact/d{d}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -43,6 +45,8 @@ rule linear_exact_cube:
         **SMALL_JOB,
     log:
         R("{exp}/logs/cube.log"),
+    benchmark:
+        R("{exp}/benchmarks/cube.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -62,6 +66,8 @@ rule linear_exact_fit:
         **SMALL_JOB,
     log:
         R("{exp}/logs/fit.log"),
+    benchmark:
+        R("{exp}/benchmarks/fit.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -85,6 +91,8 @@ rule linear_exact_plot:
         **SMALL_JOB,
     log:
         R("{exp}/logs/plot.log"),
+    benchmark:
+        R("{exp}/benchmarks/plot.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

@@ -25,6 +25,8 @@ rule subsample_twin:
         **SMALL_JOB,
     log:
         R("{exp}/logs/subsample/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/subsample/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -54,6 +56,8 @@ rule gallery:
         **SMALL_JOB,
     log:
         R("{exp}/logs/gallery.log"),
+    benchmark:
+        R("{exp}/benchmarks/gallery.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -75,6 +79,8 @@ rule copies_figure:
         **SMALL_JOB,
     log:
         R("{exp}/logs/copies_figure.log"),
+    benchmark:
+        R("{exp}/benchmarks/copies_figure.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -101,6 +107,8 @@ rule twin_compare:
         cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/twin/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/twin/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -119,6 +127,8 @@ rule twin_figure:
         **SMALL_JOB,
     log:
         R("{exp}/logs/twin_figure.log"),
+    benchmark:
+        R("{exp}/benchmarks/twin_figure.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

@@ -17,6 +17,8 @@ rule plot:
         **SMALL_JOB,
     log:
         R("{exp}/logs/plot/{figure}.log"),
+    benchmark:
+        R("{exp}/benchmarks/plot/{figure}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

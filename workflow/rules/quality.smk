@@ -14,6 +14,8 @@ rule classifier:
         cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/classifier.log"),
+    benchmark:
+        R("{exp}/benchmarks/classifier.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -41,6 +43,8 @@ rule quality:
         cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/quality/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/quality/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

@@ -21,6 +21,8 @@ rule rf_train:
         cpus_per_task=train_threads,
     log:
         R("{exp}/logs/train/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/train/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -41,6 +43,8 @@ rule rf_cube:
         **SMALL_JOB,
     log:
         R("{exp}/logs/cube.log"),
+    benchmark:
+        R("{exp}/benchmarks/cube.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -62,6 +66,8 @@ rule rf_fit:
         **SMALL_JOB,
     log:
         R("{exp}/logs/fit.log"),
+    benchmark:
+        R("{exp}/benchmarks/fit.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -82,6 +88,8 @@ rule rf_plot:
         **SMALL_JOB,
     log:
         R("{exp}/logs/plot.log"),
+    benchmark:
+        R("{exp}/benchmarks/plot.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

@@ -18,6 +18,8 @@ rule sample:
         gpu=resource("gpus_per_train_job"),
     log:
         R("{exp}/logs/sample/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/sample/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:
@@ -46,6 +48,8 @@ rule closed_form_sample:
         cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/sample/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/sample/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

@@ -15,6 +15,8 @@ rule score:
         cpus_per_task=job_cpus,
     log:
         R("{exp}/logs/score/n{n}_seed{seed}.log"),
+    benchmark:
+        R("{exp}/benchmarks/score/n{n}_seed{seed}.tsv"),
     conda:
         "../../envs/diffmem.yaml"
     shell:

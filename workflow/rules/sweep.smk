@@ -21,6 +21,8 @@ for _key in ("width", "strength"):
             **SMALL_JOB,
         log:
             R(f"{{exp}}/logs/sweep_{_key}.log"),
+        benchmark:
+            R(f"{{exp}}/benchmarks/sweep_{_key}.tsv"),
         conda:
             "../../envs/diffmem.yaml"
         shell:

@@ -35,6 +35,8 @@ for _name, _exps, _kept in (("train", UNGROUPED_KEPT_EXPS, True), ("train_transi
             gpu=resource("gpus_per_train_job"),
         log:
             R("{exp}/logs/train/n{n}_seed{seed}.log"),
+        benchmark:
+            R("{exp}/benchmarks/train/n{n}_seed{seed}.tsv"),
         conda:
             "../../envs/diffmem.yaml"
         shell:

@@ -40,6 +40,8 @@ for _exp, _label, _members in grouped_train_jobs():
             cpus_per_task=_cfg["train"]["threads"],
         log:
             R(f"{_exp}/logs/train/grouped_{_label}.log"),
+        benchmark:
+            R(f"{_exp}/benchmarks/train/grouped_{_label}.tsv"),
         conda:
             "../../envs/diffmem.yaml"
         shell:
