@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from diffmem import __version__
 from diffmem.config import ConfigError, load_config
+from diffmem.costs import cost_line
 from diffmem.io import fail
 from diffmem.log import configure
 
@@ -102,6 +103,11 @@ def _resources(argv):
     resources.main(argv)
 
 
+def _costs(argv):
+    from diffmem.stages import costs
+    costs.main(argv)
+
+
 def _summary(argv):
     from diffmem.stages import summary
     summary.main(argv)
@@ -161,6 +167,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
     "check-config": ("validate a config and print it resolved", check_config),
     "resources": ("what each experiment's jobs will request", _resources),
     "summary": ("an experiment's results at a glance", _summary),
+    "costs": ("where an experiment's time went, stage by stage", _costs),
 }
 
 
@@ -188,7 +195,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"diffmem: error: unknown command {args.command!r}; `diffmem --help` lists them\n")
     configure(args.verbose - args.quiet)
     log.debug(f"diffmem {__version__}: {shlex.join([args.command, *args.args])}")
-    COMMANDS[args.command][1](args.args)
+    try:
+        COMMANDS[args.command][1](args.args)
+    finally:  # the job's cost as its log's last line, also when it fails (`diffmem costs` reads it)
+        if args.command not in ("costs", "summary", "check-config", "resources"):
+            log.info(cost_line(args.command))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from diffmem.costs import mark_stage_start
+
 
 def stage_parser(prog: str, doc: str, module: str) -> argparse.ArgumentParser:
-    """A stage's argument parser: the first paragraph of its docstring, and where the rest is."""
+    """A stage's argument parser: the first paragraph of its docstring, and where the rest is. Building it
+    marks the end of the job's start-up (diffmem.costs)."""
+    mark_stage_start()
     return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
                                    epilog=f"details: python -m pydoc {module}",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
