@@ -86,14 +86,38 @@ def from_tree(tree: xr.DataTree) -> xr.Dataset:
     return flat
 
 
+# On disk a string-valued dimension coordinate (bound: lower/upper; normalization: raw/final) is a
+# label variable `<dim>_label`, since CF wants coordinate variables numeric; `read_fit` restores it.
+LABEL_SUFFIX = "_label"
+
+
+def _labels_to_disk(ds: xr.Dataset) -> xr.Dataset:
+    text = [c for c in ds.dims if c in ds.coords and ds[c].dtype.kind in "USOT"]  # T: numpy 2 StringDType
+    for dim in text:
+        ds = ds.reset_index(dim).rename_vars({dim: f"{dim}{LABEL_SUFFIX}"})
+    return ds
+
+
+def _labels_from_disk(ds: xr.Dataset) -> xr.Dataset:
+    for name in [str(v) for v in ds.variables if str(v).endswith(LABEL_SUFFIX)]:
+        dim = name[: -len(LABEL_SUFFIX)]
+        if ds[name].dims == (dim,):
+            ds = ds.rename_vars({name: dim}).set_xindex(dim)
+    return ds
+
+
 def write_fit(fit: xr.Dataset, path: str | Path) -> None:
     """Write the fit in groups (atomically), each variable compressed and typed as `netcdf_encoding` says."""
-    tree = to_tree(fit.drop_encoding())
-    encoding = {node.path: netcdf_encoding(node.to_dataset(inherit=False)) for node in tree.subtree}
+    tree = to_tree(_labels_to_disk(fit.drop_encoding()))
+    encoding = {}
+    for node in tree.subtree:
+        ds = node.to_dataset(inherit=False)
+        # labels as character arrays (the CF checker does not take netCDF-4 variable-length strings)
+        encoding[node.path] = {**netcdf_encoding(ds), **{name: {"dtype": "S1"} for name in ds.variables if str(name).endswith(LABEL_SUFFIX)}}
     atomic_write(path, lambda tmp: tree.to_netcdf(tmp, engine=NETCDF_ENGINE, encoding=encoding), suffix=".nc")
 
 
 def read_fit(path: str | Path) -> xr.Dataset:
     """A fit.nc as one flat Dataset, loaded (a file without groups, such as a sweep's, as it is)."""
     with xr.open_datatree(path, engine=NETCDF_ENGINE) as tree:
-        return from_tree(tree).load() if tree.children else tree.to_dataset().load()
+        return _labels_from_disk(from_tree(tree) if tree.children else tree.to_dataset()).load()
