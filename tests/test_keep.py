@@ -179,6 +179,9 @@ def test_each_policy_then_a_changed_sampling_setting(tmp_path):
         assert is_resumable(load_checkpoint(checkpoint_path(folder, grid[-1]))) == (keep == "all")
         assert (folder / "resume.pt").exists() == (keep == "weights")
     assert not (tmp_path / f"results/keep_sampling/{run}/checkpoints").exists()  # temp(): gone once sampled
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", *cubes).stdout  # a deleted temp() output reruns nothing
+    about = json.loads(next((tmp_path / f"results/keep_weights/{run}/samples").glob("*/about.json")).read_text())
+    assert about["sampling"]["num_steps"] == base["sample"]["num_steps"]  # what a sample cache folder holds
 
     for exp in cfg["experiments"].values():
         exp["sample"]["num_steps"] = 4

@@ -8,12 +8,14 @@ settings. The sampling stages (`diffmem.stages.sample`, `.closed_form`) and the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from diffmem.config import ModelConfig, SampleConfig, stable_hash
+from diffmem.io import atomic_write_text
 from diffmem.models import build_denoiser
 from diffmem.models.stacked import StackedDenoiser, stack_modules
 from diffmem.samplers import (
@@ -105,3 +107,15 @@ def sample_cache_dir(run_dir: str | Path, cfg: SampleConfig, *, source: str) -> 
     key = {k: v for k, v in cfg.__dict__.items()
            if k not in ("batch_size", "stack_checkpoints") and not (k == "sampler" and v == "auto")}
     return Path(run_dir) / "samples" / f"{source}-{stable_hash(key)}"
+
+
+def open_sample_cache(run_dir: str | Path, cfg: SampleConfig, *, source: str) -> Path:
+    """`sample_cache_dir`, created, with `about.json` saying what its .npy files hold (once)."""
+    cache = sample_cache_dir(run_dir, cfg, source=source)
+    cache.mkdir(parents=True, exist_ok=True)
+    about = cache / "about.json"
+    if not about.exists():
+        settings = {k: v for k, v in cfg.__dict__.items() if k not in ("batch_size", "stack_checkpoints")}
+        atomic_write_text(about, json.dumps({"samples_of": source, "sampling": settings,
+                                             "files": "step<9 digits>.npy: num_samples x data dimension, float32"}, indent=1))
+    return cache

@@ -43,7 +43,7 @@ from diffmem.config import (
 )
 from diffmem.data import load_train
 from diffmem.families.closed_form import closed_form_denoiser
-from diffmem.generation import generate, sample_cache_dir
+from diffmem.generation import generate, open_sample_cache
 from diffmem.io import atomic_write_text, fail
 from diffmem.log import configure
 from diffmem.stages import add_run_settings, stage_parser
@@ -63,8 +63,7 @@ def model_key(model: ModelConfig, train: np.ndarray) -> str:
 def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarray, run_dir: str | Path,
                        n: int, seed: int, log: Callable[[str], None] = log.info) -> dict:
     """Sample the closed-form model (or reuse cached samples); return the samples.json manifest."""
-    cache = sample_cache_dir(run_dir, cfg, source=f"closed_{model_key(model, train)}")
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = open_sample_cache(run_dir, cfg, source=f"closed_{model_key(model, train)}")
     path = cache / f"step{STEP:09d}.npy"
     if path.exists():
         log(f"reused {path}")

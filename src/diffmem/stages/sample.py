@@ -29,7 +29,7 @@ import xarray as xr
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, trajectory_of
 from diffmem.config import ConfigError, SampleConfig, read_slice
-from diffmem.generation import denoiser_from_checkpoint, generate_stack, sample_cache_dir
+from diffmem.generation import denoiser_from_checkpoint, generate_stack, open_sample_cache
 from diffmem.gpus import select_device
 from diffmem.io import NETCDF_ENGINE, atomic_write_text, fail
 from diffmem.log import configure
@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     if trajectory_of(state_dir) not in (None, trajectory):
         fail(f"{state_dir} holds checkpoints of trajectory {trajectory_of(state_dir)}, not {trajectory} of "
              f"{args.train_metrics}; retrain the run")
-    cache = sample_cache_dir(Path(args.train_metrics).parent, cfg, source=trajectory[:12])
+    cache = open_sample_cache(Path(args.train_metrics).parent, cfg, source=trajectory[:12])
     log.debug(f"{cfg}; samples cached in {cache}")
-    cache.mkdir(parents=True, exist_ok=True)
     files, done, t0 = {}, 0, time.perf_counter()
     missing = [step for step in steps if not (cache / f"step{step:09d}.npy").exists()]
     for i in range(0, len(missing), cfg.stack_checkpoints):
