@@ -83,8 +83,9 @@ def _noisy(argv: list[str]) -> None:
     log.warning("a warning line")
 
 
-@pytest.mark.parametrize("flags, shown", [([], ["INFO", "WARNING"]), (["-q"], ["WARNING"]),
-                                          (["-v"], ["DEBUG", "DEBUG", "INFO", "WARNING"]),
+# the last INFO is the job's cost line (diffmem.costs), which `diffmem costs` reads from the log
+@pytest.mark.parametrize("flags, shown", [([], ["INFO", "WARNING", "INFO"]), (["-q"], ["WARNING"]),
+                                          (["-v"], ["DEBUG", "DEBUG", "INFO", "WARNING", "INFO"]),
                                           (["-qq"], [])])
 def test_quiet_and_verbose_set_the_level(flags, shown, monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "noisy", ("a command that logs at every level", _noisy))
@@ -95,7 +96,9 @@ def test_quiet_and_verbose_set_the_level(flags, shown, monkeypatch, capsys):
     if "-v" in flags:
         assert err.splitlines()[0].endswith("DEBUG   diffmem.cli: diffmem " + diffmem.__version__ + ": noisy")
     if shown:
-        assert err.splitlines()[-1].endswith("WARNING diffmem.stages.noisy: a warning line")
+        warning = next(i for i, line in enumerate(err.splitlines()) if "WARNING" in line)
+        assert err.splitlines()[warning].endswith("WARNING diffmem.stages.noisy: a warning line")
+        assert all("diffmem cost: noisy wall_s=" in line for line in err.splitlines()[warning + 1:])
 
 
 def test_check_config_prints_json_and_logs_only_with_v(tmp_path):
