@@ -18,7 +18,6 @@ import csv
 import os
 import re
 import resource
-import time
 from pathlib import Path
 
 COST_PREFIX = "diffmem cost:"
@@ -26,34 +25,35 @@ _FIELDS = ("wall_s", "cpu_s", "startup_s", "peak_rss_mb")
 _started: dict[str, float] = {}
 
 
-def process_start_time() -> float | None:
-    """When this process started (seconds since the epoch), from /proc; None where there is no /proc."""
+def process_age() -> float | None:
+    """Seconds since this process started, to the kernel's clock tick (10 ms), from /proc; None where
+    there is no /proc. (Uptime minus the process's start tick: both count from boot, so no wall-clock
+    rounding enters, unlike the whole seconds of /proc/stat's boot time.)"""
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22, starttime: clock ticks after boot
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-    except (OSError, IndexError, ValueError, StopIteration):
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
         return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
 
 
 def mark_stage_start() -> None:
     """Note that the stage begins its work now (stages.stage_parser calls it): what came before is start-up."""
-    _started.setdefault("wall", time.time())
+    age = process_age()
+    if age is not None:
+        _started.setdefault("age", age)
 
 
 def cost_line(command: str) -> str:
     """This process's cost so far, as the one line `read_cost_line` parses."""
-    begun = process_start_time()
-    now = time.time()
+    age = process_age()
     times = os.times()
     cpu = times.user + times.system + times.children_user + times.children_system
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     values = {
-        "wall_s": None if begun is None else now - begun,
+        "wall_s": age,
         "cpu_s": cpu,
-        "startup_s": None if begun is None or "wall" not in _started else _started["wall"] - begun,
+        "startup_s": _started.get("age"),
         "peak_rss_mb": peak_kb / 1024,  # Linux reports kilobytes
     }
     return f"{COST_PREFIX} {command} " + " ".join(f"{k}={'NA' if v is None else f'{v:.3f}'}" for k, v in values.items())
