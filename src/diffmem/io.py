@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import subprocess
 import sys
@@ -131,14 +132,15 @@ def atomic_to_netcdf(ds, path: str | Path) -> None:
     _atomic(path, lambda tmp: ds.to_netcdf(tmp, engine=NETCDF_ENGINE, encoding=encoding), suffix=".nc")
 
 
-def file_digest(path: str | Path | None) -> str | None:
-    """sha256 of a file's bytes (cache keys that must change when an input file changes)."""
-    if path is None:
-        return None
-    import hashlib
-
+def sha256_of(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes."""
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """sha256 of a file's bytes, shortened (cache keys that must change when an input file changes)."""
+    return None if path is None else sha256_of(path)[:16]
 
 
 def git_commit() -> str:

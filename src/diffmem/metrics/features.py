@@ -21,7 +21,6 @@ Images are [N, C, H, W] float arrays in [-1, 1]; features come back as float64 n
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from diffmem.io import atomic_torch_save
+from diffmem.io import atomic_torch_save, sha256_of
 
 __all__ = ["DigitClassifier", "train_classifier", "classifier_accuracy", "classifier_features", "save_classifier",
            "load_classifier", "InceptionV3Features", "load_inception", "check_digest", "extract_features",
@@ -321,11 +320,6 @@ class InceptionV3Features(nn.Module):
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
 _DIGEST_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z]+$")
-
-
-def sha256_of(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def check_digest(path: str | Path, expected: str | None = None) -> str | None:
