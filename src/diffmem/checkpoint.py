@@ -41,6 +41,8 @@ PARTIAL_SUFFIX = ".partial"
 KEEP_POLICIES = ("all", "weights", "sampling")
 # the fields of a full checkpoint that only resuming needs
 RESUME_ONLY = ("optimizer", "rng", "perm", "cursor")
+# train.center: the mean subtracted from the run's data [*data_shape], added back to its samples
+DATA_OFFSET = "data_offset"
 
 
 class CheckpointError(RuntimeError):

@@ -320,6 +320,12 @@ def check_experiment(name: str, exp: dict) -> None:
     if model["arch"] == "time_mlp" and any(w % 2 for w in widths):
         raise ConfigError(f"config error at '{where}.model.width': time_mlp encodes the timestep in cos/sin pairs, "
                           f"so the width must be even; got {model['width']}")
+    if model["dropout"] > 0 and model["arch"] != "unet":
+        raise ConfigError(f"config error at '{where}.model.dropout': dropout is a U-Net option (arch unet), "
+                          f"not of arch '{model['arch']}'")
+    if model["family"] != "network" and exp["train"]["center"] != "none":
+        raise ConfigError(f"config error at '{where}.train.center': centring applies to trained networks "
+                          f"(family network), not to family '{model['family']}'")
     if model["arch"] == "unet" and data["dataset"] in ("gmm", "gaussian"):
         raise ConfigError(f"config error at '{where}.model.arch': unet needs image-shaped data, not '{data['dataset']}'")
     quality = exp["quality"]
@@ -365,17 +371,33 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 
 
 def checkpoint_grid(train: dict) -> list[int]:
-    """Checkpoint steps: log-spaced (`checkpoints_per_decade`) or explicit, always with 0 and max_steps."""
+    """Checkpoint steps: explicit, the paper's grid or log-spaced (`checkpoints_per_decade`), always with 0
+    and max_steps."""
     max_steps = int(train["max_steps"])
     explicit = train.get("checkpoint_steps")
     if explicit:
         steps = {int(s) for s in explicit if int(s) <= max_steps}
+    elif train.get("checkpoint_grid") == "paper":
+        steps = set(paper_checkpoint_steps())
     else:
         per_decade = float(train["checkpoints_per_decade"])
         num = int(np.floor(np.log10(max_steps) * per_decade)) + 1
         steps = {int(round(10 ** (i / per_decade))) for i in range(num)}
     steps |= {0, max_steps}
     return sorted(s for s in steps if s <= max_steps)
+
+
+def paper_checkpoint_steps() -> list[int]:
+    """The checkpoint steps of arXiv 2505.17638's code (Experiments/src/Utils/cfg.py, get_training_times).
+
+    Three log-spaced stretches, each rounded down to a multiple of its spacing: 10 points from 251 to
+    10^4 (multiples of 250), 90 from 10^4 to 10^6 and 10 from 10^6 to 10^7 (multiples of 5,000); and 0.
+    """
+    def stretch(lo: float, hi: float, num: int, mod: int) -> set[int]:
+        points = np.logspace(np.log10(lo), np.log10(hi), num)
+        return {int(p - p % mod) for p in points}
+
+    return sorted({0} | stretch(251, 1e4, 10, 250) | stretch(1e4, 1e6, 90, 5000) | stretch(1e6, 1e7, 10, 5000))
 
 
 def schema_default(section: str, key: str) -> Any:
@@ -447,6 +469,7 @@ class ModelConfig:
     beta_min: float
     beta_max: float
     num_timesteps: int
+    dropout: float
     regularization: str
     strength: float
     psi_p: float
@@ -472,6 +495,8 @@ class TrainConfig:
     max_steps: int
     checkpoints_per_decade: float
     checkpoint_steps: tuple[int, ...] | None
+    checkpoint_grid: str
+    center: str
     ema_decay: float | None
     grad_clip: float | None
     p_mean: float
@@ -496,7 +521,7 @@ class TrainConfig:
     # Keys that change where training stops or how it is run, not the trajectory: a run with a
     # different value may resume from the same checkpoints.
     TRAJECTORY_FREE = (
-        "max_steps", "checkpoints_per_decade", "checkpoint_steps", "device", "threads", "log_every", "grouped",
+        "max_steps", "checkpoints_per_decade", "checkpoint_steps", "checkpoint_grid", "device", "threads", "log_every", "grouped",
         "compile", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "keep",
     )
 
@@ -587,10 +612,26 @@ RUN_SETTINGS = {
 }
 
 
+# Keys added after results existed, whose default is what diffmem did before: at that default they are
+# left out of a section's result keys (the rules' params) and of the trajectory hash, so that updating
+# diffmem reruns and retrains nothing; the stages fill them back from the schema.
+QUIET_DEFAULTS = {
+    "model": ("dropout",),
+    "train": ("center", "checkpoint_grid"),
+}
+
+
+def without_quiet_defaults(section: str, values: dict) -> dict:
+    """`values` without the QUIET_DEFAULTS keys of `section` that hold their (schema) default."""
+    quiet = QUIET_DEFAULTS.get(section, ())
+    return {k: v for k, v in values.items() if not (k in quiet and v == schema_default(section, k))}
+
+
 def split_run_settings(section: str, values: dict) -> tuple[dict, dict]:
-    """(result keys, run settings) of one resolved config section."""
+    """(result keys, run settings) of one resolved config section; the result keys leave out QUIET_DEFAULTS."""
     run = RUN_SETTINGS.get(section, ())
-    return ({k: v for k, v in values.items() if k not in run}, {k: v for k, v in values.items() if k in run})
+    result = without_quiet_defaults(section, {k: v for k, v in values.items() if k not in run})
+    return result, {k: v for k, v in values.items() if k in run}
 
 
 def read_json_arg(text: str) -> dict:

@@ -65,6 +65,7 @@ import torch
 
 from diffmem import names
 from diffmem.checkpoint import (
+    DATA_OFFSET,
     CheckpointError,
     checkpoint_path,
     existing_steps,
@@ -83,6 +84,7 @@ from diffmem.config import (
     checkpoint_grid,
     family_model,
     stable_hash,
+    without_quiet_defaults,
 )
 from diffmem.loss import denoising_loss, sample_sigma, sigma_draw, sigma_from_draw
 from diffmem.models import build_denoiser
@@ -210,6 +212,21 @@ def finish_state(state_dir: str | Path, grid: list[int], keep: str, *, log: Call
 def seed_of(*parts: object) -> int:
     """Deterministic 63-bit seed from any tuple of labels."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def data_offset(x: torch.Tensor, center: str) -> torch.Tensor | None:
+    """What `train.center` subtracts from a run's training set x [n, *data_shape]: None (none), the mean of
+    each channel (channel: axis 0 of an image's (C, H, W), the one channel of flat data) or the mean
+    sample (pixel), broadcast to the data shape [*data_shape]."""
+    if center == "none":
+        return None
+    if center == "pixel":
+        return x.mean(dim=0)
+    if center != "channel":
+        raise ValueError(f"unknown train.center {center!r}")
+    if x.ndim == 2:  # flat data: one channel
+        return x.mean().expand(x.shape[1:]).clone()
+    return x.mean(dim=(0, *range(2, x.ndim)), keepdim=True)[0].expand(x.shape[1:]).clone()
 
 
 def make_probe(
@@ -433,8 +450,12 @@ def draw_batch(stack: Stack, data: StackData, *, model_cfg: ModelConfig, train_c
     return x0, sigma, noise, mask
 
 
-def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.device) -> Callable:
+def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.device,
+                   generators: list[torch.Generator] | None = None) -> Callable:
     """`step_loss(params, buffers, x0, sigma, noise, mask)` -> per-member mean losses [k].
+
+    `generators` are the members' random streams, from which a U-Net's dropout draws its masks (after
+    the member's batch, noise levels and noise).
 
     `train.precision: bf16` autocasts the forward pass; `train.channels_last` stores image batches
     channels-last; `train.compile` compiles the function, so its backward is compiled with it
@@ -448,7 +469,7 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
             x0 = x0.contiguous(memory_format=torch.channels_last)
             noise = noise.contiguous(memory_format=torch.channels_last)
         with autocast_context(train_cfg.precision, device):
-            denoiser = StackedDenoiser(base, params, buffers, stacked=stacked)
+            denoiser = StackedDenoiser(base, params, buffers, stacked=stacked, generators=generators)
             per_sample = denoising_loss(denoiser, x0, sigma, noise).float()  # [k, B] or [B]; float(): fp32 identity
         if not stacked:
             return per_sample.mean().unsqueeze(0)
@@ -491,9 +512,11 @@ def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg:
 def trajectory_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, *, x_train: np.ndarray, seed: int) -> str:
     """Hash of everything that determines the training trajectory (not where it stops)."""
     train = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in TrainConfig.TRAJECTORY_FREE}
+    train = without_quiet_defaults("train", train)
     data_digest = hashlib.sha256(np.ascontiguousarray(x_train).tobytes()).hexdigest()[:16]
     # only the network's own keys: the family switch and other families' keys do not move the trajectory
     model = {k: v for k, v in family_model(dataclasses.asdict(model_cfg)).items() if k != "family"}
+    model = without_quiet_defaults("model", model)
     return stable_hash({"model": model, "train": train, "data": data_digest, "seed": seed})
 
 
@@ -502,6 +525,8 @@ class _Member:
     run: Run
     have: set[int]
     train_probe: tuple
+    test_probe: tuple
+    offset: torch.Tensor | None  # train.center: the mean subtracted from this run's data (data shape), or None
 
 
 def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base: torch.nn.Module, grid: list[int],
@@ -511,7 +536,7 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
 
     Raises TrainingInterrupted after saving every member's resume.pt when `trigger` got a stop signal.
     """
-    step_loss = make_step_loss(base, train_cfg, data.x.device)
+    step_loss = make_step_loss(base, train_cfg, data.x.device, generators=[st.generator for st in stack.streams])
     groups = param_groups(base.parameters(), train_cfg)
     config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
               "data_shape": list(data.x.shape[2:])}
@@ -560,13 +585,14 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                 continue
             one = StackedDenoiser(base, stack.params, stack.buffers).member(m)
             metrics = {names.TRAIN_LOSS: probe_loss(one, member.train_probe),
-                       names.TEST_LOSS: probe_loss(one, test_probe)}
+                       names.TEST_LOSS: probe_loss(one, member.test_probe)}
             if not all(math.isfinite(v) for v in metrics.values()):
                 diverged[m] = f"{member.run.label}: non-finite probe loss {metrics} at step {stack.step}"
                 logger.warning(diverged[m])
                 continue
             save_checkpoint(member.run.state_dir, target, {
                 **member_payload(stack, m, base=base, groups=groups), "config": config, "metrics": metrics,
+                **({} if member.offset is None else {DATA_OFFSET: member.offset.cpu()}),
             })
             if train_cfg.keep != "all":  # the new checkpoint is the resume point; the one before needs only its weights
                 if previous := [s for s in member.have if s < target]:
@@ -618,9 +644,12 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
                                 data_shape=data_shape, device=device, log=log)
             subsets = [torch.as_tensor(r.x_train, dtype=torch.float32, device=device).reshape(-1, *data_shape)
                        for r in sub]
+            offsets = [data_offset(x, train_cfg.center) for x in subsets]
+            subsets = [x if o is None else x - o for x, o in zip(subsets, offsets)]
             data = StackData.stack(subsets)
-            members = [_Member(r, set(existing_steps(r.state_dir)), make_probe(x, tag="train", **probe_kw))
-                       for r, x in zip(sub, subsets)]
+            members = [_Member(r, set(existing_steps(r.state_dir)), make_probe(x, tag="train", **probe_kw),
+                               test_probe if o is None else (test_probe[0] - o, *test_probe[1:]), o)
+                       for r, x, o in zip(sub, subsets, offsets)]
             trigger.saved()  # the timer counts training time, not the loading above
             diverged = _train_until(stack, data, members, base=base, grid=grid, test_probe=test_probe,
                                     model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas, trigger=trigger,

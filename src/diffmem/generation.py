@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffmem.checkpoint import DATA_OFFSET
 from diffmem.config import ModelConfig, SampleConfig, stable_hash
 from diffmem.io import atomic_write_text
 from diffmem.models import build_denoiser
@@ -29,12 +30,35 @@ from diffmem.samplers import (
 )
 
 
+class ShiftedDenoiser(torch.nn.Module):
+    """A denoiser trained on centred data (train.center), in data coordinates: D(x, sigma) = m + D_c(x - m, sigma).
+
+    In the samplers' variable x = x0 + sigma * noise the shift is exact at every noise level. The
+    samplers run the inner, centred denoiser and add `offset` to its samples (`generate_stack`), which is
+    the authors' procedure (sample in centred coordinates, then undo the centring); the wrapper is what
+    evaluates the denoiser on data-space inputs (the exact-quality metrics).
+    """
+
+    def __init__(self, inner: torch.nn.Module, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("offset", offset.detach().clone())
+        if hasattr(inner, "sigmas"):  # DDPM: the samplers read the timestep schedule
+            self.sigmas = inner.sigmas
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.offset + self.inner(x - self.offset, sigma)
+
+
 def denoiser_from_checkpoint(ckpt: dict, *, use_ema: bool, device: torch.device) -> torch.nn.Module:
+    """The checkpoint's denoiser in data coordinates (a ShiftedDenoiser when the run trained centred)."""
     cfg = ckpt["config"]
     model_cfg = ModelConfig.from_dict(cfg["model"])
     denoiser = build_denoiser(model_cfg, data_shape=tuple(cfg["data_shape"]))
     weights = ckpt["ema"] if (use_ema and ckpt.get("ema") is not None) else ckpt["model"]
     denoiser.load_state_dict(weights)
+    if ckpt.get(DATA_OFFSET) is not None:
+        denoiser = ShiftedDenoiser(denoiser, torch.as_tensor(ckpt[DATA_OFFSET], dtype=torch.float32))
     return denoiser.to(device).eval()
 
 
@@ -72,6 +96,9 @@ def generate_stack(denoisers: list[torch.nn.Module], cfg: SampleConfig, *, data_
     streams) as generate() gives it alone; a batch holds cfg.batch_size rows over all k.
     """
     k = len(denoisers)
+    # centred runs: sample with the centred networks, then add each one's offset (ShiftedDenoiser)
+    offsets = [d.offset.reshape(1, -1).cpu().numpy() if isinstance(d, ShiftedDenoiser) else None for d in denoisers]
+    denoisers = [d.inner if isinstance(d, ShiftedDenoiser) else d for d in denoisers]
     denoiser = denoisers[0] if k == 1 else CheckpointStack(denoisers)
     per_batch = max(1, cfg.batch_size // k)
     out = []
@@ -94,7 +121,8 @@ def generate_stack(denoisers: list[torch.nn.Module], cfg: SampleConfig, *, data_
             x = heun_sampler(denoiser, z, num_steps=cfg.num_steps, sigma_min=cfg.sigma_min,
                              sigma_max=cfg.sigma_max, rho=cfg.rho)
         out.append(x.reshape(k, num, -1).cpu().numpy())
-    return list(np.concatenate(out, axis=1))
+    samples = list(np.concatenate(out, axis=1))
+    return [x if o is None else x + o for x, o in zip(samples, offsets)]
 
 
 def sample_cache_dir(run_dir: str | Path, cfg: SampleConfig, *, source: str) -> Path:

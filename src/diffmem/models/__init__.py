@@ -30,6 +30,7 @@ def build_denoiser(cfg: ModelConfig, *, data_shape: tuple[int, ...]) -> nn.Modul
             num_res_blocks=cfg.num_res_blocks,
             attn_levels=tuple(cfg.attn_levels),
             emb_dim=cfg.emb_dim,
+            dropout=cfg.dropout,
             image_size=data_shape[-1],
         )
     elif cfg.arch == "linear":

@@ -13,6 +13,8 @@ and has the base's `loss_weight`, so `loss.denoising_loss` serves one model and 
 - Any other network (the U-Net, the linear net) runs its module through `functional_call`: directly
   for k = 1, under `torch.vmap` for k > 1 (a Linear becomes a batched matmul, a conv a grouped conv).
 - The preconditioning is models/precond.py's `precondition`, the function the modules call.
+- A U-Net with dropout in training mode draws each member's masks from that member's generator
+  (`generators`, the engine's per-run streams); k > 1 members then run one call each.
 Members are independent: no op mixes the member axis, so the gradient of the sum of per-member
 losses with respect to member m's parameters is member m's own gradient.
 """
@@ -25,6 +27,7 @@ from torch.func import functional_call
 
 from diffmem.models.mlp import MLP, TimeMLP, timestep_encoding
 from diffmem.models.precond import EDMPrecond, VPPrecond, precondition
+from diffmem.models.unet import active_dropout, dropout_drawing_from
 
 
 def _linear(p: dict, name: str, h: torch.Tensor) -> torch.Tensor:
@@ -109,8 +112,10 @@ class StackedDenoiser:
     """
 
     def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], *,
-                 stacked: bool = True) -> None:
+                 stacked: bool = True, generators: list[torch.Generator] | None = None) -> None:
         self.base, self.params, self.buffers, self.stacked = base, params, buffers, stacked
+        # each member's dropout masks come from its own generator (models/unet.py ChannelDropout)
+        self.generators = generators if generators and active_dropout(base) else None
         net = getattr(base, "net", None) if isinstance(base, (EDMPrecond, VPPrecond)) else None
         self.functional = FUNCTIONAL_NETS.get(type(net))
         self.depth = len(net.blocks) if self.functional is not None else None
@@ -124,9 +129,14 @@ class StackedDenoiser:
         if self.functional is not None:
             return precondition(self.base, self.net, x, sigma)
         if not self.stacked:
+            if self.generators is not None:
+                with dropout_drawing_from(self.base, self.generators[0]):
+                    return functional_call(self.base, (self.params, self.buffers), (x, sigma))
             return functional_call(self.base, (self.params, self.buffers), (x, sigma))
         if x.shape[0] == 1:
             return self.member(0)(x.squeeze(0), sigma.squeeze(0)).unsqueeze(0)
+        if self.generators is not None:  # random masks per member: one call each (vmap draws no per-member masks)
+            return torch.stack([self.member(m)(x[m], sigma[m]) for m in range(x.shape[0])])
         return torch.vmap(self._member)(self.params, self.buffers, x, sigma)
 
     def _member(self, params: dict, buffers: dict, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -140,7 +150,8 @@ class StackedDenoiser:
         if not self.stacked:
             return self
         return StackedDenoiser(self.base, {n: t[m] for n, t in self.params.items()},
-                               {n: t[m] for n, t in self.buffers.items()}, stacked=False)
+                               {n: t[m] for n, t in self.buffers.items()}, stacked=False,
+                               generators=None if self.generators is None else [self.generators[m]])
 
 
 def stack_modules(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

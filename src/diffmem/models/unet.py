@@ -11,7 +11,8 @@ Architecture (defaults: channel_mult=(1, 2, 4), num_res_blocks=2, attn_levels=(1
   Linear, giving a vector of size 4W that every residual block adds (through its own SiLU -> Linear)
   to its hidden channels after the first convolution;
 - residual block: GroupNorm -> SiLU -> conv3x3 -> (+ embedding) -> GroupNorm -> SiLU -> dropout ->
-  conv3x3, plus a 1x1 conv on the skip path when the channel count changes;
+  conv3x3, plus a 1x1 conv on the skip path when the channel count changes; the dropout is channel
+  dropout (the authors' nn.Dropout2d) drawing its masks from an attached generator (`ChannelDropout`);
 - encoder: conv3x3 to W channels, then per level l (channels W * channel_mult[l]) num_res_blocks
   residual blocks, each followed by single-head self-attention if l is in attn_levels, and a
   stride-2 conv3x3 downsampling between levels (32 -> 16 -> 8, or 8 -> 4 -> 2 for sklearn digits);
@@ -31,6 +32,8 @@ inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +64,47 @@ def timestep_embedding(c_noise: torch.Tensor, dim: int, max_period: float = 10_0
     return torch.cat([torch.cos(arg), torch.sin(arg)], dim=1)
 
 
+class ChannelDropout(nn.Module):
+    """torch's Dropout2d (whole channels zeroed with probability p, the rest scaled by 1 / (1 - p)) in
+    training mode, drawing its masks from `self.generator` when one is attached (`dropout_drawing_from`),
+    else from the global RNG. The training engine attaches each run's own random stream, so a run's
+    masks do not depend on what else trains in the process and a resumed run draws the same masks."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> same
+        if not self.training or self.p == 0.0:
+            return x
+        u = torch.rand((*x.shape[:2], *([1] * (x.ndim - 2))), generator=self.generator, device=x.device)
+        return x * ((u >= self.p).to(x.dtype) / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def active_dropout(module: nn.Module) -> list[ChannelDropout]:
+    """The module's ChannelDropout layers that draw masks now (training mode, p > 0)."""
+    return [m for m in module.modules() if isinstance(m, ChannelDropout) and m.training and m.p > 0.0]
+
+
+@contextmanager
+def dropout_drawing_from(module: nn.Module, generator: torch.Generator | None) -> Iterator[None]:
+    """Within the block, every ChannelDropout of `module` draws its masks from `generator`."""
+    layers = [m for m in module.modules() if isinstance(m, ChannelDropout)]
+    for layer in layers:
+        layer.generator = generator
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.generator = None
+
+
 class ResBlock(nn.Module):
     """[B, c_in, H, W], emb [B, E] -> [B, c_out, H, W]."""
 
@@ -69,7 +113,7 @@ class ResBlock(nn.Module):
         self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_ch, c_out)
         self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ChannelDropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ from diffmem.config import (
     read_json_arg,
     read_slice,
     stable_hash,
+    without_quiet_defaults,
 )
 from diffmem.data import load_train
 from diffmem.families.closed_form import closed_form_denoiser
@@ -57,7 +58,7 @@ CLOSED_FORM_VERSION = 2
 def model_key(model: ModelConfig, train: np.ndarray) -> str:
     """Cache key of a closed-form model: its own config keys and the training set's bytes."""
     digest = hashlib.sha256(np.ascontiguousarray(train).tobytes()).hexdigest()[:16]
-    return stable_hash({"model": family_model(dataclasses.asdict(model)), "data": digest, "version": CLOSED_FORM_VERSION})
+    return stable_hash({"model": without_quiet_defaults("model", family_model(dataclasses.asdict(model))), "data": digest, "version": CLOSED_FORM_VERSION})
 
 
 def sample_closed_form(model: ModelConfig, cfg: SampleConfig, *, train: np.ndarray, run_dir: str | Path,
