@@ -51,19 +51,10 @@ from machine import cpu_model, device_name, load, sync, usable_cores  # noqa: E4
 from diffmem import engine as train  # noqa: E402
 from diffmem.config import ModelConfig, TrainConfig, load_config  # noqa: E402
 from diffmem.models import build_denoiser, count_parameters  # noqa: E402
+from diffmem.resources import PUBLISHED_PEAKS  # noqa: E402  (published dense peaks by device name)
 
 N_TRAIN = 1024
 ROOT = Path(__file__).resolve().parent.parent
-
-# Published dense peaks (TFLOP/s, no sparsity) from NVIDIA's data sheets, by precision:
-# fp32 = CUDA cores, tf32 / bf16 = tensor cores. Matched on the device name, first match wins.
-PUBLISHED_PEAKS = [
-    ("H200", "H200 (SXM)", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4}),
-    ("H100 PCIe", "H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}),
-    ("H100 NVL", "H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0}),
-    ("H100", "H100 SXM", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4}),
-    ("A100", "A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}),
-]
 
 
 def model_setup(name: str, args) -> tuple[ModelConfig, TrainConfig, tuple[int, ...]]:

@@ -186,3 +186,14 @@ def test_gradient_descent_needs_noise_draws():
         validate_config(bad)
     bad["experiments"]["g"]["model"]["rf_solver"] = "flow"
     validate_config(bad)
+
+
+def test_an_absent_data_path_is_checked_only_when_the_experiment_runs(tmp_path):
+    """config.yaml may hold experiments whose data only some machines have (celeba_paper's placeholder)."""
+    absent = str(tmp_path / "no_such_folder")
+    exp = {"data": {"dataset": "images", "path": absent, "n_train": [4], "seeds": [0]}, "model": {"arch": "unet"}}
+    cfg = {"run": ["digits"], "experiments": {"digits": {"data": {"dataset": "digits", "n_train": [16], "seeds": [0]}},
+                                             "faces": exp}}
+    validate_config(copy.deepcopy(cfg))
+    with pytest.raises(ConfigError, match="no_such_folder"):
+        validate_config({**copy.deepcopy(cfg), "run": ["faces"]})

@@ -10,6 +10,7 @@ from PIL import Image
 from test_figures import check_experiment_figures
 from test_workflow import REPO, snakemake, write_config
 
+from diffmem.checkpoint import DATA_OFFSET, checkpoint_path, load_checkpoint
 from diffmem.figures import experiment
 from diffmem.fitfile import read_fit
 
@@ -39,6 +40,11 @@ def test_png_folder_through_the_workflow(tmp_path, drawn):
     with np.load(exp / "data" / "dataset.npz") as f:
         assert tuple(f["image_shape"]) == (1, 8, 8) and f["pool"].shape == (200, 64)
         assert -1 <= f["pool"].min() and f["pool"].max() <= 1
+    # train.center: every checkpoint carries its run's per-channel training mean, added back to its samples
+    with np.load(exp / "runs" / "n16_seed0" / "train.npz") as f:
+        mean = float(f["x"].mean())
+    ckpt = load_checkpoint(checkpoint_path(exp / "runs" / "n16_seed0" / "checkpoints", 40))
+    assert ckpt[DATA_OFFSET].shape == (1, 8, 8) and np.allclose(ckpt[DATA_OFFSET].numpy(), mean, atol=1e-6)
     with xr.open_dataset(exp / "cube.nc", engine="h5netcdf") as cube:
         assert list(cube["n"].values) == [16, 32] and cube["ratio"].dims == ("n", "seed", "step", "sample")
         assert np.isfinite(cube["f_mem"].values).all() and "fd_data" in cube

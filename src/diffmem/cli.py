@@ -3,7 +3,7 @@
 usage: diffmem [-v | -q] [--version] <command> [options]    (`diffmem <command> --help` for its options)
 
 Each command is one stage of the Snakemake workflow (workflow/rules/*.smk call the same commands),
-plus a few for people: check-config, resources, summary. Docs: docs/ (pipeline.md lists the stages).
+plus a few for people: check-config, resources, plan, summary. Docs: docs/ (pipeline.md lists the stages).
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ def _resources(argv):
     resources.main(argv)
 
 
+def _plan(argv):
+    from diffmem.stages import plan
+    plan.main(argv)
+
+
 def _costs(argv):
     from diffmem.stages import costs
     costs.main(argv)
@@ -166,6 +171,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
     "twin-figure": ("the twin-model figure", _twin("plot")),
     "check-config": ("validate a config and print it resolved", check_config),
     "resources": ("what each experiment's jobs will request", _resources),
+    "plan": ("GPU-hours and disk an experiment will take", _plan),
     "summary": ("an experiment's results at a glance", _summary),
     "costs": ("where an experiment's time went, stage by stage", _costs),
 }
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         COMMANDS[args.command][1](args.args)
     finally:  # the job's cost as its log's last line, also when it fails (`diffmem costs` reads it)
-        if args.command not in ("costs", "summary", "check-config", "resources"):
+        if args.command not in ("costs", "summary", "check-config", "resources", "plan"):
             log.info(cost_line(args.command))
 
 

@@ -15,6 +15,8 @@ A training job that outlives its request is not lost: it writes `resume.pt` on S
 
 Nothing here imports torch: the Snakefile calls it while building the DAG. Parameter counts and
 FLOPs follow the constructions in `models/mlp.py` (both MLPs), `models/unet.py` and `families/linear.py`.
+The FLOPs of a training step, a run's sampling, scoring and Inception features are written once here
+(`train_step_flops`, `sampler_evals`, `score_flops`, `inception_images`); `diffmem plan` adds them up.
 """
 
 from __future__ import annotations
@@ -29,6 +31,23 @@ from diffmem.names import IMAGE_DATASETS
 
 CPU_GFLOPS_PER_THREAD = 20.0
 GPU_GFLOPS = 8_000.0  # fp32 U-Net training on an H100 measured ~8 TFLOP/s (benchmarks/README.md)
+GPU_MEASURED_ON = "H100"  # the device GPU_GFLOPS was measured on, a key of PUBLISHED_PEAKS
+# Published dense peaks (TFLOP/s, no sparsity) from NVIDIA's data sheets, by precision: fp32 = CUDA
+# cores, tf32 / bf16 = tensor cores. Matched on the device name, first match wins (benchmarks/bench_training.py).
+PUBLISHED_PEAKS = [
+    ("H200", "H200 (SXM)", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4}),
+    ("H100 PCIe", "H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}),
+    ("H100 NVL", "H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0}),
+    ("H100", "H100 SXM", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4}),
+    ("A100", "A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}),
+]
+# Forward FLOPs of one image through the FID Inception-v3 (metrics/features.py, every image resized to
+# 299x299): torch's FlopCounterMode count, held to it by tests/test_plan.py
+INCEPTION_FLOPS = 11.422e9
+# bytes per sample per checkpoint of what scoring writes: the distance cache beside the samples (float64
+# d1, d2, d_test, int64 nearest index) and scores.nc / cube.nc (float32 ratio, d1, d2, d_test, int64 nearest_train)
+DISTANCE_CACHE_BYTES = 4 * 8
+SCORE_BYTES = 4 * 4 + 8
 GPU_STEP_OVERHEAD_S = 0.008  # one small-model step on an H100 is launch-bound (~6 ms measured)
 SAFETY = 1.5
 BASE_RUNTIME_MIN = 5
@@ -169,9 +188,39 @@ def on_gpu(exp: dict) -> bool:
     return exp["resources"]["gpus_per_train_job"] > 0 or str(exp["train"]["device"]).startswith("cuda")
 
 
+def train_step_flops(size: ModelSize, batch: int) -> float:
+    """FLOPs of one training step of one model: forward + backward ~ 3 forwards (the backward computes
+    the gradients of the inputs and of the weights, a forward's work each) on `batch` samples."""
+    return 3.0 * size.flops * batch
+
+
+def sampler_evals(model: dict, sample: dict) -> int:
+    """Network evaluations per sample of the configured sampler (samplers.py): Heun's 2 per step but the
+    last, or one per step for DDIM and Euler-Maruyama (sampler auto: Heun for edm, DDIM for ddpm)."""
+    sampler = sample["sampler"]
+    if sampler == "auto":
+        sampler = "ddim" if model.get("parameterization") == "ddpm" else "heun"
+    return 2 * sample["num_steps"] - 1 if sampler == "heun" else sample["num_steps"]
+
+
+def score_flops(*, checkpoints: int, num_samples: int, n: int, n_test: int, dim: int) -> float:
+    """FLOPs of a run's exact nearest-neighbour distances: every sample against the n training points
+    and the n_test held-out points, one multiply-add per coordinate (scoring.nearest_neighbors)."""
+    return 2.0 * checkpoints * num_samples * (n + n_test) * dim
+
+
+def inception_images(exp: dict, checkpoints: int) -> int:
+    """Images a run's quality job passes through Inception-v3 (0 without the inception space): every
+    checkpoint's samples, and the reference drawn once (num_reference, at most the held-out split)."""
+    quality = exp["quality"]
+    if not quality["enabled"] or "inception" not in quality["feature_spaces"]:
+        return 0
+    return checkpoints * exp["sample"]["num_samples"] + min(quality["num_reference"], exp["data"]["n_test"])
+
+
 def step_seconds(exp: dict, size: ModelSize, members: int, batch: int) -> float:
     """Estimated seconds of one (grouped) training step of `members` models of this size."""
-    flops = 3.0 * size.flops * batch * members  # forward + backward
+    flops = train_step_flops(size, batch) * members
     if on_gpu(exp):
         return GPU_STEP_OVERHEAD_S + flops / (GPU_GFLOPS * 1e9)
     return flops / (CPU_GFLOPS_PER_THREAD * 1e9 * exp["train"]["threads"])
@@ -222,7 +271,7 @@ def size_resources(exp: dict, checkpoints: int, members: int = 1) -> dict[str, i
     rate = CPU_GFLOPS_PER_THREAD * 1e9 * (res.get("cpus_per_job") or 1)
     if family == "network":
         size = model_size(exp["model"], shape)
-        evals = steps * math.ceil(num / batch) * (2 * sample["num_steps"] - 1)
+        evals = steps * math.ceil(num / batch) * sampler_evals(exp["model"], sample)
         work = evals * size.flops * batch
         if on_gpu(exp):
             act, sample_s = 0.0, work / (GPU_GFLOPS * 1e9) + evals * GPU_STEP_OVERHEAD_S
@@ -231,7 +280,9 @@ def size_resources(exp: dict, checkpoints: int, members: int = 1) -> dict[str, i
     else:  # closed forms: every evaluation compares the batch with the n training points
         act = batch * n_max * 4 * 4
         sample_s = (2 * sample["num_steps"]) * num * n_max * dim * 6 / rate
-    score_s = steps * num * n_max * dim * 2 / rate
+    score_s = score_flops(checkpoints=steps, num_samples=num, n=n_max, n_test=data["n_test"], dim=dim) / rate
+    # the quality stage runs Inception-v3 on the CPU, on cpus_per_job threads
+    inception_s = inception_images(exp, steps) * INCEPTION_FLOPS / rate
     quality = exp["quality"]
     quality_points = quality["num_population"] + quality["num_reference"] + quality["num_mc"]
     runs = len(data["seeds"]) * len(data["n_train"])
@@ -241,7 +292,7 @@ def size_resources(exp: dict, checkpoints: int, members: int = 1) -> dict[str, i
         "score_mem_mb": _mb(kept + n_max * dim * 8 + exp["score"]["chunk_size"] * n_max * 4 * 2),
         "score_runtime_min": _minutes(score_s + 0.6 * steps),
         "quality_mem_mb": _mb(kept + 4.0 * dim * quality_points * 4, base=2 * BASE_MEM_MB),
-        "quality_runtime_min": _minutes(60 * (1 + steps / 10)),
+        "quality_runtime_min": _minutes(60 * (1 + steps / 10) + inception_s),
         "cpus_per_job": 1,
         "small_mem_mb": _mb(steps * num * runs * 8 * 4, base=2 * BASE_MEM_MB),
         "small_runtime_min": _minutes(60),

@@ -50,4 +50,4 @@ rule quality:
     shell:
         "diffmem quality --samples {input.samples} {params.metrics} {params.checkpoints} --train {input.train}"
         " --dataset {input.dataset} --data-cfg {params.data} --quality-cfg {params.quality}"
-        " {params.classifier} --out {output} > {log} 2>&1"
+        " {params.classifier} --threads {threads} --out {output} > {log} 2>&1"
