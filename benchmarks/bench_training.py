@@ -24,7 +24,9 @@ Models (--models): mlp (ModelConfig defaults: width 256, depth 3, emb 64, EDM; 6
 digits (config.yaml's digits experiment: its model, batch and lr; 64-d), gmm (arXiv 2505.17638's
 synthetic setting: width 128, depth 2, emb 16, DDPM; d = 8, batch 256, Adam 6e-4), gmm_paper (the
 same with the paper's own network, time_mlp width 128, depth 3), unet
-(models/unet.py at width 32 on 1x32x32, batch --unet-batch, default 128).
+(models/unet.py at width 32 on 1x32x32, batch --unet-batch, default 128), celeba_paper (config.yaml's
+paper-scale CelebA experiment: the authors' U-Net with dropout 0.1, DDPM, SGD with momentum 0.95, batch
+min(n, 512) = 512 on its 1,024 points; dropout masks from the global RNG here, as the cost is the same).
 
 Run: `python benchmarks/bench_training.py --device cpu --models gmm digits mlp --ks 1 4 16 --repeats 2`
      `python benchmarks/bench_training.py --device cuda --models unet --ks --precision bf16 --channels-last --compile`
@@ -75,6 +77,12 @@ def model_setup(name: str, args) -> tuple[ModelConfig, TrainConfig, tuple[int, .
         train_cfg, shape = TrainConfig(batch_size=256, lr=6e-4), (8,)
     elif name == "unet":
         model, train_cfg, shape = ModelConfig(arch="unet", width=32), TrainConfig(batch_size=args.unet_batch), (1, 32, 32)
+    elif name == "celeba_paper":  # config.yaml's paper-scale CelebA recipe (issue 21): its U-Net, optimizer and batch
+        exp = load_config(ROOT / "config.yaml")["experiments"]["celeba_paper"]
+        model = ModelConfig.from_dict(exp["model"])
+        keys = ("optimizer", "lr", "momentum", "batch_size", "center")
+        train_cfg = TrainConfig.from_dict({k: exp["train"][k] for k in keys})
+        shape = (1, 32, 32)
     else:
         raise ValueError(f"unknown model {name!r}")
     train_cfg = dataclasses.replace(train_cfg, device=args.device, precision=args.precision, compile=args.compile,
@@ -330,7 +338,7 @@ def fmt(x: float | None, spec: str = ",.1f", none: str = "—") -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--models", nargs="+", default=["gmm", "digits", "mlp"], choices=["mlp", "digits", "gmm", "gmm_paper", "unet"])
+    parser.add_argument("--models", nargs="+", default=["gmm", "digits", "mlp"], choices=["mlp", "digits", "gmm", "gmm_paper", "unet", "celeba_paper"])
     parser.add_argument("--ks", type=int, nargs="*", default=[4, 16, 64], help="stack sizes for (b); none: skip (b)")
     parser.add_argument("--proc-ks", type=int, nargs="*", default=[4, 16],
                         help="(c): k processes at once (min(k, cores) on CPU); none: skip (c)")

@@ -237,3 +237,26 @@ def test_new_keys_at_default_leave_params_and_trajectories_as_before():
     assert trajectory_hash(model, TrainConfig.from_dict({"center": "pixel"}), x_train=x, seed=0) != base
     # the grid decides where training stops, not the trajectory
     assert trajectory_hash(model, TrainConfig.from_dict({"checkpoint_grid": "paper"}), x_train=x, seed=0) == base
+
+
+# ---- the paper-scale recipe's GPU check (benchmarks/gpu_recipe_check.sh)
+
+
+def test_the_gpu_recipe_benchmark_trains_celeba_papers_recipe():
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("bench_training", repo / "benchmarks" / "bench_training.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = SimpleNamespace(device="cpu", precision="fp32", compile=False, channels_last=False, tf32=False)
+    model, train, shape = bench.model_setup("celeba_paper", run)
+    assert (model.arch, model.width, tuple(model.channel_mult), tuple(model.attn_levels), model.num_res_blocks,
+            model.dropout, model.parameterization) == ("unet", 32, (1, 2, 4), (1, 2), 2, 0.1, "ddpm")
+    assert (train.optimizer, train.lr, train.momentum, train.batch_size, train.center) == ("sgd", 0.01, 0.95, 512,
+                                                                                           "channel")
+    assert shape == (1, 32, 32)
+    subprocess.run(["bash", "-n", str(repo / "benchmarks" / "gpu_recipe_check.sh")], check=True)
