@@ -530,7 +530,7 @@ class _Member:
 
 
 def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base: torch.nn.Module, grid: list[int],
-                 test_probe: tuple, model_cfg: ModelConfig, train_cfg: TrainConfig, vp_sigmas,
+                 model_cfg: ModelConfig, train_cfg: TrainConfig, vp_sigmas,
                  trigger: ResumeTrigger, log) -> dict[int, str]:
     """Train until the last grid step, checkpointing each member; returns {member: divergence message}.
 
@@ -651,7 +651,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
                                test_probe if o is None else (test_probe[0] - o, *test_probe[1:]), o)
                        for r, x, o in zip(sub, subsets, offsets)]
             trigger.saved()  # the timer counts training time, not the loading above
-            diverged = _train_until(stack, data, members, base=base, grid=grid, test_probe=test_probe,
+            diverged = _train_until(stack, data, members, base=base, grid=grid,
                                     model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas, trigger=trigger,
                                     log=log)
             errors += [diverged[m] for m in sorted(diverged)]
