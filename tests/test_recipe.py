@@ -181,6 +181,26 @@ def test_centring_is_for_trained_networks():
         validate_config(cfg)
 
 
+# ---- the pixel scale
+
+
+def test_pixel_scale_unit_is_the_papers_zero_one_range():
+    from diffmem.config import DataConfig
+    from diffmem.data import prepare_dataset
+
+    sym = prepare_dataset(DataConfig.from_dict({"dataset": "digits"}))
+    unit = prepare_dataset(DataConfig.from_dict({"dataset": "digits", "pixel_scale": "unit"}))
+    assert sym.pool.min() == -1 and sym.pool.max() == 1
+    assert unit.pool.min() == 0 and unit.pool.max() == 1
+    np.testing.assert_allclose(unit.pool, (sym.pool + 1) / 2)  # same split, same order
+    np.testing.assert_allclose(unit.test, (sym.test + 1) / 2)
+    assert split_run_settings("data", {"pixel_scale": "symmetric", "dataset": "digits"})[0] == {"dataset": "digits"}
+    cfg = {"run": ["e"], "experiments": {"e": {"data": {"dataset": "gmm", "pixel_scale": "unit", "n_train": [16],
+                                                        "seeds": [0]}}}}
+    with pytest.raises(ConfigError, match="data.pixel_scale"):
+        validate_config(cfg)
+
+
 # ---- the beta schedule, the batch and the grid
 
 

@@ -332,6 +332,9 @@ def check_experiment(name: str, exp: dict, *, files: bool = True) -> None:
     if model["arch"] == "time_mlp" and any(w % 2 for w in widths):
         raise ConfigError(f"config error at '{where}.model.width': time_mlp encodes the timestep in cos/sin pairs, "
                           f"so the width must be even; got {model['width']}")
+    if data["pixel_scale"] != "symmetric" and data["dataset"] not in ("digits", *IMAGE_DATASETS):
+        raise ConfigError(f"config error at '{where}.data.pixel_scale': pixel scales are for digits and images, "
+                          f"not '{data['dataset']}'")
     if model["dropout"] > 0 and model["arch"] != "unet":
         raise ConfigError(f"config error at '{where}.model.dropout': dropout is a U-Net option (arch unet), "
                           f"not of arch '{model['arch']}'")
@@ -457,6 +460,7 @@ class DataConfig:
     path: str | None
     image_shape: tuple[int, ...] | None
     scale_to_unit: bool
+    pixel_scale: str
     image_size: int | None
     grayscale: bool
     max_images: int | None
@@ -628,6 +632,7 @@ RUN_SETTINGS = {
 # left out of a section's result keys (the rules' params) and of the trajectory hash, so that updating
 # diffmem reruns and retrains nothing; the stages fill them back from the schema.
 QUIET_DEFAULTS = {
+    "data": ("pixel_scale",),
     "model": ("dropout",),
     "train": ("center", "checkpoint_grid"),
 }

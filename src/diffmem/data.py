@@ -18,6 +18,9 @@ from diffmem.config import IMAGE_DATASETS, ConfigError, DataConfig
 from diffmem.images import load_image_dataset
 from diffmem.io import atomic_savez
 
+# datasets of pixels, which data.pixel_scale puts in [-1, 1] or [0, 1]
+PIXEL_DATASETS = ("digits", *IMAGE_DATASETS)
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -88,6 +91,8 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
         x = images.reshape(images.shape[0], -1)
     else:
         raise ConfigError(f"config error at 'data.dataset': unknown dataset {cfg.dataset!r}")
+    if cfg.pixel_scale == "unit" and cfg.dataset in PIXEL_DATASETS:  # [-1, 1] -> [0, 1]
+        x = ((x + 1) / 2).astype(x.dtype, copy=False)
     if not np.all(np.isfinite(x)):
         bad = int(np.argwhere(~np.isfinite(x))[0, 0])
         raise ConfigError(f"data error: dataset {cfg.dataset!r} has a non-finite value (first in row {bad})")

@@ -16,8 +16,8 @@ splits them into the pool and the held-out test set like every other dataset.
 - `celeba`: the `img_align_celeba` folder (202,599 JPEGs of 178x218). Preprocessing of arXiv
   2505.17638 (their loader: ToTensor, Resize(32), CenterCrop(32), Grayscale(1)): luma
   0.2989 R + 0.587 G + 0.114 B, the shorter side resized to 32 (178x218 -> 32x39), the centre 32x32
-  kept (rows 4..35). Their code then subtracts the training set's mean pixel; diffmem scales to
-  [-1, 1] instead (an affine change, which leaves d1/d2 and f_mem unchanged).
+  kept (rows 4..35). Their code keeps ToTensor's [0, 1] (data.pixel_scale: unit) and
+  subtracts the training set's mean per channel (train.center: channel).
 
 `data.max_images` reads only the first images in that order (CelebA's files are numbered, so this is
 the authors' order too).

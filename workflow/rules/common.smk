@@ -22,6 +22,7 @@ from diffmem.config import (
     training_groups,
     twin_experiments,
     validate_config,
+    without_quiet_defaults,
 )
 from diffmem.fingerprint import data_fingerprint, fingerprint
 
@@ -95,7 +96,7 @@ def as_arg(obj):
 def data_keys(wildcards):
     # n_train and seeds select branches; they must not invalidate the shared dataset file
     data = exp_cfg(wildcards)["data"]
-    return {k: v for k, v in data.items() if k not in ("n_train", "seeds", "twin")}
+    return without_quiet_defaults("data", {k: v for k, v in data.items() if k not in ("n_train", "seeds", "twin")})
 
 
 def data_slice(wildcards):
