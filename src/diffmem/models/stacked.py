@@ -114,11 +114,13 @@ class StackedDenoiser:
     def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], *,
                  stacked: bool = True, generators: list[torch.Generator] | None = None) -> None:
         self.base, self.params, self.buffers, self.stacked = base, params, buffers, stacked
-        # each member's dropout masks come from its own generator (models/unet.py ChannelDropout)
-        self.generators = generators if generators and active_dropout(base) else None
         net = getattr(base, "net", None) if isinstance(base, (EDMPrecond, VPPrecond)) else None
         self.functional = FUNCTIONAL_NETS.get(type(net))
         self.depth = len(net.blocks) if self.functional is not None else None
+        # each member's dropout masks come from its own generator (models/unet.py ChannelDropout); the MLPs
+        # written out above have no dropout, so their every-step construction skips the module walk
+        self.generators = (generators if generators and self.functional is None and active_dropout(base)
+                           else None)
 
     def net(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:  # [k, B, ...], [k, B] or [B, ...], [B]
         lead = c_noise.ndim
