@@ -52,7 +52,7 @@ from pathlib import Path
 SETTING_D = 8  # data dimension of the paper's GMM runs
 PAPER_LR = 6e-4  # run_GMM.py's Adam learning rate
 PAPER_UTILS = Path("Experiments") / "src" / "Utils"
-DIFFMEM_LOG = re.compile(r"\[train\] step\s+(\d+)/\d+\s+loss\s+(\S+)\s+([\d,.]+) steps/s")
+DIFFMEM_LOG = re.compile(r"diffmem\.engine: step\s+(\d+)/\d+\s+loss\s+(\S+)\s+([\d,.]+) steps/s")
 DIFFMEM_PARAMS = re.compile(r"starting from scratch, ([\d,]+) parameters")
 PAPER_LOG = re.compile(r"\[paper\] step\s+(\d+)\s+loss\s+(\S+)")
 DEPTHS = {"mlp": 2, "time_mlp": 3}  # default depth per diffmem arch: time_mlp is the paper's network (3 blocks)

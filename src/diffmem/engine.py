@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -87,7 +88,7 @@ from diffmem.config import (
     without_quiet_defaults,
 )
 from diffmem.loss import denoising_loss, sample_sigma, sigma_draw, sigma_from_draw
-from diffmem.models import build_denoiser
+from diffmem.models import build_denoiser, mlp_grad
 from diffmem.models.stacked import StackedDenoiser, stack_modules, unstack_state_dict
 from diffmem.optim import member_optimizer_state, optimizer_step_, param_groups, stacked_optimizer_state
 
@@ -451,7 +452,7 @@ def draw_batch(stack: Stack, data: StackData, *, model_cfg: ModelConfig, train_c
 
 
 def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.device,
-                   generators: list[torch.Generator] | None = None) -> Callable:
+                   generators: list[torch.Generator] | None = None, *, by_hand: bool = True) -> Callable:
     """`step_loss(params, buffers, x0, sigma, noise, mask)` -> per-member mean losses [k].
 
     `generators` are the members' random streams, from which a U-Net's dropout draws its masks (after
@@ -460,6 +461,10 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     `train.precision: bf16` autocasts the forward pass; `train.channels_last` stores image batches
     channels-last; `train.compile` compiles the function, so its backward is compiled with it
     (mode reduce-overhead on CUDA: the forward and backward replay as CUDA graphs).
+
+    For the default MLP in fp32, uncompiled, the function carries `by_hand`: the losses and gradients
+    computed without autograd by models/mlp_grad.py, the same bit for bit and about 1.1-1.4x faster per
+    step on CPU (benchmarks/README.md); `loss_and_grads` uses it. `by_hand=False` leaves it off (benchmarks).
     """
     channels_last = train_cfg.channels_last
 
@@ -478,6 +483,8 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
         return (per_sample * mask).sum(dim=1) / mask.sum(dim=1)
 
     if not train_cfg.compile:
+        if by_hand and train_cfg.precision == "fp32" and mlp_grad.supports(base):
+            step_loss.by_hand = functools.partial(mlp_grad.mlp_loss_and_grads, base)
         return step_loss
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(step_loss, mode=mode, dynamic=False)
@@ -488,8 +495,12 @@ def loss_and_grads(stack: Stack, step_loss: Callable, x0: torch.Tensor, sigma: t
     """Per-member losses [k] of one batch and the gradients, shaped like `stack.params` ([k, ...])."""
     if stack.single:  # one model: its own shapes (mask is None: a single member is never padded)
         x0, sigma, noise = x0[0], sigma[0], noise[0]
-    losses = step_loss(stack.leaves, stack.forward_buffers, x0, sigma, noise, mask)  # [k]
-    grads = torch.autograd.grad(losses.sum(), list(stack.leaves.values()))
+    by_hand = getattr(step_loss, "by_hand", None)
+    if by_hand is not None:  # the same numbers, bit for bit, without autograd (models/mlp_grad.py)
+        losses, grads = by_hand(stack.leaves, stack.forward_buffers, x0, sigma, noise, mask)
+    else:
+        losses = step_loss(stack.leaves, stack.forward_buffers, x0, sigma, noise, mask)  # [k]
+        grads = torch.autograd.grad(losses.sum(), list(stack.leaves.values()))
     return losses, ([g.unsqueeze(0) for g in grads] if stack.single else list(grads))
 
 

@@ -1,0 +1,87 @@
+"""Training steps by hand (models/mlp_grad.py) against autograd, and stacks against one model, side by side.
+
+Every configuration is a training engine driven as `bench_training.py` drives it (`start_stack`,
+`make_step_loss`, `train_step`: batch draws, forward, backward, Adam) on random data, all of them built
+in this one process and timed in interleaved rounds, so machine drift hits every row alike. One thread.
+Rows: k members (k = 1: one model, the per-run job; k > 1: a grouped job), gradients by autograd or by
+hand. Each figure is the median over rounds of model-steps/s; "x single autograd" is the median over
+rounds of the ratio to the k = 1 autograd row of the same round (what a per-run job did before).
+
+It also checks, after timing, that the one-model engines by hand and by autograd hold the same weights
+(both took the same steps from the same start): "same weights" is torch.equal on every tensor. (A stack
+by hand computes each member as it is computed alone, not as autograd's stacked forward does;
+tests/test_mlp_grad.py holds grouped runs of the default experiment to their runs alone, bit for bit.)
+
+Run: `python benchmarks/bench_by_hand.py --models digits gmm --ks 1 6 12 --rounds 5`
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_training import Engine  # noqa: E402
+from machine import cpu_model, load  # noqa: E402
+
+from diffmem import engine as train  # noqa: E402
+
+
+def engine_for(model: str, k: int, *, by_hand: bool) -> Engine:
+    args = argparse.Namespace(unet_batch=4, device="cpu", precision="fp32", compile=False, tf32=False,
+                              channels_last=False)
+    engine = Engine(model, k, 0, args, torch.device("cpu"))
+    engine.step_loss = train.make_step_loss(engine.base, engine.train_cfg, torch.device("cpu"), by_hand=by_hand)
+    if by_hand and getattr(engine.step_loss, "by_hand", None) is None:
+        raise SystemExit(f"{model}: the network is not one models/mlp_grad.py differentiates by hand")
+    return engine
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["digits", "gmm"], help="bench_training.py's model names")
+    parser.add_argument("--ks", nargs="+", type=int, default=[1, 6, 12], help="stack sizes (1: one model)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=240, help="model-steps per configuration per round")
+    parser.add_argument("--warmup", type=int, default=20, help="stack steps before timing")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"## Training by hand against autograd, cpu ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
+    print(f"- host CPU: {cpu_model()}, 1 thread; load average at start {load()}; torch {torch.__version__}")
+    print(f"- {args.rounds} interleaved rounds of {args.steps} model-steps per configuration after {args.warmup} "
+          "warm-up steps; medians over rounds\n")
+    for model in args.models:
+        engines = {(k, hand): engine_for(model, k, by_hand=hand) for k in args.ks for hand in (False, True)}
+        for engine in engines.values():
+            for _ in range(args.warmup):
+                engine.step()
+        rates: dict[tuple[int, bool], list[float]] = {key: [] for key in engines}
+        for _ in range(args.rounds):
+            for (k, hand), engine in engines.items():
+                steps = max(5, args.steps // k)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    engine.step()
+                rates[(k, hand)].append(k * steps / (time.perf_counter() - t0))
+        ref = rates[(min(args.ks), False)] if 1 not in args.ks else rates[(1, False)]
+        print(f"### {model}\n")
+        print("| k | gradients | model-steps/s | x single autograd | same weights as autograd |")
+        print("|---:|---|---:|---:|---|")
+        for (k, hand), r in rates.items():
+            ratio = statistics.median(a / b for a, b in zip(r, ref))
+            same = "—"
+            if hand and k == 1:
+                other = engines[(k, False)].stack
+                mine = engines[(k, True)].stack
+                same = "yes" if all(torch.equal(mine.params[n], other.params[n]) for n in mine.params) else "no"
+            print(f"| {k} | {'by hand' if hand else 'autograd'} | {statistics.median(r):,.0f} | {ratio:.2f} | {same} |")
+        print(f"\n- load average at end: {load()}\n")
+
+
+if __name__ == "__main__":
+    main()
