@@ -12,13 +12,22 @@ It also checks, after timing, that the one-model engines by hand and by autograd
 by hand computes each member as it is computed alone, not as autograd's stacked forward does;
 tests/test_mlp_grad.py holds grouped runs of the default experiment to their runs alone, bit for bit.)
 
+With `--procs P`, every configuration instead runs as P single-thread processes at once (P jobs of the
+workflow on P cores: they share the caches and memory bandwidth, which a stack's larger working set
+feels), each timed over its own steps after warm-up; the row is their summed model-steps/s, the median
+over rounds. Rounds alternate the configurations.
+
 Run: `python benchmarks/bench_by_hand.py --models digits gmm --ks 1 6 12 --rounds 5`
+     `python benchmarks/bench_by_hand.py --models digits --ks 1 3 6 --procs 2 --rounds 3`
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,19 +51,70 @@ def engine_for(model: str, k: int, *, by_hand: bool) -> Engine:
     return engine
 
 
+def worker(model: str, k: int, by_hand: bool, steps: int, warmup: int) -> None:
+    """One process of a --procs measurement: prints {"rate": model-steps/s} as its last line."""
+    torch.set_num_threads(1)
+    engine = engine_for(model, k, by_hand=by_hand)
+    for _ in range(warmup):
+        engine.step()
+    n = max(5, steps // k)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        engine.step()
+    print(json.dumps({"rate": k * n / (time.perf_counter() - t0)}))
+
+
+def concurrent(args, model: str, k: int, by_hand: bool) -> float:
+    """Summed model-steps/s of args.procs single-thread processes running the configuration at once."""
+    cmd = [sys.executable, __file__, "--worker", model, str(k), str(int(by_hand)), str(args.steps), str(args.warmup)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(args.procs)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"a worker failed: {cmd}")
+    return sum(json.loads(out.strip().splitlines()[-1])["rate"] for out in outs)
+
+
+def main_concurrent(args) -> None:
+    for model in args.models:
+        keys = [(k, hand) for k in args.ks for hand in (False, True)]
+        rates: dict[tuple[int, bool], list[float]] = {key: [] for key in keys}
+        for _ in range(args.rounds):
+            for k, hand in keys:
+                rates[(k, hand)].append(concurrent(args, model, k, hand))
+        ref = rates[keys[0]]
+        print(f"### {model}: {args.procs} processes at once, one thread each\n")
+        print(f"| k per process | gradients | model-steps/s, {args.procs} processes | x {keys[0][0]} autograd |")
+        print("|---:|---|---:|---:|")
+        for (k, hand), r in rates.items():
+            ratio = statistics.median(a / b for a, b in zip(r, ref))
+            print(f"| {k} | {'by hand' if hand else 'autograd'} | {statistics.median(r):,.0f} | {ratio:.2f} |")
+        print(f"\n- load average at end: {load()}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        model, k, hand, steps, warmup = argv[1:6]
+        worker(model, int(k), hand == "1", int(steps), int(warmup))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["digits", "gmm"], help="bench_training.py's model names")
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 6, 12], help="stack sizes (1: one model)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=240, help="model-steps per configuration per round")
     parser.add_argument("--warmup", type=int, default=20, help="stack steps before timing")
+    parser.add_argument("--procs", type=int, default=1,
+                        help="run each configuration as this many single-thread processes at once")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(f"## Training by hand against autograd, cpu ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
-    print(f"- host CPU: {cpu_model()}, 1 thread; load average at start {load()}; torch {torch.__version__}")
+    print(f"- host CPU: {cpu_model()}, 1 thread per process; load average at start {load()}; torch {torch.__version__}")
     print(f"- {args.rounds} interleaved rounds of {args.steps} model-steps per configuration after {args.warmup} "
           "warm-up steps; medians over rounds\n")
+    if args.procs > 1:
+        main_concurrent(args)
+        return
     for model in args.models:
         engines = {(k, hand): engine_for(model, k, by_hand=hand) for k in args.ks for hand in (False, True)}
         for engine in engines.values():

@@ -386,3 +386,12 @@ def test_width_sweep_figure_shows_f_mem_n_star_and_the_collapse(tmp_path, drawn)
         n, g = geometric_mean(scaled.sel({names.WIDTH: w}))
         expected.append((n, g))
     assert_curves(bars(fig.axes[2]), expected)
+
+
+def test_a_legend_never_prints_an_undefined_ci():
+    from diffmem.figures.common import ci_label
+
+    assert ci_label(float("nan"), float("nan"), seeds=1) == "(no CI: one seed)"
+    assert "nan" not in ci_label(float("nan"), 0.5)
+    assert ci_label(0.1, 0.9, seeds=2) == "[0.10, 0.90] (2 seeds)"
+    assert ci_label(0.1, 0.9, seeds=3) == "[0.10, 0.90]"

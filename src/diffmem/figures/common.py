@@ -7,8 +7,23 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 
 from diffmem import names
+
+
+def ci_label(lo: float, hi: float, *, seeds: int | None = None) -> str:
+    """A legend's "[lo, hi]" for a confidence interval: "(no CI: one seed)" where it is undefined (never
+    "[nan, nan]"), and flagged where it is a bootstrap over two seeds (three distinct resamples)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "(no CI: one seed)" if seeds == 1 else "(no CI)"
+    text = f"[{lo:.2f}, {hi:.2f}]"
+    return text + " (2 seeds)" if seeds == 2 else text
+
+
+def seed_count(ds) -> int | None:
+    """How many seeds a fit or cube holds (its seed dimension), or None without one."""
+    return int(ds.sizes[names.SEED]) if names.SEED in ds.dims else None
 
 
 def f_mem_label(f_mem) -> str:

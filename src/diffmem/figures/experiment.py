@@ -33,7 +33,7 @@ import seaborn as sns
 import xarray as xr
 
 from diffmem import names
-from diffmem.figures.common import f_mem_label, plain_log_ticks, save_figure
+from diffmem.figures.common import ci_label, f_mem_label, plain_log_ticks, save_figure, seed_count
 from diffmem.onsets import pick_quality_metric, verdict
 
 
@@ -262,7 +262,8 @@ def plot_timescales(ax, fit: xr.Dataset) -> None:
         lo, hi = fit[f"{var}_exponent_ci"].values
         if np.isfinite(b):
             lines[var] = a * grid**b
-            ax.plot(grid, lines[var], color=color, label=f"{label} ~ n^{b:.2f} [{lo:.2f}, {hi:.2f}]")
+            ax.plot(grid, lines[var], color=color,
+                    label=f"{label} ~ n^{b:.2f} {ci_label(lo, hi, seeds=seed_count(fit))}")
     if len(lines) == 2:
         ax.fill_between(grid, lines[names.TAU_GEN], lines[names.TAU_MEM],
                         where=lines[names.TAU_MEM] > lines[names.TAU_GEN], color="tab:green", alpha=0.15,

@@ -12,7 +12,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.cube import data_dim
-from diffmem.figures.common import save_figure
+from diffmem.figures.common import ci_label, save_figure, seed_count
 
 
 def _colors(count: int):
@@ -84,7 +84,7 @@ def _plot_split(fit: xr.Dataset, title: str):
         ci = fit[f"{var}_exponent_ci"].values
         if np.isfinite(b):
             ax.plot(grid, a * (grid * d) ** b, color=color, lw=1.2,
-                    label=f"fit ~ psi_n^{b:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]")
+                    label=f"fit ~ psi_n^{b:.2f} {ci_label(ci[0], ci[1], seeds=seed_count(fit))}")
     if names.TAU_MEM_THEORY in fit:
         ax.plot(psi_n, fit[names.TAU_MEM_THEORY].values, "k--", marker="s", ms=4,
                 label=f"theory tau_mem ~ psi_n^{float(fit[f'{names.TAU_MEM_THEORY}_exponent']):.2f}\n"

@@ -11,7 +11,7 @@ import xarray as xr
 from matplotlib.ticker import NullFormatter
 
 from diffmem import names
-from diffmem.figures.common import save_figure
+from diffmem.figures.common import ci_label, save_figure, seed_count
 from diffmem.onsets import pick_quality_metric
 
 SWEEP_FIGURE = {names.WIDTH: "sweep_width.png", names.STRENGTH: "sweep_strength.png"}
@@ -34,7 +34,7 @@ def plot_width_collapse(ax, fit: xr.Dataset, colors) -> None:
         p_value = float(fit[f"{names.TAU_MEM_TIMES_WIDTH}_{names.LOF_PVALUE}"])
         grid = np.geomspace(n.min() / 1.2, n.max() * 1.2, 40)
         collapse_p = float(fit[f"{names.TAU_MEM_TIMES_WIDTH}_collapse_pvalue"])
-        ax.plot(grid, a * grid**b, "k--", label=f"all widths: b = {b:.2f} [{lo:.2f}, {hi:.2f}]\n"
+        ax.plot(grid, a * grid**b, "k--", label=f"all widths: b = {b:.2f} {ci_label(lo, hi, seeds=seed_count(fit))}\n"
                                                f"lack-of-fit p = {p_value:.2g}, widths differ p = {collapse_p:.2g}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
