@@ -17,7 +17,13 @@ workflow on P cores: they share the caches and memory bandwidth, which a stack's
 feels), each timed over its own steps after warm-up; the row is their summed model-steps/s, the median
 over rounds. Rounds alternate the configurations.
 
+With `--floor`, it instead times, per model, a one-model step by hand against the step's matmuls alone
+(every nn.Linear's forward addmm, weight-gradient mm and, where the input needs one, input-gradient mm,
+at the step's shapes, back to back on the same hot tensors): the time no implementation of this step
+with these kernels can go below.
+
 Run: `python benchmarks/bench_by_hand.py --models digits gmm --ks 1 6 12 --rounds 5`
+     `python benchmarks/bench_by_hand.py --models digits --floor --rounds 5`
      `python benchmarks/bench_by_hand.py --models digits --ks 1 3 6 --procs 2 --rounds 3`
 """
 
@@ -30,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -75,6 +82,51 @@ def concurrent(args, model: str, k: int, by_hand: bool) -> float:
     return sum(json.loads(out.strip().splitlines()[-1])["rate"] for out in outs)
 
 
+def matmul_floor(engine: Engine) -> Callable[[], None]:
+    """The one-model step's matmuls alone, at its shapes (see the module docstring)."""
+    batch = engine.train_cfg.batch_size
+    no_input_grad = ("net.inp.weight", "net.emb_mlp.0.weight")  # their inputs are data and a fixed encoding
+    calls = []
+    for name, w in engine.base.named_parameters():
+        if not name.endswith("weight") or w.ndim != 2:
+            continue
+        out_f, in_f = w.shape
+        x, g, b, weight = torch.randn(batch, in_f), torch.randn(batch, out_f), torch.randn(out_f), w.detach().clone()
+        calls.append(lambda b=b, x=x, weight=weight: torch.addmm(b, x, weight.t()))
+        calls.append(lambda g=g, x=x: g.t().mm(x))
+        if name not in no_input_grad:
+            calls.append(lambda g=g, weight=weight: g.mm(weight))
+
+    def run() -> None:
+        for call in calls:
+            call()
+
+    run.count = len(calls)
+    return run
+
+
+def main_floor(args) -> None:
+    for model in args.models:
+        engine = engine_for(model, 1, by_hand=True)
+        floor = matmul_floor(engine)
+        for _ in range(args.warmup):
+            engine.step()
+            floor()
+        step_ms, floor_ms = [], []
+        for _ in range(args.rounds):
+            for fn, out in ((engine.step, step_ms), (floor, floor_ms)):
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    fn()
+                out.append(1e3 * (time.perf_counter() - t0) / args.steps)
+        print(f"### {model}: one step by hand against its {floor.count} matmuls alone\n")
+        print("| | ms per step, median | range over rounds |")
+        print("|---|---:|---|")
+        for label, v in (("step by hand", step_ms), (f"its {floor.count} matmuls alone", floor_ms)):
+            print(f"| {label} | {statistics.median(v):.3f} | {min(v):.3f}–{max(v):.3f} |")
+        print(f"\n- load average at end: {load()}\n")
+
+
 def main_concurrent(args) -> None:
     for model in args.models:
         keys = [(k, hand) for k in args.ks for hand in (False, True)]
@@ -104,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=240, help="model-steps per configuration per round")
     parser.add_argument("--warmup", type=int, default=20, help="stack steps before timing")
+    parser.add_argument("--floor", action="store_true", help="time a step against its matmuls alone")
     parser.add_argument("--procs", type=int, default=1,
                         help="run each configuration as this many single-thread processes at once")
     args = parser.parse_args(argv)
@@ -112,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- host CPU: {cpu_model()}, 1 thread per process; load average at start {load()}; torch {torch.__version__}")
     print(f"- {args.rounds} interleaved rounds of {args.steps} model-steps per configuration after {args.warmup} "
           "warm-up steps; medians over rounds\n")
+    if args.floor:
+        main_floor(args)
+        return
     if args.procs > 1:
         main_concurrent(args)
         return
