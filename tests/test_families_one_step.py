@@ -132,3 +132,16 @@ def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path, drawn):
     flipped[names.DELTA].loc[{names.DIM: 8}] = np.abs(flipped[names.DELTA].sel({names.DIM: 8})) + 1.0
     cens = le.fit_transition(flipped, fit=FitConfig(num_bootstrap=50), rng=np.random.default_rng(0))
     assert np.isnan(float(cens[names.N_HALF].sel({names.DIM: 8}))) and int(cens["n_half_censored"].sel({names.DIM: 8})) == 1
+
+
+def test_the_generated_gaussians_kl_is_infinite_up_to_n_equals_d_then_falls():
+    """Rank: the generated covariance has rank <= n - 1, so KL(generated || population) is +inf for n <= d;
+    above, it is finite and falls with n (Halder & Pehlevan's 'fall phase begins at n = d')."""
+    dim = 6
+    ds = le.evaluate_dim(model=_model(), dim=dim, psi_n=(0.5, 1.0, 2.0, 4.0, 16.0), seeds=(0,), repeats=8,
+                         sample=SampleConfig(), num_population=200, log=lambda m: None)
+    kl = ds[names.KL_GENERATED].median(names.SEED).values
+    n = ds[names.N].values
+    assert np.all(np.isinf(kl[n <= dim])) and np.all(np.isfinite(kl[n > dim]))
+    above = kl[n > dim]
+    assert np.all(np.diff(above) < 0) and above[-1] > 0

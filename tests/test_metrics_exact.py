@@ -202,3 +202,32 @@ def test_denoiser_errors_calls_the_denoiser_in_float32_by_default():
     assert seen == [(torch.float32, torch.float32, (64,))]
     # identity vs shrinkage by 1/2 at sigma = 1: E||x/2||^2 / d = (1 + 1) / 4 per coordinate
     assert errs["pop"][0] == pytest.approx(0.5, rel=0.2)
+
+
+def test_gaussian_kl_closed_form_against_known_answers_and_monte_carlo():
+    d = 5
+    eye = np.eye(d)
+    assert exact.gaussian_kl(np.zeros(d), eye, np.zeros(d), eye) == pytest.approx(0.0, abs=1e-12)
+    # isotropic scale a against the unit Gaussian: d/2 (a - 1 - ln a); a shifted mean adds |m|^2 / 2
+    a, m = 2.5, np.full(d, 0.3)
+    assert exact.gaussian_kl(m, a * eye, np.zeros(d), eye) == pytest.approx(
+        d / 2 * (a - 1 - math.log(a)) + float(m @ m) / 2, rel=1e-12)
+    # a general pair against a Monte Carlo mean of log p - log q
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(d, d))
+    cov_p, cov_q = g @ g.T / d + 0.5 * eye, np.diag(rng.uniform(0.5, 2.0, size=d))
+    mean_p, mean_q = rng.normal(size=d), rng.normal(size=d)
+    x = rng.multivariate_normal(mean_p, cov_p, size=400_000)
+    log_ratio = (stats.multivariate_normal(mean_p, cov_p).logpdf(x)
+                 - stats.multivariate_normal(mean_q, cov_q).logpdf(x))
+    kl = exact.gaussian_kl(mean_p, cov_p, mean_q, cov_q)
+    assert kl == pytest.approx(float(log_ratio.mean()), abs=4 * float(log_ratio.std()) / math.sqrt(len(x)))
+    assert kl > 0
+
+
+def test_gaussian_kl_of_a_degenerate_gaussian_is_infinite():
+    d = 4
+    q = np.random.default_rng(1).normal(size=(d, 2))
+    assert exact.gaussian_kl(np.zeros(d), q @ q.T, np.zeros(d), np.eye(d)) == math.inf
+    with pytest.raises(np.linalg.LinAlgError):
+        exact.gaussian_kl(np.zeros(d), np.eye(d), np.zeros(d), q @ q.T)

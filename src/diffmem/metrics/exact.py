@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["IsotropicGaussian", "SymmetricGMM", "empirical_denoiser", "denoiser_errors", "mean_loglik"]
+__all__ = ["IsotropicGaussian", "SymmetricGMM", "empirical_denoiser", "denoiser_errors", "gaussian_kl", "mean_loglik"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -191,3 +191,31 @@ def denoiser_errors(denoiser: Callable, *, train: np.ndarray, true_dist, sigmas:
 def mean_loglik(samples: np.ndarray, true_dist) -> float:
     """Mean log-likelihood (nats per sample) of samples [M, d] under the true density."""
     return float(np.mean(true_dist.logpdf(np.asarray(samples, np.float64))))
+
+
+def gaussian_kl(mean_p: np.ndarray, cov_p: np.ndarray, mean_q: np.ndarray, cov_q: np.ndarray, *,
+                rank_rtol: float = 1e-10) -> float:
+    """KL(P || Q) in nats for P = N(mean_p, cov_p), Q = N(mean_q, cov_q) in d dimensions, in closed form:
+
+        KL = 1/2 [ tr(cov_q^-1 cov_p) + (mean_q - mean_p)^T cov_q^-1 (mean_q - mean_p) - d
+                   + ln det cov_q - ln det cov_p ].
+
+    cov_q must be positive definite. A singular cov_p (an eigenvalue at or below rank_rtol times the
+    largest: P lives on a subspace, e.g. the generated Gaussian of a linear model fitted on n <= d
+    points) gives +inf, since P then puts all its mass where Q has density but P has none elsewhere.
+    """
+    mean_p, mean_q = np.asarray(mean_p, np.float64), np.asarray(mean_q, np.float64)
+    cov_p, cov_q = np.asarray(cov_p, np.float64), np.asarray(cov_q, np.float64)
+    d = mean_p.shape[0]
+    if cov_p.shape != (d, d) or cov_q.shape != (d, d) or mean_q.shape != (d,):
+        raise ValueError(f"gaussian_kl: shapes {mean_p.shape}, {cov_p.shape}, {mean_q.shape}, {cov_q.shape} do not match")
+    chol_q = np.linalg.cholesky(cov_q)  # raises LinAlgError if cov_q is not positive definite
+    eig_p = np.linalg.eigvalsh((cov_p + cov_p.T) / 2)
+    if eig_p.min() <= rank_rtol * max(float(eig_p.max()), 0.0):
+        return math.inf
+    solved = np.linalg.solve(chol_q, cov_p)  # L^-1 cov_p
+    trace = float(np.trace(np.linalg.solve(chol_q.T, solved)))  # tr(cov_q^-1 cov_p)
+    diff = np.linalg.solve(chol_q, mean_q - mean_p)
+    logdet_q = 2.0 * float(np.log(np.diag(chol_q)).sum())
+    logdet_p = float(np.log(eig_p).sum())
+    return 0.5 * (trace + float(diff @ diff) - d + logdet_q - logdet_p)

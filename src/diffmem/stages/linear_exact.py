@@ -45,6 +45,7 @@ from diffmem.families.one_step import fit_one_step, one_step_generated, one_step
 from diffmem.figures.linear_exact import make_linear_exact_figures
 from diffmem.io import atomic_to_netcdf, fail, provenance
 from diffmem.log import configure
+from diffmem.metrics.exact import gaussian_kl
 from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
 from diffmem.onsets import half_crossing
 from diffmem.scaling import power_law_fit
@@ -65,6 +66,9 @@ ATTRS = {
                               "in units of (4 pi sigma^2)^(-d/2)", "units": "1"},
     names.DELTA: {"long_name": "E_TG - E_OG (positive: rho_G closer to the population than to the training set)",
                   "units": "1"},
+    names.KL_GENERATED: {"long_name": "KL(generated Gaussian || population law N(0, sigma^2 I)) in closed form; "
+                                      "in nats; +inf where the generated covariance is singular (rank <= n - 1 < d)",
+                         "units": "1"},
     names.P_DELTA_POS: {"long_name": "1/2 + 1/2 mean over repeats of sign(E_TG - E_OG)", "units": "1"},
     names.P_DELTA_SE: {"long_name": "binomial standard error of p_delta_pos", "units": "1"},
     names.N_HALF: {"long_name": "n at which P(Delta > 0) first rises through 1/2 (log-n interpolated)", "units": "1"},
@@ -106,6 +110,8 @@ def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], 
     reps = [(s, r) for s in seeds for r in range(repeats)]
     e_tg = np.full((len(sizes), len(reps)), np.nan)
     e_og = np.full_like(e_tg, np.nan)
+    kl = np.full_like(e_tg, np.nan)
+    population_cov = SIGMA**2 * np.eye(dim)
     eps_o = halder_width(num_population, dim, sigma=SIGMA)
     start = last = time.monotonic()
     for j, (s, r) in enumerate(reps):
@@ -115,6 +121,7 @@ def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], 
         for i, n in enumerate(sizes):
             train = SIGMA * rng.standard_normal((n, dim))
             mean, cov = generated_gaussian(train, model=model, sample=sample, rng=rng)
+            kl[i, j] = gaussian_kl(mean, cov, np.zeros(dim), population_cov)
             # the diagonal of int rho^2 is 1 for both sets (per-set widths): compare what remains
             e_tg[i, j] = l2_kde_gaussian(train, eps=halder_width(n, dim, sigma=SIGMA), mean=mean, cov=cov,
                                          sigma_ref=SIGMA)["e_offdiag"]
@@ -127,7 +134,7 @@ def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], 
     seed_coord = np.array([s * repeats + r for s, r in reps], dtype=np.int64)
     ds = xr.Dataset(
         {names.E_TG: ((names.PSI_N, names.SEED), e_tg), names.E_OG: ((names.PSI_N, names.SEED), e_og),
-         names.DELTA: ((names.PSI_N, names.SEED), e_tg - e_og)},
+         names.DELTA: ((names.PSI_N, names.SEED), e_tg - e_og), names.KL_GENERATED: ((names.PSI_N, names.SEED), kl)},
         coords={names.PSI_N: np.asarray(psi_n, float), names.SEED: seed_coord, names.N: ((names.PSI_N,), np.asarray(sizes)),
                 names.DIM: int(dim)},
         attrs={"variant": model.linear_variant, "linear_time": float(model.linear_time),
@@ -206,7 +213,13 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
         coords={names.DIM: cube[names.DIM].values, names.PSI_N: cube[names.PSI_N].values, names.N: ((names.DIM, names.PSI_N), n.astype(np.int64)),
                 names.CI_BOUND: ["lower", "upper"]},
     )
+    if names.KL_GENERATED in cube:
+        out["kl_generated_median"] = cube[names.KL_GENERATED].median(names.SEED).transpose(names.DIM, names.PSI_N)
     _annotate(out)
+    if "kl_generated_median" in out:
+        out["kl_generated_median"].attrs.update({
+            "long_name": "median over repeats of KL(generated || population) in nats (+inf: singular generated covariance)",
+            "units": "1"})
     out["n_half_censored"].attrs.update({"long_name": "P(Delta > 0) >= 1/2 already at the smallest n, or it never "
                                                       "reaches 1/2 (n_half NaN)", "units": "1"})
     out["n_half_exponent"].attrs.update({"long_name": "exponent b of n_half = A d^b (least squares in log-log)",
