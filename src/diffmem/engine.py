@@ -14,7 +14,10 @@ stack of one, not a separate path. For every member, at every step, the loop:
 
 So a member's trajectory does not depend on the group it trains in: exactly (bit for bit) for a
 stack of one, which tests/test_engine.py holds to a plain torch.optim loop, and to float rounding of
-the batched kernels (~1e-6) in a larger stack. Members with different n train full-batch on their
+the batched kernels (~1e-6) in a larger stack. The default MLP in fp32 is differentiated by hand
+(models/mlp_grad.py: the same numbers as autograd, bit for bit), and there a larger stack computes
+each member with the kernels it gets alone: at the default experiment's shapes a grouped run equals
+its run alone bit for bit (tests/test_mlp_grad.py). Members with different n train full-batch on their
 own n when n < batch_size: batches are padded to the largest and a mask drops the padded rows from
 each member's mean.
 
