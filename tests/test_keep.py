@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from diffmem.checkpoint import (
+    FORMAT_VERSION,
     TRAJECTORY_NAME,
     checkpoint_path,
     existing_steps,
@@ -25,6 +26,8 @@ from diffmem.checkpoint import (
     load_resume,
     partial_dir,
     resume_path,
+    save_checkpoint,
+    strip_to_weights,
     trajectory_of,
 )
 from diffmem.config import ModelConfig, TrainConfig, checkpoint_grid
@@ -193,3 +196,18 @@ def test_each_policy_then_a_changed_sampling_setting(tmp_path):
         manifest = json.loads((tmp_path / f"results/keep_{keep}/{run}/samples.json").read_text())
         assert manifest["sample_config"]["num_steps"] == 4 and manifest["steps"] == grid
     assert not (tmp_path / f"results/keep_sampling/{run}/checkpoints").exists()
+
+
+def test_stripping_from_the_payload_in_memory_writes_what_stripping_the_file_writes(tmp_path):
+    """The training loop strips the previous grid checkpoint from the payload it saved, without reading the
+    file back: the result must be the file that reading it back gives."""
+    payload = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "ema": None, "config": {"a": 1},
+               "metrics": {"train_loss": 0.25}, "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}},
+               "rng": torch.zeros(3, dtype=torch.uint8), "perm": torch.arange(4), "cursor": 2}
+    paths = [save_checkpoint(tmp_path / name, 10, payload) for name in ("read", "memory")]
+    assert strip_to_weights(paths[0])
+    assert strip_to_weights(paths[1], {"version": FORMAT_VERSION, "step": 10, **payload})
+    a, b = (load_checkpoint(p) for p in paths)
+    assert list(a) == list(b) == ["version", "step", "model", "ema", "config", "metrics"]
+    assert torch.equal(a["model"]["w"], b["model"]["w"]) and a["metrics"] == b["metrics"] and a["config"] == b["config"]
+    assert not strip_to_weights(paths[1])  # already weights only

@@ -122,12 +122,21 @@ def is_resumable(ckpt: dict[str, Any]) -> bool:
     return all(key in ckpt for key in RESUME_ONLY)
 
 
-def strip_to_weights(path: str | Path) -> bool:
-    """Rewrite a full checkpoint as weights only (atomically); returns whether it changed."""
-    ckpt = load_checkpoint(path)
+def weights_only(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's fields without the training state (what `strip_to_weights` leaves)."""
+    return {k: v for k, v in ckpt.items() if k not in RESUME_ONLY}
+
+
+def strip_to_weights(path: str | Path, ckpt: dict[str, Any] | None = None) -> bool:
+    """Rewrite a full checkpoint as weights only (atomically); returns whether it changed.
+
+    `ckpt`, if given, is the file's content already in memory (the training loop keeps the payload it
+    saved), which saves reading it back; it must be exactly what `path` holds.
+    """
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     if not any(key in ckpt for key in RESUME_ONLY):
         return False
-    atomic_torch_save(path, {k: v for k, v in ckpt.items() if k not in RESUME_ONLY})
+    atomic_torch_save(path, weights_only(ckpt))
     return True
 
 

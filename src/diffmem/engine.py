@@ -70,6 +70,7 @@ import torch
 from diffmem import names
 from diffmem.checkpoint import (
     DATA_OFFSET,
+    FORMAT_VERSION,
     CheckpointError,
     checkpoint_path,
     existing_steps,
@@ -184,12 +185,14 @@ def resume_point(state_dir: str | Path, grid: list[int], *, log: Callable[[str],
     return start, source
 
 
-def finish_state(state_dir: str | Path, grid: list[int], keep: str, *, log: Callable[[str], None]) -> None:
+def finish_state(state_dir: str | Path, grid: list[int], keep: str, *, log: Callable[[str], None],
+                 stripped: set[int] | frozenset[int] = frozenset()) -> None:
     """A run's grid is complete: leave what `keep` asks for (train.keep).
 
     all: the full grid checkpoints, no resume.pt. weights: every grid checkpoint weights only, and
     resume.pt holding the full state of the last one. sampling: weights only, no resume.pt. A resume.pt
-    beyond the grid (a longer run's) is kept whatever the policy.
+    beyond the grid (a longer run's) is kept whatever the policy. `stripped`: grid steps this process
+    already wrote weights only (not read back).
     """
     last = grid[-1]
     try:
@@ -208,9 +211,9 @@ def finish_state(state_dir: str | Path, grid: list[int], keep: str, *, log: Call
     else:
         remove_resume(state_dir)
     if keep != "all":
-        stripped = [s for s in grid if strip_to_weights(checkpoint_path(state_dir, s))]
-        if stripped:
-            log(f"{len(stripped)} checkpoints kept as weights only (train.keep: {keep})")
+        now = [s for s in grid if s not in stripped and strip_to_weights(checkpoint_path(state_dir, s))]
+        if now or stripped:
+            log(f"{len(now) + len(set(stripped) & set(grid))} checkpoints kept as weights only (train.keep: {keep})")
 
 
 def seed_of(*parts: object) -> int:
@@ -541,6 +544,9 @@ class _Member:
     train_probe: tuple
     test_probe: tuple
     offset: torch.Tensor | None  # train.center: the mean subtracted from this run's data (data shape), or None
+    last_saved: tuple[int, dict] | None = None  # (step, payload) of the full grid checkpoint last written
+    stripped: set[int] = field(default_factory=set)  # grid steps written weights only by this process
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # probe losses of the steps written here
 
 
 def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base: torch.nn.Module, grid: list[int],
@@ -604,14 +610,19 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                 diverged[m] = f"{member.run.label}: non-finite probe loss {metrics} at step {stack.step}"
                 logger.warning(diverged[m])
                 continue
-            save_checkpoint(member.run.state_dir, target, {
-                **member_payload(stack, m, base=base, groups=groups), "config": config, "metrics": metrics,
-                **({} if member.offset is None else {DATA_OFFSET: member.offset.cpu()}),
-            })
+            payload = {**member_payload(stack, m, base=base, groups=groups), "config": config, "metrics": metrics,
+                       **({} if member.offset is None else {DATA_OFFSET: member.offset.cpu()})}
+            save_checkpoint(member.run.state_dir, target, payload)
             if train_cfg.keep != "all":  # the new checkpoint is the resume point; the one before needs only its weights
                 if previous := [s for s in member.have if s < target]:
-                    strip_to_weights(checkpoint_path(member.run.state_dir, max(previous)))
+                    step = max(previous)
+                    # the payload written at that step, still in memory, spares reading the file back
+                    known = member.last_saved[1] if member.last_saved and member.last_saved[0] == step else None
+                    strip_to_weights(checkpoint_path(member.run.state_dir, step), known)
+                    member.stripped.add(step)
+                member.last_saved = (target, {"version": FORMAT_VERSION, "step": target, **payload})  # = the file
             member.have.add(target)
+            member.metrics[target] = metrics
             log(f"{member.run.label}: checkpoint step {target}: train {metrics[names.TRAIN_LOSS]:.4f}"
                 f"  test {metrics[names.TEST_LOSS]:.4f}")
         base.train()
@@ -649,6 +660,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
         start, sources[i] = resume_point(run.state_dir, grid, log=say)
         by_start.setdefault(start, []).append(i)
     errors: list[str] = []
+    written: dict[int, dict[int, dict[str, float]]] = {}  # run index -> probe losses of the steps trained here
     with ResumeTrigger(train_cfg.resume_every_min).handling_signals() as trigger:
         for start, indices in sorted(by_start.items()):
             sub = [runs[i] for i in indices]
@@ -669,13 +681,15 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
                                     model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=vp_sigmas, trigger=trigger,
                                     log=log)
             errors += [diverged[m] for m in sorted(diverged)]
+            written.update({i: member.metrics for i, member in zip(indices, members)})
             for m, run in enumerate(sub):
                 if m not in diverged:
-                    finish_state(run.state_dir, grid, train_cfg.keep, log=lambda line, label=run.label: log(f"{label}: {line}"))
+                    finish_state(run.state_dir, grid, train_cfg.keep, stripped=members[m].stripped,
+                                 log=lambda line, label=run.label: log(f"{label}: {line}"))
     if errors:
         raise TrainingDiverged("; ".join(errors))
-    return [{step: dict(load_checkpoint(checkpoint_path(run.state_dir, step))["metrics"]) for step in grid}
-            for run in runs]
+    return [{step: written.get(i, {}).get(step) or dict(load_checkpoint(checkpoint_path(run.state_dir, step))["metrics"])
+             for step in grid} for i, run in enumerate(runs)]
 
 
 def run_training(x_train: np.ndarray, x_test: np.ndarray, *, seed: int, state_dir: str | Path,
