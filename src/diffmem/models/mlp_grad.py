@@ -7,10 +7,13 @@ order and with the same memory layouts as autograd's backward formulas, so the r
 bit for bit (tests/test_mlp_grad.py holds it to autograd on the module itself; any change to `MLP`,
 the preconditioning or the loss that is not mirrored here fails that test).
 
-Why: the digits MLP (width 128, batch 16) is launch-bound on CPU. Autograd's graph, its engine and
-the views it makes cost about as much as the arithmetic; the step here runs the forward's ~50 kernels,
-saving what the backward needs, then the backward's ~60 kernels directly (`torch.ops.aten`), which
-roughly halves a step's time (benchmarks/README.md, "Training by hand").
+It also takes a stack of k >= 2 members (models/stacked.py's layout), computing each member with the
+kernels it gets alone (`_Layers`), so a grouped run trains as it does alone.
+
+Why: the digits MLP (width 128, batch 16) is launch-bound on CPU. The step here runs the forward's ~50
+kernels, saving what the backward needs, then the backward's ~60 kernels directly (`torch.ops.aten`),
+without autograd's graph, engine and views: 1.28x the model-steps/s of autograd for one model, 1.96x
+for a stack of six (docs/benchmarks.md, "Training by hand").
 
 The forward reuses the definitions every other path calls: the preconditioning coefficients and loss
 weight of the wrapper (`coefficients`, `loss_weight`), `timestep_encoding`, and the kernels `F.linear`
