@@ -151,7 +151,7 @@ def test_resources_command_prints_the_requests(capsys, tmp_path):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits |")]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert cells[1:3] == ["12", "4 x 3"] and cells[4] == "1"  # 12 runs, grouped by n: 4 GPU jobs of 3 seeds
+    assert cells[1:3] == ["12", "2 x 6"] and cells[4] == "1"  # 12 runs, grouped as config.yaml says: 2 jobs of 6
     main(["resources", str(config), "--all"])
     out = capsys.readouterr().out
     assert "| gaussian_d16 | 24 | 1 x 24 |" in out and "| tikhonov_digits/strength0 | 6 | none (closed form) | — |" in out
