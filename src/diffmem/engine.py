@@ -469,8 +469,9 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     (mode reduce-overhead on CUDA: the forward and backward replay as CUDA graphs).
 
     For the default MLP in fp32, uncompiled, the function carries `by_hand`: the losses and gradients
-    computed without autograd by models/mlp_grad.py, the same bit for bit and about 1.1-1.4x faster per
-    step on CPU (benchmarks/README.md); `loss_and_grads` uses it. `by_hand=False` leaves it off (benchmarks).
+    computed without autograd by models/mlp_grad.py, the same bit for bit: 1.28x the model-steps/s of
+    autograd for one model on CPU and 1.96x in a stack of six (docs/benchmarks.md, "Training by hand");
+    `loss_and_grads` uses it. `by_hand=False` leaves it off (benchmarks).
     """
     channels_last = train_cfg.channels_last
 
@@ -615,11 +616,11 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
             save_checkpoint(member.run.state_dir, target, payload)
             if train_cfg.keep != "all":  # the new checkpoint is the resume point; the one before needs only its weights
                 if previous := [s for s in member.have if s < target]:
-                    step = max(previous)
+                    prev = max(previous)
                     # the payload written at that step, still in memory, spares reading the file back
-                    known = member.last_saved[1] if member.last_saved and member.last_saved[0] == step else None
-                    strip_to_weights(checkpoint_path(member.run.state_dir, step), known)
-                    member.stripped.add(step)
+                    known = member.last_saved[1] if member.last_saved and member.last_saved[0] == prev else None
+                    strip_to_weights(checkpoint_path(member.run.state_dir, prev), known)
+                    member.stripped.add(prev)
                 member.last_saved = (target, {"version": FORMAT_VERSION, "step": target, **payload})  # = the file
             member.have.add(target)
             member.metrics[target] = metrics
