@@ -71,7 +71,7 @@ def plot_tau(ax, fit: xr.Dataset) -> None:
     lo, hi = fit[names.TAU_MEM_EXPONENT_CI].values
     if np.isfinite(b):
         grid = np.geomspace(tau[names.N].min() / 1.3, tau[names.N].max() * 1.3, 50)
-        label = f"fit: b = {b:.2f} [{lo:.2f}, {hi:.2f}]"
+        label = f"fit: b = {b:.2f} {ci_label(lo, hi, seeds=seed_count(fit))}"
         if names.TAU_MEM_LOF_PVALUE in fit:
             p_value = float(fit[names.TAU_MEM_LOF_PVALUE])
             label += (f"\nlack-of-fit p = {p_value:.2g}: power law "

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from diffmem import names
-from diffmem.figures.common import save_figure
+from diffmem.figures.common import ci_label, save_figure
 
 
 def _psi_ticks(ax, values) -> None:
@@ -58,7 +58,7 @@ def _fig_n_half(fit: xr.Dataset, title: str):
     lo, hi = fit["n_half_exponent_ci"].values
     grid = np.geomspace(d.min(), d.max(), 50)
     if np.isfinite(b):
-        ax.plot(grid, a * grid**b, "C0--", label=f"power-law fit d^{b:.2f} [{lo:.2f}, {hi:.2f}]\n"
+        ax.plot(grid, a * grid**b, "C0--", label=f"power-law fit d^{b:.2f} {ci_label(lo, hi)}\n"
                                                  "(CI: sampling only; see the local slopes)")
         ax.plot(grid, half[~cens][0] * grid / d[~cens][0], "k:", lw=0.8, label="slope 1 (n proportional to d)")
     ok = ~cens & np.isfinite(half)
