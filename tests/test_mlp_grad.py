@@ -62,6 +62,7 @@ def test_the_engine_differentiates_by_hand_only_what_this_module_covers():
     fp32 = TrainConfig()
     assert getattr(make_step_loss(mlp, fp32, CPU), "by_hand", None) is not None
     assert getattr(make_step_loss(mlp, fp32, CPU, by_hand=False), "by_hand", None) is None
+    assert getattr(make_step_loss(mlp, fp32, torch.device("cuda")), "by_hand", None) is None  # measured on CPU only
     assert getattr(make_step_loss(time_mlp, fp32, CPU), "by_hand", None) is None
     bf16 = dataclasses.replace(fp32, precision="bf16")
     assert getattr(make_step_loss(mlp, bf16, CPU), "by_hand", None) is None

@@ -14,7 +14,7 @@ stack of one, not a separate path. For every member, at every step, the loop:
 
 So a member's trajectory does not depend on the group it trains in: exactly (bit for bit) for a
 stack of one, which tests/test_engine.py holds to a plain torch.optim loop, and to float rounding of
-the batched kernels (~1e-6) in a larger stack. The default MLP in fp32 is differentiated by hand
+the batched kernels (~1e-6) in a larger stack. On CPU the default MLP in fp32 is differentiated by hand
 (models/mlp_grad.py: the same numbers as autograd, bit for bit), and there a larger stack computes
 each member with the kernels it gets alone: at the default experiment's shapes a grouped run equals
 its run alone bit for bit (tests/test_mlp_grad.py). Members with different n train full-batch on their
@@ -468,7 +468,7 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     channels-last; `train.compile` compiles the function, so its backward is compiled with it
     (mode reduce-overhead on CUDA: the forward and backward replay as CUDA graphs).
 
-    For the default MLP in fp32, uncompiled, the function carries `by_hand`: the losses and gradients
+    For the default MLP in fp32, uncompiled, on CPU, the function carries `by_hand`: the losses and gradients
     computed without autograd by models/mlp_grad.py, the same bit for bit: 1.28x the model-steps/s of
     autograd for one model on CPU and 1.96x in a stack of six (docs/benchmarks.md, "Training by hand");
     `loss_and_grads` uses it. `by_hand=False` leaves it off (benchmarks).
@@ -490,7 +490,9 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
         return (per_sample * mask).sum(dim=1) / mask.sum(dim=1)
 
     if not train_cfg.compile:
-        if by_hand and train_cfg.precision == "fp32" and mlp_grad.supports(base):
+        # CPU only: measured there; on a GPU a stack's per-member layer norms would be k launches each and
+        # the loss's unit gradient a host-to-device copy every step, where autograd's path has neither
+        if by_hand and device.type == "cpu" and train_cfg.precision == "fp32" and mlp_grad.supports(base):
             step_loss.by_hand = functools.partial(mlp_grad.mlp_loss_and_grads, base)
         return step_loss
     mode = "reduce-overhead" if device.type == "cuda" else None

@@ -9,6 +9,7 @@ the preconditioning or the loss that is not mirrored here fails that test).
 
 It also takes a stack of k >= 2 members (models/stacked.py's layout), computing each member with the
 kernels it gets alone (`_Layers`), so a grouped run trains as it does alone.
+The engine calls it on CPU only (engine.make_step_loss), where it was measured.
 
 Why: the digits MLP (width 128, batch 16) is launch-bound on CPU. The step here runs the forward's ~50
 kernels, saving what the backward needs, then the backward's ~60 kernels directly (`torch.ops.aten`),
