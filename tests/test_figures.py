@@ -325,13 +325,34 @@ def test_a_perturbed_cube_fails_the_check(tmp_path, drawn, cube_and_fit):
         check_f_mem(figs["f_mem_vs_step.png"].axes[0], cube)
 
 
+def check_tau_gen_levels(fig, fit: xr.Dataset) -> None:
+    """tau_gen_levels.png: the common targets as horizontal lines (left); tau_gen's exponent at each quality
+    level with its CI (right), every level drawn once, grouped by what the CI rejects, with b = 0 and b = 1."""
+    left, right = fig.axes
+    targets = fit[names.QUALITY_TARGET].values
+    np.testing.assert_allclose(sorted(h for h in hlines(left)), sorted(targets[np.isfinite(targets)]))
+    exps = fit[f"{names.TAU_GEN_LEVELS}_exponent"]
+    drawn_points = [pt for line in bars(right) for pt in zip(*xy(line))]
+    want = [(float(q), float(b)) for q, b in zip(exps[names.QUALITY_LEVEL].values, exps.values) if np.isfinite(b)]
+    np.testing.assert_allclose(sorted(drawn_points), sorted(want))
+    assert {0.0, 1.0} <= set(hlines(right))
+    verdicts = experiment.tau_gen_level_verdicts(fit)
+    ci = fit[f"{names.TAU_GEN_LEVELS}_exponent_ci"]
+    assert sorted(q for group in verdicts.values() for q in group) == sorted(exps[names.QUALITY_LEVEL].values)
+    for q in verdicts["b = 1 rejected"] + verdicts["both rejected"]:
+        assert float(ci.sel({names.QUALITY_LEVEL: q, names.CI_BOUND: "upper"})) < 1
+    for q in verdicts["b = 0 rejected"] + verdicts["both rejected"]:
+        assert float(ci.sel({names.QUALITY_LEVEL: q, names.CI_BOUND: "lower"})) > 0
+
+
 def test_quality_figures_show_tau_gen_the_metric_and_p_delta(tmp_path, drawn, cube_and_fit):
     cube, fit = cube_and_fit
     figs = drawn.watch(experiment)
     paths = experiment.make_quality_figures(cube, fit, tmp_path, title="synthetic", data_dim=4)
     assert sorted(p.name for p in paths) == sorted(figs) == ["loss_gap.png", "p_delta_pos.png", "quality_vs_step.png",
-                                                             "timescales.png"]
+                                                             "tau_gen_levels.png", "timescales.png"]
     check_quality_figures(figs, cube, fit, data_dim=4)
+    check_tau_gen_levels(figs["tau_gen_levels.png"], fit)
     fill = [c for c in figs["timescales.png"].axes[0].collections if c.get_label() == "generalization window"]
     assert len(fill) == 1  # tau_mem above tau_gen: the window between them is shaded
 

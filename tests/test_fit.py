@@ -4,7 +4,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import FitConfig
-from diffmem.onsets import fit_onsets, onset_step, quality_onset
+from diffmem.onsets import common_quality_targets, fit_onsets, onset_step, quality_level_onsets, quality_onset
 from diffmem.scaling import power_law_fit
 
 
@@ -75,6 +75,60 @@ def test_tau_gen_independent_of_n_gives_zero_exponent():
     assert fit.attrs["tau_gen_metric"] == "fd_data"
     assert float(fit[names.TAU_GEN_EXPONENT]) == pytest.approx(0.0, abs=1e-6)
     assert float(fit[names.TAU_MEM_EXPONENT]) == pytest.approx(1.0, abs=0.05)
+
+
+def floored_quality_cube():
+    """Every run improves on one clock, FD = 1 + 100 / (1 + step / 300), until it stops at a floor that is
+    higher for smaller n (a run that memorizes stops improving against held-out data): 40 * 32 / n."""
+    cube = synthetic_cube(1.0)
+    steps = cube[names.STEP].values
+    clock = 1 + 100 / (1 + steps / 300.0)
+    floor = 40.0 * 32 / cube[names.N].values
+    fd = np.maximum(clock[None, None, :], floor[:, None, None]) * np.ones(cube[names.F_MEM].shape)
+    cube["fd_data"] = ((names.N, names.SEED, names.STEP), fd)
+    return cube, steps, clock
+
+
+def test_common_quality_targets_are_shared_by_every_run():
+    cube, steps, clock = floored_quality_cube()
+    fd = cube["fd_data"].values
+    first, best = clock[0], 2.5  # the value at the first checkpoint; the lowest floor (n = 512)
+    targets = common_quality_targets(fd, [0.5, 0.2])
+    assert targets == pytest.approx([best + 0.5 * (first - best), best + 0.2 * (first - best)])
+    # higher-is-better metrics mirror it
+    assert common_quality_targets(-fd, [0.5, 0.2], lower_is_better=False) == pytest.approx(-targets)
+    assert np.isnan(common_quality_targets(np.full((2, 3, 5), 7.0), [0.5])).all()  # never improves
+
+    tau = quality_level_onsets(cube["fd_data"], [0.5, 0.2])
+    # q = 0.5: the target (51.75) lies above every floor, so every run reaches it on the common clock
+    expected = np.interp(np.log(targets[0]), np.log(clock[::-1]), np.log(np.maximum(steps, 1)[::-1]))
+    at_half = tau.sel({names.QUALITY_LEVEL: 0.5}).values
+    assert np.allclose(at_half, at_half.flat[0]) and at_half.flat[0] == pytest.approx(np.exp(expected), rel=0.05)
+    # q = 0.2: the target (22.1) lies below the floor of n = 32 (40), above that of n = 64 (20)
+    at_fifth = tau.sel({names.QUALITY_LEVEL: 0.2})
+    assert bool(at_fifth.sel({names.N: 32}).isnull().all()) and bool(at_fifth.sel({names.N: 64}).notnull().all())
+    assert tau[names.QUALITY_TARGET].values == pytest.approx(targets)
+
+
+def test_tau_gen_read_at_a_common_level_is_independent_of_n_where_the_tolerance_readout_is_not():
+    cube, _, clock = floored_quality_cube()
+    by_tolerance = fit_onsets(cube, FitConfig(tau_mem_threshold=0.5, num_bootstrap=50), rng=np.random.default_rng(0))
+    # each run's own best is its floor, lower for larger n, so the tolerance readout grows with n
+    assert by_tolerance.attrs["tau_gen_readout"] == "tolerance"
+    assert float(by_tolerance[names.TAU_GEN_EXPONENT]) > 0.5
+    by_level = fit_onsets(cube, FitConfig(tau_mem_threshold=0.5, num_bootstrap=50, tau_gen_level=0.5),
+                          rng=np.random.default_rng(0))
+    assert by_level.attrs["tau_gen_readout"] == "common level"
+    assert by_level.attrs["tau_gen_target"] == pytest.approx(2.5 + 0.5 * (clock[0] - 2.5))
+    assert float(by_level[names.TAU_GEN_EXPONENT]) == pytest.approx(0.0, abs=1e-6)
+    levels = by_level[f"{names.TAU_GEN_LEVELS}_exponent"]
+    assert float(levels.sel({names.QUALITY_LEVEL: 0.5})) == pytest.approx(0.0, abs=1e-6)
+    assert bool(by_level[f"{names.TAU_GEN_LEVELS}_censored"].sel({names.QUALITY_LEVEL: 0.1}).any())
+    # an absolute threshold wins over the level
+    by_threshold = fit_onsets(cube, FitConfig(tau_mem_threshold=0.5, num_bootstrap=50, tau_gen_level=0.5,
+                                              tau_gen_threshold=60.0), rng=np.random.default_rng(0))
+    assert by_threshold.attrs["tau_gen_readout"] == "threshold"
+    assert float(by_threshold[names.TAU_GEN].isel(n=0, seed=0)) < float(by_level[names.TAU_GEN].isel(n=0, seed=0))
 
 
 def test_half_crossing_interpolates_in_log_n():

@@ -610,6 +610,8 @@ class FitConfig:
     tau_mem_levels: tuple[float, ...]
     tau_gen_tolerances: tuple[float, ...]
     lack_of_fit_alpha: float
+    tau_gen_level: float | None
+    tau_gen_levels: tuple[float, ...]
 
     from_dict = classmethod(_from_dict)
 

@@ -10,6 +10,7 @@ In memory the fit is one flat Dataset (`diffmem.onsets.fit_onsets`), each readou
 /tau_mem_levels        tau_mem at each level and normalization, with the same diagnostics per level
 /tau_gen               tau_gen (n, seed) and its power law, as /tau_mem
 /tau_gen_tolerances    tau_gen at each tolerance, with the same diagnostics per tolerance
+/tau_gen_levels        tau_gen at each quality level (a target common to every run), with the same diagnostics
 /tau_mem_times_width   a width sweep's fit.nc: tau_mem * width and its joint power law
 ```
 
@@ -33,11 +34,13 @@ GROUPS = {
     names.TAU_MEM_TIMES_WIDTH: names.TAU_MEM_TIMES_WIDTH,  # a width sweep's collapse (diffmem.stages.sweep)
     names.TAU_MEM_LEVELS: names.TAU_MEM,
     names.TAU_GEN_TOLERANCES: names.TAU_GEN,
+    names.TAU_GEN_LEVELS: names.TAU_GEN,
     names.TAU_MEM: names.TAU_MEM,
     names.TAU_GEN: names.TAU_GEN,
 }
 
-ORDER = (names.TAU_MEM, names.TAU_MEM_LEVELS, names.TAU_GEN, names.TAU_GEN_TOLERANCES, names.TAU_MEM_TIMES_WIDTH)
+ORDER = (names.TAU_MEM, names.TAU_MEM_LEVELS, names.TAU_GEN, names.TAU_GEN_TOLERANCES, names.TAU_GEN_LEVELS,
+         names.TAU_MEM_TIMES_WIDTH)
 
 
 def group_of(name: str) -> tuple[str, str] | None:

@@ -46,12 +46,15 @@ CI_BOUND = "bound"
 LEVEL = "level"
 NORMALIZATION = "normalization"
 TOLERANCE = "tolerance"
+QUALITY_LEVEL = "quality_level"
+QUALITY_TARGET = "quality_target"  # the metric's value at each quality level (a coordinate along it)
 SEGMENT = "segment"
 N_LO = "n_lo"
 N_HI = "n_hi"
 NORMALIZATIONS = ("raw", "final")  # f_mem as measured; f_mem / its final value (arXiv 2505.17638)
 TAU_MEM_LEVELS = "tau_mem_levels"  # (normalization, level, n, seed), and the diagnostics below with this prefix
 TAU_GEN_TOLERANCES = "tau_gen_tolerances"  # (tolerance, n, seed)
+TAU_GEN_LEVELS = "tau_gen_levels"  # (quality_level, n, seed): at targets common to every run of the experiment
 # suffixes of the diagnostics every fitted tau gets: f"{prefix}_{suffix}"
 EXPONENT_CI_SEEDS = "exponent_ci_seeds"
 LOCAL_SLOPE = "local_slope"
@@ -166,7 +169,8 @@ _DIAGNOSTIC_ATTRS = {
 # the suffixes of every fitted tau's diagnostics (fit.nc keeps each tau's in its own group: diffmem.fitfile)
 DIAGNOSTICS = tuple(_DIAGNOSTIC_ATTRS)
 for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVELS, "tau_mem at each level"),
-                       (TAU_GEN_TOLERANCES, "tau_gen at each tolerance"), (TAU_MEM_TIMES_WIDTH, "tau_mem * width over all widths"),
+                       (TAU_GEN_TOLERANCES, "tau_gen at each tolerance"),
+                       (TAU_GEN_LEVELS, "tau_gen at each common quality level"), (TAU_MEM_TIMES_WIDTH, "tau_mem * width over all widths"),
                        ("tau_split", "the random-features split time")):  # rf.TAU_SPLIT
     for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():
         ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
@@ -179,6 +183,12 @@ ATTRS.update({
     LEVEL: {"long_name": "f_mem level at which tau_mem is read (of f_mem, or of f_mem / final f_mem)", "units": "1"},
     NORMALIZATION: {"long_name": "raw: f_mem as measured; final: f_mem divided by the run's final f_mem", "units": "1"},
     TOLERANCE: {"long_name": "fraction of the quality metric's first-to-best gap left at tau_gen", "units": "1"},
+    TAU_GEN_LEVELS: {"long_name": "first step at which the quality metric reaches the experiment-wide target of the "
+                                  "quality level (the same target for every run)", "units": "1"},
+    QUALITY_TARGET: {"long_name": "value of the quality metric every run must reach at this quality level", "units": "1"},
+    QUALITY_LEVEL: {"long_name": "fraction q of the experiment-wide quality gap left at the target: target = best + "
+                                 "q (first - best), first = median value at the first checkpoint over runs, best = "
+                                 "best value of any run", "units": "1"},
     SEGMENT: {"long_name": "index of the pair of consecutive n of a local slope", "units": "1"},
     N_LO: {"long_name": "smaller n of the segment", "units": "1"},
     N_HI: {"long_name": "larger n of the segment", "units": "1"},

@@ -9,7 +9,13 @@ bound, said in the file's attrs).
 
 tau_gen (when the cube has a quality metric, e.g. `fd_classifier`) is the first step at which the
 metric has closed all but a fraction `tau_gen_tolerance` of the gap between its first and its best
-value over the run (or crosses `tau_gen_threshold`), interpolated in log-step the same way.
+value over the run (or crosses `tau_gen_threshold`), interpolated in log-step the same way. A run's own
+best depends on n (a run that memorizes stops improving against held-out data), so that readout mixes
+"when samples become good" with "how good they get". `tau_gen_levels (quality_level, n, seed)` reads
+every run against the same targets instead: target(q) = best + q (first - best), with `first` the median
+over runs of the metric at the first checkpoint (the untrained model) and `best` the best value any run
+of the experiment reaches; with `fit.tau_gen_level` the headline tau_gen is read that way too. A run that
+never reaches a target is censored there.
 
 Whether a power law describes tau(n) at all is part of the fit (scaling.py): every fitted tau gets
 local slopes between consecutive n with CIs, a lack-of-fit F test of the per-n means against the
@@ -85,6 +91,42 @@ def quality_onset(steps: np.ndarray, values: np.ndarray, *, tolerance: float, th
             return float("nan")
         target = best - tolerance * (best - first)
     return onset_step(steps, g, threshold=target)
+
+
+def common_quality_targets(values: np.ndarray, levels, *, lower_is_better: bool = True) -> np.ndarray:
+    """The experiment-wide targets of a quality metric at each level q: best + q (first - best).
+
+    values [..., step] over every run of an experiment; `first` is the median over runs of the first finite
+    checkpoint value, `best` the best value of any run. The same target holds for every run, so the time to
+    reach it does not depend on how good each run gets later. NaN when the metric never improves."""
+    v = np.asarray(values, float)
+    g = -v if lower_is_better else v  # higher is better
+    runs = g.reshape(-1, g.shape[-1])
+    firsts = [r[np.isfinite(r)][0] for r in runs if np.isfinite(r).any()]
+    if not firsts:
+        return np.full(len(levels), np.nan)
+    first, best = float(np.median(firsts)), float(np.nanmax(runs))
+    if best <= first:
+        return np.full(len(levels), np.nan)
+    targets = np.array([best - float(q) * (best - first) for q in levels])
+    return -targets if lower_is_better else targets
+
+
+def quality_level_onsets(curves: xr.DataArray, levels, *, lower_is_better: bool = True) -> xr.DataArray:
+    """tau_gen (quality_level, n, seed): the first step at which each run reaches the common target of each
+    level (common_quality_targets), log-step interpolated; NaN (censored) where a run never reaches it."""
+    steps = curves[names.STEP].values
+    targets = common_quality_targets(curves.transpose(..., names.STEP).values, levels, lower_is_better=lower_is_better)
+
+    def onset(v: np.ndarray, target: float) -> float:
+        if not np.isfinite(target):
+            return float("nan")
+        return quality_onset(steps, v, tolerance=0.5, threshold=target, lower_is_better=lower_is_better)
+
+    by_level = [xr.apply_ufunc(onset, curves, float(t), input_core_dims=[[names.STEP], []], vectorize=True,
+                               output_dtypes=[float]) for t in targets]
+    out = xr.concat(by_level, dim=pd_index(levels, names.QUALITY_LEVEL))
+    return out.assign_coords({names.QUALITY_TARGET: ((names.QUALITY_LEVEL,), targets)})
 
 
 def scaling_fit(tau: xr.DataArray, *, prefix: str, num_bootstrap: int, ci_level: float,
@@ -206,17 +248,27 @@ def onset_fits(cube: xr.Dataset, cfg: FitConfig, *, boot: dict) -> tuple[dict[st
     if metric is not None:
         lower = metric not in names.HIGHER_IS_BETTER
         steps = cube[names.STEP].values
-        tau_gen = xr.apply_ufunc(
-            lambda v: quality_onset(steps, v, tolerance=cfg.tau_gen_tolerance, threshold=cfg.tau_gen_threshold,
-                                    lower_is_better=lower),
-            cube[metric], input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
+        if cfg.tau_gen_threshold is None and cfg.tau_gen_level is not None:
+            tau_gen = quality_level_onsets(cube[metric], [cfg.tau_gen_level], lower_is_better=lower)
+            attrs["tau_gen_target"] = float(tau_gen[names.QUALITY_TARGET].values[0])
+            tau_gen = tau_gen.isel({names.QUALITY_LEVEL: 0}, drop=True).drop_vars(names.QUALITY_TARGET, errors="ignore")
+        else:
+            tau_gen = xr.apply_ufunc(
+                lambda v: quality_onset(steps, v, tolerance=cfg.tau_gen_tolerance, threshold=cfg.tau_gen_threshold,
+                                        lower_is_better=lower),
+                cube[metric], input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
         variables.update(scaling_fit(tau_gen, prefix=names.TAU_GEN, **boot))
         by_tolerance = [xr.apply_ufunc(lambda v, tol=tol: quality_onset(steps, v, tolerance=tol, lower_is_better=lower),
                                        cube[metric], input_core_dims=[[names.STEP]], vectorize=True,
                                        output_dtypes=[float]) for tol in cfg.tau_gen_tolerances]
         variables.update(scaling_fit(xr.concat(by_tolerance, dim=pd_index(cfg.tau_gen_tolerances, names.TOLERANCE)),
                                      prefix=names.TAU_GEN_TOLERANCES, **boot))
+        by_level = quality_level_onsets(cube[metric], cfg.tau_gen_levels, lower_is_better=lower)
+        variables.update(scaling_fit(by_level, prefix=names.TAU_GEN_LEVELS, **boot))
         attrs.update({"tau_gen_metric": metric, "tau_gen_tolerance": cfg.tau_gen_tolerance,
+                      "tau_gen_level": "none" if cfg.tau_gen_level is None else cfg.tau_gen_level,
+                      "tau_gen_readout": ("threshold" if cfg.tau_gen_threshold is not None else
+                                          "common level" if cfg.tau_gen_level is not None else "tolerance"),
                       "tau_gen_threshold": "none" if cfg.tau_gen_threshold is None else cfg.tau_gen_threshold,
                       "num_censored_gen": int(tau_gen.isnull().sum())})
     return variables, attrs

@@ -69,7 +69,7 @@ def RUN(name):
 
 # Figure names (without .png) of each family; `figure_names` picks an experiment's.
 FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling"]
-QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos"]
+QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos", "tau_gen_levels"]
 CLOSED_FORM_FIGURES = ["f_mem_vs_n", "quality_vs_n"]
 RF_FIGURES = ["rf_losses", "rf_split_time"]
 LINEAR_EXACT_FIGURES = ["p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og"]
@@ -256,7 +256,7 @@ def figure_names(exp):
     if not quality_enabled(exp):
         return FIGURES
     quality = EXPERIMENTS[exp]["quality"]
-    skip = {"quality_vs_step"} if EXPERIMENTS[exp]["fit"]["tau_gen_metric"] is None else set()
+    skip = {"quality_vs_step", "tau_gen_levels"} if EXPERIMENTS[exp]["fit"]["tau_gen_metric"] is None else set()
     skip |= set() if quality["e_tg"] else {"p_delta_pos"}  # P(Delta > 0) needs E_TG
     return FIGURES + [name for name in QUALITY_FIGURES if name not in skip]
 

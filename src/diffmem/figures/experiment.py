@@ -17,6 +17,8 @@ With `--quality` (experiments with `quality.enabled`):
 - `quality_vs_step.png`: the tau_gen metric against step per n.
 - `loss_gap.png`: test minus train probe loss against step per n.
 - `p_delta_pos.png`: P(E_TG - E_OG > 0) over seeds against n (or n/d) at three checkpoints.
+- `tau_gen_levels.png`: the quality metric with the experiment-wide targets of each quality level, and
+  tau_gen's exponent with its CI at each level against 0 (independent of n) and 1 (proportional to n).
 
 Drawn by the plot stage: `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/`
 """
@@ -276,6 +278,86 @@ def plot_timescales(ax, fit: xr.Dataset) -> None:
     ax.legend(fontsize=7)
 
 
+def tau_gen_level_verdicts(fit: xr.Dataset) -> dict[str, list[float]]:
+    """The quality levels grouped by what the exponent's CI rejects: b = 1 only (tau_gen proportional to n
+    rejected), b = 0 only (tau_gen independent of n rejected), both, neither; levels with a censored run or
+    no CI are 'untested'. Each level is in exactly one group."""
+    prefix = names.TAU_GEN_LEVELS
+    ci = fit[f"{prefix}_exponent_ci"].transpose(names.QUALITY_LEVEL, names.CI_BOUND).values
+    censored = fit[f"{prefix}_censored"].any([names.N, names.SEED]).values
+    out: dict[str, list[float]] = {key: [] for key in VERDICT_STYLE}
+    for q, (lo, hi), cens in zip(fit[names.QUALITY_LEVEL].values, ci, censored):
+        if cens or not (np.isfinite(lo) and np.isfinite(hi)):
+            key = "untested"
+        else:
+            key = {(True, False): "b = 1 rejected", (False, True): "b = 0 rejected", (True, True): "both rejected",
+                   (False, False): "neither rejected"}[(bool(hi < 1), bool(lo > 0))]
+        out[key].append(float(q))
+    return out
+
+
+VERDICT_STYLE = {"b = 1 rejected": ("tab:blue", "o"), "b = 0 rejected": ("tab:red", "s"),
+                 "both rejected": ("tab:purple", "^"), "neither rejected": ("tab:gray", "D"),
+                 "untested": ("tab:gray", "x")}
+
+
+def make_tau_gen_levels_figure(cube: xr.Dataset, fit: xr.Dataset, out: str | Path, *, title: str = "") -> Path:
+    """`tau_gen_levels.png`: left, the quality metric per n (median over seeds) with the experiment-wide targets
+    of each quality level; right, tau_gen's exponent b with its CI at each level, against b = 0 (tau_gen
+    independent of n) and b = 1 (proportional to n), and which of the two the data reject."""
+    metric = fit.attrs["tau_gen_metric"]
+    prefix = names.TAU_GEN_LEVELS
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    palette = _palette(cube)
+    curves = cube[metric].median(names.SEED)
+    for i, n in enumerate(cube[names.N].values):
+        left.plot(np.maximum(cube[names.STEP].values, 0.7), curves.sel({names.N: n}).values, color=palette[i],
+                  marker="o", ms=2, lw=1, label=f"n = {int(n)}")
+    headline = fit.attrs.get("tau_gen_level")
+    for q, target in zip(fit[names.QUALITY_LEVEL].values, fit[names.QUALITY_TARGET].values):
+        bold = isinstance(headline, float) and np.isclose(q, headline)
+        left.axhline(target, color="k", lw=1.0 if bold else 0.4, ls="-" if bold else ":", alpha=0.8)
+        left.annotate(f"q={q:g}", (1.0, target), xycoords=("axes fraction", "data"), fontsize=6, va="center",
+                      xytext=(2, 0), textcoords="offset points")
+    left.set_xscale("log")
+    if metric not in names.HIGHER_IS_BETTER and bool((curves > 0).all()):
+        left.set_yscale("log")
+    left.set_xlabel("training step (step 0 drawn at 0.7)")
+    left.set_ylabel(f"{metric} (median over seeds)")
+    left.legend(fontsize=6)
+    left.set_title("targets common to every run: best + q (first - best)", fontsize=8)
+
+    q = fit[names.QUALITY_LEVEL].values
+    b = fit[f"{prefix}_exponent"].values
+    ci = fit[f"{prefix}_exponent_ci"].transpose(names.QUALITY_LEVEL, names.CI_BOUND).values
+    verdicts = tau_gen_level_verdicts(fit)
+    for key, (color, marker) in VERDICT_STYLE.items():
+        pick = np.isin(q, verdicts[key])
+        if not pick.any():
+            continue
+        err = np.abs(np.stack([b[pick] - ci[pick, 0], ci[pick, 1] - b[pick]]))
+        right.errorbar(q[pick], b[pick], yerr=np.nan_to_num(err), fmt=marker, color=color, capsize=2, ms=4,
+                       label=f"{key} ({pick.sum()} of {q.size})")
+    tested = q.size - len(verdicts["untested"])
+    rejects_one = len(verdicts["b = 1 rejected"]) + len(verdicts["both rejected"])
+    rejects_zero = len(verdicts["b = 0 rejected"]) + len(verdicts["both rejected"])
+    right.text(0.02, 0.02, f"of {tested} levels every run reaches: b = 1 rejected at {rejects_one}, "
+               f"b = 0 rejected at {rejects_zero}", transform=right.transAxes, fontsize=7, va="bottom")
+    right.axhline(0.0, color="k", lw=0.8, ls="--", label="b = 0: independent of n")
+    right.axhline(1.0, color="tab:red", lw=0.8, ls="--", label="b = 1: proportional to n")
+    right.invert_xaxis()
+    right.set_xlabel("quality level q (smaller: closer to the best quality reached)")
+    right.set_ylabel(f"tau_gen ~ n^b: b with its {int(100 * float(fit.attrs.get('ci_level', 0.95)))} % CI")
+    right.legend(fontsize=6)
+    right.set_title(f"tau_gen's exponent by level ({seed_count(fit)} seeds; CI resamples n points and seeds)",
+                    fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    save_figure(fig, out)
+    return out
+
+
 def plot_p_delta(ax, cube: xr.Dataset, *, data_dim: int | None) -> None:
     """P(Delta > 0) over seeds against n (or n/d) at the first, a middle and the last checkpoint."""
     p = cube[names.P_DELTA_POS]
@@ -318,6 +400,12 @@ def make_quality_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, 
                 raise ValueError(f"cannot draw {name}: {missing[name]}")
             continue
         written.append(single_panel_figure(draw, outdir / name, title=title))
+    if only is None or "tau_gen_levels" in only:
+        if f"{names.TAU_GEN_LEVELS}_exponent" in fit:
+            written.append(make_tau_gen_levels_figure(cube, fit, outdir / "tau_gen_levels.png", title=title))
+        elif only is not None:
+            raise ValueError("cannot draw tau_gen_levels.png: the fit has no tau_gen_levels (no tau_gen metric, "
+                             "or a fit.nc written before diffmem read tau_gen at common levels)")
     return written
 
 

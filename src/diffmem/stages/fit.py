@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
         log.info("tau_gen by tolerance:")
         for line in describe_levels(fit, names.TAU_GEN_TOLERANCES, names.TOLERANCE):
             log.info(line)
+        if names.TAU_GEN_LEVELS in fit:
+            log.info(f"tau_gen readout: {fit.attrs['tau_gen_readout']}; tau_gen at quality levels common to every run "
+                     "(target = best + q (first - best)):")
+            for line in describe_levels(fit, names.TAU_GEN_LEVELS, names.QUALITY_LEVEL):
+                log.info(line)
     log.info(f"criterion: {POWER_LAW_CRITERION} (alpha = {cfg.lack_of_fit_alpha:g})")
 
 

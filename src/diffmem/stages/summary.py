@@ -213,7 +213,7 @@ _ONSET_PARTS = ("", "_censored", "_exponent", "_prefactor", "_exponent_ci", f"_{
                 f"_{names.POWER_LAW_OK}")
 # what the sections above print; the rest of the fit goes to the generic section
 KNOWN = ({f"{prefix}{part}" for prefix in (names.TAU_MEM, names.TAU_GEN) for part in _ONSET_PARTS}
-         | {f"{prefix}{part}" for prefix in (names.TAU_MEM_LEVELS, names.TAU_GEN_TOLERANCES)
+         | {f"{prefix}{part}" for prefix in (names.TAU_MEM_LEVELS, names.TAU_GEN_TOLERANCES, names.TAU_GEN_LEVELS)
             for part in ("", "_censored", "_exponent", "_exponent_ci", f"_{names.LOF_PVALUE}")}
          | {names.F_MEM_FINAL, names.F_MEM_FINAL_SE, names.N_STAR})
 
@@ -309,6 +309,8 @@ def fit_lines(fit: xr.Dataset) -> list[str]:
         metric = fit.attrs.get("tau_gen_metric")
         lines += onset_lines(fit, names.TAU_GEN, f"tau_gen ({metric})" if metric else "tau_gen")
         lines += levels_lines(fit, names.TAU_GEN_TOLERANCES, names.TOLERANCE, "tau_gen by tolerance")
+        lines += levels_lines(fit, names.TAU_GEN_LEVELS, names.QUALITY_LEVEL,
+                              "tau_gen by quality level (targets common to every run)")
     elif "note" in fit.attrs:
         lines.append(f"onsets: {fit.attrs['note']}")
     lines += final_lines(fit)
