@@ -27,6 +27,7 @@ VARIANTS = {
     "ddpm-clip-wd": {"model": {"parameterization": "ddpm"}, "grad_clip": 0.5, "weight_decay": 1e-3},
     "time_mlp-ddpm": {"model": {"arch": "time_mlp", "parameterization": "ddpm"}},
     "time_mlp_emb": {"model": {"arch": "time_mlp_emb"}},
+    "tikhonov": {"tikhonov": 0.05},  # the penalized loss (loss.py), through autograd
 }
 
 
@@ -99,7 +100,7 @@ def plain_loop(x, seed, max_steps, extra=None):
         sigma = sample_sigma(len(x0), parameterization=model_cfg.parameterization, p_mean=cfg.p_mean,
                              p_std=cfg.p_std, vp_sigmas=vp, generator=gen, device=CPU)
         noise = torch.randn(x0.shape, generator=gen)
-        loss = denoising_loss(net, x0, sigma, noise).mean()
+        loss = denoising_loss(net, x0, sigma, noise, tikhonov=cfg.tikhonov).mean()
         opt.zero_grad()
         loss.backward()
         if cfg.grad_clip is not None:

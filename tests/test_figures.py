@@ -239,13 +239,24 @@ def check_closed_form_figure(figs: dict, cube: xr.Dataset, *, quality: bool, dat
         np.testing.assert_allclose(np.column_stack(xy(line)), np.column_stack([x, y]))
 
 
-def check_strength_sweep(fig, cube: xr.Dataset) -> None:
-    """sweep_strength.png: per n, f_mem at the last step (mean over seeds) against the strength."""
+def check_strength_sweep(fig, cube: xr.Dataset, key: str = names.STRENGTH) -> None:
+    """sweep_strength.png: per n, f_mem at the last step (mean over seeds) against the strength; beside it,
+    per feature space, the FD at the last step, and the quality baselines as one horizontal line per n each."""
     ax = fig.axes[0]
     last = cube[names.F_MEM].isel({names.STEP: -1})
-    strengths = cube[names.STRENGTH].values
+    strengths = cube[key].values
     assert_curves(bars(ax), [(strengths, last.sel({names.N: n}).mean(names.SEED).values) for n in cube[names.N].values])
     assert legend(ax) == [f"n = {n}" for n in cube[names.N].values]
+    spaces = sweep.fd_spaces(cube)
+    assert len(fig.axes) == 1 + len(spaces)
+    for ax, space in zip(fig.axes[1:], spaces):
+        assert ax.get_ylabel() == f"FD ({space} space) at the last checkpoint"
+        fd = cube[names.FD.format(space=space)].isel({names.STEP: -1})
+        assert_curves(bars(ax), [(strengths, fd.sel({names.N: n}).mean(names.SEED).values) for n in cube[names.N].values])
+        base = [names.FD_HELDOUT.format(space=space), names.FD_TRAIN.format(space=space)]
+        expect = [float(cube[v].sel({names.N: n}).isel({key: 0}).mean(names.SEED))
+                  for n in cube[names.N].values for v in base if v in cube]
+        np.testing.assert_allclose(sorted(hlines(ax)), sorted(expect))
 
 
 def check_width_sweep(fig, cube: xr.Dataset, fit: xr.Dataset) -> None:
@@ -380,12 +391,29 @@ def test_strength_sweep_figure_shows_f_mem_against_strength_per_n(tmp_path, draw
     values = [0.0, 0.1, 1.0]
     parts = [synthetic_cube(steps=np.array([300]), seed=k) for k in range(len(values))]  # one step, as closed forms
     fits = [fit_onsets(c, FitConfig(num_bootstrap=10), rng=np.random.default_rng(0)) for c in parts]
+    for part in parts:  # the per-run quality baselines, the same at every strength (the same runs)
+        n_seed = part[names.F_MEM].isel({names.STEP: 0}).transpose(names.N, names.SEED)
+        part[names.FD_HELDOUT.format(space="data")] = xr.full_like(n_seed, 0.5, dtype=float) + 0.01 * n_seed[names.N]
+        part[names.FD_TRAIN.format(space="data")] = xr.full_like(n_seed, 4.0, dtype=float) + n_seed[names.SEED]
     cube = combine_sweep(parts, key=names.STRENGTH, values=values)
     fit = combine_sweep(fits, key=names.STRENGTH, values=values)
     figs = drawn.watch(sweep)
     assert sweep.make_sweep_figure(cube, fit, tmp_path).name == "sweep_strength.png"
     check_strength_sweep(figs["sweep_strength.png"], cube)
-    assert figs["sweep_strength.png"].axes[1].get_ylabel() == f"{METRIC} (last step, mean over seeds)"
+    assert figs["sweep_strength.png"].axes[1].get_ylabel() == "FD (data space) at the last checkpoint"
+    assert len(hlines(figs["sweep_strength.png"].axes[1])) == 2 * cube.sizes[names.N]
+
+
+def test_tikhonov_sweep_figure_is_the_strength_figure_over_the_training_penalty(tmp_path, drawn):
+    values = [0.0, 0.01]
+    parts = [synthetic_cube(seed=k) for k in range(len(values))]
+    fits = [fit_onsets(c, FitConfig(num_bootstrap=10), rng=np.random.default_rng(0)) for c in parts]
+    cube = combine_sweep(parts, key=names.TIKHONOV, values=values)
+    fit = combine_sweep(fits, key=names.TIKHONOV, values=values)
+    figs = drawn.watch(sweep)
+    assert sweep.make_sweep_figure(cube, fit, tmp_path).name == "sweep_tikhonov.png"
+    check_strength_sweep(figs["sweep_tikhonov.png"], cube, key=names.TIKHONOV)
+    assert figs["sweep_tikhonov.png"].axes[0].get_xlabel().startswith("Tikhonov penalty c")
 
 
 def test_width_sweep_figure_shows_f_mem_n_star_and_the_collapse(tmp_path, drawn):

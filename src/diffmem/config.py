@@ -166,8 +166,8 @@ FAMILY_KEYS = {
 }
 # Families with no training stage: their denoiser is computed from the training set.
 CLOSED_FORM = ("empirical", "linear")
-# Model keys a list turns into an extra cube dimension (one sub-experiment per value).
-SWEEP_KEYS = ("width", "strength")
+# Keys a list turns into an extra cube dimension (one sub-experiment per value), with their section.
+SWEEP_KEYS = {"width": "model", "strength": "model", "tikhonov": "train"}
 
 
 def family_model(model: dict) -> dict:
@@ -178,7 +178,7 @@ def family_model(model: dict) -> dict:
 
 def sweep_of(exp: dict) -> tuple[str, list] | None:
     """(key, values) of the experiment's sweep, or None when every sweepable key is a scalar."""
-    found = [(k, exp["model"][k]) for k in SWEEP_KEYS if isinstance(exp["model"].get(k), list)]
+    found = [(k, exp[sec][k]) for k, sec in SWEEP_KEYS.items() if isinstance(exp.get(sec, {}).get(k), list)]
     return found[0] if found else None
 
 
@@ -198,7 +198,7 @@ def expand_sweeps(experiments: dict) -> dict[str, dict]:
         key, values = sweep
         for value in values:
             leaf = copy.deepcopy(exp)
-            leaf["model"][key] = value
+            leaf[SWEEP_KEYS[key]][key] = value
             leaves[sweep_leaf_name(name, key, value)] = leaf
     return leaves
 
@@ -206,17 +206,23 @@ def expand_sweeps(experiments: dict) -> dict[str, dict]:
 def check_family(name: str, exp: dict) -> None:
     model, data, where = exp["model"], exp["data"], f"experiments.{name}.model"
     family = model["family"]
-    lists = [k for k in SWEEP_KEYS if isinstance(model[k], list)]
+    lists = [k for k, sec in SWEEP_KEYS.items() if isinstance(exp[sec][k], list)]
     if len(lists) > 1:
         raise ConfigError(f"config error at '{where}': sweep one key at a time, not {lists}")
     if isinstance(model["strength"], list) and family != "empirical":
         raise ConfigError(f"config error at '{where}.strength': a strength sweep needs family empirical, not '{family}'")
     if isinstance(model["width"], list) and family != "network":
         raise ConfigError(f"config error at '{where}.width': a width sweep needs family network, not '{family}'")
+    tikhonov = exp["train"]["tikhonov"]
+    if (isinstance(tikhonov, list) or tikhonov > 0) and family != "network":
+        raise ConfigError(f"config error at 'experiments.{name}.train.tikhonov': the Tikhonov penalty is a training "
+                          f"loss term (family network), not of family '{family}' (its closed form: model.regularization "
+                          "tikhonov)")
     for key in lists:
-        leaves = [sweep_leaf_name(name, key, v) for v in model[key]]
+        values = exp[SWEEP_KEYS[key]][key]
+        leaves = [sweep_leaf_name(name, key, v) for v in values]
         if len(set(leaves)) != len(leaves):
-            raise ConfigError(f"config error at '{where}.{key}': values {model[key]} coincide to 6 significant "
+            raise ConfigError(f"config error at 'experiments.{name}.{SWEEP_KEYS[key]}.{key}': values {values} coincide to 6 significant "
                               "digits (the sub-experiment folders would collide)")
     strengths = model["strength"] if isinstance(model["strength"], list) else [model["strength"]]
     if family == "empirical" and model["regularization"] in ("consistency",) and any(s <= 0 for s in strengths):
@@ -507,6 +513,7 @@ class TrainConfig:
     lr: float
     momentum: float
     weight_decay: float
+    tikhonov: float
     batch_size: int
     max_steps: int
     checkpoints_per_decade: float
@@ -574,6 +581,7 @@ class ScoreConfig:
 @schema_defaults("quality")
 class QualityConfig:
     enabled: bool
+    baselines: bool
     feature_spaces: tuple[str, ...]
     inception_weights: str | None
     inception_sha256: str | None
@@ -636,7 +644,8 @@ RUN_SETTINGS = {
 QUIET_DEFAULTS = {
     "data": ("pixel_scale",),
     "model": ("dropout",),
-    "train": ("center", "checkpoint_grid"),
+    "train": ("center", "checkpoint_grid", "tikhonov"),
+    "quality": ("baselines",),
 }
 
 

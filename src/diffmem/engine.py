@@ -471,9 +471,13 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     For the default MLP in fp32, uncompiled, on CPU, the function carries `by_hand`: the losses and gradients
     computed without autograd by models/mlp_grad.py, the same bit for bit: 1.28x the model-steps/s of
     autograd for one model on CPU and 1.96x in a stack of six (docs/benchmarks.md, "Training by hand");
-    `loss_and_grads` uses it. `by_hand=False` leaves it off (benchmarks).
+    `loss_and_grads` uses it. `by_hand=False` leaves it off (benchmarks), and so does `train.tikhonov` > 0.
+
+    The losses include `train.tikhonov`'s penalty on the score (loss.denoising_loss); the probe losses
+    (`probe_loss`) do not: they stay the plain denoising loss, comparable across penalties.
     """
     channels_last = train_cfg.channels_last
+    tikhonov = float(train_cfg.tikhonov)  # the Tikhonov penalty on the score (loss.py); 0: none
 
     def step_loss(params, buffers, x0, sigma, noise, mask):
         stacked = sigma.ndim == 2  # else one model, unstacked: x0 [B, ...], sigma [B]
@@ -482,7 +486,7 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
             noise = noise.contiguous(memory_format=torch.channels_last)
         with autocast_context(train_cfg.precision, device):
             denoiser = StackedDenoiser(base, params, buffers, stacked=stacked, generators=generators)
-            per_sample = denoising_loss(denoiser, x0, sigma, noise).float()  # [k, B] or [B]; float(): fp32 identity
+            per_sample = denoising_loss(denoiser, x0, sigma, noise, tikhonov=tikhonov).float()  # [k, B] or [B]; float(): fp32 identity
         if not stacked:
             return per_sample.mean().unsqueeze(0)
         if mask is None:
@@ -492,7 +496,8 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     if not train_cfg.compile:
         # CPU only: measured there; on a GPU a stack's per-member layer norms would be k launches each and
         # the loss's unit gradient a host-to-device copy every step, where autograd's path has neither
-        if by_hand and device.type == "cpu" and train_cfg.precision == "fp32" and mlp_grad.supports(base):
+        # (the Tikhonov penalty is differentiated by autograd: mlp_grad computes the plain loss's gradients)
+        if by_hand and tikhonov == 0 and device.type == "cpu" and train_cfg.precision == "fp32" and mlp_grad.supports(base):
             step_loss.by_hand = functools.partial(mlp_grad.mlp_loss_and_grads, base)
         return step_loss
     mode = "reduce-overhead" if device.type == "cuda" else None

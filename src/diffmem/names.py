@@ -85,11 +85,14 @@ TAU_SPLIT = "tau_split"
 TAU_MEM_THEORY = "tau_mem_theory"
 N_HALF_CI = "n_half_ci"
 P_DELTA_SE = "p_delta_pos_se"
+TIKHONOV = "tikhonov"  # train.tikhonov swept: the Tikhonov penalty c of the training loss
 STRENGTH = "strength"
 N_PARAMS = "n_params"
 
 # quality metrics (lower is better unless listed in HIGHER_IS_BETTER)
 FD = "fd_{space}"
+FD_HELDOUT = "fd_{space}_heldout"  # quality.baselines: held-out points against the reference (per run)
+FD_TRAIN = "fd_{space}_train"  # quality.baselines: the training set, resampled, against the reference (per run)
 KID = "kid_{space}"
 E_TG = "e_tg"
 E_OG = "e_og"
@@ -150,6 +153,7 @@ ATTRS: dict[str, dict[str, str]] = {
     N_HALF: {"long_name": "n at which P(E_TG - E_OG > 0) first rises through 1/2 (log-n interpolated)", "units": "1"},
     WIDTH: {"long_name": "MLP hidden width or U-Net base channels", "units": "1"},
     STRENGTH: {"long_name": "regularization strength (Tikhonov c, consistency floor tau or kernel bandwidth h)", "units": "1"},
+    TIKHONOV: {"long_name": "Tikhonov penalty c on the trained network's score (train.tikhonov)", "units": "1"},
     N_PARAMS: {"long_name": "number of trainable parameters of the model", "units": "1"},
 }
 

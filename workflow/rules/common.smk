@@ -76,7 +76,7 @@ LINEAR_EXACT_FIGURES = ["p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og"]
 
 
 wildcard_constraints:
-    exp=r"[A-Za-z][A-Za-z0-9_-]*(/(width|strength)[0-9][0-9.e+-]*)?(/twin)?",
+    exp=r"[A-Za-z][A-Za-z0-9_-]*(/(width|strength|tikhonov)[0-9][0-9.e+-]*)?(/twin)?",  # config.SWEEP_KEYS
     n=r"\d+",
     seed=r"\d+",
 

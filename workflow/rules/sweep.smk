@@ -1,6 +1,6 @@
-# A sweep experiment: its sub-experiments' cubes and fits along a new dimension (width or strength).
-# One rule per swept key (the figure's name holds the key), each constrained to its experiments.
-for _key in ("width", "strength"):
+# A sweep experiment: its sub-experiments' cubes and fits along a new dimension (width, strength or
+# tikhonov). One rule per swept key (the figure's name holds the key), each constrained to its experiments.
+for _key in ("width", "strength", "tikhonov"):
 
     rule:
         name:

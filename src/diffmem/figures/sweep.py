@@ -12,9 +12,65 @@ from matplotlib.ticker import NullFormatter
 
 from diffmem import names
 from diffmem.figures.common import ci_label, save_figure, seed_count
-from diffmem.onsets import pick_quality_metric
 
-SWEEP_FIGURE = {names.WIDTH: "sweep_width.png", names.STRENGTH: "sweep_strength.png"}
+SWEEP_FIGURE = {names.WIDTH: "sweep_width.png", names.STRENGTH: "sweep_strength.png",
+                names.TIKHONOV: "sweep_tikhonov.png"}
+STRENGTH_LABEL = {names.STRENGTH: "regularization strength", names.TIKHONOV: "Tikhonov penalty c (training loss)"}
+
+
+def fd_spaces(cube: xr.Dataset) -> list[str]:
+    """The feature spaces whose FD the cube holds, data space last (classifier / Inception FD first)."""
+    spaces = [v[len("fd_"):] for v in cube.data_vars
+              if v.startswith("fd_") and not v.endswith(("_heldout", "_train"))]
+    return sorted(spaces, key=lambda sp: sp == "data")
+
+
+def plot_strength_sweep(cube: xr.Dataset, key: str):
+    """f_mem and the FD of each feature space at the last checkpoint against the swept strength, per n.
+
+    Points are seed means, bars the seed range (min to max). Where the cube holds the quality baselines
+    (quality.baselines), each n's FD of held-out data against the same reference (dashed: what a generator
+    of the data distribution scores) and of its training set resampled (dotted: what a perfect memorizer
+    scores) are drawn as horizontal lines in the n's colour, so a strength that generalizes shows as low
+    f_mem with FD near the dashed line, and one that only trades copies for noise as FD above the dotted.
+    """
+    values = cube[key].values
+    spaces = fd_spaces(cube)
+    fig, axes = plt.subplots(1, 1 + len(spaces), figsize=(5 * (1 + len(spaces)), 3.9), squeeze=False)
+    pos = values[values > 0]
+    lin = float(pos.min()) if pos.size else 1.0
+    ncolors = sns.color_palette("viridis", n_colors=cube.sizes[names.N])
+
+    def seed_errorbar(ax, da, color, label):
+        mean = da.mean(names.SEED).values
+        lo, hi = da.min(names.SEED).values, da.max(names.SEED).values
+        ax.errorbar(values, mean, yerr=np.clip(np.nan_to_num(np.stack([mean - lo, hi - mean])), 0, None),
+                    marker="o", color=color, label=label, capsize=2)
+
+    ax = axes[0, 0]
+    last = cube[names.F_MEM].isel({names.STEP: -1})
+    for color, n in zip(ncolors, cube[names.N].values):
+        seed_errorbar(ax, last.sel({names.N: n}), color, f"n = {n}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("f_mem at the last checkpoint")
+    ax.legend(fontsize=7)
+    for ax, space in zip(axes[0, 1:], spaces):
+        fd = cube[names.FD.format(space=space)].isel({names.STEP: -1})
+        held, train = names.FD_HELDOUT.format(space=space), names.FD_TRAIN.format(space=space)
+        for color, n in zip(ncolors, cube[names.N].values):
+            seed_errorbar(ax, fd.sel({names.N: n}), color, f"n = {n}")
+            for var, style, what in ((held, "--", "held-out data"), (train, ":", "training set (memorizer)")):
+                if var in cube:
+                    level = float(cube[var].sel({names.N: n}).isel({key: 0}).mean(names.SEED))
+                    ax.axhline(level, color=color, ls=style, lw=1,
+                               label=f"{what}, n = {n}" if n == cube[names.N].values[0] else None)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"FD ({space} space) at the last checkpoint")
+        ax.legend(fontsize=6)
+    for ax in axes[0]:
+        ax.set_xscale("symlog", linthresh=lin)
+        ax.set_xlabel(f"{STRENGTH_LABEL[key]} ({cube.attrs.get('regularization', '')})")
+    return fig
 
 
 def plot_width_collapse(ax, fit: xr.Dataset, colors) -> None:
@@ -92,30 +148,7 @@ def make_sweep_figure(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, 
         ax2.set_ylabel("n*")
         ax2.legend(fontsize=7)
     else:
-        metric = pick_quality_metric(cube, "auto")
-        fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(10 if metric else 5, 3.8), squeeze=False)
-        ax = axes[0, 0]
-        pos = values[values > 0]
-        lin = float(pos.min()) if pos.size else 1.0
-        last = cube[names.F_MEM].isel({names.STEP: -1})
-        ncolors = sns.color_palette("viridis", n_colors=cube.sizes[names.N])
-        for color, n in zip(ncolors, cube[names.N].values):
-            f = last.sel({names.N: n})
-            ax.errorbar(values, f.mean(names.SEED).values, yerr=np.nan_to_num(f.std(names.SEED).values),
-                        marker="o", color=color, label=f"n = {n}", capsize=2)
-        ax.set_xscale("symlog", linthresh=lin)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel(f"regularization strength ({cube.attrs.get('regularization', '')})")
-        ax.set_ylabel("f_mem")
-        ax.legend(fontsize=7)
-        if metric:
-            ax2 = axes[0, 1]
-            q = cube[metric].isel({names.STEP: -1})
-            for color, n in zip(ncolors, cube[names.N].values):
-                ax2.plot(values, q.sel({names.N: n}).mean(names.SEED).values, marker="o", color=color, label=f"n = {n}")
-            ax2.set_xscale("symlog", linthresh=lin)
-            ax2.set_xlabel("regularization strength")
-            ax2.set_ylabel(f"{metric} (last step, mean over seeds)")
+        fig = plot_strength_sweep(cube, key)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = outdir / SWEEP_FIGURE[key]

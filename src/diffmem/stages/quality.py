@@ -12,6 +12,11 @@ samples for synthetic data) with the same sample count at every checkpoint:
 - `e_tg`, `e_og`, `delta`: distances between kernel-smoothed densities of the training set, the
   samples and the population (Halder & Pehlevan's E_TG / E_OG).
 
+With `quality.baselines`, once per run (no step axis), the FD against the same reference of two sets of
+as many points as the samples, in each feature space (`baseline_fds`): `fd_<space>_heldout`, held-out
+data (the FD of a generator of the data distribution, up to the finite-sample bias every FD here has),
+and `fd_<space>_train`, the training set drawn with replacement (a perfect memorizer's FD).
+
 Run: `diffmem quality --samples samples.json --train-metrics train_metrics.nc --train train.npz
 --dataset dataset.npz --data-cfg '<json>' --quality-cfg '<json>' [--classifier classifier.pt] --out quality.nc`
 """
@@ -81,6 +86,31 @@ def reference_set(ds, truth, cfg: QualityConfig, rng: np.random.Generator) -> np
     return ds.test[rng.permutation(ds.test.shape[0])[:take]]
 
 
+def baseline_fds(*, train: np.ndarray, heldout: np.ndarray, num: int, ref_feats: dict, featurize: Featurizer,
+                 rng: np.random.Generator) -> dict[str, float]:
+    """FD against the reference of `num` held-out points (all of them when fewer) and of `num` draws with
+    replacement from the training set, in each feature space: {fd_<space>_heldout, fd_<space>_train}."""
+    held = heldout[rng.permutation(heldout.shape[0])[:num]]
+    copies = train[rng.integers(0, train.shape[0], size=num)]
+    out = {}
+    for space in featurize.spaces:
+        out[names.FD_HELDOUT.format(space=space)] = distances.frechet_distance(featurize(space, held), ref_feats[space])
+        out[names.FD_TRAIN.format(space=space)] = distances.frechet_distance(featurize(space, copies), ref_feats[space])
+    return out
+
+
+def heldout_points(ds, truth, *, train_indices: np.ndarray | None, num: int, rng: np.random.Generator) -> np.ndarray:
+    """Data apart from the reference and from the run's training set: fresh true samples (synthetic data)
+    or the pool points outside the training set (the test split is the reference's)."""
+    if truth is not None:
+        return truth.sample(num, rng).astype(np.float32)
+    if train_indices is None:
+        raise ValueError("quality.baselines on a data set needs the run's training indices")
+    keep = np.ones(ds.pool.shape[0], dtype=bool)
+    keep[np.asarray(train_indices, dtype=np.int64)] = False
+    return ds.pool[keep]
+
+
 def quality_of_step(samples: np.ndarray, *, train: np.ndarray, reference: np.ndarray, ref_feats: dict,
                     featurize: Featurizer, truth, population: np.ndarray | None, denoiser, cfg: QualityConfig,
                     rng: np.random.Generator) -> dict[str, object]:
@@ -114,7 +144,8 @@ def quality_of_step(samples: np.ndarray, *, train: np.ndarray, reference: np.nda
 
 
 def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds, data: DataConfig, cfg: QualityConfig,
-                classifier_path: str | None, log: Callable[[str], None] = log.info) -> xr.Dataset:
+                classifier_path: str | None, log: Callable[[str], None] = log.info,
+                train_indices: np.ndarray | None = None) -> xr.Dataset:
     rng = np.random.default_rng([cfg.seed, 17])
     truth = true_distribution(data)
     featurize = Featurizer(cfg.feature_spaces, image_shape=ds.image_shape, classifier_path=classifier_path,
@@ -127,7 +158,9 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
     steps = [int(s) for s in manifest["steps"]]
     # per-checkpoint results are cached beside the samples, keyed by everything they depend on, so a
     # raised max_steps only evaluates the new checkpoints
-    key = stable_hash({"quality": cfg.__dict__, "data": data.__dict__, "version": QUALITY_VERSION,
+    # (baselines are per run, not per checkpoint: not in the key, which stays what it was before the key existed)
+    per_step = {k: v for k, v in cfg.__dict__.items() if k != "baselines"}
+    key = stable_hash({"quality": per_step, "data": data.__dict__, "version": QUALITY_VERSION,
                        "classifier": file_digest(classifier_path) if "classifier" in cfg.feature_spaces else None,
                        "inception": file_digest(cfg.inception_weights) if "inception" in cfg.feature_spaces else None})
     rows, t0, cached = [], time.perf_counter(), 0
@@ -167,6 +200,22 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
     out = xr.Dataset(variables, coords=coords)
     if truth is not None and cfg.exact:
         out[names.LOGLIK_TRUE] = exact.mean_loglik(truth.sample(cfg.num_reference, rng), truth)
+    if cfg.baselines:
+        num = int(manifest["num_samples"])
+        base_rng = np.random.default_rng([cfg.seed, 23])  # apart from `rng`: the other numbers do not move
+        heldout = heldout_points(ds, truth, train_indices=train_indices, num=num, rng=base_rng)
+        for var, value in baseline_fds(train=train, heldout=heldout, num=num, ref_feats=ref_feats,
+                                       featurize=featurize, rng=base_rng).items():
+            out[var] = value
+            held = var.endswith("_heldout")
+            out[var].attrs.update({
+                "long_name": (f"Fréchet distance of {min(num, heldout.shape[0])} held-out points" if held else
+                              f"Fréchet distance of {num} draws with replacement from the training set")
+                             + " against the reference (a per-run baseline)",
+                "units": "1", "num_points": int(min(num, heldout.shape[0]) if held else num),
+                "num_reference": int(reference.shape[0])})
+        log("baselines: " + "  ".join(f"{k} {float(out[k]):.4g}" for k in out.data_vars
+                                      if k.endswith(("_heldout", "_train"))))
     for space in featurize.spaces:
         for template in (names.FD, names.KID):
             var = template.format(space=space)
@@ -213,10 +262,10 @@ def main(argv: list[str] | None = None) -> None:
             state_dir = Path(args.checkpoints or tm.attrs["checkpoint_dir"])
     elif "closed_form" not in manifest:
         fail("diffmem quality: --train-metrics is needed to find the checkpoints of a trained model")
-    train, _, _ = load_train(args.train)
+    train, train_indices, _ = load_train(args.train)
     ds = load_dataset(args.dataset)
     out = quality_run(manifest, state_dir=state_dir, train=train, ds=ds, data=data, cfg=cfg,
-                      classifier_path=args.classifier)
+                      classifier_path=args.classifier, train_indices=train_indices)
     atomic_to_netcdf(out, args.out)
 
 

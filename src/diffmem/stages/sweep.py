@@ -1,8 +1,8 @@
 """Combine the sub-experiments of a sweep into one cube with the swept key as an extra dimension.
 
-An experiment whose `model.width` (family network) or `model.strength` (family empirical) is a list
-runs one sub-experiment per value under `results/<experiment>/<key><value>/`, each through the normal
-pipeline. This stage concatenates their cubes and fits along a new dimension `width` or `strength`
+An experiment whose `model.width` (family network), `model.strength` (family empirical) or
+`train.tikhonov` (family network) is a list runs one sub-experiment per value under `results/<experiment>/<key><value>/`, each through the normal
+pipeline. This stage concatenates their cubes and fits along a new dimension `width`, `strength` or `tikhonov`
 (with the parameter count `n_params` as a coordinate on `width`) and draws the sweep figure:
 
 - `sweep_width.png`: final f_mem against n per width, and n_star (the largest n that still memorizes
@@ -12,8 +12,11 @@ pipeline. This stage concatenates their cubes and fits along a new dimension `wi
   arXiv 2505.17638 finds tau_mem proportional to n / W, so the widths collapse onto one line;
   `width_collapse` fits that line over all widths and seeds with the fit diagnostics (scaling.py),
   stored in fit.nc as `tau_mem_times_width_*`.
-- `sweep_strength.png`: f_mem against the regularization strength per n, and the quality metric beside
-  it when the experiment computes one (Baptista et al., arXiv 2501.15785, read f_mem against strength).
+- `sweep_strength.png` / `sweep_tikhonov.png`: f_mem against the regularization strength (closed form)
+  or the training loss's Tikhonov penalty per n, and beside it the FD in each feature space the
+  experiment computes, with the held-out and training-set FDs of `quality.baselines` as reference lines
+  (Baptista et al., arXiv 2501.15785, read f_mem against strength; the FD says whether what replaces
+  the copies is data-like: figures/sweep.plot_strength_sweep).
 
 Run: `diffmem sweep --key width --values 16 32 --cubes a/cube.nc b/cube.nc --fits a/fit.nc b/fit.nc
 --model '<json>' --dataset data/dataset.npz --out-cube cube.nc --out-fit fit.nc --outdir figures/`
@@ -95,7 +98,7 @@ def width_collapse(fit: xr.Dataset, *, num_bootstrap: int | None = None, rng: np
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("diffmem sweep", __doc__, "diffmem.stages.sweep")
-    parser.add_argument("--key", required=True, choices=[names.WIDTH, names.STRENGTH])
+    parser.add_argument("--key", required=True, choices=[names.WIDTH, names.STRENGTH, names.TIKHONOV])
     parser.add_argument("--values", nargs="+", type=float, required=True)
     parser.add_argument("--cubes", nargs="+", required=True, help="one cube.nc per value, in --values order")
     parser.add_argument("--fits", nargs="+", required=True, help="one fit.nc per value, in --values order")
@@ -123,7 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     fit = combine_sweep([read_fit(path) for path in args.fits], key=args.key, values=values, attrs=attrs, n_params=n_params)
     if args.key == names.WIDTH and names.TAU_MEM in fit:
         fit = names.annotate(fit.assign(width_collapse(fit)))
-    if model:
+    if args.key == names.TIKHONOV:
+        cube.attrs["regularization"] = "penalty on the trained score"
+    elif model:
         cube.attrs["regularization"] = model.get("regularization", "")
     # the parts' agreeing CF attrs survive the concat; title, history and date are the sweep's own
     for ds, what in ((cube, "cube"), (fit, "fit")):
