@@ -34,6 +34,7 @@ include: "workflow/rules/sweep.smk"
 include: "workflow/rules/rf.smk"
 include: "workflow/rules/pictures.smk"
 include: "workflow/rules/linear_exact.smk"
+include: "workflow/rules/horizons.smk"
 
 
 rule all:

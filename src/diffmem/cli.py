@@ -93,6 +93,13 @@ def _rf(sub):
     return run
 
 
+def _horizons(sub):
+    def run(argv):
+        from diffmem.stages import horizons
+        horizons.main([sub, *argv])
+    return run
+
+
 def _linear_exact(argv):
     from diffmem.stages import linear_exact
     linear_exact.main(argv)
@@ -159,6 +166,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
     "cube": ("combine per-run files into the (n, seed, step) cube", _cube),
     "fit": ("tau_mem, tau_gen and their scaling with n", _fit),
     "plot": ("the figures of an experiment", _plot),
+    "horizons-fit": ("tau_mem and its exponent by training length (fit.horizons)", _horizons("fit")),
+    "horizons-plot": ("the exponent against the training length", _horizons("plot")),
     "closed-form-sample": ("sample a closed-form family (empirical, linear)", _closed_form_sample),
     "sweep": ("combine a width or strength sweep into one cube", _sweep),
     "rf-train": ("train the random-features model of one run", _rf("train")),

@@ -608,6 +608,7 @@ class QualityConfig:
 @schema_defaults("fit")
 class FitConfig:
     tau_mem_threshold: float
+    horizons: tuple[int, ...] | None
     num_bootstrap: int
     ci_level: float
     tau_gen_metric: str | None
@@ -643,6 +644,7 @@ RUN_SETTINGS = {
 # diffmem reruns and retrains nothing; the stages fill them back from the schema.
 QUIET_DEFAULTS = {
     "data": ("pixel_scale",),
+    "fit": ("horizons",),
     "model": ("dropout",),
     "train": ("center", "checkpoint_grid", "tikhonov"),
     "quality": ("baselines",),

@@ -268,7 +268,14 @@ def experiment_targets(exp):
         out = [R(f"{exp}/cube.nc"), R(f"{exp}/fit.nc"), R(f"{exp}/figures/sweep_{key}.png")]
         return out + [t for v in values for t in experiment_targets(sweep_leaf_name(exp, key, v))]
     out = [R(f"{exp}/cube.nc"), R(f"{exp}/fit.nc")]
-    return out + [R(f"{exp}/figures/{name}.png") for name in figure_names(exp)] + picture_targets(exp)
+    return out + [R(f"{exp}/figures/{name}.png") for name in figure_names(exp)] + picture_targets(exp) + horizon_targets(exp)
+
+
+def horizon_targets(exp):
+    """horizons.nc and its figure (workflow/rules/horizons.smk) for a sampled experiment that sets fit.horizons."""
+    if is_rf(exp) or is_linear_exact(exp) or is_closed_form(exp) or not EXPERIMENTS[exp]["fit"]["horizons"]:
+        return []
+    return [R(f"{exp}/horizons.nc"), R(f"{exp}/figures/horizons.png")]
 
 
 def all_targets():
