@@ -160,3 +160,92 @@ def test_noise_averaged_moments_match_monte_carlo_and_converge_in_order():
     # the Mehler series converges: each order changes U less
     steps = [float((noise_averaged_moments(x, w, t=t, order=k)[0] - u).abs().max()) for k in range(4)]
     assert all(a > b for a, b in zip(steps, steps[1:])) and steps[-1] < 1e-4
+
+
+def _ridge_problem(seed: int, *, d: int = 5, p: int = 40, n: int = 12, m: int = 3):
+    g = _gen(seed)
+    train = torch.randn(n, d, generator=g, dtype=torch.float64)
+    test = torch.randn(32, d, generator=g, dtype=torch.float64)
+    return train, test, d, p, m
+
+
+def test_ridge_solution_is_the_direct_penalized_least_squares_solve():
+    """rf_ridge_solution against numpy's lstsq on the explicit penalized regression: with m frozen draws per
+    point the loss (1/(N d)) ||sqrt(Delta_t) Phi A^T / sqrt(p) + Xi||^2 + Delta_t lam ||A||^2 / (p d), N = n m,
+    is ordinary least squares on the rows of Phi stacked over sqrt(N lam) I (the authors' ridge)."""
+    train, _, d, p, m = _ridge_problem(21)
+    t, lam = 0.1, 0.05
+    dt = rf.delta(t)
+    w = torch.randn(p, d, generator=_gen(22), dtype=torch.float64)
+    xs = train.repeat(m, 1)
+    xi = torch.randn(xs.shape, generator=_gen(23), dtype=torch.float64)
+    phi = rf.rf_features(w, rf.noised(xs, xi, t))  # [N, p]
+    n_rows = phi.shape[0]
+    u, v = phi.T @ phi / n_rows, phi.T @ xi / n_rows
+    got = rf.rf_ridge_solution(u, v, t=t, ridge=lam).numpy()
+    # unknown B = A^T / sqrt(p) ... in A directly: rows sqrt(Delta_t / p) phi_i, targets -xi_i; penalty rows
+    design = np.vstack([math.sqrt(dt / p) * phi.numpy(), math.sqrt(n_rows * dt * lam / p) * np.eye(p)])
+    target = np.vstack([-xi.numpy(), np.zeros((p, d))])
+    direct = np.linalg.lstsq(design, target, rcond=None)[0].T  # [d, p]
+    np.testing.assert_allclose(got, direct, rtol=1e-8, atol=1e-10)
+    # the ridge matters here (p > N: without it the problem has no unique minimizer)
+    assert n_rows < p and np.linalg.norm(got) < 0.5 * np.linalg.norm(rf.rf_ridge_solution(u, v, t=t, ridge=1e-6))
+
+
+def test_flow_with_ridge_tends_to_the_ridge_solution_and_zero_ridge_changes_nothing():
+    train, test, d, p, m = _ridge_problem(31)
+    t, lam = 0.1, 0.02
+    taus = [1.0, 10.0, 1e3, 1e12]
+    plain = rf.rf_gradient_flow(train, test, p=p, t=t, taus=taus, generator=_gen(4), num_noise=m, num_eval_noise=2)
+    zero = rf.rf_gradient_flow(train, test, p=p, t=t, taus=taus, generator=_gen(4), num_noise=m, num_eval_noise=2,
+                               ridge=0.0)
+    for key in ("train_loss", "test_loss", "score_error", "eigvals", "A"):
+        np.testing.assert_array_equal(plain[key], zero[key])
+    ridged = rf.rf_gradient_flow(train, test, p=p, t=t, taus=taus, generator=_gen(4), num_noise=m, num_eval_noise=2,
+                                 ridge=lam)
+    # the same frozen draws, rebuilt: W first, then the evaluation noise, then the training noise
+    g = _gen(4)
+    w = torch.randn(p, d, generator=g, dtype=torch.float64)
+    rf._Evaluator(train, test, t=t, num_eval_noise=2, generator=g)
+    xs = train.repeat(m, 1)
+    xi = torch.randn(xs.shape, generator=g, dtype=torch.float64)
+    phi = rf.rf_features(w, rf.noised(xs, xi, t))
+    u, v = phi.T @ phi / phi.shape[0], phi.T @ xi / phi.shape[0]
+    np.testing.assert_allclose(ridged["A"], rf.rf_ridge_solution(u, v, t=t, ridge=lam).numpy(), rtol=1e-7, atol=1e-9)
+    # the ridge bounds A at long times (p > N m: unpenalized, the frozen draws are fitted with a huge A whose
+    # loss on fresh evaluation noise explodes) and leaves the start (tau = 1) almost alone
+    assert np.linalg.norm(ridged["A"]) < 0.2 * np.linalg.norm(plain["A"])
+    assert ridged["train_loss"][-1] < 0.2 * plain["train_loss"][-1]
+    np.testing.assert_allclose(ridged["train_loss"][0], plain["train_loss"][0], rtol=1e-3)
+
+
+def test_gradient_descent_with_ridge_follows_the_flow_with_ridge():
+    train, test, d, p, m = _ridge_problem(41)
+    t, lam = 0.2, 0.05
+    lr = 0.02 * d**2  # d tau = 0.02
+    kw = dict(p=p, t=t, num_noise=m, num_eval_noise=4)  # a fresh generator per call: the same W and draws
+    gd = rf.train_random_features(train, test, generator=_gen(8), lr=lr, num_steps=4000, resample_noise=False,
+                                  record_steps=[0, 100, 1000, 4000], ridge=lam, **kw)
+    flow = rf.rf_gradient_flow(train, test, generator=_gen(8), taus=list(gd["tau"]), ridge=lam, **kw)
+    for key in ("train_loss", "test_loss", "score_error"):
+        np.testing.assert_allclose(gd[key], flow[key], rtol=0.01)
+    # the readout A itself: GD sits on the ridged flow, measurably away from the unridged one
+    unridged = rf.rf_gradient_flow(train, test, generator=_gen(8), taus=list(gd["tau"]), **kw)
+    off = np.linalg.norm(gd["A"] - flow["A"])
+    assert off < 0.01 * np.linalg.norm(flow["A"])
+    assert np.linalg.norm(gd["A"] - unridged["A"]) > 10 * off
+
+
+def test_gap_level_time_of_an_exponential_approach():
+    taus = np.geomspace(1e-2, 1e5, 600)
+    tau0 = 40.0
+    gap = 0.3 * -np.expm1(-taus / tau0)
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        got = rf.gap_level_time(np.ones_like(taus), 1.0 + gap, taus, level=q)
+        assert math.isclose(got, -tau0 * math.log(1 - q), rel_tol=3e-3), (q, got)
+    assert rf.half_gap_time(np.ones_like(taus), 1.0 + gap, taus) == rf.gap_level_time(
+        np.ones_like(taus), 1.0 + gap, taus, level=0.5)
+    # two modes, fast and slow, with equal weight: the low levels read the fast one, the high the slow one
+    two = 0.5 * -np.expm1(-taus / 1.0) + 0.5 * -np.expm1(-taus / 1000.0)
+    assert rf.gap_level_time(np.zeros_like(taus), two, taus, level=0.25) < 2.0
+    assert rf.gap_level_time(np.zeros_like(taus), two, taus, level=0.75) > 500.0

@@ -308,3 +308,119 @@ def test_rf_fit_half_gap_recovers_a_linear_scaling_with_shrinking_gaps():
     old = rf.rf_fit(cube, model=model, fit=FitConfig(rf_split="threshold", rf_gap=0.1, num_bootstrap=20),
                     rng=np.random.default_rng(0))
     assert float(old[f"{names.TAU_SPLIT}_exponent"]) > 1.2
+
+
+def _planted_gap_cube(gap_of, *, d=8, seeds=3):
+    """A cube whose train-test gap is gap_of(tau, n, seed) (train loss flat at 0.5)."""
+    steps = np.concatenate([[0], np.unique(np.round(np.geomspace(1, 1e7, 140)).astype(np.int64))])
+    tau = steps / d**2  # lr = 1
+    parts = [xr.Dataset(
+        {names.TRAIN_LOSS: (names.STEP, np.full(tau.size, 0.5)), names.TEST_LOSS: (names.STEP, 0.5 + gap_of(tau, n, s)),
+         names.SCORE_ERROR: (names.STEP, np.exp(-tau))},
+        coords={names.STEP: steps, names.TAU: (names.STEP, tau), names.N: n, names.SEED: s, names.DIM: d})
+        for n in (32, 64, 128, 256) for s in range(seeds)]
+    return combine_runs(parts, attrs={"experiment": "planted"})
+
+
+def test_gap_levels_read_a_single_mode_at_every_level_and_separate_a_fast_and_a_slow_one():
+    model = dataclass_replace(MODEL, psi_p=64.0)
+    cfg = FitConfig(num_bootstrap=100)
+    # one mode with tau_0 proportional to n: every level gives -tau_0 ln(1 - q) and exponent 1
+    single = _planted_gap_cube(lambda tau, n, s: (4.0 / n) * -np.expm1(-tau / (3.0 * n * (1 + 0.1 * s))))
+    fit = rf.rf_fit(single, model=model, fit=cfg, rng=np.random.default_rng(0))
+    levels = fit[names.GAP_LEVEL].values
+    np.testing.assert_array_equal(levels, rf.GAP_LEVELS)
+    got = fit[names.TAU_SPLIT_LEVELS].transpose(names.GAP_LEVEL, names.N, names.SEED).values
+    expect = np.array([[[-3.0 * n * (1 + 0.1 * s) * math.log(1 - q) for s in range(3)] for n in (32, 64, 128, 256)]
+                       for q in levels])
+    np.testing.assert_allclose(got, expect, rtol=1e-2)
+    np.testing.assert_allclose(fit[f"{names.TAU_SPLIT_LEVELS}_exponent"].values, 1.0, atol=0.01)
+    np.testing.assert_allclose(got[list(levels).index(0.5)], fit[names.TAU_SPLIT].transpose(names.N, names.SEED).values)
+    ci = fit[f"{names.TAU_SPLIT_LEVELS}_exponent_ci"].transpose(names.GAP_LEVEL, names.CI_BOUND).values
+    assert (ci[:, 0] <= 1.0 + 1e-2).all() and (ci[:, 1] >= 1.0 - 1e-2).all()
+    # half the gap from a fast mode growing with n, half from a slow mode that does not: the exponent falls
+    # from ~1 at low levels to ~0 at high levels (the pattern rf_cmp_* shows)
+    two = _planted_gap_cube(lambda tau, n, s: 0.5 * -np.expm1(-tau / (2.0 * n)) + 0.5 * -np.expm1(-tau / 1e5))
+    b = rf.rf_fit(two, model=model, fit=cfg, rng=np.random.default_rng(0))[f"{names.TAU_SPLIT_LEVELS}_exponent"]
+    assert float(b.sel({names.GAP_LEVEL: 0.1})) > 0.9 and float(b.sel({names.GAP_LEVEL: 0.9})) < 0.1
+    assert (np.diff(b.values) < 0.02).all()
+
+
+def test_top_edge_is_the_lower_edge_of_the_n_largest_eigenvalues():
+    lam = np.array([5.0, 0.1, 3.0, 0.2, 4.0, np.nan])
+    assert rf.top_edge(lam, 3) == 3.0 and rf.top_edge(lam, 1) == 5.0
+    assert rf.top_edge(lam, 10) == 0.1  # n >= p: all of them
+    assert math.isnan(rf.top_edge(np.array([np.nan]), 2))
+
+
+def test_flow_run_records_the_spectrum_of_u_and_the_fit_reads_the_theory_at_its_edge():
+    d, seeds, t = 6, (0, 1, 2), 0.1
+    model = dataclass_replace(MODEL, psi_p=6.0, rf_num_noise=0, rf_solver="flow", rf_ridge=0.01)
+    train = TrainConfig(lr=d**2, max_steps=10**4, checkpoints_per_decade=3)
+    x_test = _gaussian(64, d, 9)
+    parts = []
+    for n in (12, 24):
+        for seed in seeds:
+            x = _gaussian(n, d, 10 * n + seed)
+            ds = rf.rf_run(x, x_test, model=model, train=train, seed=seed, log=lambda s: None)
+            assert ds.attrs["rf_ridge"] == 0.01
+            lam = ds[names.U_EIGENVALUE].values
+            assert lam.shape == (36,) and (np.diff(lam) >= 0).all()
+            w = torch.randn(36, d, generator=rf._generator(seed), dtype=torch.float64)  # the run's W
+            u, _ = family.noise_averaged_moments(torch.as_tensor(x, dtype=torch.float64), w, t=t)
+            np.testing.assert_allclose(lam, np.clip(np.linalg.eigvalsh(u.numpy()), 0, None), atol=1e-10)
+            parts.append(ds)
+    cube = combine_runs(parts, attrs={"experiment": "spectrum"})
+    fit = rf.rf_fit(cube, model=model, fit=FitConfig(num_bootstrap=20), rng=np.random.default_rng(0))
+    assert fit.attrs["rf_ridge"] == 0.01
+    for n in (12, 24):
+        for seed in seeds:
+            lam = cube[names.U_EIGENVALUE].sel({names.N: n, names.SEED: seed}).values
+            expect = 6.0 / (family.delta(t) * (np.sort(lam)[36 - n] + 0.01))
+            assert math.isclose(float(fit[names.TAU_MEM_EDGE].sel({names.N: n, names.SEED: seed})), expect, rel_tol=1e-12)
+    assert np.isfinite(float(fit[f"{names.TAU_MEM_EDGE}_exponent"]))
+
+
+def test_ridge_zero_is_todays_run_and_a_ridge_changes_gradient_descent(tmp_path):
+    d, n = 8, 16
+    train = TrainConfig(lr=2.0 * d**2, max_steps=200, checkpoints_per_decade=4)
+    x, x_test = _gaussian(n, d, 0), _gaussian(64, d, 1)
+    plain = rf.rf_run(x, x_test, model=MODEL, train=train, seed=3, log=lambda s: None)
+    zero = rf.rf_run(x, x_test, model=dataclass_replace(MODEL, rf_ridge=0.0), train=train, seed=3, log=lambda s: None)
+    xr.testing.assert_identical(plain, zero)
+    ridged = rf.rf_run(x, x_test, model=dataclass_replace(MODEL, rf_ridge=0.5), train=train, seed=3, log=lambda s: None)
+    assert ridged.attrs["rf_ridge"] == 0.5
+    assert ridged[names.TRAIN_LOSS].values[-1] > plain[names.TRAIN_LOSS].values[-1]  # the penalty holds A back
+
+
+def test_compare_cli_draws_experiments_on_one_setup_and_refuses_mixed_setups(tmp_path, drawn):
+    from diffmem.figures import rf_compare
+    cube, _ = _synthetic_cube()
+    model = dataclass_replace(MODEL, psi_p=64.0)
+    paths = {}
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        c = cube.copy()
+        c[names.TEST_LOSS] = c[names.TRAIN_LOSS] + scale * (c[names.TEST_LOSS] - c[names.TRAIN_LOSS])
+        fit = rf.rf_fit(c, model=model, fit=FitConfig(num_bootstrap=20), rng=np.random.default_rng(0))
+        atomic_to_netcdf(c, tmp_path / f"{name}_cube.nc")
+        atomic_to_netcdf(fit, tmp_path / f"{name}_fit.nc")
+        paths[name] = fit
+    figs = drawn.watch(rf_compare)
+    rf.main(["compare", "--fits", str(tmp_path / "a_fit.nc"), str(tmp_path / "b_fit.nc"), "--cubes",
+             str(tmp_path / "a_cube.nc"), str(tmp_path / "b_cube.nc"), "--labels", "a", "b",
+             "--out", str(tmp_path / "cmp.png")])
+    assert (tmp_path / "cmp.png").exists()
+    ax_split, ax_levels = figs["cmp.png"].axes[:2]  # no spectrum recorded: two panels
+    assert len(figs["cmp.png"].axes) == 2
+    labels = legend(ax_split)
+    assert labels[0].startswith("a: psi_n^") and labels[1].startswith("b: psi_n^")
+    assert any(lab.startswith("theory tau_mem") for lab in labels)
+    assert {"a", "b", "theory tau_mem"} <= set(legend(ax_levels))
+    # another d is another setup
+    other = rf.rf_fit(_planted_gap_cube(lambda tau, n, s: -np.expm1(-tau / n), d=16), model=model,
+                      fit=FitConfig(num_bootstrap=10), rng=np.random.default_rng(0))
+    atomic_to_netcdf(other, tmp_path / "c_fit.nc")
+    with pytest.raises(SystemExit):
+        rf.main(["compare", "--fits", str(tmp_path / "a_fit.nc"), str(tmp_path / "c_fit.nc"), "--cubes",
+                 str(tmp_path / "a_cube.nc"), str(tmp_path / "a_cube.nc"), "--labels", "a", "c",
+                 "--out", str(tmp_path / "bad.png")])

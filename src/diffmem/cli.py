@@ -173,6 +173,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
     "rf-train": ("train the random-features model of one run", _rf("train")),
     "rf-fit": ("split times and their scaling (random features)", _rf("fit")),
     "rf-plot": ("the random-features figures", _rf("plot")),
+    "rf-compare": ("random-features experiments on one setup, side by side", _rf("compare")),
     "linear-exact": ("the linear family in closed form (run, cube, fit, plot)", _linear_exact),
     "gallery": ("copy galleries of every run", _gallery),
     "copies-figure": ("memorization per training example", _copies_figure),

@@ -161,7 +161,7 @@ def resolve_sizes(name: str, data: dict) -> None:
 # the slices those stages receive (changing them must not rerun, e.g., network training).
 FAMILY_KEYS = {
     "empirical": ("regularization", "strength"),
-    "random_features": ("psi_p", "rf_time", "rf_num_noise", "rf_solver"),
+    "random_features": ("psi_p", "rf_time", "rf_num_noise", "rf_solver", "rf_ridge"),
     "linear_exact": ("linear_variant", "linear_time", "linear_dims", "linear_repeats"),
 }
 # Families with no training stage: their denoiser is computed from the training set.
@@ -498,6 +498,7 @@ class ModelConfig:
     rf_time: float
     rf_num_noise: int
     rf_solver: str
+    rf_ridge: float
     linear_variant: str
     linear_time: float
     linear_dims: tuple[int, ...]
@@ -616,6 +617,7 @@ class FitConfig:
     tau_gen_threshold: float | None
     rf_gap: float
     rf_split: str
+    rf_compare: tuple[str, ...]
     tau_mem_levels: tuple[float, ...]
     tau_gen_tolerances: tuple[float, ...]
     lack_of_fit_alpha: float
@@ -644,7 +646,7 @@ RUN_SETTINGS = {
 # diffmem reruns and retrains nothing; the stages fill them back from the schema.
 QUIET_DEFAULTS = {
     "data": ("pixel_scale",),
-    "fit": ("horizons",),
+    "fit": ("horizons", "rf_compare"),
     "model": ("dropout",),
     "train": ("center", "checkpoint_grid", "tikhonov"),
     "quality": ("baselines",),

@@ -83,6 +83,11 @@ TAU_UNITS = "1"  # tau = step lr / d^2 is dimensionless (the long names say whic
 SCORE_ERROR = "score_error"
 TAU_SPLIT = "tau_split"
 TAU_MEM_THEORY = "tau_mem_theory"
+GAP_LEVEL = "gap_level"  # random features: the fraction of the final train-test gap a split time is read at
+TAU_SPLIT_LEVELS = "tau_split_levels"  # (gap_level, n, seed): the time the gap reaches each level of its final value
+RF_MODE = "rf_mode"  # random features: index of an eigenvalue of U (ascending)
+U_EIGENVALUE = "u_eigenvalue"  # (rf_mode,): the spectrum of the noise-averaged U of one flow run
+TAU_MEM_EDGE = "tau_mem_edge"  # (n, seed): psi_p / (Delta_t (lam + ridge)) at the lower edge of U's top n eigenvalues
 N_HALF_CI = "n_half_ci"
 P_DELTA_SE = "p_delta_pos_se"
 TIKHONOV = "tikhonov"  # train.tikhonov swept: the Tikhonov penalty c of the training loss
@@ -178,7 +183,12 @@ for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVE
                        ("tau_split", "the random-features split time")):  # rf.TAU_SPLIT
     for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():
         ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
+for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():  # random features: the split time per gap level
+    ATTRS.setdefault(f"{TAU_SPLIT_LEVELS}_{_suffix}", {"long_name": _long.format(what="the split time at each gap level"),
+                                                       "units": _units})
 ATTRS.update({
+    GAP_LEVEL: {"long_name": "fraction of the final train-test gap at which the split time is read", "units": "1"},
+    RF_MODE: {"long_name": "index of an eigenvalue of U, ascending", "units": "1"},
     TAU_MEM_LEVELS: {"long_name": "first step at which f_mem (raw, or divided by its final value) reaches the level", "units": "1"},
     f"{TAU_MEM_TIMES_WIDTH}_collapse_pvalue": {
         "long_name": "p-value of an F test that tau_mem * width differs between widths (small: no collapse)", "units": "1"},

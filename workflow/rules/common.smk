@@ -204,6 +204,22 @@ def model_slice(wildcards):
     return as_arg(family_model(exp_cfg(wildcards)["model"]))
 
 
+def rf_model_slice(wildcards):
+    # model.rf_ridge 0 (no ridge) leaves the slice as it was before the key existed: those runs do not rerun
+    model = family_model(exp_cfg(wildcards)["model"])
+    return as_arg({k: v for k, v in model.items() if not (k == "rf_ridge" and v == 0)})
+
+
+def rf_compared(wildcards):
+    """This experiment and those its fit.rf_compare names (each must be a random-features experiment)."""
+    others = list(EXPERIMENTS[wildcards.exp]["fit"]["rf_compare"])
+    for other in others:
+        if other not in EXPERIMENTS or not is_rf(other):
+            raise WorkflowError(f"config error at 'experiments.{wildcards.exp}.fit.rf_compare': '{other}' is not a "
+                                "random_features experiment")
+    return [wildcards.exp, *others]
+
+
 def family(exp):
     return EXPERIMENTS[exp]["model"]["family"]
 
@@ -249,8 +265,8 @@ def figure_names(exp):
     """The figures of one leaf experiment; only those its cube and fit can fill (no placeholders)."""
     if is_linear_exact(exp):
         return LINEAR_EXACT_FIGURES
-    if is_rf(exp):
-        return RF_FIGURES
+    if is_rf(exp):  # rf_compare.png where fit.rf_compare names experiments to draw with this one
+        return RF_FIGURES + (["rf_compare"] if EXPERIMENTS[exp]["fit"]["rf_compare"] else [])
     if is_closed_form(exp):
         return ["f_mem_vs_n"] + (["quality_vs_n"] if quality_enabled(exp) else [])
     if not quality_enabled(exp):

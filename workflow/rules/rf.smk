@@ -11,7 +11,7 @@ rule rf_train:
     output:
         RUN("rf_metrics.nc"),
     params:
-        model=model_slice,
+        model=rf_model_slice,
         train=section("train"),
         run=run_settings("train"),
     threads: train_threads
@@ -60,7 +60,7 @@ rule rf_fit:
     output:
         R("{exp}/fit.nc"),
     params:
-        model=model_slice,
+        model=rf_model_slice,
         fit=section("fit"),
     resources:
         **SMALL_JOB,
@@ -95,3 +95,26 @@ rule rf_plot:
     shell:
         "diffmem rf-plot --cube {input.cube} --fit {input.fit} --outdir {params.outdir}"
         " --title {wildcards.exp} > {log} 2>&1"
+
+
+rule rf_compare:
+    wildcard_constraints:
+        exp=RF_EXPS,
+    input:
+        fits=lambda wildcards: [R(f"{e}/fit.nc") for e in rf_compared(wildcards)],
+        cubes=lambda wildcards: [R(f"{e}/cube.nc") for e in rf_compared(wildcards)],
+    output:
+        report(R("{exp}/figures/rf_compare.png"), caption="../report/rf_compare.rst", category="{exp}"),
+    params:
+        labels=lambda wildcards: " ".join(rf_compared(wildcards)),
+    resources:
+        **SMALL_JOB,
+    log:
+        R("{exp}/logs/rf_compare.log"),
+    benchmark:
+        R("{exp}/benchmarks/rf_compare.tsv"),
+    conda:
+        "../../envs/diffmem.yaml"
+    shell:
+        "diffmem rf-compare --fits {input.fits} --cubes {input.cubes} --labels {params.labels}"
+        " --out {output} --title {wildcards.exp} > {log} 2>&1"

@@ -24,6 +24,16 @@ Delta_t = 1 - e^{-2t} (equivalently sigma = sqrt(e^{2t} - 1) after dividing x_t 
   num_noise = m > 0).  ``rf_gradient_flow`` with num_noise = 0 (default) uses the exact E_xi average of U
   and V (``noise_averaged_moments``): the flow that gradient descent with resampled noise follows as
   lr -> 0.  ``half_gap_time`` reads the split time without a threshold on the gap's size.
+- Ridge (the authors' first training script, git 419195e of github.com/tbonnair/Why-Diffusion-Models-Don-t-Memorize,
+  ``Theory/src/Training_random_features``): their model is s_B(x) = B tanh(W x / sqrt(d)) without 1/sqrt(p),
+  i.e. B = A / sqrt(p), and their loss adds Delta_t lam ||B||_F^2 / d = Delta_t lam ||A||_F^2 / (p d).  Its
+  gradient in A is 2 Delta_t lam A / (p d), so Eq. (10) becomes dA/dtau = -2 Delta_t (d/p) A (U + lam I) - ...:
+  the ridge shifts every eigenvalue of U by exactly their lam (``ridge`` below, default 0), the flow's limit
+  is A_inf = -sqrt(p / Delta_t) V^T (U + lam I)^{-1} (``rf_ridge_solution``), and the mode lam_k relaxes on
+  psi_p / (2 Delta_t (lam_k + lam)).  Their plain SGD on B with rate eta_B is gradient descent on A with
+  lr = p eta_B (grad_B = sqrt(p) grad_A), so their step advances tau = k lr / d^2 by psi_p eta_B / d, and
+  their "training time" T = k eta_B is tau d / psi_p.  Their eta_B = 1e-4 d / Delta_t gives d tau = 1e-4
+  psi_p / Delta_t per step (0.035 at psi_p = 64, t = 0.1), whatever d.
 - Theory, Eqs. (12)-(14) and Theorem 3.2: the memorization bulk rho_1 of U has left edge
   lam_min = s_t^2 + v_t^2 (1 - sqrt(psi_p/psi_n))^2; tau_mem = psi_p / (Delta_t lam_min), which for
   psi_p >> psi_n >> 1 is ~ psi_n / (Delta_t v_t^2), i.e. linear in n.  The coefficients are computed by
@@ -51,14 +61,17 @@ __all__ = [
     "rf_gradient_flow",
     "rf_loss",
     "rf_loss_grad",
+    "rf_ridge_solution",
     "rf_score",
     "sigma_of_t",
     "split_time",
     "t_of_sigma",
     "theory_bulk_edges",
+    "theory_spectrum_cdf",
     "theory_tau_mem",
     "train_random_features",
     "half_gap_time",
+    "gap_level_time",
     "noise_averaged_moments",
 ]
 
@@ -232,9 +245,13 @@ def train_random_features(
     resample_noise: bool = True,
     record_steps: Sequence[int] | None = None,
     num_eval_noise: int = 16,
+    ridge: float = 0.0,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Full-batch gradient descent (Eq. (9)) on the RF score loss at diffusion time t, from A = 0.
+
+    `ridge` adds the authors' penalty Delta_t ridge ||A||_F^2 / (p d) to the training loss (module
+    docstring: it shifts U by ridge I); the recorded losses are the unpenalized Eq. (8).
 
     train_x [n, d], test_x [n_test, d] (N(0, I_d) for the score error to be meaningful).  W is drawn from
     `generator`, then the noise.  Returns numpy arrays "step", "tau" (= step lr / d^2), "train_loss",
@@ -276,6 +293,8 @@ def train_random_features(
             grad = rf_loss_grad(a, w, noised(xs, xi, t), xi, dt)
         else:
             grad = (2.0 * dt / p * (a @ u_mat) + 2.0 * math.sqrt(dt / p) * v_mat.T) / d
+        if ridge:
+            grad = grad + (2.0 * dt * ridge / (p * d)) * a
         a = a - lr * grad
     res = {key: np.asarray(val) for key, val in out.items()}
     res["tau"] = res["step"] * lr / d**2
@@ -294,6 +313,7 @@ def rf_gradient_flow(
     generator: torch.Generator,
     num_noise: int = 0,
     num_eval_noise: int = 16,
+    ridge: float = 0.0,
     eigh_float32_above: int = 2048,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
@@ -301,10 +321,12 @@ def rf_gradient_flow(
     noise-averaged moments (``noise_averaged_moments``, analytic), the small-lr limit of gradient descent
     with the noise redrawn every step; num_noise = m > 0 freezes m draws per point instead (a different,
     fixed quadratic problem: for m = 1, U has rank <= n and lacks the s_t^2 term).  One eigendecomposition
-    of U [p, p], then every tau is closed form.
+    of U [p, p], then every tau is closed form.  `ridge` (the authors' lam, module docstring) shifts every
+    eigenvalue of U by ridge; at tau -> inf A tends to ``rf_ridge_solution``.
 
     Draws W, the evaluation noise, then (num_noise > 0) the training noise from `generator`.  Returns "tau",
-    "train_loss", "test_loss", "score_error", "eigvals" (of U, ascending).
+    "train_loss", "test_loss", "score_error", "eigvals" (of U, ascending, without the ridge) and "A" [d, p]
+    at the last tau.
     """
     dtype = train_x.dtype
     n, d = train_x.shape
@@ -332,12 +354,13 @@ def rf_gradient_flow(
     del u_mat
     say(f"eigendecomposition done ({time.monotonic() - t0:.0f} s); {len(taus)} times")
     lam = lam.clamp_min(0)
+    lam_eff = lam + ridge  # the ridge shifts U by ridge I (module docstring)
     c = 2.0 * dt * d / p
     vq = v_mat.T @ q  # [d, p]
     out: dict[str, list[float]] = {"tau": [], "train_loss": [], "test_loss": [], "score_error": []}
     for tau in taus:
-        x = c * lam * tau
-        h = torch.where(x > 1e-12, -torch.expm1(-x) / (c * lam).clamp_min(1e-300), torch.full_like(lam, tau))
+        x = c * lam_eff * tau
+        h = torch.where(x > 1e-12, -torch.expm1(-x) / (c * lam_eff).clamp_min(1e-300), torch.full_like(lam, tau))
         a = -(2.0 * d * math.sqrt(dt / p)) * (vq * h) @ q.T  # [d, p]
         tr, te, err = evaluate(a, w)
         out["tau"].append(float(tau))
@@ -346,7 +369,19 @@ def rf_gradient_flow(
         out["score_error"].append(err)
     res = {key: np.asarray(val) for key, val in out.items()}
     res["eigvals"] = lam.numpy()
+    res["A"] = a.numpy() if len(taus) else np.zeros((d, p))
     return res
+
+
+def rf_ridge_solution(u: Tensor, v: Tensor, *, t: float, ridge: float) -> Tensor:
+    """The minimizer of the ridge-penalized loss, A = -sqrt(p / Delta_t) V^T (U + ridge I)^{-1}, [d, p].
+
+    U [p, p], V [p, d] of Eq. (11); the loss is (Delta_t / (p d)) tr(A U A^T) + (2 sqrt(Delta_t) / (d sqrt(p)))
+    tr(A V) + Delta_t ridge ||A||_F^2 / (p d) + const (module docstring).  The long-time limit of
+    ``rf_gradient_flow`` and of small-lr ``train_random_features`` with the same ridge."""
+    p = u.shape[0]
+    shifted = u + ridge * torch.eye(p, dtype=u.dtype)
+    return -math.sqrt(p / delta(t)) * torch.linalg.solve(shifted, v).T  # U + ridge I is symmetric
 
 
 def split_time(
@@ -360,19 +395,30 @@ def split_time(
 
 
 def half_gap_time(train_loss: Sequence[float], test_loss: Sequence[float], taus: Sequence[float]) -> float | None:
-    """The time at which the train-test gap G = test - train first reaches half its long-time value.
+    """The time at which the train-test gap G = test - train first reaches half its long-time value:
+    ``gap_level_time`` at level 0.5 (see there)."""
+    return gap_level_time(train_loss, test_loss, taus, level=0.5)
+
+
+def gap_level_time(train_loss: Sequence[float], test_loss: Sequence[float], taus: Sequence[float], *,
+                   level: float) -> float | None:
+    """The time at which the train-test gap G = test - train first reaches `level` (0 < level < 1) of its
+    long-time value.
 
     The long-time value is the gap at the last recorded tau (the caller makes the run long enough for the
     gap to settle).  The crossing is interpolated linearly in log tau between the bracketing points; taus
     <= 0 are ignored.  None when the final gap is not positive (no split).  For G(tau) = G_inf (1 -
-    e^{-tau / tau_0}) it returns tau_0 ln 2; no threshold on the size of the gap is involved, so a gap that
-    shrinks with n (as it does, ~ 1/psi_n) does not bias the time."""
+    e^{-tau / tau_0}) it returns -tau_0 ln(1 - level) (tau_0 ln 2 at level 0.5); no threshold on the size of
+    the gap is involved, so a gap that shrinks with n (as it does, ~ 1/psi_n) does not bias the time.  Low
+    levels read the fast part of the gap's rise, high levels its slowest modes."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1); got {level}")
     tr, te, ta = np.asarray(train_loss, float), np.asarray(test_loss, float), np.asarray(taus, float)
     ok = np.isfinite(tr) & np.isfinite(te) & (ta > 0)
     gap, ta = (te - tr)[ok], ta[ok]
     if gap.size == 0 or not gap[-1] > 0:
         return None
-    half = 0.5 * gap[-1]
+    half = level * gap[-1]
     hits = np.nonzero(gap >= half)[0]
     i = int(hits[0])
     if i == 0:
@@ -402,6 +448,26 @@ def theory_bulk_edges(psi_n: float, psi_p: float, t: float, *, sigma_x: float = 
     co = rf_coefficients(t, sigma_x=sigma_x)
     r = math.sqrt(psi_p / psi_n)
     return co["s_t2"] + co["v_t2"] * (1 - r) ** 2, co["s_t2"] + co["v_t2"] * (1 + r) ** 2
+
+
+def theory_spectrum_cdf(x: Sequence[float] | np.ndarray, psi_n: float, psi_p: float, t: float, *,
+                        sigma_x: float = 1.0, num_grid: int = 4000) -> np.ndarray:
+    """The theory's fraction of U's eigenvalues <= x, for psi_n < psi_p (Theorem 3.2, its rho_2 of d modes
+    dropped): a mass 1 - psi_n / psi_p at s_t^2 and psi_n / psi_p spread as s_t^2 + v_t^2 mu, mu
+    Marchenko-Pastur with edges (1 -/+ sqrt(psi_p / psi_n))^2 (density prop. to sqrt((b - mu)(mu - a)) / mu,
+    normalized numerically on `num_grid` points)."""
+    if not psi_n < psi_p:
+        raise ValueError(f"theory_spectrum_cdf needs psi_n < psi_p; got {psi_n}, {psi_p}")
+    co = rf_coefficients(t, sigma_x=sigma_x)
+    r = math.sqrt(psi_p / psi_n)
+    a, b = (1 - r) ** 2, (1 + r) ** 2
+    grid = np.linspace(a, b, num_grid)
+    dens = np.sqrt(np.clip((b - grid) * (grid - a), 0.0, None)) / grid
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(grid))])
+    cdf /= cdf[-1]
+    mu = (np.asarray(x, float) - co["s_t2"]) / co["v_t2"]
+    frac = psi_n / psi_p
+    return np.where(mu < 0, 0.0, (1 - frac) + frac * np.interp(mu, grid, cdf, left=0.0, right=1.0))
 
 
 def theory_tau_mem(psi_n: float, psi_p: float, t: float, *, sigma_x: float = 1.0) -> float:

@@ -22,6 +22,7 @@ Run:
         --seed 0 --out rf_metrics.nc
     diffmem rf-fit --cube cube.nc --model '<json>' --fit-cfg '<json>' --out rf_fit.nc
     diffmem rf-plot --cube cube.nc --fit rf_fit.nc --outdir figures/ [--title T]
+    diffmem rf-compare --fits a/fit.nc b/fit.nc --cubes a/cube.nc b/cube.nc --labels a b --out rf_compare.png
 (equivalently `python -m diffmem.stages.rf train|fit|plot ...`).  cube.nc is `diffmem.cube.combine_runs` of
 the rf_metrics.nc files.
 """
@@ -55,6 +56,7 @@ from diffmem.cube import data_dim, load_parts
 from diffmem.data import load_dataset, load_train
 from diffmem.families.random_features import (
     delta,
+    gap_level_time,
     half_gap_time,
     rf_features,
     rf_gradient_flow,
@@ -63,16 +65,20 @@ from diffmem.families.random_features import (
     train_random_features,
 )
 from diffmem.figures.rf import make_rf_figures
+from diffmem.figures.rf_compare import make_rf_compare
 from diffmem.io import atomic_to_netcdf, fail, provenance
 from diffmem.log import configure
 from diffmem.onsets import describe_scaling, quality_onset, scaling_fit
 from diffmem.scaling import power_law_fit
 from diffmem.stages import add_run_settings, stage_parser
 
-__all__ = ["RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run"]
+__all__ = ["GAP_LEVELS", "RFDivergedError", "gd_lr_bound", "main", "make_rf_figures", "rf_fit", "rf_run", "top_edge"]
 
 logger = logging.getLogger(__name__)  # `log` is the progress callback of the functions below
 SOLVERS = ("gd", "flow")
+# the fractions of the final train-test gap at which rf_fit also reads the split time (tau_split_levels):
+# the low levels read the fast part of the gap's rise, the high ones its slowest modes
+GAP_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 RUN_ATTRS = {
     names.TAU: {"long_name": "gradient-descent time tau = step lr / d^2 (arXiv 2505.17638 Eq. (9))", "units": "1"},
@@ -80,6 +86,9 @@ RUN_ATTRS = {
     names.TRAIN_LOSS: {"long_name": "RF score loss on the training set (Eq. (8), fixed evaluation noise)", "units": "1"},
     names.TEST_LOSS: {"long_name": "RF score loss on the held-out test split (Eq. (8), fixed evaluation noise)", "units": "1"},
     names.SCORE_ERROR: {"long_name": "(1/d) E||s_A(x_t) - s(x_t)||^2 on the test split, s(x) = -x", "units": "1"},
+    names.U_EIGENVALUE: {"long_name": "eigenvalues of U (Eq. (11), noise-averaged with rf_num_noise 0; without the "
+                                      "ridge), ascending; the mode lam relaxes on psi_p / (2 Delta_t (lam + ridge))",
+                         "units": "1"},
 }
 
 # streams of the run seed, independent of the subset's (data.subset_indices): W and the training noise;
@@ -98,8 +107,8 @@ def _generator(seed: int, stream: int = _RF_STREAM) -> torch.Generator:
 
 
 def gd_lr_bound(train_x: torch.Tensor, w: torch.Tensor, *, t: float, num_noise: int,
-                generator: torch.Generator) -> float:
-    """Largest stable GD learning rate, p d / (Delta_t lam_max(U)), for the loss at one noise draw.
+                generator: torch.Generator, ridge: float = 0.0) -> float:
+    """Largest stable GD learning rate, p d / (Delta_t (lam_max(U) + ridge)), for the loss at one noise draw.
 
     The loss is quadratic in A with Hessian 2 Delta_t U / (p d) (Eq. (10), U of Eq. (11)), so gradient
     descent diverges when lr > 2 / lam_max(Hessian).  With the noise redrawn every step this holds for
@@ -112,7 +121,7 @@ def gd_lr_bound(train_x: torch.Tensor, w: torch.Tensor, *, t: float, num_noise: 
     phi = rf_features(w, math.exp(-t) * xs + math.sqrt(delta(t)) * xi)  # [n m, p]
     gram = phi @ phi.T if phi.shape[0] <= p else phi.T @ phi  # same nonzero spectrum as n m U
     lam_max = float(torch.linalg.eigvalsh(gram)[-1]) / phi.shape[0]
-    return p * d / (delta(t) * lam_max)
+    return p * d / (delta(t) * (lam_max + ridge))
 
 
 class _Progress:
@@ -160,10 +169,11 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
     w = torch.randn(p, d, generator=_generator(seed), dtype=torch.float64)
     lr_bound = float("nan")  # the flow has no step size; the bound costs a p x p eigenproblem
     if model.rf_solver == "gd":
-        lr_bound = gd_lr_bound(x, w, t=t, num_noise=model.rf_num_noise, generator=_generator(seed, _BOUND_STREAM))
+        lr_bound = gd_lr_bound(x, w, t=t, num_noise=model.rf_num_noise, generator=_generator(seed, _BOUND_STREAM),
+                               ridge=model.rf_ridge)
     eval_noise = eval_draws(n)
     log(f"{label}: d={d} p={p} t={t:g} solver={model.rf_solver} lr={lr:g} (GD bound ~{lr_bound:.3g}) "
-        f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}; noise draws per point: {model.rf_num_noise} "
+        f"{int(steps[-1])} steps, tau up to {tau[-1]:.4g}, ridge {model.rf_ridge:g}; noise draws per point: {model.rf_num_noise} "
         f"(training), {eval_noise} (evaluation)")
     if model.rf_solver == "gd" and lr > lr_bound:
         logger.warning(
@@ -174,13 +184,13 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
         res = train_random_features(
             x, x_test, p=p, t=t, lr=lr, num_steps=int(steps[-1]), generator=_generator(seed),
             num_noise=model.rf_num_noise, resample_noise=True, record_steps=steps, num_eval_noise=eval_noise,
-            progress=_Progress(label=label, num_steps=int(steps[-1]), lr=lr, d=d, log=log),
+            ridge=model.rf_ridge, progress=_Progress(label=label, num_steps=int(steps[-1]), lr=lr, d=d, log=log),
         )
         if not np.array_equal(res["step"], steps):
             raise RuntimeError(f"recorded steps {res['step']} differ from the checkpoint grid {steps}")
     else:
         res = rf_gradient_flow(x, x_test, p=p, t=t, taus=tau, generator=_generator(seed),
-                               num_noise=model.rf_num_noise, num_eval_noise=eval_noise,
+                               num_noise=model.rf_num_noise, num_eval_noise=eval_noise, ridge=model.rf_ridge,
                                log=lambda m: log(f"{label}: {m} ({time.monotonic() - t0:.0f} s)"))
         for key in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR):
             bad = np.flatnonzero(~np.isfinite(res[key]))
@@ -191,13 +201,16 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
         {key: ((names.STEP,), np.asarray(res[key], dtype=np.float64)) for key in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR)},
         coords={names.STEP: steps, names.TAU: ((names.STEP,), tau), names.N: n, names.SEED: int(seed), names.DIM: d},
         attrs={"d": d, "p": p, "psi_p": p / d, "psi_n": n / d, "rf_time": t, "lr": lr, "solver": model.rf_solver,
-               "rf_num_noise": model.rf_num_noise, "lr_stability_bound": lr_bound,
+               "rf_num_noise": model.rf_num_noise, "rf_ridge": float(model.rf_ridge), "lr_stability_bound": lr_bound,
                "num_eval_noise": eval_noise,
                "lr_above_stability_bound": int(lr > lr_bound)},
     )
+    if "eigvals" in res:  # the flow's U spectrum (without the ridge): the memorization modes' timescales
+        ds[names.U_EIGENVALUE] = ((names.RF_MODE,), np.asarray(res["eigvals"], dtype=np.float64))
     names.annotate(ds)
     for key, attrs in RUN_ATTRS.items():  # ours win over the generic denoising-loss names
-        ds[key].attrs.update(attrs)
+        if key in ds:
+            ds[key].attrs.update(attrs)
     final = {k: float(ds[k][-1]) for k in (names.TRAIN_LOSS, names.TEST_LOSS)}
     log(f"{label}: final train {final[names.TRAIN_LOSS]:.4f} test {final[names.TEST_LOSS]:.4f} "
         f"({time.monotonic() - t0:.0f} s)")
@@ -222,6 +235,21 @@ def _split_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, *
     return float("nan") if s is None else float(s)
 
 
+def _level_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, level: float) -> float:
+    ok = np.isfinite(train_loss) & np.isfinite(test_loss) & (tau > 0)
+    s = gap_level_time(train_loss[ok], test_loss[ok], tau[ok], level=float(level))
+    return float("nan") if s is None else float(s)
+
+
+def top_edge(eigvals: np.ndarray, n: int) -> float:
+    """The smallest of the n largest eigenvalues (all of them when n >= their number): where the theory's
+    memorization bulk of n eigenvalues (psi_n < psi_p) has its lower edge lam_min.  NaN when none is finite."""
+    lam = np.sort(np.asarray(eigvals, float)[np.isfinite(eigvals)])
+    if lam.size == 0:
+        return float("nan")
+    return float(lam[max(lam.size - n, 0)])
+
+
 def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.random.Generator) -> xr.Dataset:
     """Split and generalization times per (n, seed), their power laws in n, and the theory per n.
 
@@ -229,7 +257,9 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     tau_split is the first recorded tau > 0 with (test - train) / test loss > fit.rf_gap (NaN and censored
     when the gap never opens); tau_gen the first tau at which the score error has closed all but
     fit.tau_gen_tolerance of the gap between its first and best value (log-interpolated).  Censored runs
-    are left out of the fits.
+    are left out of the fits.  tau_split_levels reads the same gap at each of GAP_LEVELS (the exponent per
+    level shows which part of the gap's rise grows with n); for flow runs, tau_mem_edge puts the run's own
+    edge of U's top n eigenvalues into the theory's psi_p / (Delta_t (lam + ridge)).
     """
     d = data_dim(cube)
     p = max(1, round(model.psi_p * d))
@@ -254,10 +284,17 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng, "alpha": fit.lack_of_fit_alpha}
     variables = scaling_fit(tau_split, prefix=names.TAU_SPLIT, **boot)
     variables["gap_settled"] = settled.drop_vars([c for c in settled.coords if c not in (names.N, names.SEED)])
+    levels = xr.DataArray(np.asarray(GAP_LEVELS), dims=(names.GAP_LEVEL,), coords={names.GAP_LEVEL: list(GAP_LEVELS)})
+    tau_levels = xr.apply_ufunc(
+        lambda tr, te, q: _level_tau(tr, te, tau, q), cube[names.TRAIN_LOSS], cube[names.TEST_LOSS], levels,
+        input_core_dims=[[names.STEP], [names.STEP], []], vectorize=True, output_dtypes=[float])
+    tau_levels = tau_levels.drop_vars([c for c in tau_levels.coords if c not in (names.N, names.SEED, names.GAP_LEVEL)])
+    variables.update(scaling_fit(tau_levels, prefix=names.TAU_SPLIT_LEVELS, **boot))
 
     variables.update(scaling_fit(tau_gen, prefix=names.TAU_GEN, **boot))
     if cube.sizes[names.SEED] < 3:  # a bootstrap over one or two seeds is no interval
-        for key in (f"{names.TAU_SPLIT}_exponent_ci", f"{names.TAU_GEN}_exponent_ci"):
+        for key in (f"{names.TAU_SPLIT}_exponent_ci", f"{names.TAU_GEN}_exponent_ci",
+                    f"{names.TAU_SPLIT_LEVELS}_exponent_ci"):
             variables[key] = variables[key] * np.nan
     n = cube[names.N].values
     psi_n = n / d
@@ -265,6 +302,15 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     variables[names.TAU_MEM_THEORY] = xr.DataArray(theory, dims=(names.N,))
     _, theory_exponent = power_law_fit(n, theory)
     variables[f"{names.TAU_MEM_THEORY}_exponent"] = xr.DataArray(theory_exponent)
+    ridge = float(model.rf_ridge)
+    if names.U_EIGENVALUE in cube:  # flow runs: the theory's formula at the run's own edge of the top n modes
+        edge = xr.apply_ufunc(lambda lam, nn: top_edge(lam, int(nn)), cube[names.U_EIGENVALUE], cube[names.N],
+                              input_core_dims=[[names.RF_MODE], []], vectorize=True, output_dtypes=[float])
+        edge_tau = psi_p / (delta(model.rf_time) * (edge + ridge))
+        edge_tau = edge_tau.drop_vars([c for c in edge_tau.coords if c not in (names.N, names.SEED)])
+        variables[names.TAU_MEM_EDGE] = edge_tau
+        geo = np.exp(np.log(edge_tau).mean(names.SEED)).values
+        variables[f"{names.TAU_MEM_EDGE}_exponent"] = xr.DataArray(power_law_fit(n, geo)[1])
 
     out = xr.Dataset(variables, coords={names.N: n, names.PSI_N: ((names.N,), psi_n), names.CI_BOUND: ["lower", "upper"]})
     level = f"{fit.ci_level:g}"
@@ -288,13 +334,23 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
         names.PSI_N: ("psi_n = n / d", "1"),
         "gap_settled": ("train-test gap a decade before the last checkpoint over the gap at it (near 1: settled; "
                         "well below 1: the half-gap time is a lower bound)", "1"),
+        names.TAU_SPLIT_LEVELS: ("tau at which the train-test gap reaches gap_level of its value at the last "
+                                 "checkpoint (log-tau interpolated)", names.TAU_UNITS),
+        f"{names.TAU_SPLIT_LEVELS}_exponent": ("exponent b of tau_split_levels = A n^b per gap level", "1"),
+        f"{names.TAU_SPLIT_LEVELS}_exponent_ci": (f"{level} bootstrap confidence interval of that exponent", "1"),
+        names.TAU_MEM_EDGE: ("psi_p / (Delta_t (lam_edge + rf_ridge)), lam_edge the smallest of U's n largest "
+                             "eigenvalues in this run (the empirical counterpart of the theory's lam_min)",
+                             names.TAU_UNITS),
+        f"{names.TAU_MEM_EDGE}_exponent": ("exponent b of a power-law fit of tau_mem_edge (geometric mean over "
+                                           "seeds) over the n grid", "1"),
     }
     for key, (long_name, units) in described.items():
-        out[key].attrs.update({"long_name": long_name, "units": units})
+        if key in out:
+            out[key].attrs.update({"long_name": long_name, "units": units})
     names.annotate(out)
     out.attrs = {
         "d": d, "p": p, "psi_p": psi_p, "rf_time": float(model.rf_time), "rf_gap": float(fit.rf_gap),
-        "rf_split": fit.rf_split, "solver": str(cube.attrs.get("solver", model.rf_solver)),
+        "rf_split": fit.rf_split, "solver": str(cube.attrs.get("solver", model.rf_solver)), "rf_ridge": ridge,
         "tau_gen_tolerance": float(fit.tau_gen_tolerance), "ci_level": float(fit.ci_level),
         "num_bootstrap": int(fit.num_bootstrap), "num_censored": int(tau_split.isnull().sum()),
         "num_censored_gen": int(tau_gen.isnull().sum()),
@@ -348,6 +404,18 @@ def _cmd_plot(args) -> None:
     logger.info(f"wrote {len(paths)} figures to {args.outdir}")
 
 
+def _cmd_compare(args) -> None:
+    if not len(args.fits) == len(args.cubes) == len(args.labels):
+        raise ConfigError("rf-compare: give one --fits, --cubes and --labels entry per experiment")
+    parts = load_parts([*args.fits, *args.cubes])
+    fits, cubes = parts[: len(args.fits)], parts[len(args.fits):]
+    setups = {(f.attrs.get("d"), f.attrs.get("psi_p"), f.attrs.get("rf_time"), tuple(f[names.N].values)) for f in fits}
+    if len(setups) > 1:
+        raise ConfigError(f"rf-compare: the experiments differ in (d, psi_p, t, n grid): {sorted(setups, key=str)}")
+    path = make_rf_compare(list(zip(args.labels, fits)), cubes, args.out, title=args.title)
+    logger.info(f"{len(fits)} experiments -> {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("diffmem rf", __doc__, "diffmem.stages.rf")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -369,9 +437,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fit", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("--title", default="")
+    c = sub.add_parser("compare", help="rf_compare.png: experiments on one setup side by side (diffmem rf-compare)")
+    c.add_argument("--fits", nargs="+", required=True, help="fit.nc of each experiment (the first is this one)")
+    c.add_argument("--cubes", nargs="+", required=True, help="cube.nc of each experiment, in the same order")
+    c.add_argument("--labels", nargs="+", required=True, help="a legend label per experiment")
+    c.add_argument("--out", required=True)
+    c.add_argument("--title", default="")
     args = parser.parse_args(argv)
     try:
-        {"train": _cmd_train, "fit": _cmd_fit, "plot": _cmd_plot}[args.cmd](args)
+        {"train": _cmd_train, "fit": _cmd_fit, "plot": _cmd_plot, "compare": _cmd_compare}[args.cmd](args)
     except (ConfigError, RFDivergedError) as exc:
         fail(str(exc))
 
