@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import xarray as xr
 from test_figures import assert_curves, bars, legend, xy
 
@@ -10,6 +11,7 @@ from diffmem import names
 from diffmem.config import FitConfig, ModelConfig, SampleConfig
 from diffmem.families.one_step import default_l, fit_one_step, one_step_generated, one_step_noise
 from diffmem.figures import linear_exact as linear_exact_figures
+from diffmem.metrics.l2 import halder_width, l2_kde_gaussian
 from diffmem.stages import linear_exact as le
 
 
@@ -65,36 +67,87 @@ def test_evaluate_dim_is_deterministic_and_separates_memorization_from_generaliz
     kwargs = dict(dim=4, psi_n=(0.5, 1.0, 16.0), seeds=(0,), repeats=12, sample=SampleConfig(), num_population=400,
                   log=lambda m: None)
     ds = le.evaluate_dim(model=_model(), **kwargs)
-    assert ds[names.DELTA].dims == (names.PSI_N, names.SEED) and ds.sizes[names.SEED] == 12
+    assert ds[names.DELTA].dims == (names.NUM_POPULATION, names.PSI_N, names.SEED) and ds.sizes[names.SEED] == 12
+    assert ds[names.NUM_POPULATION].values.tolist() == [400]
     assert ds[names.N].values.tolist() == [2, 4, 64]
     xr.testing.assert_identical(ds, le.evaluate_dim(model=_model(), **kwargs))
-    p = le.p_delta(ds[names.DELTA].values)
+    p = le.p_delta(ds[names.DELTA].sel({names.NUM_POPULATION: 400}).values)
     # a handful of points: rho_G hugs the training set (E_TG < E_OG); many points: it generalizes
     assert p[0] < 0.3 and p[-1] > 0.5
+    assert ds[names.DELTA_ORACLE].dims == ds[names.DELTA].dims and np.isfinite(ds[names.DELTA_ORACLE].values).all()
     affine = le.evaluate_dim(model=_model("affine"), **kwargs)
     assert np.all(np.isfinite(affine[names.DELTA].values))
 
 
+def test_several_population_sizes_share_the_training_sets_and_nest_the_populations():
+    """E_TG does not depend on N (the same training sets and models); the smallest N's E_OG equals a run with
+    that N alone only where the population draw is the same (one N = the old single-population layout), and
+    the oracle's E_TG - E_OG equals a direct evaluation with rho_G = N(0, I)."""
+    kwargs = dict(dim=3, psi_n=(1.0, 4.0), seeds=(0,), repeats=3, sample=SampleConfig(), log=lambda m: None)
+    both = le.evaluate_dim(model=_model(), num_population=(50, 300), **kwargs)
+    alone = le.evaluate_dim(model=_model(), num_population=300, **kwargs)
+    np.testing.assert_array_equal(both[names.E_TG].values, alone[names.E_TG].values)
+    np.testing.assert_array_equal(both[names.E_OG].sel({names.NUM_POPULATION: 300}).values,
+                                  alone[names.E_OG].sel({names.NUM_POPULATION: 300}).values)
+    assert not np.allclose(both[names.E_OG].sel({names.NUM_POPULATION: 50}).values,
+                           both[names.E_OG].sel({names.NUM_POPULATION: 300}).values)
+    # the oracle, by hand for the first repeat and n: the same draws as evaluate_dim makes
+    rng = np.random.default_rng([0, 0, 3, le._STREAM])
+    pop = rng.standard_normal((300, 3))
+    train = rng.standard_normal((3, 3))
+    eye, zero = np.eye(3), np.zeros(3)
+    e_tg = l2_kde_gaussian(train, eps=halder_width(3, 3), mean=zero, cov=eye)["e_offdiag"]
+    e_og = l2_kde_gaussian(pop[:50], eps=halder_width(50, 3), mean=zero, cov=eye)["e_offdiag"]
+    assert float(both[names.DELTA_ORACLE].sel({names.NUM_POPULATION: 50}).isel({names.PSI_N: 0, names.SEED: 0})) \
+        == pytest.approx(e_tg - e_og, rel=1e-10)
+    fit = le.fit_transition(le.combine_dims([both], attrs={}), fit=FitConfig(num_bootstrap=20),
+                            rng=np.random.default_rng(0))
+    assert fit[names.N_HALF].dims == (names.NUM_POPULATION, names.DIM)
+    assert fit[names.P_DELTA_POS_ORACLE].dims == (names.NUM_POPULATION, names.DIM, names.PSI_N)
+
+
+def test_a_cube_from_before_the_population_dimension_still_fits():
+    ds = le.evaluate_dim(model=_model(), dim=3, psi_n=(1.0, 4.0), seeds=(0,), repeats=4, sample=SampleConfig(),
+                         num_population=100, log=lambda m: None)
+    old = ds.drop_vars([names.DELTA_ORACLE, "eps_population"]).isel({names.NUM_POPULATION: 0}, drop=True)
+    old.attrs["num_population"] = 100
+    fit = le.fit_transition(le.combine_dims([old], attrs={}), fit=FitConfig(num_bootstrap=20),
+                            rng=np.random.default_rng(0))
+    assert fit[names.NUM_POPULATION].values.tolist() == [100] and names.P_DELTA_POS_ORACLE not in fit
+
+
 def check_linear_exact_figures(figs: dict, cube: xr.Dataset, fit: xr.Dataset) -> None:
-    """P(Delta > 0) against n/d per d; n_half (and n_half / d) against d with the power-law fit; the median
-    E_TG and E_OG and mean / sd of Delta against n/d per d."""
+    """P(Delta > 0) against n/d per d, one panel per population size N (the oracle dashed); n_half (and
+    n_half / d) against d with the power-law fit, one series per N; the median E_TG and E_OG and mean / sd of
+    Delta against n/d per d at the largest N."""
     dims = fit[names.DIM].values
-    ax = figs["p_delta_vs_psi_n.png"].axes[0]
-    assert_curves(bars(ax), [(fit.sel({names.DIM: d})[names.PSI_N].values, fit[names.P_DELTA_POS].sel({names.DIM: d}).values)
-                             for d in dims])
-    assert legend(ax) == [f"d = {int(d)}" for d in dims]
+    pops = fit[names.NUM_POPULATION].values
+    axes = figs["p_delta_vs_psi_n.png"].axes
+    assert len(axes) == pops.size
+    for ax, size in zip(axes, pops):
+        sel = fit.sel({names.NUM_POPULATION: size})
+        assert_curves(bars(ax), [(sel.sel({names.DIM: d})[names.PSI_N].values,
+                                  sel[names.P_DELTA_POS].sel({names.DIM: d}).values) for d in dims])
+        assert [t for t in legend(ax) if t.startswith("d = ")] == [f"d = {int(d)}" for d in dims]
+        if names.P_DELTA_POS_ORACLE in fit:
+            dashed = [line for line in ax.lines if line.get_linestyle() == "--" and len(line.get_xdata())]
+            assert_curves(dashed, [(sel[names.PSI_N].values, sel[names.P_DELTA_POS_ORACLE].sel({names.DIM: d}).values)
+                                   for d in dims])
     ax, ax2 = figs["n_half_vs_d.png"].axes
-    half, ok = fit[names.N_HALF].values, ~fit["n_half_censored"].values.astype(bool)
-    np.testing.assert_allclose(np.column_stack(xy(bars(ax)[0])), np.column_stack([dims[ok], half[ok]]))
-    np.testing.assert_allclose(xy(bars(ax2)[0])[1], half[ok] / dims[ok])
-    b, a = float(fit["n_half_exponent"]), float(fit["n_half_prefactor"])
-    fits = [line for line in ax.lines if line.get_label().startswith("power-law fit")]
-    assert len(fits) == int(np.isfinite(b))
-    for line in fits:
-        assert line.get_label().startswith(f"power-law fit d^{b:.2f} [")
-        x, y = xy(line)
-        np.testing.assert_allclose(y, a * x**b)
+    for j, size in enumerate(pops):
+        sel = fit.sel({names.NUM_POPULATION: size})
+        half, ok = sel[names.N_HALF].values, ~sel["n_half_censored"].values.astype(bool)
+        np.testing.assert_allclose(np.column_stack(xy(bars(ax)[j])), np.column_stack([dims[ok], half[ok]]))
+        np.testing.assert_allclose(xy(bars(ax2)[j])[1], half[ok] / dims[ok])
+        b, a = float(sel["n_half_exponent"]), float(sel["n_half_prefactor"])
+        fits = [line for line in ax.lines if f"power-law fit d^{b:.2f} [" in line.get_label()]
+        assert len(fits) == int(np.isfinite(b))
+        for line in fits:
+            x, y = xy(line)
+            np.testing.assert_allclose(y, a * x**b)
     ax, ax2 = figs["e_tg_e_og.png"].axes
+    if names.NUM_POPULATION in cube.dims:
+        cube = cube.sel({names.NUM_POPULATION: cube[names.NUM_POPULATION].max()})
     expected = []
     for d in cube[names.DIM].values:
         sel = cube.sel({names.DIM: d})
@@ -119,18 +172,21 @@ def test_fit_recovers_a_planted_linear_crossing_and_plots(tmp_path, drawn):
                                 coords={names.PSI_N: psi, names.SEED: np.arange(400), names.N: ((names.PSI_N,), n), names.DIM: d}))
     cube = le.combine_dims(parts, attrs={"experiment": "planted"})
     fit = le.fit_transition(cube, fit=FitConfig(num_bootstrap=200), rng=np.random.default_rng(0))
-    np.testing.assert_allclose(fit[names.N_HALF].values, 2.0 * np.array(dims), rtol=0.1)
-    b = float(fit["n_half_exponent"])
-    lo, hi = fit["n_half_exponent_ci"].values
+    one = fit.isel({names.NUM_POPULATION: 0})  # a cube without population sizes: one (unknown) N
+    np.testing.assert_allclose(one[names.N_HALF].values, 2.0 * np.array(dims), rtol=0.1)
+    b = float(one["n_half_exponent"])
+    lo, hi = one["n_half_exponent_ci"].values
     assert abs(b - 1.0) < 0.05 and lo <= 1.0 <= hi and hi - lo < 0.2
     figs = drawn.watch(linear_exact_figures)
     paths = le.make_linear_exact_figures(cube, fit, tmp_path, title="planted")
-    assert [p.name for p in paths] == list(figs) == ["p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png"]
+    assert [p.name for p in paths] == list(figs) == ["p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png",
+                                                     "kl_generated.png"]
     check_linear_exact_figures(figs, cube, fit)
     # a d whose P(Delta > 0) starts above 1/2 is censored, not read as a crossing at the first n
     flipped = cube.copy(deep=True)
     flipped[names.DELTA].loc[{names.DIM: 8}] = np.abs(flipped[names.DELTA].sel({names.DIM: 8})) + 1.0
     cens = le.fit_transition(flipped, fit=FitConfig(num_bootstrap=50), rng=np.random.default_rng(0))
+    cens = cens.isel({names.NUM_POPULATION: 0})
     assert np.isnan(float(cens[names.N_HALF].sel({names.DIM: 8}))) and int(cens["n_half_censored"].sel({names.DIM: 8})) == 1
 
 

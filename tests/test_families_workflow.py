@@ -178,7 +178,7 @@ def test_linear_exact_runs_one_job_per_dimension_and_fits_n_half(finished, drawn
     p = fit[names.P_DELTA_POS]
     assert bool(((p >= 0) & (p <= 1)).all())
     exp = workdir / "results" / "linexact"
-    figures = ["p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png"]
+    figures = ["p_delta_vs_psi_n.png", "n_half_vs_d.png", "e_tg_e_og.png", "kl_generated.png"]
     figs = redrawn(drawn, linear_exact, figures, exp / "figures", tmp_path, lambda: diffmem(
         ["linear-exact", "plot", "--cube", str(exp / "cube.nc"), "--fit", str(exp / "fit.nc"), "--outdir", str(tmp_path),
          "--title", "linexact"]))

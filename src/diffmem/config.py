@@ -162,7 +162,7 @@ def resolve_sizes(name: str, data: dict) -> None:
 FAMILY_KEYS = {
     "empirical": ("regularization", "strength"),
     "random_features": ("psi_p", "rf_time", "rf_num_noise", "rf_solver", "rf_ridge"),
-    "linear_exact": ("linear_variant", "linear_time", "linear_dims", "linear_repeats"),
+    "linear_exact": ("linear_variant", "linear_time", "linear_dims", "linear_repeats", "linear_populations"),
 }
 # Families with no training stage: their denoiser is computed from the training set.
 CLOSED_FORM = ("empirical", "linear")
@@ -503,6 +503,7 @@ class ModelConfig:
     linear_time: float
     linear_dims: tuple[int, ...]
     linear_repeats: int
+    linear_populations: tuple[int, ...] | None
 
     from_dict = classmethod(_from_dict)
 
@@ -647,7 +648,7 @@ RUN_SETTINGS = {
 QUIET_DEFAULTS = {
     "data": ("pixel_scale",),
     "fit": ("horizons", "rf_compare"),
-    "model": ("dropout",),
+    "model": ("dropout", "linear_populations"),
     "train": ("center", "checkpoint_grid", "tikhonov"),
     "quality": ("baselines",),
 }

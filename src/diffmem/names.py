@@ -103,6 +103,9 @@ E_TG = "e_tg"
 E_OG = "e_og"
 DELTA = "delta"
 KL_GENERATED = "kl_generated"
+DELTA_ORACLE = "delta_oracle"  # linear_exact: E_TG - E_OG of the population law itself (a perfect generalizer)
+P_DELTA_POS_ORACLE = "p_delta_pos_oracle"
+NUM_POPULATION = "num_population"  # linear_exact: the population size N of rho_O (a dimension)
 P_DELTA_POS = "p_delta_pos"
 LOGLIK = "loglik"
 LOGLIK_TRUE = "loglik_true"
@@ -146,6 +149,11 @@ ATTRS: dict[str, dict[str, str]] = {
     E_OG: {"long_name": "squared Hellinger distance between KDEs of population and generated samples", "units": "1"},
     DELTA: {"long_name": "E_TG - E_OG (positive: samples closer to the population than to the training set)", "units": "1"},
     P_DELTA_POS: {"long_name": "fraction of seeds with E_TG - E_OG > 0", "units": "1"},
+    DELTA_ORACLE: {"long_name": "E_TG - E_OG for rho_G the population law itself (a perfect generalizer): the "
+                                "estimator's control, positive when it calls that law a generalizer", "units": "1"},
+    P_DELTA_POS_ORACLE: {"long_name": "1/2 + 1/2 mean over repeats of sign(delta_oracle): 1 where the estimator "
+                                      "recognizes the population law as generalizing", "units": "1"},
+    NUM_POPULATION: {"long_name": "population size N of the KDE rho_O (width sigma N^(-1/d))", "units": "1"},
     LOGLIK: {"long_name": "mean log-likelihood of generated samples under the true density, in nats", "units": "1"},
     LOGLIK_TRUE: {"long_name": "mean log-likelihood of fresh true samples under the true density, in nats", "units": "1"},
     ENERGY: {"long_name": "energy distance between generated and fresh true samples", "units": "1"},

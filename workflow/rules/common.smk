@@ -72,7 +72,7 @@ FIGURES = ["overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", 
 QUALITY_FIGURES = ["timescales", "quality_vs_step", "loss_gap", "p_delta_pos", "tau_gen_levels"]
 CLOSED_FORM_FIGURES = ["f_mem_vs_n", "quality_vs_n"]
 RF_FIGURES = ["rf_losses", "rf_split_time"]
-LINEAR_EXACT_FIGURES = ["p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og"]
+LINEAR_EXACT_FIGURES = ["p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og", "kl_generated"]
 
 
 wildcard_constraints:

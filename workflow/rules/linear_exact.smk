@@ -12,7 +12,8 @@ rule linear_exact_run:
         R("{exp}/dims/d{d}.nc"),
     params:
         # without linear_dims: adding a dimension runs only that dimension
-        model=lambda wildcards: as_arg({k: v for k, v in family_model(exp_cfg(wildcards)["model"]).items() if k != "linear_dims"}),
+        model=lambda wildcards: as_arg(without_quiet_defaults("model", {
+            k: v for k, v in family_model(exp_cfg(wildcards)["model"]).items() if k != "linear_dims"})),
         data=section("data"),
         quality=section("quality"),
         sample=section("sample"),

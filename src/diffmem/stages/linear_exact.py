@@ -9,7 +9,13 @@ per dimension d computes every (n, repeat) in numpy and writes a small cube; one
 Per (d, repeat): a fresh population set of N = quality.num_population points of N(0, sigma^2 I_d) (sigma =
 1, diffmem's `gaussian` data) smooths rho_O at eps_O = sigma N^(-1/d); for each n = round(psi_n d) a fresh
 training set smooths rho_T at eps_T = sigma n^(-1/d) (the authors' per-set widths with the population
-sigma).  Model (`model.linear_variant`):
+sigma). With `model.linear_populations` several N are measured at once (a cube dimension num_population):
+the first N points of one draw of the largest, against the same training sets and models.
+
+The control `delta_oracle` is E_TG - E_OG for rho_G = N(0, sigma^2 I), the population law itself: a model
+that generalizes perfectly. Where P(delta_oracle > 0) falls below 1 the estimator itself cannot tell
+generalization from memorization at that (d, n, N): the kernel widths eps_T != eps_O bias E_TG against E_OG
+(at d = 100 both widths are within 10 % of sigma, and the bias grows like ((2 + eps_O^2)/(2 + eps_T^2))^(d/2)).  Model (`model.linear_variant`):
 - `one_step`: the paper's one-step least-squares denoiser at OU time `model.linear_time` (T = 2), see
   ``diffmem.families.one_step``;
 - `affine`: diffmem's optimal affine denoiser (``diffmem.families.linear``) integrated exactly by the
@@ -74,6 +80,7 @@ ATTRS = {
     names.N_HALF: {"long_name": "n at which P(Delta > 0) first rises through 1/2 (log-n interpolated)", "units": "1"},
     names.N_HALF_CI: {"long_name": "bootstrap-over-repeats confidence interval of n_half", "units": "1"},
     names.DIM: {"long_name": "data dimension d", "units": "1"},
+    "eps_population": {"long_name": "kernel width eps_O = sigma N^(-1/d) of rho_O", "units": "1"},
     names.PSI_N: {"long_name": "n / d", "units": "1"},
     names.SEED: {"long_name": "repeat (seed * repeats + repeat index): an independent training and population draw",
                  "units": "1"},
@@ -103,42 +110,63 @@ def _sizes(dim: int, psi_n: tuple[float, ...]) -> list[int]:
 
 
 def evaluate_dim(*, dim: int, psi_n: tuple[float, ...], seeds: tuple[int, ...], repeats: int, model: ModelConfig,
-                 sample: SampleConfig, num_population: int, log: Callable[[str], None] = log.info,
+                 sample: SampleConfig, num_population: int | tuple[int, ...], log: Callable[[str], None] = log.info,
                  every_s: float = 10.0) -> xr.Dataset:
-    """E_TG, E_OG and Delta for every (psi_n, repeat) at dimension `dim`; dims (psi_n, seed)."""
+    """E_TG, E_OG, Delta and the oracle control for every (population size N, psi_n, repeat) at dimension
+    `dim`: E_TG and the KL have dims (psi_n, seed), E_OG, Delta and delta_oracle (num_population, psi_n, seed).
+
+    `num_population`: one N or several; several are nested (the first N points of one draw of the largest), so
+    that only rho_O changes between them. For one N the draws are those diffmem made before it took several."""
+    pops = (int(num_population),) if np.isscalar(num_population) else tuple(int(v) for v in num_population)
     sizes = _sizes(dim, psi_n)
     reps = [(s, r) for s in seeds for r in range(repeats)]
     e_tg = np.full((len(sizes), len(reps)), np.nan)
-    e_og = np.full_like(e_tg, np.nan)
+    e_tg_oracle = np.full_like(e_tg, np.nan)
     kl = np.full_like(e_tg, np.nan)
+    e_og = np.full((len(pops), len(sizes), len(reps)), np.nan)
+    e_og_oracle = np.full((len(pops), len(reps)), np.nan)
     population_cov = SIGMA**2 * np.eye(dim)
-    eps_o = halder_width(num_population, dim, sigma=SIGMA)
+    zero = np.zeros(dim)
+    eps_o = [halder_width(size, dim, sigma=SIGMA) for size in pops]
     start = last = time.monotonic()
     for j, (s, r) in enumerate(reps):
         rng = np.random.default_rng([int(s), int(r), int(dim), _STREAM])
-        pop = SIGMA * rng.standard_normal((num_population, dim))
-        off_o = log_kde_overlap(pop, pop, eps_x=eps_o, eps_y=eps_o, exclude_diagonal=True)  # shared by every n
+        drawn = SIGMA * rng.standard_normal((max(pops), dim))
+        sets = []
+        for k, (size, eps) in enumerate(zip(pops, eps_o)):
+            pop = drawn[:size]
+            off_o = log_kde_overlap(pop, pop, eps_x=eps, eps_y=eps, exclude_diagonal=True)  # shared by every n
+            sets.append((pop, eps, off_o))
+            e_og_oracle[k, j] = l2_kde_gaussian(pop, eps=eps, mean=zero, cov=population_cov, sigma_ref=SIGMA,
+                                                offdiag_log=off_o)["e_offdiag"]
         for i, n in enumerate(sizes):
             train = SIGMA * rng.standard_normal((n, dim))
             mean, cov = generated_gaussian(train, model=model, sample=sample, rng=rng)
-            kl[i, j] = gaussian_kl(mean, cov, np.zeros(dim), population_cov)
+            kl[i, j] = gaussian_kl(mean, cov, zero, population_cov)
             # the diagonal of int rho^2 is 1 for both sets (per-set widths): compare what remains
-            e_tg[i, j] = l2_kde_gaussian(train, eps=halder_width(n, dim, sigma=SIGMA), mean=mean, cov=cov,
-                                         sigma_ref=SIGMA)["e_offdiag"]
-            e_og[i, j] = l2_kde_gaussian(pop, eps=eps_o, mean=mean, cov=cov, sigma_ref=SIGMA,
-                                         offdiag_log=off_o)["e_offdiag"]
+            eps_t = halder_width(n, dim, sigma=SIGMA)
+            off_t = log_kde_overlap(train, train, eps_x=eps_t, eps_y=eps_t, exclude_diagonal=True)
+            e_tg[i, j] = l2_kde_gaussian(train, eps=eps_t, mean=mean, cov=cov, sigma_ref=SIGMA,
+                                         offdiag_log=off_t)["e_offdiag"]
+            e_tg_oracle[i, j] = l2_kde_gaussian(train, eps=eps_t, mean=zero, cov=population_cov, sigma_ref=SIGMA,
+                                                offdiag_log=off_t)["e_offdiag"]
+            for k, (pop, eps, off_o) in enumerate(sets):
+                e_og[k, i, j] = l2_kde_gaussian(pop, eps=eps, mean=mean, cov=cov, sigma_ref=SIGMA,
+                                                offdiag_log=off_o)["e_offdiag"]
         now = time.monotonic()
         if now - last >= every_s or j == len(reps) - 1:
             last = now
             log(f"d={dim}: repeat {j + 1}/{len(reps)} ({now - start:.0f} s)")
     seed_coord = np.array([s * repeats + r for s, r in reps], dtype=np.int64)
+    by_pop = (names.NUM_POPULATION, names.PSI_N, names.SEED)
     ds = xr.Dataset(
-        {names.E_TG: ((names.PSI_N, names.SEED), e_tg), names.E_OG: ((names.PSI_N, names.SEED), e_og),
-         names.DELTA: ((names.PSI_N, names.SEED), e_tg - e_og), names.KL_GENERATED: ((names.PSI_N, names.SEED), kl)},
+        {names.E_TG: ((names.PSI_N, names.SEED), e_tg), names.E_OG: (by_pop, e_og),
+         names.DELTA: (by_pop, e_tg[None] - e_og), names.KL_GENERATED: ((names.PSI_N, names.SEED), kl),
+         names.DELTA_ORACLE: (by_pop, e_tg_oracle[None] - e_og_oracle[:, None, :])},
         coords={names.PSI_N: np.asarray(psi_n, float), names.SEED: seed_coord, names.N: ((names.PSI_N,), np.asarray(sizes)),
-                names.DIM: int(dim)},
-        attrs={"variant": model.linear_variant, "linear_time": float(model.linear_time),
-               "num_population": int(num_population), "eps_population": eps_o, "sigma": SIGMA,
+                names.DIM: int(dim), names.NUM_POPULATION: np.asarray(pops, np.int64),
+                "eps_population": ((names.NUM_POPULATION,), np.asarray(eps_o))},
+        attrs={"variant": model.linear_variant, "linear_time": float(model.linear_time), "sigma": SIGMA,
                "divergence": "l2", "widths": "per set: eps = sigma N^(-1/d), sigma = population std"},
     )
     return _annotate(ds)
@@ -159,6 +187,9 @@ def combine_dims(parts: list[xr.Dataset], *, attrs: dict) -> xr.Dataset:
     parts = sorted(parts, key=lambda p: int(p[names.DIM]))
     cube = xr.concat([p.expand_dims(names.DIM) for p in parts], dim=names.DIM, join="exact", coords="different",
                      compat="equals", combine_attrs="drop_conflicts")
+    for coord in (names.N, "eps_population"):  # per d, also when one d (or equal values) left them without it
+        if coord in cube.coords and names.DIM not in cube[coord].dims:
+            cube = cube.assign_coords({coord: cube[coord].expand_dims({names.DIM: cube[names.DIM].values})})
     cube.attrs.update(attrs)
     return _annotate(cube)
 
@@ -175,9 +206,8 @@ def _n_half(n: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return np.array([np.nan if p[k, 0] >= 0.5 else half_crossing(n[k], p[k]) for k in range(p.shape[0])])
 
 
-def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator) -> xr.Dataset:
-    """P(Delta > 0) per (d, psi_n) with its binomial error, n_half per d with a bootstrap CI, and the
-    power law n_half = A d^b with a bootstrap-over-repeats CI of b (repeats resampled within each d)."""
+def _fit_population(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator) -> xr.Dataset:
+    """fit_transition at one population size (the cube without a num_population dimension)."""
     delta = cube[names.DELTA].transpose(names.DIM, names.PSI_N, names.SEED).values
     n = cube[names.N].transpose(names.DIM, names.PSI_N).values.astype(float)
     dims = cube[names.DIM].values.astype(float)
@@ -213,8 +243,27 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
         coords={names.DIM: cube[names.DIM].values, names.PSI_N: cube[names.PSI_N].values, names.N: ((names.DIM, names.PSI_N), n.astype(np.int64)),
                 names.CI_BOUND: ["lower", "upper"]},
     )
+    if names.DELTA_ORACLE in cube:
+        oracle = cube[names.DELTA_ORACLE].transpose(names.DIM, names.PSI_N, names.SEED).values
+        out[names.P_DELTA_POS_ORACLE] = ((names.DIM, names.PSI_N), p_delta(oracle))
+    return out
+
+
+def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator) -> xr.Dataset:
+    """P(Delta > 0) per (d, psi_n) with its binomial error, n_half per d with a bootstrap CI, and the
+    power law n_half = A d^b with a bootstrap-over-repeats CI of b (repeats resampled within each d), at each
+    population size N (dimension num_population; a cube written before it had one is read as one N); with
+    the oracle control, P(delta_oracle > 0) per (N, d, psi_n)."""
+    if names.NUM_POPULATION not in cube.dims:
+        cube = cube.expand_dims({names.NUM_POPULATION: [int(cube.attrs.get("num_population", 0))]})
+    by_pop = [_fit_population(cube.isel({names.NUM_POPULATION: k}), fit=fit, rng=rng)
+              for k in range(cube.sizes[names.NUM_POPULATION])]
+    out = xr.concat(by_pop, dim=names.NUM_POPULATION, coords="minimal", compat="override")
+    out = out.assign_coords({names.NUM_POPULATION: cube[names.NUM_POPULATION].values})
     if names.KL_GENERATED in cube:
-        out["kl_generated_median"] = cube[names.KL_GENERATED].median(names.SEED).transpose(names.DIM, names.PSI_N)
+        kl = cube[names.KL_GENERATED]
+        kl = kl.isel({names.NUM_POPULATION: 0}, drop=True) if names.NUM_POPULATION in kl.dims else kl
+        out["kl_generated_median"] = kl.median(names.SEED).transpose(names.DIM, names.PSI_N)
     _annotate(out)
     if "kl_generated_median" in out:
         out["kl_generated_median"].attrs.update({
@@ -227,6 +276,7 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
     out["n_half_prefactor"].attrs.update({"long_name": "prefactor A of n_half = A d^b", "units": "1"})
     out["n_half_exponent_ci"].attrs.update({"long_name": f"bootstrap-over-repeats {fit.ci_level:g} confidence "
                                                          "interval of b", "units": "1"})
+    num = cube.sizes[names.SEED]
     out.attrs = {k: v for k, v in cube.attrs.items()
                  if k in ("diffmem_version", "git_commit", "config_hash", "experiment", "variant", "linear_time")}
     out.attrs.update({"num_repeats": int(num), "num_bootstrap": int(fit.num_bootstrap), "ci_level": float(fit.ci_level),
@@ -246,16 +296,20 @@ def _cmd_run(args) -> None:
         raise ConfigError("config error at 'quality.divergence': family linear_exact computes the closed-form L2 "
                           f"distance (l2), not {quality.divergence!r}")
     psi_n = tuple(float(n) / float(data["dim"]) for n in data["n_train"])
+    populations = model.linear_populations or (quality.num_population,)
     t0 = time.monotonic()
     ds = evaluate_dim(dim=args.dim, psi_n=psi_n, seeds=tuple(data["seeds"]), repeats=model.linear_repeats, model=model,
-                      sample=sample, num_population=quality.num_population)
+                      sample=sample, num_population=populations)
     ds.attrs.update(provenance(stable_hash({"model": read_json_arg(args.model), "data": data,
-                                            "population": quality.num_population})))
+                                            "population": list(populations)})))
     ds.attrs["run_time_s"] = round(time.monotonic() - t0, 1)
     atomic_to_netcdf(ds, args.out)
-    p = p_delta(ds[names.DELTA].values)
-    log.info(f"d={args.dim}: P(Delta > 0) = {np.round(p, 3).tolist()} at n = "
-             f"{ds[names.N].values.tolist()} ({ds.attrs['run_time_s']} s) -> {args.out}")
+    for size in ds[names.NUM_POPULATION].values:
+        sel = ds.sel({names.NUM_POPULATION: size})
+        log.info(f"d={args.dim}, N={int(size)}: P(Delta > 0) = {np.round(p_delta(sel[names.DELTA].values), 3).tolist()}, "
+                 f"oracle {np.round(p_delta(sel[names.DELTA_ORACLE].values), 3).tolist()} at n = "
+                 f"{ds[names.N].values.tolist()}")
+    log.info(f"d={args.dim}: {ds.attrs['run_time_s']} s -> {args.out}")
 
 
 def _cmd_cube(args) -> None:
@@ -269,10 +323,12 @@ def _cmd_fit(args) -> None:
     (cube,) = load_parts([args.cube])
     out = fit_transition(cube, fit=cfg, rng=np.random.default_rng(0))
     atomic_to_netcdf(out, args.out)
-    lo, hi = out["n_half_exponent_ci"].values
-    halves = ", ".join(f"d={int(d)}: {float(h):.3g}" for d, h in zip(out[names.DIM].values, out[names.N_HALF].values))
-    log.info(f"n_half {halves}; n_half ~ d^{float(out['n_half_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
-             f"-> {args.out}")
+    for size in out[names.NUM_POPULATION].values:
+        sel = out.sel({names.NUM_POPULATION: size})
+        lo, hi = sel["n_half_exponent_ci"].values
+        halves = ", ".join(f"d={int(d)}: {float(h):.3g}" for d, h in zip(sel[names.DIM].values, sel[names.N_HALF].values))
+        log.info(f"N={int(size)}: n_half {halves}; n_half ~ d^{float(sel['n_half_exponent']):.3f} [{lo:.3f}, {hi:.3f}]")
+    log.info(f"-> {args.out}")
 
 
 def _cmd_plot(args) -> None:
@@ -299,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--cube", required=True)
     f.add_argument("--fit-cfg", required=True)
     f.add_argument("--out", required=True)
-    p = sub.add_parser("plot", help="p_delta_vs_psi_n.png, n_half_vs_d.png, e_tg_e_og.png")
+    p = sub.add_parser("plot", help="p_delta_vs_psi_n.png, n_half_vs_d.png, e_tg_e_og.png, kl_generated.png")
     p.add_argument("--cube", required=True)
     p.add_argument("--fit", required=True)
     p.add_argument("--outdir", required=True)
