@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import xarray as xr
-from test_figures import check_quality_figures
+from test_figures import check_quality_figures, check_tau_gen_levels
 from test_workflow import REPO, snakemake
 
 from diffmem.figures import experiment
@@ -39,8 +39,9 @@ def test_synthetic_quality_variables(tmp_path, drawn):
     # the same pixels as the workflow's files)
     cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), read_fit(exp / "fit.nc")
     figs = drawn.watch(experiment)
-    for name in ("timescales", "quality_vs_step", "loss_gap", "p_delta_pos"):
+    for name in ("timescales", "quality_vs_step", "loss_gap", "p_delta_pos", "tau_gen_levels"):
         with drawn.as_a_new_process():
             experiment.make_quality_figures(cube, fit, tmp_path / "redrawn", title="smoke_gauss", data_dim=4, only={name})
         assert drawn.same_pixels(tmp_path / "redrawn" / f"{name}.png", exp / "figures" / f"{name}.png"), name
     check_quality_figures(figs, cube, fit, data_dim=4)
+    check_tau_gen_levels(figs["tau_gen_levels.png"], fit)
