@@ -347,7 +347,7 @@ def make_tau_gen_levels_figure(cube: xr.Dataset, fit: xr.Dataset, out: str | Pat
     right.axhline(1.0, color="tab:red", lw=0.8, ls="--", label="b = 1: proportional to n")
     right.invert_xaxis()
     right.set_xlabel("quality level q (smaller: closer to the best quality reached)")
-    right.set_ylabel(f"tau_gen ~ n^b: b with its {int(100 * float(fit.attrs.get('ci_level', 0.95)))} % CI")
+    right.set_ylabel(f"tau_gen ~ n^b: b with its {int(round(100 * float(fit.attrs['ci_level'])))} % CI")
     right.legend(fontsize=6)
     right.set_title(f"tau_gen's exponent by level ({seed_count(fit)} seeds; CI resamples n points and seeds)",
                     fontsize=8)
