@@ -69,6 +69,7 @@ def plot_strength_sweep(cube: xr.Dataset, key: str):
         ax.legend(fontsize=6)
     for ax in axes[0]:
         ax.set_xscale("symlog", linthresh=lin)
+        ax.set_xlim(-0.3 * lin if values.min() <= 0 else values.min() / 1.5, values.max() * 1.5)  # no empty negative side
         ax.set_xlabel(f"{STRENGTH_LABEL[key]} ({cube.attrs.get('regularization', '')})")
     return fig
 
