@@ -4,7 +4,8 @@ Four panels: f_mem against step per n (mean and range over seeds) with the horiz
 (raw f_mem) against n at each horizon (geometric mean over the seeds that memorized by S); b against
 S with its CI, on raw f_mem and on f_mem divided by its value at S (open markers: some run is
 censored at S, so b is biased low there); the local slopes (raw f_mem) between consecutive n against
-S with their CIs.
+S with their CIs. The exponent and slope axes are clipped (-0.5 to 2, -1 to 3): a CI from two seeds
+or two n can span several units.
 
 Drawn by `diffmem horizons-plot --cube cube.nc --horizons horizons.nc --out figures/horizons.png`.
 """
@@ -103,6 +104,7 @@ def plot_exponent_vs_horizon(ax, readout: xr.Dataset) -> None:
                label="open: runs censored at S (count), b biased low")
     ax.axhline(1.0, color="k", lw=0.6, ls=":")
     ax.axhline(0.5, color="k", lw=0.6, ls=":")
+    ax.set_ylim(-0.5, 2.0)  # the CI of a reading from two or three n can span several units: clipped
     ax.set_xscale("log")
     plain_log_ticks(ax.xaxis, horizons)
     ax.set_xlabel("training length S (steps)")
@@ -127,6 +129,7 @@ def plot_local_slopes_vs_horizon(ax, readout: xr.Dataset) -> None:
         ax.errorbar(x, y, yerr=np.nan_to_num(err), color=color, marker="o", markersize=3, capsize=2, lw=0.8,
                     label=f"n = {int(n_lo[k])} -> {int(n_hi[k])}")
     ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    ax.set_ylim(-1.0, 3.0)  # Welch CIs from two seeds are wide: clipped
     ax.set_xscale("log")
     plain_log_ticks(ax.xaxis, horizons)
     ax.set_xlabel("training length S (steps)")
