@@ -154,7 +154,7 @@ def test_resources_command_prints_the_requests(capsys, tmp_path):
     assert cells[1:3] == ["12", "2 x 6"] and cells[4] == "1"  # 12 runs, grouped as config.yaml says: 2 jobs of 6
     main(["resources", str(config), "--all"])
     out = capsys.readouterr().out
-    assert "| gaussian_d16 | 24 | 1 x 24 |" in out and "| tikhonov_digits/strength0 | 6 | none (closed form) | — |" in out
+    assert "| gaussian_d16 | 24 | 1 x 24 |" in out and "| tikhonov_digits/strength0 | 4 | none (closed form) | — |" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiments: {e: {data: {dataset: digits, n_train: [5000], seeds: [0]}}}\n")
     with pytest.raises(SystemExit, match="^2$"):  # fail(): a user error, its cause on stderr
