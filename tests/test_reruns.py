@@ -159,8 +159,9 @@ def test_report_holds_every_figure_with_its_caption(smoke):
     html = report.read_text()
     root = workdir / "results_smoke/smoke/figures"
     figures = sorted(f"results_smoke/smoke/figures/{p.relative_to(root)}" for p in root.rglob("*.png"))
-    # the memorization, scaling and quality figures (no p_delta_pos), copies.png, and one gallery per run
-    assert len([f for f in figures if "/gallery/" not in f]) == 10, figures
+    # the memorization, scaling and quality figures (no p_delta_pos; tau_gen_levels), copies.png, and one gallery
+    # per run
+    assert len([f for f in figures if "/gallery/" not in f]) == 11, figures
     assert len([f for f in figures if "/gallery/" in f]) == 4, figures
     categories = json.loads(re.search(r"var categories = (\{.*?\});", html).group(1))
     assert sorted(p for paths in categories["smoke"].values() for p in paths) == figures

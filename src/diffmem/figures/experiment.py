@@ -332,7 +332,7 @@ def make_tau_gen_levels_figure(cube: xr.Dataset, fit: xr.Dataset, out: str | Pat
     ci = fit[f"{prefix}_exponent_ci"].transpose(names.QUALITY_LEVEL, names.CI_BOUND).values
     verdicts = tau_gen_level_verdicts(fit)
     for key, (color, marker) in VERDICT_STYLE.items():
-        pick = np.isin(q, verdicts[key])
+        pick = np.isin(q, verdicts[key]) & np.isfinite(b)  # no exponent (e.g. fewer than 2 n reached): no point
         if not pick.any():
             continue
         err = np.abs(np.stack([b[pick] - ci[pick, 0], ci[pick, 1] - b[pick]]))
