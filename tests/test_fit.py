@@ -108,6 +108,11 @@ def test_common_quality_targets_are_shared_by_every_run():
     at_fifth = tau.sel({names.QUALITY_LEVEL: 0.2})
     assert bool(at_fifth.sel({names.N: 32}).isnull().all()) and bool(at_fifth.sel({names.N: 64}).notnull().all())
     assert tau[names.QUALITY_TARGET].values == pytest.approx(targets)
+    # a run that starts past a target (its untrained value better than the median's) reads step 1, not 0
+    better = cube["fd_data"].copy()
+    better[0, 0, :] = np.minimum(better[0, 0, :].values, 0.5 * clock[0])
+    early = quality_level_onsets(better.assign_coords({names.STEP: np.r_[0, steps[1:]]}), [0.9])
+    assert early.isel({names.N: 0, names.SEED: 0}).values.tolist() == [1.0]
 
 
 def test_tau_gen_read_at_a_common_level_is_independent_of_n_where_the_tolerance_readout_is_not():

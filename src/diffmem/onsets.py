@@ -114,14 +114,17 @@ def common_quality_targets(values: np.ndarray, levels, *, lower_is_better: bool 
 
 def quality_level_onsets(curves: xr.DataArray, levels, *, lower_is_better: bool = True) -> xr.DataArray:
     """tau_gen (quality_level, n, seed): the first step at which each run reaches the common target of each
-    level (common_quality_targets), log-step interpolated; NaN (censored) where a run never reaches it."""
+    level (common_quality_targets), log-step interpolated; NaN (censored) where a run never reaches it. A run
+    already at the target at step 0 (its untrained value better than the median's, at a level near 1) reads
+    step 1, the log position onset_step gives step 0, so that the power law in n stays defined."""
     steps = curves[names.STEP].values
     targets = common_quality_targets(curves.transpose(..., names.STEP).values, levels, lower_is_better=lower_is_better)
 
     def onset(v: np.ndarray, target: float) -> float:
         if not np.isfinite(target):
             return float("nan")
-        return quality_onset(steps, v, tolerance=0.5, threshold=target, lower_is_better=lower_is_better)
+        tau = quality_onset(steps, v, tolerance=0.5, threshold=target, lower_is_better=lower_is_better)
+        return max(tau, 1.0) if np.isfinite(tau) else tau
 
     by_level = [xr.apply_ufunc(onset, curves, float(t), input_core_dims=[[names.STEP], []], vectorize=True,
                                output_dtypes=[float]) for t in targets]
