@@ -162,6 +162,15 @@ def provenance(config_hash: str) -> dict[str, str]:
     }
 
 
+# what a result file derived from another (a fit from its cube) carries over from it
+PROVENANCE_KEYS = ("diffmem_version", "git_commit", "config_hash", "experiment")
+
+
+def carried_provenance(attrs: dict, extra: tuple[str, ...] = ()) -> dict:
+    """The provenance attributes (PROVENANCE_KEYS, and `extra`) of the file a result was derived from."""
+    return {k: attrs[k] for k in (*PROVENANCE_KEYS, *extra) if k in attrs}
+
+
 # CF (https://cfconventions.org) and ACDD 1.3 (https://wiki.esipfed.org/ACDD_1.3) global attributes, so
 # generic NetCDF tools (ncdump, Panoply, THREDDS catalogues, xarray users) see what a file is and where
 # its definitions come from. CF-1.8: the files use nothing of CF-1.9 or 1.10, and 1.8 is the newest version

@@ -37,7 +37,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ConfigError, FitConfig
-from diffmem.io import cf_global_attrs
+from diffmem.io import carried_provenance, cf_global_attrs
 from diffmem.scaling import POWER_LAW_CRITERION, diagnose
 
 
@@ -297,9 +297,7 @@ def fit_onsets(cube: xr.Dataset, cfg: FitConfig, *, rng: np.random.Generator) ->
         attrs.update(onset_attrs)
         coords[names.CI_BOUND] = ["lower", "upper"]
     out = xr.Dataset(variables, coords=coords, attrs=attrs)
-    for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
-        if key in cube.attrs:
-            out.attrs[key] = cube.attrs[key]
+    out.attrs.update(carried_provenance(cube.attrs))
     out.attrs.update(cf_global_attrs(
         title=f"diffmem fit of experiment {cube.attrs.get('experiment', '?')}",
         summary="Memorization and generalization onsets (tau_mem, tau_gen) per training-set size and seed, "

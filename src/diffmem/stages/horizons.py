@@ -23,7 +23,7 @@ from diffmem.config import ConfigError, FitConfig, read_json_arg
 from diffmem.figures.common import ci_label
 from diffmem.figures.horizons import make_horizons_figure
 from diffmem.horizons import F_MEM_AT_HORIZON, HORIZON, TAU_MEM_HORIZONS, horizon_fits
-from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, cf_global_attrs, fail
+from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, carried_provenance, cf_global_attrs, fail
 from diffmem.log import configure
 from diffmem.stages import stage_parser
 
@@ -77,9 +77,7 @@ def fit_main(argv: list[str]) -> None:
     dropped = sorted(set(int(h) for h in cfg.horizons) - set(int(h) for h in readout[HORIZON].values))
     if dropped:
         log.warning(f"horizons beyond the last checkpoint of some run, dropped: {dropped}")
-    for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
-        if key in cube.attrs:
-            readout.attrs[key] = cube.attrs[key]
+    readout.attrs.update(carried_provenance(cube.attrs))
     readout.attrs.update(cf_global_attrs(
         title=f"diffmem tau_mem by training length, experiment {cube.attrs.get('experiment', '?')}",
         summary="tau_mem per training-set size and seed read from the runs cut at each training length (horizon), "

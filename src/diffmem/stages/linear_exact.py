@@ -49,7 +49,7 @@ from diffmem.cube import load_parts
 from diffmem.families.linear import fit_linear_denoiser, linear_generated_gaussian
 from diffmem.families.one_step import fit_one_step, one_step_generated, one_step_noise
 from diffmem.figures.linear_exact import make_linear_exact_figures
-from diffmem.io import atomic_to_netcdf, fail, provenance
+from diffmem.io import atomic_to_netcdf, carried_provenance, fail, provenance
 from diffmem.log import configure
 from diffmem.metrics.exact import gaussian_kl
 from diffmem.metrics.l2 import halder_width, l2_kde_gaussian, log_kde_overlap
@@ -277,8 +277,7 @@ def fit_transition(cube: xr.Dataset, *, fit: FitConfig, rng: np.random.Generator
     out["n_half_exponent_ci"].attrs.update({"long_name": f"bootstrap-over-repeats {fit.ci_level:g} confidence "
                                                          "interval of b", "units": "1"})
     num = cube.sizes[names.SEED]
-    out.attrs = {k: v for k, v in cube.attrs.items()
-                 if k in ("diffmem_version", "git_commit", "config_hash", "experiment", "variant", "linear_time")}
+    out.attrs = carried_provenance(cube.attrs, extra=("variant", "linear_time"))
     out.attrs.update({"num_repeats": int(num), "num_bootstrap": int(fit.num_bootstrap), "ci_level": float(fit.ci_level),
                       "note": "censored d (n_half below the grid or never reached) are excluded from the power law"})
     return out

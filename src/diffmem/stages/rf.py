@@ -66,7 +66,7 @@ from diffmem.families.random_features import (
 )
 from diffmem.figures.rf import make_rf_figures
 from diffmem.figures.rf_compare import make_rf_compare
-from diffmem.io import atomic_to_netcdf, fail, provenance
+from diffmem.io import atomic_to_netcdf, carried_provenance, fail, provenance
 from diffmem.log import configure
 from diffmem.onsets import describe_scaling, quality_onset, scaling_fit
 from diffmem.scaling import power_law_fit
@@ -358,9 +358,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
                 + ("tau_split is log-interpolated between checkpoints" if fit.rf_split == "half_gap"
                    else "tau_split is read on the checkpoint grid (no interpolation)"),
     }
-    for key in ("diffmem_version", "git_commit", "config_hash", "experiment"):
-        if key in cube.attrs:
-            out.attrs[key] = cube.attrs[key]
+    out.attrs.update(carried_provenance(cube.attrs))
     return out
 
 
