@@ -24,8 +24,10 @@ x0_hat [B, D]; the score is (x0_hat - x) / sigma^2.  With logits l_i(x) = -||x -
   assigned to "no correction": it contributes x0_hat = x, i.e. zero score (the score of a flat
   background), NOT -x / sigma^2.  Hence x0_hat = sum_i w_i x_i + (1 - sum_i w_i) x.  The stored copy of
   the paper we could consult held only its abstract, which names "(ii) regularization designed to promote
-  asymptotic consistency" without the formula, so neither the formula nor its equation number could be
-  checked against the paper text: what is implemented is exactly the authors' code, with the floor
+  asymptotic consistency" without the formula, so the formula could not be checked against the paper
+  text (a third-party project citing the paper by number, ishitta-iyer/research-diffusion's
+  notes/project_map.md, calls this class "the paper's Sect. 5.2 alternative regularizer" and the Tikhonov
+  one its eq. (5.7)): what is implemented is exactly the authors' code, with the floor
   optionally applied to the normalized mixture density instead (``floor_on="density"``, Zhang's form).
 - ``KernelSmoothedDenoiser``: posterior mean when x0 ~ KDE = (1/n) sum_i N(x_i, h^2 I): with
   s_eff^2 = sigma^2 + h^2 and w = softmax(-||x - x_i||^2 / (2 s_eff^2)),
