@@ -88,6 +88,14 @@ TAU_SPLIT_LEVELS = "tau_split_levels"  # (gap_level, n, seed): the time the gap 
 RF_MODE = "rf_mode"  # random features: index of an eigenvalue of U (ascending)
 U_EIGENVALUE = "u_eigenvalue"  # (rf_mode,): the spectrum of the noise-averaged U of one flow run
 TAU_MEM_EDGE = "tau_mem_edge"  # (n, seed): psi_p / (Delta_t (lam + ridge)) at the lower edge of U's top n eigenvalues
+# random features, issue 22: the losses with A restricted to the span of U's top-n eigenvectors (the theory's
+# memorization bulk) and to its complement (the other p - n modes), and the split times read from those gaps
+TRAIN_LOSS_BULK = "train_loss_bulk"
+TEST_LOSS_BULK = "test_loss_bulk"
+TRAIN_LOSS_OUTSIDE = "train_loss_outside"
+TEST_LOSS_OUTSIDE = "test_loss_outside"
+TAU_SPLIT_BULK = "tau_split_bulk"  # (n, seed)
+TAU_SPLIT_OUTSIDE = "tau_split_outside"  # (n, seed)
 N_HALF_CI = "n_half_ci"
 P_DELTA_SE = "p_delta_pos_se"
 TIKHONOV = "tikhonov"  # train.tikhonov swept: the Tikhonov penalty c of the training loss
@@ -194,6 +202,10 @@ for _prefix, _what in ((TAU_MEM, "tau_mem"), (TAU_GEN, "tau_gen"), (TAU_MEM_LEVE
 for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():  # random features: the split time per gap level
     ATTRS.setdefault(f"{TAU_SPLIT_LEVELS}_{_suffix}", {"long_name": _long.format(what="the split time at each gap level"),
                                                        "units": _units})
+for _prefix, _what in ((TAU_SPLIT_BULK, "the split time of the bulk-only gap"),  # random features, by modes of U
+                       (TAU_SPLIT_OUTSIDE, "the split time of the gap outside the bulk")):
+    for _suffix, (_long, _units) in _DIAGNOSTIC_ATTRS.items():
+        ATTRS.setdefault(f"{_prefix}_{_suffix}", {"long_name": _long.format(what=_what), "units": _units})
 ATTRS.update({
     GAP_LEVEL: {"long_name": "fraction of the final train-test gap at which the split time is read", "units": "1"},
     RF_MODE: {"long_name": "index of an eigenvalue of U, ascending", "units": "1"},

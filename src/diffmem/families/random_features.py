@@ -34,6 +34,13 @@ Delta_t = 1 - e^{-2t} (equivalently sigma = sqrt(e^{2t} - 1) after dividing x_t 
   lr = p eta_B (grad_B = sqrt(p) grad_A), so their step advances tau = k lr / d^2 by psi_p eta_B / d, and
   their "training time" T = k eta_B is tau d / psi_p.  Their eta_B = 1e-4 d / Delta_t gives d tau = 1e-4
   psi_p / Delta_t per step (0.035 at psi_p = 64, t = 0.1), whatever d.
+- Modes of U (issue 22): with ``bulk_size = k`` both solvers also record the losses at A restricted to the
+  span of U's top-k eigenvectors (k = n: the theory's memorization bulk) and at the rest, A = A_bulk +
+  A_outside (``split_by_modes``).  Every loss here is quadratic in A, so for any evaluation set
+      L(A) = L(A_bulk) + L(A_outside) - L(0) + (2 Delta_t / d) mean_rows <s_bulk, s_outside>,
+  s_part the score of A_part at the rows; under the flow each part evolves alone (U is diagonal in its
+  eigenvectors), so A_bulk(tau) is the flow of the bulk modes by themselves.  The cross term vanishes in
+  the noise-averaged training loss itself (U commutes with the projection), not in the test loss.
 - Theory, Eqs. (12)-(14) and Theorem 3.2: the memorization bulk rho_1 of U has left edge
   lam_min = s_t^2 + v_t^2 (1 - sqrt(psi_p/psi_n))^2; tau_mem = psi_p / (Delta_t lam_min), which for
   psi_p >> psi_n >> 1 is ~ psi_n / (Delta_t v_t^2), i.e. linear in n.  The coefficients are computed by
@@ -64,16 +71,22 @@ __all__ = [
     "rf_ridge_solution",
     "rf_score",
     "sigma_of_t",
+    "split_by_modes",
     "split_time",
     "t_of_sigma",
     "theory_bulk_edges",
     "theory_spectrum_cdf",
     "theory_tau_mem",
+    "top_modes",
     "train_random_features",
     "half_gap_time",
     "gap_level_time",
     "noise_averaged_moments",
+    "MODE_PARTS",
 ]
+
+# the two parts of A recorded with ``bulk_size``: "train_loss_<part>", "test_loss_<part>"
+MODE_PARTS = ("bulk", "outside")
 
 
 def delta(t: float) -> float:
@@ -109,6 +122,20 @@ def rf_score(a: Tensor, w: Tensor, x: Tensor) -> Tensor:
 def exact_score(x: Tensor) -> Tensor:
     """Score of N(0, I_d) (the noised law at every t for N(0, I_d) data): -x."""
     return -x
+
+
+def top_modes(q: Tensor, k: int) -> Tensor:
+    """The eigenvectors of the k largest eigenvalues, [p, min(k, p)], from q [p, p] of an ascending
+    eigendecomposition (``torch.linalg.eigh``): the theory's memorization bulk of U when k = n."""
+    p = q.shape[1]
+    return q[:, p - min(max(int(k), 0), p):]
+
+
+def split_by_modes(a: Tensor, q_bulk: Tensor) -> tuple[Tensor, Tensor]:
+    """A [d, p] restricted to the span of the orthonormal columns of q_bulk [p, k] and to its orthogonal
+    complement: A_bulk = A Q Q^T, A_outside = A - A_bulk (so A = A_bulk + A_outside, A_bulk A_outside^T = 0)."""
+    a_bulk = (a @ q_bulk) @ q_bulk.T  # [d, p]
+    return a_bulk, a - a_bulk
 
 
 def rf_loss(a: Tensor, w: Tensor, x_noisy: Tensor, xi: Tensor, delta_t: float) -> Tensor:
@@ -173,6 +200,28 @@ class _Evaluator:
         test = (math.sqrt(self.dt) * s_te + self.xi_te).pow(2).sum(1).mean() / d
         err = (s_te - exact_score(self.x_te)).pow(2).sum(1).mean() / d
         return float(train), float(test), float(err)
+
+
+def _record_losses(out: dict[str, list[float]], evaluate: _Evaluator, a: Tensor, w: Tensor,
+                   q_bulk: Tensor | None) -> tuple[float, float, float]:
+    """Evaluate A and append its losses to `out`; with q_bulk, also those of A's parts (MODE_PARTS)."""
+    tr, te, err = evaluate(a, w)
+    out["train_loss"].append(tr)
+    out["test_loss"].append(te)
+    out["score_error"].append(err)
+    if q_bulk is not None:
+        for part, a_part in zip(MODE_PARTS, split_by_modes(a, q_bulk)):
+            part_tr, part_te, _ = evaluate(a_part, w)
+            out[f"train_loss_{part}"].append(part_tr)
+            out[f"test_loss_{part}"].append(part_te)
+    return tr, te, err
+
+
+def _loss_record(time_key: str, q_bulk: Tensor | None) -> dict[str, list[float]]:
+    keys = [time_key, "train_loss", "test_loss", "score_error"]
+    if q_bulk is not None:
+        keys += [f"{kind}_loss_{part}" for part in MODE_PARTS for kind in ("train", "test")]
+    return {key: [] for key in keys}
 
 
 def _tanh_derivatives(th: Tensor, order: int) -> list[Tensor]:
@@ -246,6 +295,7 @@ def train_random_features(
     record_steps: Sequence[int] | None = None,
     num_eval_noise: int = 16,
     ridge: float = 0.0,
+    bulk_size: int | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Full-batch gradient descent (Eq. (9)) on the RF score loss at diffusion time t, from A = 0.
@@ -256,7 +306,11 @@ def train_random_features(
     train_x [n, d], test_x [n_test, d] (N(0, I_d) for the score error to be meaningful).  W is drawn from
     `generator`, then the noise.  Returns numpy arrays "step", "tau" (= step lr / d^2), "train_loss",
     "test_loss", "score_error" (Eq. (8), evaluated with `num_eval_noise` fixed draws per point), and the
-    final "A" [d, p] and "W" [p, d].
+    final "A" [d, p] and "W" [p, d].  With `bulk_size` = k also "train_loss_bulk", "test_loss_bulk",
+    "train_loss_outside", "test_loss_outside": the losses of A restricted to U's top-k eigenvectors and to
+    the rest (module docstring), U the matrix whose flow gradient descent follows on average: the
+    noise-averaged one (``noise_averaged_moments``) when the noise is redrawn, the frozen draws' otherwise.
+    That costs one U and one eigendecomposition, and draws nothing from `generator`.
 
     `progress(step, {"train_loss": ..., "test_loss": ..., "score_error": ...})`, if given, is called after
     each recorded evaluation; an exception it raises stops training (e.g. on a non-finite loss).
@@ -276,14 +330,15 @@ def train_random_features(
         phi = rf_features(w, noised(xs, xi, t))  # [n m, p]
         u_mat = phi.T @ phi / phi.shape[0]  # [p, p], Eq. (11)
         v_mat = phi.T @ xi / phi.shape[0]  # [p, d], Eq. (11)
-    out: dict[str, list[float]] = {"step": [], "train_loss": [], "test_loss": [], "score_error": []}
+    q_bulk = None
+    if bulk_size is not None:
+        u_mean = u_mat if u_mat is not None else noise_averaged_moments(train_x, w, t=t)[0]
+        q_bulk = top_modes(torch.linalg.eigh(u_mean)[1], bulk_size)
+    out = _loss_record("step", q_bulk)
     for k in range(num_steps + 1):
         if k in rec_set:
-            tr, te, err = evaluate(a, w)
             out["step"].append(k)
-            out["train_loss"].append(tr)
-            out["test_loss"].append(te)
-            out["score_error"].append(err)
+            tr, te, err = _record_losses(out, evaluate, a, w, q_bulk)
             if progress is not None:
                 progress(k, {"train_loss": tr, "test_loss": te, "score_error": err})
         if k == num_steps:
@@ -314,6 +369,7 @@ def rf_gradient_flow(
     num_noise: int = 0,
     num_eval_noise: int = 16,
     ridge: float = 0.0,
+    bulk_size: int | None = None,
     eigh_float32_above: int = 2048,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
@@ -326,7 +382,8 @@ def rf_gradient_flow(
 
     Draws W, the evaluation noise, then (num_noise > 0) the training noise from `generator`.  Returns "tau",
     "train_loss", "test_loss", "score_error", "eigvals" (of U, ascending, without the ridge) and "A" [d, p]
-    at the last tau.
+    at the last tau; with `bulk_size` = k also the losses of A restricted to U's top-k eigenvectors and to the
+    rest ("train_loss_bulk", "test_loss_bulk", "train_loss_outside", "test_loss_outside", module docstring).
     """
     dtype = train_x.dtype
     n, d = train_x.shape
@@ -357,16 +414,14 @@ def rf_gradient_flow(
     lam_eff = lam + ridge  # the ridge shifts U by ridge I (module docstring)
     c = 2.0 * dt * d / p
     vq = v_mat.T @ q  # [d, p]
-    out: dict[str, list[float]] = {"tau": [], "train_loss": [], "test_loss": [], "score_error": []}
+    q_bulk = None if bulk_size is None else top_modes(q, bulk_size)
+    out = _loss_record("tau", q_bulk)
     for tau in taus:
         x = c * lam_eff * tau
         h = torch.where(x > 1e-12, -torch.expm1(-x) / (c * lam_eff).clamp_min(1e-300), torch.full_like(lam, tau))
         a = -(2.0 * d * math.sqrt(dt / p)) * (vq * h) @ q.T  # [d, p]
-        tr, te, err = evaluate(a, w)
         out["tau"].append(float(tau))
-        out["train_loss"].append(tr)
-        out["test_loss"].append(te)
-        out["score_error"].append(err)
+        _record_losses(out, evaluate, a, w, q_bulk)
     res = {key: np.asarray(val) for key, val in out.items()}
     res["eigvals"] = lam.numpy()
     res["A"] = a.numpy() if len(taus) else np.zeros((d, p))

@@ -5,7 +5,10 @@ seed range, power-law fit with its CI) with the theory's tau_mem and, where the 
 the theory's formula at the run's own edge (tau_mem_edge); (b) the exponent of the split time read at each
 fraction of the final gap (tau_split_levels) with its bootstrap CI, against the theory's and the edge's
 exponents; (c) the spectrum of U in one flow experiment (fraction of eigenvalues <= lambda, per psi_n)
-against the theory's (an atom at s_t^2 holding 1 - psi_n / psi_p, the rest Marchenko-Pastur).
+against the theory's (an atom at s_t^2 holding 1 - psi_n / psi_p, the rest Marchenko-Pastur); (d) where the
+runs recorded the mode split (issue 22), the half-gap exponent of the whole gap, of the gap of A restricted
+to U's top n eigenvectors (the theory's memorization bulk) and of the gap of the rest, per experiment, with
+the theory's exponent.  Fits from cubes without the mode split get no panel (d), and a note says so.
 """
 
 from __future__ import annotations
@@ -89,6 +92,45 @@ def _level_panel(ax, fits: Sequence[tuple[str, xr.Dataset]], colors) -> None:
     ax.legend(fontsize=6)
 
 
+MODE_READS = ((names.TAU_SPLIT, "whole gap"), (names.TAU_SPLIT_BULK, "bulk only:\nU's top n modes"),
+              (names.TAU_SPLIT_OUTSIDE, "outside the bulk:\nU's other p - n modes"))
+
+
+def has_mode_split(fit: xr.Dataset) -> bool:
+    """Whether a fit holds the split times of the gap by modes of U (rf_fit of a cube with the mode split)."""
+    return all(f"{prefix}_exponent" in fit for prefix, _ in MODE_READS)
+
+
+def _mode_panel(ax, fits: Sequence[tuple[str, xr.Dataset]], colors) -> None:
+    first = fits[0][1]
+    x = np.arange(len(MODE_READS))
+    for k, ((label, fit), color) in enumerate(zip(fits, colors)):
+        if not has_mode_split(fit):
+            ax.plot([], [], " ", label=f"{label}: no mode split in its cube")
+            continue
+        b = np.array([float(fit[f"{prefix}_exponent"]) for prefix, _ in MODE_READS])
+        shift = x + 0.06 * (k - (len(fits) - 1) / 2)
+        for suffix, lw in (("exponent_ci", 1.0), (names.EXPONENT_CI_SEEDS, 3.0)):  # thin: n points and seeds
+            ci = np.array([fit[f"{prefix}_{suffix}"].values for prefix, _ in MODE_READS])  # [read, bound]
+            ok = np.isfinite(ci).all(axis=1)
+            ax.vlines(shift[ok], ci[ok, 0], ci[ok, 1], color=color, lw=lw, alpha=0.6 if lw > 1 else 1.0)
+        ax.plot(shift, b, "o-", ms=5, lw=1, color=color,
+                label=f"{label}: whole {b[0]:.2f}, bulk {b[1]:.2f}, outside {b[2]:.2f}")
+    ax.axhline(float(first[f"{names.TAU_MEM_THEORY}_exponent"]), color="k", ls="--", lw=1,
+               label=f"theory tau_mem: {float(first[f'{names.TAU_MEM_THEORY}_exponent']):.2f}")
+    edged = [fit for _, fit in fits if f"{names.TAU_MEM_EDGE}_exponent" in fit]
+    if edged:
+        ax.axhline(float(edged[0][f"{names.TAU_MEM_EDGE}_exponent"]), color="k", ls=":", lw=1,
+                   label="theory's formula at the runs' U edge")
+    ax.set_xticks(x, [name for _, name in MODE_READS], fontsize=7)
+    ax.set_xlim(-0.5, len(MODE_READS) - 0.5)
+    ax.set_ylabel("half-gap exponent b, tau ~ psi_n^b")
+    ax.set_title("(d) which modes of U the gap's exponent comes from\n(thin bar: 95% CI over n points and "
+                 "seeds; thick: seeds only)", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6)
+
+
 def _spectrum_panel(ax, label: str, cube: xr.Dataset, fit: xr.Dataset) -> None:
     d = int(fit.attrs.get("d", 1))
     psi_p = float(fit.attrs["psi_p"])
@@ -126,15 +168,26 @@ def make_rf_compare(fits: Sequence[tuple[str, xr.Dataset]], cubes: Sequence[xr.D
         raise ValueError("rf_compare needs at least one experiment")
     colors = plt.get_cmap("tab10")(np.arange(len(fits)) % 10)
     spectral = [(label, cube, fit) for (label, fit), cube in zip(fits, cubes) if names.U_EIGENVALUE in cube]
-    fig, axes = plt.subplots(1, 3 if spectral else 2, figsize=(16 if spectral else 11, 4.6))
+    modes = any(has_mode_split(fit) for _, fit in fits)
+    count = 2 + bool(spectral) + modes
+    if count == 4:
+        fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+        axes = axes.ravel()
+    else:
+        fig, axes = plt.subplots(1, count, figsize=(5.4 * count, 4.6))
     _split_panel(axes[0], fits, colors)
     _level_panel(axes[1], fits, colors)
     if spectral:
         _spectrum_panel(axes[2], *spectral[0])
+    if modes:
+        _mode_panel(axes[-1], fits, colors)
+    else:
+        fig.text(0.5, 0.005, "no panel (d): these cubes predate the gap's split by modes of U (rerun rf_train to "
+                 "draw it)", ha="center", va="bottom", fontsize=7, style="italic")
     first = fits[0][1]
     fig.suptitle(f"{title + ': ' if title else ''}random features, d = {first.attrs.get('d')}, psi_p = "
                  f"{first.attrs.get('psi_p', 0):g}, t = {first.attrs.get('rf_time', 0):g}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0 if modes else 0.03, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)

@@ -8,12 +8,15 @@ on N(0, I_d) data).  This module is the workflow around it:
   checkpoint grid, in steps and in the paper's time tau = step lr / d^2.  Solver `gd` runs full-batch
   gradient descent with the noise redrawn every step; `flow` evaluates the exact gradient flow, Eq. (10),
   of the noise-averaged loss (U, V averaged over model.rf_num_noise draws per point) at the same taus.
+  Both also record the losses at A restricted to U's top-n eigenvectors (the theory's memorization bulk)
+  and to the other p - n modes (issue 22: which modes carry the train-test gap).
 - `rf_fit`: the split time tau_split per (n, seed) -- by default (fit.rf_split: half_gap) the time at which
   the train-test gap reaches half its long-time value, with no threshold on the gap's size; `threshold`
   keeps the old first tau where (test - train) / test loss > fit.rf_gap, which is biased because the
   long-time gap itself shrinks like 1 / psi_n -- its power law in n with a bootstrap-over-seeds CI, a generalization time tau_gen from the
   score error, and the theory tau_mem = psi_p / (Delta_t lam_min) per n (paper's convention, see
-  `theory_tau_mem`).  The paper's effect: tau_split grows ~ linearly with psi_n = n / d at fixed
+  `theory_tau_mem`).  From cubes with the mode split, tau_split_bulk and tau_split_outside read the gap of
+  each part the same way, with their power laws.  The paper's effect: tau_split grows ~ linearly with psi_n = n / d at fixed
   psi_p = p / d, tau_gen does not.
 - `make_rf_figures`: rf_losses.png and rf_split_time.png.
 
@@ -76,6 +79,10 @@ __all__ = ["GAP_LEVELS", "RFDivergedError", "gd_lr_bound", "main", "make_rf_figu
 
 logger = logging.getLogger(__name__)  # `log` is the progress callback of the functions below
 SOLVERS = ("gd", "flow")
+# the gaps of A's parts by modes of U (rf_run records their losses; rf_fit reads each one's split time)
+# part: (split time, train loss, test loss), the parts of MODE_PARTS
+MODE_SPLITS = {"bulk": (names.TAU_SPLIT_BULK, names.TRAIN_LOSS_BULK, names.TEST_LOSS_BULK),
+               "outside": (names.TAU_SPLIT_OUTSIDE, names.TRAIN_LOSS_OUTSIDE, names.TEST_LOSS_OUTSIDE)}
 # the fractions of the final train-test gap at which rf_fit also reads the split time (tau_split_levels):
 # the low levels read the fast part of the gap's rise, the high ones its slowest modes
 GAP_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -86,6 +93,13 @@ RUN_ATTRS = {
     names.TRAIN_LOSS: {"long_name": "RF score loss on the training set (Eq. (8), fixed evaluation noise)", "units": "1"},
     names.TEST_LOSS: {"long_name": "RF score loss on the held-out test split (Eq. (8), fixed evaluation noise)", "units": "1"},
     names.SCORE_ERROR: {"long_name": "(1/d) E||s_A(x_t) - s(x_t)||^2 on the test split, s(x) = -x", "units": "1"},
+    **{loss: {"long_name": f"RF score loss on the {where} (Eq. (8), fixed evaluation noise) with A restricted to "
+                           f"{modes}: A Q Q^T, Q those eigenvectors of U (noise-averaged)", "units": "1"}
+       for loss, where, modes in (
+           (names.TRAIN_LOSS_BULK, "training set", "the span of U's top n eigenvectors (the theory's memorization bulk)"),
+           (names.TEST_LOSS_BULK, "held-out test split", "the span of U's top n eigenvectors (the theory's memorization bulk)"),
+           (names.TRAIN_LOSS_OUTSIDE, "training set", "the complement of that span (U's other p - n eigenvectors)"),
+           (names.TEST_LOSS_OUTSIDE, "held-out test split", "the complement of that span (U's other p - n eigenvectors)"))},
     names.U_EIGENVALUE: {"long_name": "eigenvalues of U (Eq. (11), noise-averaged with rf_num_noise 0; without the "
                                       "ridge), ascending; the mode lam relaxes on psi_p / (2 Delta_t (lam + ridge))",
                          "units": "1"},
@@ -184,21 +198,23 @@ def rf_run(train_x: np.ndarray, test_x: np.ndarray, *, model: ModelConfig, train
         res = train_random_features(
             x, x_test, p=p, t=t, lr=lr, num_steps=int(steps[-1]), generator=_generator(seed),
             num_noise=model.rf_num_noise, resample_noise=True, record_steps=steps, num_eval_noise=eval_noise,
-            ridge=model.rf_ridge, progress=_Progress(label=label, num_steps=int(steps[-1]), lr=lr, d=d, log=log),
+            ridge=model.rf_ridge, bulk_size=n, progress=_Progress(label=label, num_steps=int(steps[-1]), lr=lr, d=d, log=log),
         )
         if not np.array_equal(res["step"], steps):
             raise RuntimeError(f"recorded steps {res['step']} differ from the checkpoint grid {steps}")
     else:
         res = rf_gradient_flow(x, x_test, p=p, t=t, taus=tau, generator=_generator(seed),
                                num_noise=model.rf_num_noise, num_eval_noise=eval_noise, ridge=model.rf_ridge,
+                               bulk_size=n,
                                log=lambda m: log(f"{label}: {m} ({time.monotonic() - t0:.0f} s)"))
         for key in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR):
             bad = np.flatnonzero(~np.isfinite(res[key]))
             if bad.size:
                 raise RFDivergedError(f"random-features gradient flow ({label}): non-finite {key} at step "
                                       f"{int(steps[bad[0]])}")
+    recorded = (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR, *[k for keys in MODE_SPLITS.values() for k in keys[1:]])
     ds = xr.Dataset(
-        {key: ((names.STEP,), np.asarray(res[key], dtype=np.float64)) for key in (names.TRAIN_LOSS, names.TEST_LOSS, names.SCORE_ERROR)},
+        {key: ((names.STEP,), np.asarray(res[key], dtype=np.float64)) for key in recorded if key in res},
         coords={names.STEP: steps, names.TAU: ((names.STEP,), tau), names.N: n, names.SEED: int(seed), names.DIM: d},
         attrs={"d": d, "p": p, "psi_p": p / d, "psi_n": n / d, "rf_time": t, "lr": lr, "solver": model.rf_solver,
                "rf_num_noise": model.rf_num_noise, "rf_ridge": float(model.rf_ridge), "lr_stability_bound": lr_bound,
@@ -241,6 +257,11 @@ def _level_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, l
     return float("nan") if s is None else float(s)
 
 
+def _final_gap(train: xr.DataArray, test: xr.DataArray) -> xr.DataArray:
+    gap = (test - train).isel({names.STEP: -1})
+    return gap.drop_vars([c for c in gap.coords if c not in (names.N, names.SEED)])
+
+
 def top_edge(eigvals: np.ndarray, n: int) -> float:
     """The smallest of the n largest eigenvalues (all of them when n >= their number): where the theory's
     memorization bulk of n eigenvalues (psi_n < psi_p) has its lower edge lam_min.  NaN when none is finite."""
@@ -259,7 +280,10 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     fit.tau_gen_tolerance of the gap between its first and best value (log-interpolated).  Censored runs
     are left out of the fits.  tau_split_levels reads the same gap at each of GAP_LEVELS (the exponent per
     level shows which part of the gap's rise grows with n); for flow runs, tau_mem_edge puts the run's own
-    edge of U's top n eigenvalues into the theory's psi_p / (Delta_t (lam + ridge)).
+    edge of U's top n eigenvalues into the theory's psi_p / (Delta_t (lam + ridge)).  Where the cube has the
+    mode split (rf_run since issue 22), tau_split_bulk and tau_split_outside read the gap of A restricted to
+    U's top n eigenvectors and to the rest with the same readout, and gap_final(_bulk, _outside) keep the gaps
+    at the last checkpoint.
     """
     d = data_dim(cube)
     p = max(1, round(model.psi_p * d))
@@ -269,21 +293,35 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     if tau is None:
         raise ConfigError("the cube has no 'tau' coordinate on step (written by rf_run)")
     tau_per_step = float(tau[-1] / steps[-1])  # tau = step lr / d^2, linear in step
-    tau_split = xr.apply_ufunc(
-        lambda tr, te: _split_tau(tr, te, tau, rel_gap=fit.rf_gap, method=fit.rf_split),
-        cube[names.TRAIN_LOSS], cube[names.TEST_LOSS],
-        input_core_dims=[[names.STEP], [names.STEP]], vectorize=True, output_dtypes=[float])
+    # the half-gap time needs the gap to have settled: compare it a decade before the last checkpoint
+    early = int(np.searchsorted(tau, tau[-1] / 10.0))
+
+    def split_times(train: xr.DataArray, test: xr.DataArray) -> xr.DataArray:
+        return xr.apply_ufunc(
+            lambda tr, te: _split_tau(tr, te, tau, rel_gap=fit.rf_gap, method=fit.rf_split), train, test,
+            input_core_dims=[[names.STEP], [names.STEP]], vectorize=True, output_dtypes=[float])
+
+    def settled_gap(train: xr.DataArray, test: xr.DataArray) -> xr.DataArray:
+        gap = test - train
+        ratio = gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1})
+        return ratio.drop_vars([c for c in ratio.coords if c not in (names.N, names.SEED)])
+
+    tau_split = split_times(cube[names.TRAIN_LOSS], cube[names.TEST_LOSS])
     # in steps, then to tau: onset_step interpolates in log(step) and treats step 0 as step 1
     tau_gen = tau_per_step * xr.apply_ufunc(
         lambda v: quality_onset(steps, v, tolerance=fit.tau_gen_tolerance), cube[names.SCORE_ERROR],
         input_core_dims=[[names.STEP]], vectorize=True, output_dtypes=[float])
-    # the half-gap time needs the gap to have settled: compare it a decade before the last checkpoint
-    early = int(np.searchsorted(tau, tau[-1] / 10.0))
-    gap = cube[names.TEST_LOSS] - cube[names.TRAIN_LOSS]
-    settled = gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1})
     boot = {"num_bootstrap": fit.num_bootstrap, "ci_level": fit.ci_level, "rng": rng, "alpha": fit.lack_of_fit_alpha}
     variables = scaling_fit(tau_split, prefix=names.TAU_SPLIT, **boot)
-    variables["gap_settled"] = settled.drop_vars([c for c in settled.coords if c not in (names.N, names.SEED)])
+    variables["gap_settled"] = settled_gap(cube[names.TRAIN_LOSS], cube[names.TEST_LOSS])
+    # the gaps of A's parts by modes of U, read the same way (cubes written before the mode split lack them)
+    mode_splits = {part: keys for part, keys in MODE_SPLITS.items() if keys[1] in cube and keys[2] in cube}
+    for part, (prefix, train_key, test_key) in mode_splits.items():
+        variables.update(scaling_fit(split_times(cube[train_key], cube[test_key]), prefix=prefix, **boot))
+        variables[f"gap_settled_{part}"] = settled_gap(cube[train_key], cube[test_key])
+        variables[f"gap_final_{part}"] = _final_gap(cube[train_key], cube[test_key])
+    if mode_splits:
+        variables["gap_final"] = _final_gap(cube[names.TRAIN_LOSS], cube[names.TEST_LOSS])
     levels = xr.DataArray(np.asarray(GAP_LEVELS), dims=(names.GAP_LEVEL,), coords={names.GAP_LEVEL: list(GAP_LEVELS)})
     tau_levels = xr.apply_ufunc(
         lambda tr, te, q: _level_tau(tr, te, tau, q), cube[names.TRAIN_LOSS], cube[names.TEST_LOSS], levels,
@@ -294,7 +332,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     variables.update(scaling_fit(tau_gen, prefix=names.TAU_GEN, **boot))
     if cube.sizes[names.SEED] < 3:  # a bootstrap over one or two seeds is no interval
         for key in (f"{names.TAU_SPLIT}_exponent_ci", f"{names.TAU_GEN}_exponent_ci",
-                    f"{names.TAU_SPLIT_LEVELS}_exponent_ci"):
+                    f"{names.TAU_SPLIT_LEVELS}_exponent_ci", *[f"{keys[0]}_exponent_ci" for keys in mode_splits.values()]):
             variables[key] = variables[key] * np.nan
     n = cube[names.N].values
     psi_n = n / d
@@ -343,7 +381,23 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
                              names.TAU_UNITS),
         f"{names.TAU_MEM_EDGE}_exponent": ("exponent b of a power-law fit of tau_mem_edge (geometric mean over "
                                            "seeds) over the n grid", "1"),
+        "gap_final": ("train-test gap (test - train loss) at the last checkpoint", "1"),
     }
+    for part, modes in (("bulk", "U's top n eigenvectors (the theory's memorization bulk)"),
+                        ("outside", "U's other p - n eigenvectors (outside the bulk)")):
+        prefix = MODE_SPLITS[part][0]
+        gap = f"the train-test gap of A restricted to {modes}"
+        described.update({
+            prefix: (f"{described[names.TAU_SPLIT][0]}, read on {gap}", names.TAU_UNITS),
+            f"{prefix}_censored": (f"{gap} never opened ({prefix} is NaN)", "1"),
+            f"{prefix}_exponent": (f"exponent b of {prefix} = A n^b (least squares in log-log)", "1"),
+            f"{prefix}_prefactor": (f"prefactor A of {prefix} = A n^b", names.TAU_UNITS),
+            f"{prefix}_exponent_ci": (f"{level} bootstrap confidence interval of {prefix}'s exponent, resampling n "
+                                      "points and seeds", "1"),
+            f"gap_settled_{part}": (f"{gap} a decade before the last checkpoint over the same gap at it", "1"),
+            f"gap_final_{part}": (f"{gap} at the last checkpoint (gap_final = gap_final_bulk + gap_final_outside + "
+                                  "a cross term - the gap at A = 0: diffmem.families.random_features)", "1"),
+        })
     for key, (long_name, units) in described.items():
         if key in out:
             out[key].attrs.update({"long_name": long_name, "units": units})
@@ -391,7 +445,9 @@ def _cmd_fit(args) -> None:
     logger.info(f"tau_split ~ n^b with b = {float(out[f'{names.TAU_SPLIT}_exponent']):.3f} [{lo:.3f}, {hi:.3f}] "
              f"({cfg.ci_level:g} CI), {out.attrs['num_censored']} censored runs; theory exponent "
              f"{float(out[f'{names.TAU_MEM_THEORY}_exponent']):.3f} -> {args.out}")
-    for prefix in (names.TAU_SPLIT, names.TAU_GEN):
+    for prefix in (names.TAU_SPLIT, names.TAU_GEN, *[keys[0] for keys in MODE_SPLITS.values()]):
+        if prefix not in out:  # a cube written before the mode split
+            continue
         for line in describe_scaling(out, prefix, label=prefix):
             logger.info(line)
 
