@@ -125,3 +125,22 @@ def test_width_collapse_recovers_n_over_w_and_rejects_a_wrong_width_law():
     assert all(float(b[f"{COLLAPSE}_collapse_pvalue"]) < 1e-6 for b in bad)
     assert np.mean([float(g[f"{COLLAPSE}_collapse_pvalue"]) < 0.05 for g in good]) <= 0.2
     assert not any(bool(b[f"{COLLAPSE}_{names.POWER_LAW_OK}"]) for b in bad)
+
+
+def test_the_same_table_gets_the_same_cis_whatever_was_fitted_before():
+    """The bootstrap is keyed by the generator's seed and the table, not by the generator's running state:
+    the headline tau_gen and the same readout in the levels group must print one CI, not two."""
+    rng_fresh, rng_used = np.random.default_rng(0), np.random.default_rng(0)
+    n = np.array([16.0, 32, 64, 128])
+    tau = 100 * n[:, None] ** 0.5 * np.exp(np.random.default_rng(1).normal(0, 0.3, (4, 3)))
+    diagnose(n, tau * 1.7, num_bootstrap=200, ci_level=0.95, alpha=0.05, rng=rng_used)  # another table first
+    first = diagnose(n, tau, num_bootstrap=200, ci_level=0.95, alpha=0.05, rng=rng_fresh)
+    after = diagnose(n, tau, num_bootstrap=200, ci_level=0.95, alpha=0.05, rng=rng_used)
+    np.testing.assert_array_equal(first["exponent_ci"], after["exponent_ci"])
+    np.testing.assert_array_equal(first["exponent_ci_seeds"], after["exponent_ci_seeds"])
+    # another seed or another table still draws other resamples
+    other_seed = diagnose(n, tau, num_bootstrap=200, ci_level=0.95, alpha=0.05, rng=np.random.default_rng(5))
+    other_table = diagnose(n, tau * np.exp(np.random.default_rng(2).normal(0, 0.01, tau.shape)),
+                           num_bootstrap=200, ci_level=0.95, alpha=0.05, rng=np.random.default_rng(0))
+    assert not np.array_equal(first["exponent_ci"], other_seed["exponent_ci"])
+    assert not np.array_equal(first["exponent_ci"], other_table["exponent_ci"])

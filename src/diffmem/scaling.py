@@ -19,6 +19,8 @@ Pure functions on `n` [K] and `tau` [K, S] (NaN = censored or missing), all in l
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 from scipy import stats
 
@@ -152,11 +154,25 @@ def power_law_holds(*, p_value: float, df_lof: float, df_pe: float, num_censored
     return bool(df_lof >= 1 and df_pe >= 1 and num_censored == 0 and np.isfinite(p_value) and p_value >= alpha)
 
 
+def table_rng(rng: np.random.Generator, n: np.ndarray, tau: np.ndarray) -> np.random.Generator:
+    """A generator seeded by rng's seed (not its state) and the bytes of (n, tau)."""
+    key = [zlib.crc32(np.ascontiguousarray(a, dtype=float).tobytes()) for a in (n, tau)]
+    seed_seq = rng.bit_generator.seed_seq
+    if not hasattr(seed_seq, "generate_state"):  # a generator built without a seed: nothing to key on
+        return rng
+    return np.random.default_rng([*seed_seq.generate_state(2), *key])
+
+
 def diagnose(n: np.ndarray, tau: np.ndarray, *, num_bootstrap: int, ci_level: float, alpha: float,
              rng: np.random.Generator) -> dict:
     """Everything the fit stores about one tau(n, seed) table: exponent and prefactor (least squares
     over every reading), the seeds-only and the n-and-seeds bootstrap CIs, local slopes with CIs, the
-    lack-of-fit test and the flag."""
+    lack-of-fit test and the flag.
+
+    The bootstrap draws come from a generator keyed by rng's seed and the table itself, not from rng's
+    running state: the same table fitted anywhere (the headline tau_gen and its level in the levels
+    group, a refit of one quantity alone) gets the same CIs, whatever was fitted before it."""
+    rng = table_rng(rng, n, tau)
     x, y = log_readings(n, tau)
     finite = np.isfinite(y)
     b = weighted_slopes(x, y, np.ones((1, *y.shape)))[0]
