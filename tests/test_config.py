@@ -160,6 +160,26 @@ def test_sweep_values_must_give_distinct_folders():
                             model__strength=[0.1234567, 0.1234568]))
 
 
+def test_the_workflow_name_pattern_matches_every_sweep_leaf_and_twin(monkeypatch):
+    """The workflow's {exp} wildcard (experiment_name_pattern): a sweep key missing from it left that
+    sweep's leaves without rules, a MissingInputException at their training rule, grouped or not."""
+    import re
+
+    from diffmem import config
+
+    def matches(name):
+        return re.fullmatch(config.experiment_name_pattern(), name) is not None
+
+    for key in config.SWEEP_KEYS:
+        for value in (0, 0.1, 1e-05, 2.5e3, 32):
+            leaf = config.sweep_leaf_name("my-exp_2", key, value)
+            assert matches(leaf) and matches(config.twin_name(leaf)), leaf
+    assert matches("digits") and matches(config.twin_name("digits"))
+    assert not any(matches(name) for name in ("2digits", "digits/other0.1", "digits/width", "a/width8/b"))
+    monkeypatch.setitem(config.SWEEP_KEYS, "dropout", "model")  # a key added later is matched without an edit
+    assert matches(config.sweep_leaf_name("exp", "dropout", 0.1))
+
+
 def test_linear_exact_needs_l2_gaussian_data_and_distinct_sizes():
     def exp(**model):
         c = gaussian(psi_n=[0.5, 1, 2])

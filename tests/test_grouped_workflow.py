@@ -15,7 +15,7 @@ import yaml
 from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 from diffmem.checkpoint import existing_steps, load_checkpoint, trajectory_of
-from diffmem.config import checkpoint_grid
+from diffmem.config import SWEEP_KEYS, checkpoint_grid, sweep_of
 
 pytestmark = pytest.mark.snakemake
 
@@ -70,3 +70,32 @@ def test_grouped_experiment_has_the_usual_cube(runs):
     assert set(cubes[0].data_vars) == set(cubes[1].data_vars)
     log = (workdir / "results" / "grouped" / "logs" / "train" / "grouped_all_part0.log").read_text()
     assert "training 3 runs from step 0" in log
+
+
+def test_sweep_leaves_of_every_key_plan_their_jobs_grouped(tmp_path):
+    """A sweep of each key (config.SWEEP_KEYS), the trained ones grouped: every leaf plans its training,
+    sampling and cube, and each sweep its combining rule. While the workflow's {exp} pattern was a copy of
+    the sweep keys without tikhonov, a tikhonov sweep's leaves had no rule for their datasets, which
+    Snakemake reported as a MissingInputException at the leaves' grouped training rules."""
+    trained = {"data": {"dataset": "digits", "n_train": [8, 16], "seeds": [0, 1]},
+               "model": {"width": 16, "depth": 1, "emb_dim": 8},
+               "train": {"max_steps": 20, "grouped": True, "group_by": "seed"}}
+    experiments = {
+        "tik": yaml.safe_load(yaml.safe_dump(trained)),
+        "wid": yaml.safe_load(yaml.safe_dump(trained)),
+        "emp": {"data": trained["data"], "model": {"family": "empirical", "regularization": "tikhonov", "strength": [0, 1]}},
+    }
+    experiments["tik"]["train"]["tikhonov"] = [0, 0.1]
+    experiments["wid"]["model"]["width"] = [8, 16]
+    assert {sweep_of(exp)[0] for exp in experiments.values()} == set(SWEEP_KEYS)  # every key, so a new one fails here
+    write_config(tmp_path, {"results_dir": "results", "experiments": experiments})
+    jobs = planned_jobs(tmp_path)
+    grouped = sorted(rule for rule, _ in jobs if rule.startswith("train"))
+    assert grouped == sorted(f"train_grouped_{leaf}_seed{s}" for leaf in ("tik_tikhonov0", "tik_tikhonov0_1", "wid_width8",
+                                                                          "wid_width16") for s in (0, 1))
+    for rule, exps in (("sample", {"tik/tikhonov0", "tik/tikhonov0.1", "wid/width8", "wid/width16"}),
+                       ("closed_form_sample", {"emp/strength0", "emp/strength1"})):
+        assert {job["exp"] for r, job in jobs if r == rule} == exps
+    assert sum(rule == "cube" for rule, _ in jobs) == 6
+    assert {rule: job["exp"] for rule, job in jobs if rule.startswith("sweep_")} == {
+        "sweep_tikhonov": "tik", "sweep_width": "wid", "sweep_strength": "emp"}

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -713,6 +714,19 @@ def twin_name(exp: str) -> str:
 
 def is_twin(exp: str) -> bool:
     return exp.endswith(TWIN_SUFFIX)
+
+
+def experiment_name_pattern() -> str:
+    """A regex of every experiment name the per-run stages see (the workflow's {exp} wildcard): a
+    configured name (the schema's pattern), a sweep leaf of any SWEEP_KEYS key (sweep_leaf_name writes a
+    value >= 0 with :g, so digits, '.' and an exponent) and a twin of either (twin_name).
+
+    Built from those definitions, so a new sweep key cannot be left out: a leaf the pattern missed had
+    no rule for its dataset and training sets, which Snakemake reported as a MissingInputException at
+    the leaf's training rule, per-run or grouped."""
+    configured = SCHEMA["properties"]["experiments"]["propertyNames"]["pattern"].removeprefix("^").removesuffix("$")
+    keys = "|".join(re.escape(key) for key in SWEEP_KEYS)
+    return rf"{configured}(/({keys})[0-9][0-9.e+-]*)?({re.escape(TWIN_SUFFIX)})?"
 
 
 def twin_experiments(experiments: dict[str, dict]) -> dict[str, dict]:

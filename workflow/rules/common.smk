@@ -10,9 +10,11 @@ from snakemake.settings.types import DeploymentMethod
 
 from diffmem.config import (
     CLOSED_FORM,
+    SWEEP_KEYS,
     TWIN_SEED_OFFSET,
     ConfigError,
     expand_sweeps,
+    experiment_name_pattern,
     family_model,
     is_twin,
     size_experiment,
@@ -46,9 +48,9 @@ else:
 shell.prefix(f'set -euo pipefail; diffmem() {{{{ {DIFFMEM} "$@"; }}}}; ')
 
 RESULTS = CFG["results_dir"]
-# The experiments the per-run stages see: a sweep (model.width or model.strength a list) becomes one
-# sub-experiment per value, "<name>/width32", run under results/<name>/width32/; the `sweep` rule then
-# combines their cubes into results/<name>/cube.nc.
+# The experiments the per-run stages see: a sweep (a list in one key of config.SWEEP_KEYS: model.width,
+# model.strength or train.tikhonov) becomes one sub-experiment per value, "<name>/width32", run under
+# results/<name>/width32/; the sweep rule of its key then combines their cubes into results/<name>/cube.nc.
 SWEEPS = {name: sweep_of(exp) for name, exp in CFG["experiments"].items() if sweep_of(exp) is not None}
 # Each leaf's unset `resources:` are sized from its grid (src/diffmem/resources.py).
 EXPERIMENTS = {name: size_experiment(exp) for name, exp in expand_sweeps(CFG["experiments"]).items()}
@@ -76,7 +78,7 @@ LINEAR_EXACT_FIGURES = ["p_delta_vs_psi_n", "n_half_vs_d", "e_tg_e_og", "kl_gene
 
 
 wildcard_constraints:
-    exp=r"[A-Za-z][A-Za-z0-9_-]*(/(width|strength|tikhonov)[0-9][0-9.e+-]*)?(/twin)?",  # config.SWEEP_KEYS
+    exp=experiment_name_pattern(),  # configured names, sweep leaves of every config.SWEEP_KEYS key, twins
     n=r"\d+",
     seed=r"\d+",
 

@@ -1,6 +1,7 @@
-# A sweep experiment: its sub-experiments' cubes and fits along a new dimension (width, strength or
-# tikhonov). One rule per swept key (the figure's name holds the key), each constrained to its experiments.
-for _key in ("width", "strength", "tikhonov"):
+# A sweep experiment: its sub-experiments' cubes and fits along a new dimension (a key of
+# config.SWEEP_KEYS: width, strength or tikhonov). One rule per swept key (the figure's name holds the
+# key), each constrained to its experiments.
+for _key in SWEEP_KEYS:
 
     rule:
         name:
