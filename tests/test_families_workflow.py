@@ -145,11 +145,12 @@ def test_random_features_split_time_and_theory(finished, drawn, tmp_path):
     check_rf_figures(figs, cube, fit)
 
 
-def plan_with(workdir, cfg, *, restore):
-    """The jobs Snakemake plans for `cfg` in the finished workdir; `restore` is written back after."""
+def plan_with(workdir, cfg, *, restore, targets=()):
+    """The jobs Snakemake plans for `cfg` (and `targets`, default all) in the finished workdir; `restore` is
+    written back after."""
     write_config(workdir, cfg)
     try:
-        return planned_jobs(workdir)
+        return planned_jobs(workdir, *targets)
     finally:
         write_config(workdir, restore)
 

@@ -37,9 +37,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def planned_jobs(workdir: Path) -> list[tuple[str, dict]]:
-    """(rule, wildcards) of every job a dry run would execute."""
-    out = snakemake(workdir, "-n").stdout
+def planned_jobs(workdir: Path, *targets: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a dry run would execute (for `targets`, default all)."""
+    out = snakemake(workdir, "-n", *targets).stdout
     jobs = []
     for block in re.split(r"\n(?=rule |localrule )", out):
         m = re.match(r"(?:local)?rule (\w+):", block.strip())
