@@ -87,19 +87,26 @@ MODE_SPLITS = {"bulk": (names.TAU_SPLIT_BULK, names.TRAIN_LOSS_BULK, names.TEST_
 # the low levels read the fast part of the gap's rise, the high ones its slowest modes
 GAP_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
+def _part_attrs(where: str, part: str) -> dict[str, str]:
+    return {"long_name": f"RF score loss on the {where} (Eq. (8), fixed evaluation noise) of A restricted to {part}; "
+                         "U the matrix the training follows on average (noise-averaged, or the frozen draws' for the "
+                         "flow with rf_num_noise > 0)", "units": "1"}
+
+
 RUN_ATTRS = {
     names.TAU: {"long_name": "gradient-descent time tau = step lr / d^2 (arXiv 2505.17638 Eq. (9))", "units": "1"},
     names.DIM: {"long_name": "data dimension d", "units": "1"},
     names.TRAIN_LOSS: {"long_name": "RF score loss on the training set (Eq. (8), fixed evaluation noise)", "units": "1"},
     names.TEST_LOSS: {"long_name": "RF score loss on the held-out test split (Eq. (8), fixed evaluation noise)", "units": "1"},
     names.SCORE_ERROR: {"long_name": "(1/d) E||s_A(x_t) - s(x_t)||^2 on the test split, s(x) = -x", "units": "1"},
-    **{loss: {"long_name": f"RF score loss on the {where} (Eq. (8), fixed evaluation noise) with A restricted to "
-                           f"{modes}: A Q Q^T, Q those eigenvectors of U (noise-averaged)", "units": "1"}
-       for loss, where, modes in (
-           (names.TRAIN_LOSS_BULK, "training set", "the span of U's top n eigenvectors (the theory's memorization bulk)"),
-           (names.TEST_LOSS_BULK, "held-out test split", "the span of U's top n eigenvectors (the theory's memorization bulk)"),
-           (names.TRAIN_LOSS_OUTSIDE, "training set", "the complement of that span (U's other p - n eigenvectors)"),
-           (names.TEST_LOSS_OUTSIDE, "held-out test split", "the complement of that span (U's other p - n eigenvectors)"))},
+    names.TRAIN_LOSS_BULK: _part_attrs("training set", "A Q Q^T: the span of U's top n eigenvectors Q (the theory's "
+                                                        "memorization bulk)"),
+    names.TEST_LOSS_BULK: _part_attrs("held-out test split", "A Q Q^T: the span of U's top n eigenvectors Q (the "
+                                                             "theory's memorization bulk)"),
+    names.TRAIN_LOSS_OUTSIDE: _part_attrs("training set", "A - A Q Q^T: the complement of that span (U's other p - n "
+                                                           "eigenvectors)"),
+    names.TEST_LOSS_OUTSIDE: _part_attrs("held-out test split", "A - A Q Q^T: the complement of that span (U's other "
+                                                                "p - n eigenvectors)"),
     names.U_EIGENVALUE: {"long_name": "eigenvalues of U (Eq. (11), noise-averaged with rf_num_noise 0; without the "
                                       "ridge), ascending; the mode lam relaxes on psi_p / (2 Delta_t (lam + ridge))",
                          "units": "1"},
