@@ -96,7 +96,7 @@ MODE_READS = ((names.TAU_SPLIT, "whole gap"), (names.TAU_SPLIT_BULK, "bulk only:
               (names.TAU_SPLIT_OUTSIDE, "outside the bulk:\nU's other p - n modes"))
 
 
-def has_mode_split(fit: xr.Dataset) -> bool:
+def _has_mode_split(fit: xr.Dataset) -> bool:
     """Whether a fit holds the split times of the gap by modes of U (rf_fit of a cube with the mode split)."""
     return all(f"{prefix}_exponent" in fit for prefix, _ in MODE_READS)
 
@@ -105,7 +105,7 @@ def _mode_panel(ax, fits: Sequence[tuple[str, xr.Dataset]], colors) -> None:
     first = fits[0][1]
     x = np.arange(len(MODE_READS))
     for k, ((label, fit), color) in enumerate(zip(fits, colors)):
-        if not has_mode_split(fit):
+        if not _has_mode_split(fit):
             ax.plot([], [], " ", label=f"{label}: no mode split in its cube")
             continue
         b = np.array([float(fit[f"{prefix}_exponent"]) for prefix, _ in MODE_READS])
@@ -168,7 +168,7 @@ def make_rf_compare(fits: Sequence[tuple[str, xr.Dataset]], cubes: Sequence[xr.D
         raise ValueError("rf_compare needs at least one experiment")
     colors = plt.get_cmap("tab10")(np.arange(len(fits)) % 10)
     spectral = [(label, cube, fit) for (label, fit), cube in zip(fits, cubes) if names.U_EIGENVALUE in cube]
-    modes = any(has_mode_split(fit) for _, fit in fits)
+    modes = any(_has_mode_split(fit) for _, fit in fits)
     count = 2 + bool(spectral) + modes
     if count == 4:
         fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
