@@ -31,7 +31,7 @@ pytestmark = pytest.mark.snakemake
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    # a guard against a hung run, not a speed target: the multi-family smoke run (146 jobs) passed 900 s on
+    # a guard against a hung run, not a speed target: the multi-family smoke run (146 jobs) ran past 900 s on
     # the shared 2-core machine at load ~9 (benchmarks, not tests, hold speed)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2400)
     if check and proc.returncode != 0:
