@@ -264,9 +264,13 @@ def _level_tau(train_loss: np.ndarray, test_loss: np.ndarray, tau: np.ndarray, l
     return float("nan") if s is None else float(s)
 
 
+def _per_run(da: xr.DataArray, *extra: str) -> xr.DataArray:
+    """da without the coordinates a reduction over step left on it (tau, dim, ...): only n, seed and `extra`."""
+    return da.drop_vars([c for c in da.coords if c not in (names.N, names.SEED, *extra)])
+
+
 def _final_gap(train: xr.DataArray, test: xr.DataArray) -> xr.DataArray:
-    gap = (test - train).isel({names.STEP: -1})
-    return gap.drop_vars([c for c in gap.coords if c not in (names.N, names.SEED)])
+    return _per_run((test - train).isel({names.STEP: -1}))
 
 
 def top_edge(eigvals: np.ndarray, n: int) -> float:
@@ -310,8 +314,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
 
     def settled_gap(train: xr.DataArray, test: xr.DataArray) -> xr.DataArray:
         gap = test - train
-        ratio = gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1})
-        return ratio.drop_vars([c for c in ratio.coords if c not in (names.N, names.SEED)])
+        return _per_run(gap.isel({names.STEP: early}) / gap.isel({names.STEP: -1}))
 
     tau_split = split_times(cube[names.TRAIN_LOSS], cube[names.TEST_LOSS])
     # in steps, then to tau: onset_step interpolates in log(step) and treats step 0 as step 1
@@ -333,7 +336,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
     tau_levels = xr.apply_ufunc(
         lambda tr, te, q: _level_tau(tr, te, tau, q), cube[names.TRAIN_LOSS], cube[names.TEST_LOSS], levels,
         input_core_dims=[[names.STEP], [names.STEP], []], vectorize=True, output_dtypes=[float])
-    tau_levels = tau_levels.drop_vars([c for c in tau_levels.coords if c not in (names.N, names.SEED, names.GAP_LEVEL)])
+    tau_levels = _per_run(tau_levels, names.GAP_LEVEL)
     variables.update(scaling_fit(tau_levels, prefix=names.TAU_SPLIT_LEVELS, **boot))
 
     variables.update(scaling_fit(tau_gen, prefix=names.TAU_GEN, **boot))
@@ -352,7 +355,7 @@ def rf_fit(cube: xr.Dataset, *, model: ModelConfig, fit: FitConfig, rng: np.rand
         edge = xr.apply_ufunc(lambda lam, nn: top_edge(lam, int(nn)), cube[names.U_EIGENVALUE], cube[names.N],
                               input_core_dims=[[names.RF_MODE], []], vectorize=True, output_dtypes=[float])
         edge_tau = psi_p / (delta(model.rf_time) * (edge + ridge))
-        edge_tau = edge_tau.drop_vars([c for c in edge_tau.coords if c not in (names.N, names.SEED)])
+        edge_tau = _per_run(edge_tau)
         variables[names.TAU_MEM_EDGE] = edge_tau
         geo = np.exp(np.log(edge_tau).mean(names.SEED)).values
         variables[f"{names.TAU_MEM_EDGE}_exponent"] = xr.DataArray(power_law_fit(n, geo)[1])
