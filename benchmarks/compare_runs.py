@@ -2,10 +2,11 @@
 eager and `train.compile`), or a run against a reference.
 
 Prints, per (n, seed) both experiments hold, the relative difference of the final weights (when both run
-directories keep checkpoints), the first step at which f_mem differs, tau_mem (first step with
-f_mem >= --threshold) in each, the largest |f_mem difference| over steps, the share of final samples whose
-nearest training point is the same, and the classifier FD at the last step; then the same table between
-seeds of one experiment as the yardstick of a run-to-run difference. A difference at the level of float
+directories keep checkpoints), the first step at which f_mem differs, tau_mem (the fit's readout,
+`onsets.onset_step`: the first step with f_mem >= --threshold, log-step interpolated) in each, the
+largest |f_mem difference| over steps, the share of final samples whose nearest training point is the same,
+and the classifier FD at the last step; then the same table between seeds of one experiment as the
+yardstick of a run-to-run difference. A difference at the level of float
 rounding shows as weights equal to ~1e-6 and identical f_mem; a chaotic divergence as weights that differ
 by O(1) and f_mem curves that differ as much as two seeds do.
 
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 import xarray as xr
 from machine import cpu_model, load
+
+from diffmem.onsets import onset_step
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor] | None:
@@ -41,11 +44,6 @@ def weight_difference(a: Path, b: Path) -> float:
     return (num / den) ** 0.5 if den else float("nan")
 
 
-def onset(steps: np.ndarray, f: np.ndarray, threshold: float) -> float:
-    hit = np.flatnonzero(f >= threshold)
-    return float(steps[hit[0]]) if hit.size else float("nan")
-
-
 def row(label: str, ca: xr.Dataset, cb: xr.Dataset, sel_a: dict, sel_b: dict, dirs: tuple[Path, Path] | None,
         threshold: float) -> str:
     steps = ca["step"].values
@@ -59,7 +57,7 @@ def row(label: str, ca: xr.Dataset, cb: xr.Dataset, sel_a: dict, sel_b: dict, di
     fds = (f"{float(ca['fd_classifier'].sel(sel_a).isel(step=-1)):.1f} / "
            f"{float(cb['fd_classifier'].sel(sel_b).isel(step=-1)):.1f}") if fd else "-"
     dw = f"{weight_difference(*dirs):.3g}" if dirs else "-"
-    return (f"| {label} | {dw} | {first} | {onset(steps, fa, threshold):.0f} / {onset(steps, fb, threshold):.0f} | "
+    return (f"| {label} | {dw} | {first} | {onset_step(steps, fa, threshold=threshold):.0f} / {onset_step(steps, fb, threshold=threshold):.0f} | "
             f"{np.max(np.abs(fa - fb)):.3f} | {fa[-1]:.3f} / {fb[-1]:.3f} | {same_nn} | {fds} |")
 
 
