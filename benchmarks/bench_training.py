@@ -86,7 +86,7 @@ def model_setup(name: str, args) -> tuple[ModelConfig, TrainConfig, tuple[int, .
     else:
         raise ValueError(f"unknown model {name!r}")
     train_cfg = dataclasses.replace(train_cfg, device=args.device, precision=args.precision, compile=args.compile,
-                                    channels_last=args.channels_last, tf32=args.tf32)
+                                    channels_last=args.channels_last, tf32=args.tf32, kernel=getattr(args, "kernel", "auto"))
     return model, train_cfg, shape
 
 
@@ -135,7 +135,9 @@ class Engine:
         """FLOPs of one forward + backward of the whole stack (eager), or None with the reason."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        eager = train.make_step_loss(self.base, dataclasses.replace(self.train_cfg, compile=False), self.device)
+        # torch's kernels: the count is of the model's matmuls, which the native kernel computes too, unseen
+        eager = train.make_step_loss(self.base, dataclasses.replace(self.train_cfg, compile=False, kernel="torch"),
+                                     self.device)
         x0, sigma, noise, mask = self.draw()
         try:
             with FlopCounterMode(display=False) as counter:
@@ -246,7 +248,7 @@ def worker_cmd(args, model: str, *, k: int, threads: int, seed: int, barrier: bo
     cmd = [sys.executable, __file__, "--worker", "--models", model, "--k", str(k), "--threads", str(threads),
            "--seed", str(seed), "--device", args.device, "--unet-batch", str(args.unet_batch),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--min-seconds", str(args.min_seconds),
-           "--precision", args.precision]
+           "--precision", args.precision, "--kernel", args.kernel]
     flags = {"--sync-check": args.sync_check and not barrier, "--tf32": args.tf32, "--compile": args.compile, "--channels-last": args.channels_last,
              "--barrier": barrier, "--no-flops": not flops, "--breakdown": args.breakdown and not barrier}
     return cmd + [f for f, on in flags.items() if on]
@@ -354,6 +356,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--kernel", default="auto", choices=["auto", "native", "torch"],
+                        help="train.kernel: the default MLP's step in diffmem's C kernel or torch's (CPU)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the step's parts alone: batch draw, loss forward+backward, optimizer")
     parser.add_argument("--sync-check", action="store_true",
@@ -391,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- host CPU: {cpu_model()}, {cores} cores used; load average at start {load()}")
     print(f"- torch {torch.__version__}; device {device} = {device_name(device)}; OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
-    print(f"- settings: precision {args.precision}, tf32 {args.tf32}, compile {args.compile}, channels_last "
+    print(f"- settings: precision {args.precision}, tf32 {args.tf32}, compile {args.compile}, kernel {args.kernel}, channels_last "
           f"{args.channels_last}; >= {args.steps} steps and >= {args.min_seconds:g} s per measurement after "
           f"{args.warmup} warm-up steps, best of {args.repeats} fresh processes")
 

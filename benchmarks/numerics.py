@@ -4,7 +4,8 @@ Each variant trains the same run (same data, seed and steps) and is compared wit
 run of one model: the largest weight difference relative to the largest weight, and the relative
 difference of the final train and test probe losses. Variants: `train.compile` (torch.compile of the
 loss and its backward), `train.precision: bf16` (autocast), the run as member 0 of a stack of four
-(batched kernels), and, for the U-Net, `train.channels_last`. `train.tf32` has no effect on CPU.
+(batched kernels), for the MLPs `train.kernel: native` (diffmem's C kernel; the reference and the other
+variants use torch's kernels, `train.kernel: torch`) and, for the U-Net, `train.channels_last`. `train.tf32` has no effect on CPU.
 
     python benchmarks/numerics.py --device cpu --steps 2000
 """
@@ -48,7 +49,7 @@ def run(model: str, *, steps: int, device: str, stack: int = 1, **extra) -> tupl
     cfg, shape, settings = MODELS[model]
     dim = int(np.prod(shape))
     train_cfg = TrainConfig(max_steps=steps, checkpoint_steps=(steps,), probe_size=1024, log_every=10**9,
-                            device=device, **settings, **extra)
+                            device=device, **settings, **{"kernel": "torch", **extra})
     with tempfile.TemporaryDirectory() as tmp:
         runs = [Run(gmm(256 if m == 0 else 128 + 32 * m, dim, m), m, Path(tmp) / f"m{m}") for m in range(stack)]
         t0 = time.perf_counter()
@@ -80,6 +81,8 @@ def main() -> None:
             variants["compile"] = {"compile": True}
         if model == "unet":
             variants["channels_last"] = {"channels_last": True}
+        else:
+            variants["native kernel"] = {"kernel": "native"}
         scale = max(float(v.abs().max()) for v in ref_w.values() if v.is_floating_point())
         for name, extra in variants.items():
             w, m, s = run(model, steps=steps, device=args.device, **extra)

@@ -539,6 +539,7 @@ class TrainConfig:
     precision: str
     tf32: bool
     compile: bool
+    kernel: str
     channels_last: bool
     keep: str
 
@@ -548,7 +549,7 @@ class TrainConfig:
     # different value may resume from the same checkpoints.
     TRAJECTORY_FREE = (
         "max_steps", "checkpoints_per_decade", "checkpoint_steps", "checkpoint_grid", "device", "threads", "log_every", "grouped",
-        "compile", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "keep",
+        "compile", "kernel", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "keep",
     )
 
 
@@ -637,7 +638,7 @@ class FitConfig:
 # writes are not here; docs/reruns.md says why the device, tf32 and compile are.
 RUN_SETTINGS = {
     "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
-              "tf32", "compile", "channels_last", "keep"),
+              "tf32", "compile", "kernel", "channels_last", "keep"),
     "sample": ("batch_size", "stack_checkpoints"),
     "score": ("chunk_size", "device"),
 }

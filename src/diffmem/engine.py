@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmem import names
+from diffmem import names, native
 from diffmem.checkpoint import (
     DATA_OFFSET,
     FORMAT_VERSION,
@@ -92,7 +92,8 @@ from diffmem.config import (
     without_quiet_defaults,
 )
 from diffmem.loss import denoising_loss, sample_sigma, sigma_draw, sigma_from_draw
-from diffmem.models import build_denoiser, mlp_grad
+from diffmem.models import build_denoiser, mlp_grad, mlp_native
+from diffmem.models.mlp_native import NativeMLPStep
 from diffmem.models.stacked import StackedDenoiser, stack_modules, unstack_state_dict
 from diffmem.optim import member_optimizer_state, optimizer_step_, param_groups, stacked_optimizer_state
 
@@ -338,6 +339,7 @@ class Stack:
     streams: list[Stream]
     step: int
     workspace: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # optimizer scratch, not state
+    kernel: Callable | None = None  # the native step bound to `params` (loss_and_grads), not state
 
     def __post_init__(self) -> None:
         # What the forward pass sees and autograd differentiates. For k > 1 the stacked leaves
@@ -493,20 +495,47 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
             return per_sample.mean(dim=1)
         return (per_sample * mask).sum(dim=1) / mask.sum(dim=1)
 
+    step_loss.kernel = "torch"
     if not train_cfg.compile:
         # CPU only: measured there; on a GPU a stack's per-member layer norms would be k launches each and
         # the loss's unit gradient a host-to-device copy every step, where autograd's path has neither
         # (the Tikhonov penalty is differentiated by autograd: mlp_grad computes the plain loss's gradients)
-        if by_hand and tikhonov == 0 and device.type == "cpu" and train_cfg.precision == "fp32" and mlp_grad.supports(base):
+        plain_cpu_mlp = tikhonov == 0 and device.type == "cpu" and train_cfg.precision == "fp32"
+        if by_hand and plain_cpu_mlp and mlp_grad.supports(base):
             step_loss.by_hand = functools.partial(mlp_grad.mlp_loss_and_grads, base)
+        if by_hand and train_cfg.kernel != "torch":
+            why = native_kernel_refusal(base, plain_cpu_mlp)
+            if why is None:
+                step_loss.native = functools.partial(NativeMLPStep, base)
+                step_loss.kernel = "native"
+            elif train_cfg.kernel == "native":
+                raise ValueError(f"train.kernel: native cannot run this job: {why}; set train.kernel to auto or torch")
+            else:
+                logger.info(f"the native kernel does not run this job ({why}); torch's kernels compute the step")
         return step_loss
+    if train_cfg.kernel == "native":
+        raise ValueError("train.kernel: native cannot run this job: train.compile is on; set train.kernel to auto or torch")
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(step_loss, mode=mode, dynamic=False)
+
+
+def native_kernel_refusal(base: torch.nn.Module, plain_cpu_mlp: bool) -> str | None:
+    """Why the native kernel (models/mlp_native.py) cannot compute this step, or None when it can."""
+    if not plain_cpu_mlp:
+        return "it computes the plain loss in fp32 on CPU (no tikhonov, no bf16, no GPU)"
+    if not mlp_native.supports(base):
+        return "it computes arch mlp with a width and emb_dim that are multiples of 8"
+    return native.available()
 
 
 def loss_and_grads(stack: Stack, step_loss: Callable, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
                    mask: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Per-member losses [k] of one batch and the gradients, shaped like `stack.params` ([k, ...])."""
+    make_native = getattr(step_loss, "native", None)
+    if make_native is not None:  # diffmem's C kernel, bound to the stack's parameters (models/mlp_native.py)
+        if stack.kernel is None:
+            stack.kernel = make_native(stack.params)
+        return stack.kernel(x0, sigma, noise, mask)
     if stack.single:  # one model: its own shapes (mask is None: a single member is never padded)
         x0, sigma, noise = x0[0], sigma[0], noise[0]
     by_hand = getattr(step_loss, "by_hand", None)
@@ -565,6 +594,8 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
     Raises TrainingInterrupted after saving every member's resume.pt when `trigger` got a stop signal.
     """
     step_loss = make_step_loss(base, train_cfg, data.x.device, generators=[st.generator for st in stack.streams])
+    if getattr(step_loss, "kernel", "torch") == "native":
+        log("the training step runs in diffmem's native kernel (train.kernel; models/mlp_native.py)")
     groups = param_groups(base.parameters(), train_cfg)
     config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
               "data_shape": list(data.x.shape[2:])}

@@ -1,0 +1,160 @@
+"""The default MLP's training step in diffmem's own C kernel (native/mlp_step.c), for k members in one call.
+
+`NativeMLPStep(base, params)` is bound to a stack's parameters ([k, ...] tensors, updated in place by
+the optimizer, so their memory stays where it was) and is called like models/mlp_grad.py's
+`mlp_loss_and_grads`: (per-member mean losses [k], gradients in the order of `params`). It computes the
+same loss and gradient with other roundings: the C kernel keeps the activations feature-major, sums
+in its own order and uses its own exp. What that changes in a run was measured (docs/benchmarks.md,
+"The native kernel"); `tests/test_mlp_native.py` holds the gradients to autograd's within float32
+tolerance.
+
+What runs in torch, per step, is what is cheap and shared with every other path: the noisy input,
+the preconditioning's coefficients and loss weight (`base.coefficients`, `base.loss_weight`), the
+noise-level encoding (`timestep_encoding`) and the mean's weights of the rows (1 / B, or a padded
+stack's mask over its count). The network, the loss and the backward run in C, one member after
+another on the calling thread.
+
+`NativeMLPForward` evaluates the network F(c_in x, c_noise) of one model for sampling.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import nn
+
+from diffmem.models import mlp_grad
+from diffmem.models.mlp import MLP, timestep_encoding
+from diffmem.models.precond import EDMPrecond
+from diffmem.native import library
+
+MAX_DEPTH = 64  # mlp_step.c's parameter tables
+
+
+def parameter_names(depth: int) -> list[str]:
+    """The network's parameter names (without the wrapper's prefix) in mlp_step.c's order."""
+    names = ["emb_mlp.0.weight", "emb_mlp.0.bias", "emb_mlp.2.weight", "emb_mlp.2.bias", "inp.weight", "inp.bias"]
+    for i in range(depth):
+        names += [f"blocks.{i}.{part}" for part in ("norm.weight", "norm.bias", "fc1.weight", "fc1.bias",
+                                                    "emb.weight", "emb.bias", "fc2.weight", "fc2.bias")]
+    return names + ["out_norm.weight", "out_norm.bias", "out.weight", "out.bias"]
+
+
+def supports(base: nn.Module) -> bool:
+    """Whether `base` is a preconditioned `MLP` whose sizes the kernel takes (mlp_grad's networks)."""
+    if not mlp_grad.supports(base):
+        return False
+    net: MLP = base.net
+    width = net.inp.out_features
+    return len(net.blocks) <= MAX_DEPTH and width % 8 == 0 and net.embed.freqs.shape[0] * 2 % 8 == 0
+
+
+def _dims(net: MLP, k: int, batch: int, *, edm: bool = False) -> tuple[torch.Tensor, int]:
+    """mlp_step.c's sizes [k, B, B padded to 8, D, E, W, depth] and the floats of scratch a call needs."""
+    padded = -(-batch // 8) * 8
+    dims = torch.tensor([k, batch, padded, net.inp.in_features, net.embed.freqs.shape[0] * 2, net.inp.out_features,
+                         len(net.blocks)], dtype=torch.int64)
+    size = library().mlp_step_edm_workspace if edm else library().mlp_step_workspace
+    return dims, int(size(ctypes.cast(dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))))
+
+
+def _pointers(tensors: list[torch.Tensor]) -> ctypes.Array:
+    for t in tensors:
+        if t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError("the native kernel takes contiguous float32 CPU tensors")
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class NativeMLPStep:
+    """Loss and gradients of a stack's k members through mlp_step.c (see the module docstring)."""
+
+    def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], *, prefix: str = "net.") -> None:
+        if not supports(base):
+            raise ValueError("the native kernel computes the preconditioned MLP (arch mlp) only")
+        self.base, self.net, self.prefix = base, base.net, prefix
+        self.lib = library()
+        self.depth = len(self.net.blocks)
+        order = [prefix + name for name in parameter_names(self.depth)]
+        if sorted(order) != sorted(params):
+            raise ValueError("the parameters are not the MLP's")
+        self.params = [params[name] for name in order]
+        self.k = self.params[0].shape[0]
+        self.param_ptrs = _pointers(self.params)
+        self.grads = {name: torch.empty_like(params[name]) for name in order}
+        self.grad_ptrs = _pointers(list(self.grads.values()))
+        self.out_order = list(params)
+        # EDM: the noisy input, coefficients, loss weight and encoding are computed in C as well (mlp_step_edm)
+        self.edm = isinstance(base, EDMPrecond)
+        self.freqs = self.net.embed.freqs.expand(self.k, -1).contiguous()
+        self.batch = None
+
+    def _size(self, batch: int) -> None:
+        if batch != self.batch:
+            self.dims, floats = _dims(self.net, self.k, batch, edm=self.edm)
+            self.dims_ptr = ctypes.cast(self.dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))
+            self.work = torch.empty(floats, dtype=torch.float32)
+            self.losses = torch.empty(self.k, dtype=torch.float32)
+            self.batch = batch
+
+    @torch.no_grad()
+    def __call__(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x0, noise [k, B, ...], sigma [k, B], mask [k, B] or None -> (losses [k], gradients [k, ...] in `params` order)."""
+        k, batch = sigma.shape
+        if k != self.k:
+            raise ValueError(f"a stack of {self.k} members got a batch for {k}")
+        self._size(batch)
+        lead = (k, batch)
+        rowscale = None if mask is None else (mask / mask.sum(dim=1, keepdim=True)).float().contiguous()
+        if self.edm:
+            self.lib.mlp_step_edm(self.dims_ptr, self.param_ptrs, self.grad_ptrs, _ptr(x0.float().contiguous()),
+                                  _ptr(sigma.float().contiguous()), _ptr(noise.float().contiguous()), _ptr(self.freqs),
+                                  float(self.base.sigma_data), _ptr(rowscale), self.losses.data_ptr(), self.work.data_ptr())
+            return self.losses.clone(), [self.grads[name] for name in self.out_order]
+        flat = x0.reshape(k, batch, -1)
+        x = (x0 + sigma.reshape(*lead, *(1,) * (x0.ndim - 2)) * noise).reshape(k, batch, -1)
+        c_skip, c_out, c_in, c_noise = self.base.coefficients(sigma.to(x.dtype))
+        enc = timestep_encoding(c_noise, self.freqs)
+        weight = self.base.loss_weight(sigma)
+        if rowscale is None:
+            rowscale = torch.full(lead, 1.0 / batch)
+        tensors = [flat.contiguous(), x.contiguous(), enc.contiguous(),
+                   None if c_skip is None else c_skip.contiguous(), c_out.contiguous(), c_in.contiguous(),
+                   weight.float().contiguous(), rowscale.float().contiguous()]
+        self.lib.mlp_step(self.dims_ptr, self.param_ptrs, self.grad_ptrs, *[_ptr(t) for t in tensors],
+                          self.losses.data_ptr(), self.work.data_ptr())
+        return self.losses.clone(), [self.grads[name] for name in self.out_order]
+
+
+class NativeMLPForward:
+    """F(c_in x, c_noise) of one preconditioned MLP through mlp_step.c's forward (sampling)."""
+
+    def __init__(self, base: nn.Module, *, prefix: str = "net.") -> None:
+        if not supports(base):
+            raise ValueError("the native kernel computes the preconditioned MLP (arch mlp) only")
+        self.base, self.net = base, base.net
+        self.lib = library()
+        named = dict(base.named_parameters())
+        self.params = [named[prefix + name].detach().contiguous() for name in parameter_names(len(self.net.blocks))]
+        self.param_ptrs = _pointers(self.params)
+        self.batch = None
+
+    @torch.no_grad()
+    def __call__(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        batch = x_in.shape[0]
+        if batch != self.batch:
+            self.dims, floats = _dims(self.net, 1, batch)
+            self.dims_ptr = ctypes.cast(self.dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))
+            self.work = torch.empty(floats, dtype=torch.float32)
+            self.batch = batch
+        rows = x_in.reshape(batch, -1).float().contiguous()
+        enc = timestep_encoding(c_noise, self.net.embed.freqs).contiguous()
+        out = torch.empty_like(rows)
+        self.lib.mlp_forward(self.dims_ptr, self.param_ptrs, rows.data_ptr(), enc.data_ptr(), out.data_ptr(),
+                             self.work.data_ptr())
+        return out.reshape(x_in.shape)

@@ -1,0 +1,516 @@
+/* The default MLP's training step on one CPU core: loss and gradients of k members in one call.
+ *
+ * What it computes is models/mlp_grad.py's mlp_loss_and_grads (the forward of models/mlp.py's MLP
+ * behind a preconditioning, the weighted denoising loss, and the backward), with other roundings:
+ * activations are kept feature-major, [features, NB] with the batch padded to NB (a multiple of 8)
+ * along the fast axis, so every layer is a small GEMM whose inner loop runs over 8-wide AVX2 vectors of
+ * batch rows, layer norms reduce over rows of vectors, and nothing is transposed except the inputs
+ * and, for each weight gradient, the layer's input. Padded batch columns carry zeros and a zero row
+ * scale, so they add nothing to the loss or to any gradient.
+ *
+ * Built by diffmem.native at first use (gcc -O3 -march=native); see that module for the interface.
+ * Compiled with AVX2 and FMA only: the loader refuses other machines, which keep the torch path.
+ */
+
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LN_EPS 1e-5f
+
+/* ---------------------------------------------------------------- vector math */
+
+/* exp(x) for 8 floats: Cody-Waite range reduction and a degree-6 polynomial (Cephes expf), ~1 ulp. */
+static inline __m256 exp8(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365478515625f);
+    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+    fx = _mm256_floor_ps(fx);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 x2 = _mm256_mul_ps(x, x);
+    y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline __m256 sigmoid8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* y = silu(x), n a multiple of 8 */
+static void silu(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(v, sigmoid8(v)));
+    }
+}
+
+/* g_in = g * silu'(x) = g * s (1 + x (1 - s)), s = sigmoid(x); `accumulate` adds to g_in */
+static void silu_back(const float *g, const float *x, float *g_in, size_t n, int accumulate) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), s = sigmoid8(v);
+        __m256 d = _mm256_mul_ps(s, _mm256_fmadd_ps(v, _mm256_sub_ps(one, s), one));
+        __m256 r = _mm256_mul_ps(_mm256_loadu_ps(g + i), d);
+        if (accumulate) r = _mm256_add_ps(r, _mm256_loadu_ps(g_in + i));
+        _mm256_storeu_ps(g_in + i, r);
+    }
+}
+
+/* ---------------------------------------------------------------- GEMM
+ * C[M, N] (row stride ldc) = (acc ? C : bias-or-0) + sum_k A(m, k) B[k, N], A(m, k) = A[m rsa + k csa],
+ * B row-major with row stride ldb, N a multiple of 8. A bias, if given, is added per row m.
+ * Register tiles of MR rows x NV vectors of 8 columns (6 x 2: 12 accumulators). */
+
+static inline __attribute__((always_inline)) void tile(int mr, int nv, int K, const float *A, ptrdiff_t rsa,
+                                                       ptrdiff_t csa, const float *B, ptrdiff_t ldb, float *C,
+                                                       ptrdiff_t ldc, int acc, const float *bias) {
+    __m256 c[6][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+        if (r >= mr) break;
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++) {
+            if (v >= nv) break;
+            if (acc) c[r][v] = _mm256_loadu_ps(C + r * ldc + 8 * v);
+            else if (bias) c[r][v] = _mm256_set1_ps(bias[r]);
+            else c[r][v] = _mm256_setzero_ps();
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        const float *b = B + k * ldb;
+        __m256 b0 = _mm256_loadu_ps(b), b1 = nv > 1 ? _mm256_loadu_ps(b + 8) : b0;
+        const float *a = A + k * csa;
+#pragma GCC unroll 6
+        for (int r = 0; r < 6; r++) {
+            if (r >= mr) break;
+            __m256 ar = _mm256_broadcast_ss(a + r * rsa);
+            c[r][0] = _mm256_fmadd_ps(ar, b0, c[r][0]);
+            if (nv > 1) c[r][1] = _mm256_fmadd_ps(ar, b1, c[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+        if (r >= mr) break;
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++) {
+            if (v >= nv) break;
+            _mm256_storeu_ps(C + r * ldc + 8 * v, c[r][v]);
+        }
+    }
+}
+
+#define TILE(MR, NV) tile(MR, NV, K, A + m * rsa, rsa, csa, B + n, ldb, C + m * ldc + n, ldc, acc, bias ? bias + m : NULL)
+
+static void gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, const float *B, ptrdiff_t ldb,
+                 float *C, ptrdiff_t ldc, int acc, const float *bias) {
+    for (int n = 0; n < N; n += 16) {
+        int nv = N - n >= 16 ? 2 : 1;
+        int m = 0;
+        if (nv == 2) {
+            for (; m + 6 <= M; m += 6) TILE(6, 2);
+            switch (M - m) {
+                case 5: TILE(5, 2); break;
+                case 4: TILE(4, 2); break;
+                case 3: TILE(3, 2); break;
+                case 2: TILE(2, 2); break;
+                case 1: TILE(1, 2); break;
+                default: break;
+            }
+        } else {
+            for (; m + 6 <= M; m += 6) TILE(6, 1);
+            switch (M - m) {
+                case 5: TILE(5, 1); break;
+                case 4: TILE(4, 1); break;
+                case 3: TILE(3, 1); break;
+                case 2: TILE(2, 1); break;
+                case 1: TILE(1, 1); break;
+                default: break;
+            }
+        }
+    }
+}
+
+/* y[O, NB] = W[O, I] x[I, NB] + b */
+static void linear(int O, int I, int NB, const float *W, const float *b, const float *x, float *y) {
+    gemm(O, NB, I, W, I, 1, x, NB, y, NB, 0, b);
+}
+
+/* dx[I, NB] (+)= W^T g, g [O, NB] */
+static void linear_back_input(int O, int I, int NB, const float *W, const float *g, float *dx, int acc) {
+    gemm(I, NB, O, W, 1, I, g, NB, dx, NB, acc, NULL);
+}
+
+/* dW[O, I] = g [O, NB] x^T, with x [I, NB] given as xt [NB, I]; db[O] = row sums of g */
+static void linear_back_weight(int O, int I, int NB, const float *g, const float *xt, float *dW, float *db) {
+    if (I % 8 == 0) {
+        gemm(O, I, NB, g, NB, 1, xt, I, dW, I, 0, NULL);
+    } else {  /* an input width that is not a multiple of 8: plain loops */
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < I; i++) {
+                float s = 0.0f;
+                for (int b = 0; b < NB; b++) s += g[o * NB + b] * xt[b * I + i];
+                dW[o * I + i] = s;
+            }
+    }
+    for (int o = 0; o < O; o++) {
+        __m256 s = _mm256_setzero_ps();
+        for (int b = 0; b < NB; b += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(g + o * NB + b));
+        db[o] = hsum8(s);
+    }
+}
+
+/* xt[NB, F] = transpose of x[F, NB] */
+static void transpose(int F, int NB, const float *x, float *xt) {
+    for (int f = 0; f < F; f++)
+        for (int b = 0; b < NB; b++) xt[b * F + f] = x[f * NB + b];
+}
+
+/* ---------------------------------------------------------------- layer norm over features (rows) */
+
+/* y = (h - mean) rstd gamma + beta per column; keeps mean and rstd [NB] */
+static void layer_norm(int F, int NB, const float *h, const float *gamma, const float *beta, float *y, float *mean,
+                       float *rstd) {
+    const __m256 inv_f = _mm256_set1_ps(1.0f / (float)F), eps = _mm256_set1_ps(LN_EPS), one = _mm256_set1_ps(1.0f);
+    for (int b = 0; b < NB; b += 8) {
+        __m256 s = _mm256_setzero_ps();
+        for (int f = 0; f < F; f++) s = _mm256_add_ps(s, _mm256_loadu_ps(h + f * NB + b));
+        __m256 mu = _mm256_mul_ps(s, inv_f), q = _mm256_setzero_ps();
+        for (int f = 0; f < F; f++) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(h + f * NB + b), mu);
+            q = _mm256_fmadd_ps(d, d, q);
+        }
+        __m256 r = _mm256_div_ps(one, _mm256_sqrt_ps(_mm256_fmadd_ps(q, inv_f, eps)));
+        _mm256_storeu_ps(mean + b, mu);
+        _mm256_storeu_ps(rstd + b, r);
+        for (int f = 0; f < F; f++) {
+            __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(h + f * NB + b), mu), r);
+            _mm256_storeu_ps(y + f * NB + b,
+                             _mm256_fmadd_ps(xh, _mm256_set1_ps(gamma[f]), _mm256_set1_ps(beta[f])));
+        }
+    }
+}
+
+/* dh (+)= the layer norm's input gradient for upstream g; dgamma, dbeta written */
+static void layer_norm_back(int F, int NB, const float *g, const float *h, const float *mean, const float *rstd,
+                            const float *gamma, float *dh, float *dgamma, float *dbeta, int acc) {
+    const __m256 inv_f = _mm256_set1_ps(1.0f / (float)F);
+    for (int f = 0; f < F; f++) {
+        __m256 sg = _mm256_setzero_ps(), sgx = _mm256_setzero_ps();
+        for (int b = 0; b < NB; b += 8) {
+            __m256 gv = _mm256_loadu_ps(g + f * NB + b);
+            __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(h + f * NB + b), _mm256_loadu_ps(mean + b)),
+                                      _mm256_loadu_ps(rstd + b));
+            sg = _mm256_add_ps(sg, gv);
+            sgx = _mm256_fmadd_ps(gv, xh, sgx);
+        }
+        dbeta[f] = hsum8(sg);
+        dgamma[f] = hsum8(sgx);
+    }
+    for (int b = 0; b < NB; b += 8) {
+        __m256 mu = _mm256_loadu_ps(mean + b), r = _mm256_loadu_ps(rstd + b);
+        __m256 s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps();
+        for (int f = 0; f < F; f++) {
+            __m256 gx = _mm256_mul_ps(_mm256_loadu_ps(g + f * NB + b), _mm256_set1_ps(gamma[f]));
+            __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(h + f * NB + b), mu), r);
+            s1 = _mm256_add_ps(s1, gx);
+            s2 = _mm256_fmadd_ps(gx, xh, s2);
+        }
+        s1 = _mm256_mul_ps(s1, inv_f);
+        s2 = _mm256_mul_ps(s2, inv_f);
+        for (int f = 0; f < F; f++) {
+            __m256 gx = _mm256_mul_ps(_mm256_loadu_ps(g + f * NB + b), _mm256_set1_ps(gamma[f]));
+            __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(h + f * NB + b), mu), r);
+            __m256 d = _mm256_mul_ps(r, _mm256_sub_ps(_mm256_sub_ps(gx, s1), _mm256_mul_ps(xh, s2)));
+            if (acc) d = _mm256_add_ps(d, _mm256_loadu_ps(dh + f * NB + b));
+            _mm256_storeu_ps(dh + f * NB + b, d);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the step */
+
+enum { DIM_K, DIM_B, DIM_NB, DIM_D, DIM_E, DIM_W, DIM_L, DIM_COUNT };
+
+/* Parameters, in this order (the Python side passes one [k, ...] base pointer each):
+ * emb_mlp.0.weight [W, E], emb_mlp.0.bias [W], emb_mlp.2.weight [W, W], emb_mlp.2.bias [W],
+ * inp.weight [W, D], inp.bias [W],
+ * per block: norm.weight [W], norm.bias [W], fc1.weight [W, W], fc1.bias [W], emb.weight [W, W],
+ *            emb.bias [W], fc2.weight [W, W], fc2.bias [W],
+ * out_norm.weight [W], out_norm.bias [W], out.weight [D, W], out.bias [D]. */
+static int64_t param_count(const int64_t *dims) { return 6 + 8 * dims[DIM_L] + 4; }
+
+static void param_sizes(const int64_t *dims, int64_t *sizes) {
+    int64_t D = dims[DIM_D], E = dims[DIM_E], W = dims[DIM_W], L = dims[DIM_L], j = 0;
+    sizes[j++] = W * E; sizes[j++] = W; sizes[j++] = W * W; sizes[j++] = W; sizes[j++] = W * D; sizes[j++] = W;
+    for (int64_t l = 0; l < L; l++) {
+        sizes[j++] = W; sizes[j++] = W; sizes[j++] = W * W; sizes[j++] = W;
+        sizes[j++] = W * W; sizes[j++] = W; sizes[j++] = W * W; sizes[j++] = W;
+    }
+    sizes[j++] = W; sizes[j++] = W; sizes[j++] = D * W; sizes[j++] = D;
+}
+
+/* Floats of scratch one call needs (for one member at a time). */
+int64_t mlp_step_workspace(const int64_t *dims) {
+    int64_t NB = dims[DIM_NB], D = dims[DIM_D], E = dims[DIM_E], W = dims[DIM_W], L = dims[DIM_L];
+    int64_t F = W > D ? W : D;
+    F = F > E ? F : E;
+    /* activations: xin, enc, outF, diff/g_f [D or E, NB]; e1 a1 e2 emb oln oa [W, NB]; per block h ln a z sz,
+     * plus h_L; stats 2 (L + 1) NB; gradients g_h g_emb g1 g2 [W, NB]; one transposed input [NB, F] */
+    return (3 * D + E) * NB + 6 * W * NB + (5 * L + 1) * W * NB + 2 * (L + 1) * NB + 4 * W * NB + NB * F + 64;
+}
+
+int64_t mlp_step_abi(void) { return 1; }
+
+/* One step for k members.
+ * x0, x: [k, B, D] clean and noisy data; enc: [k, B, E] the noise-level encoding; c_skip (NULL: 1),
+ * c_out, c_in, weight, rowscale: [k, B] (rowscale: d loss / d per-sample loss, 1/B without padding).
+ * Writes losses [k] (sum_b rowscale weight mean_d (x0_hat - x0)^2) and every gradient. */
+void mlp_step(const int64_t *dims, const float *const *params, float *const *grads, const float *x0, const float *x,
+              const float *enc, const float *c_skip, const float *c_out, const float *c_in, const float *weight,
+              const float *rowscale, float *losses, float *work) {
+    const int K = (int)dims[DIM_K], B = (int)dims[DIM_B], NB = (int)dims[DIM_NB], D = (int)dims[DIM_D],
+              E = (int)dims[DIM_E], W = (int)dims[DIM_W], L = (int)dims[DIM_L];
+    const int64_t np = param_count(dims);
+    int64_t sizes[6 + 8 * 64 + 4];
+    param_sizes(dims, sizes);
+    const size_t WN = (size_t)W * NB;
+
+    float *w = work;
+    float *xin = w; w += (size_t)D * NB;
+    float *enct = w; w += (size_t)E * NB;
+    float *outf = w; w += (size_t)D * NB;
+    float *gf = w; w += (size_t)D * NB;
+    float *e1 = w; w += WN;
+    float *a1 = w; w += WN;
+    float *e2 = w; w += WN;
+    float *emb = w; w += WN;
+    float *oln = w; w += WN;
+    float *oa = w; w += WN;
+    float *hs = w; w += (size_t)(L + 1) * WN;  /* h_0 ... h_L */
+    float *lns = w; w += (size_t)L * WN;
+    float *as = w; w += (size_t)L * WN;
+    float *zs = w; w += (size_t)L * WN;
+    float *szs = w; w += (size_t)L * WN;
+    float *means = w; w += (size_t)(L + 1) * NB;
+    float *rstds = w; w += (size_t)(L + 1) * NB;
+    float *g_h = w; w += WN;
+    float *g_emb = w; w += WN;
+    float *g1 = w; w += WN;
+    float *g2 = w; w += WN;
+    float *xt = w;
+
+    for (int m = 0; m < K; m++) {
+        const float *p[6 + 8 * 64 + 4];
+        float *g[6 + 8 * 64 + 4];
+        for (int64_t j = 0; j < np; j++) {
+            p[j] = params[j] + (size_t)m * sizes[j];
+            g[j] = grads[j] + (size_t)m * sizes[j];
+        }
+        const float *mx0 = x0 + (size_t)m * B * D, *mx = x + (size_t)m * B * D, *menc = enc + (size_t)m * B * E;
+        const float *mskip = c_skip ? c_skip + (size_t)m * B : NULL, *mout = c_out + (size_t)m * B,
+                    *min = c_in + (size_t)m * B, *mw = weight + (size_t)m * B, *mrow = rowscale + (size_t)m * B;
+
+        /* inputs, feature-major, padded columns zero */
+        memset(xin, 0, sizeof(float) * (size_t)D * NB);
+        memset(enct, 0, sizeof(float) * (size_t)E * NB);
+        for (int b = 0; b < B; b++) {
+            for (int d = 0; d < D; d++) xin[d * NB + b] = min[b] * mx[b * D + d];
+            for (int e = 0; e < E; e++) enct[e * NB + b] = menc[b * E + e];
+        }
+
+        /* ---- forward */
+        linear(W, E, NB, p[0], p[1], enct, e1);
+        silu(e1, a1, WN);
+        linear(W, W, NB, p[2], p[3], a1, e2);
+        silu(e2, emb, WN);
+        linear(W, D, NB, p[4], p[5], xin, hs);
+        for (int l = 0; l < L; l++) {
+            const float *const *q = p + 6 + 8 * l;
+            float *h = hs + l * WN, *hn = hs + (l + 1) * WN, *ln = lns + l * WN, *a = as + l * WN, *z = zs + l * WN,
+                  *sz = szs + l * WN;
+            layer_norm(W, NB, h, q[0], q[1], ln, means + l * NB, rstds + l * NB);
+            silu(ln, a, WN);
+            linear(W, W, NB, q[2], q[3], a, z);
+            gemm(W, NB, W, q[4], W, 1, emb, NB, z, NB, 1, NULL);  /* + emb.weight emb */
+            for (int o = 0; o < W; o++) {                          /* + emb.bias */
+                __m256 bv = _mm256_set1_ps(q[5][o]);
+                for (int b = 0; b < NB; b += 8)
+                    _mm256_storeu_ps(z + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(z + o * NB + b), bv));
+            }
+            silu(z, sz, WN);
+            memcpy(hn, h, sizeof(float) * WN);
+            gemm(W, NB, W, q[6], W, 1, sz, NB, hn, NB, 1, NULL);    /* h + fc2.weight sz */
+            for (int o = 0; o < W; o++) {
+                __m256 bv = _mm256_set1_ps(q[7][o]);
+                for (int b = 0; b < NB; b += 8)
+                    _mm256_storeu_ps(hn + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(hn + o * NB + b), bv));
+            }
+        }
+        const float *const *t = p + 6 + 8 * L;
+        layer_norm(W, NB, hs + L * WN, t[0], t[1], oln, means + L * NB, rstds + L * NB);
+        silu(oln, oa, WN);
+        linear(D, W, NB, t[2], t[3], oa, outf);
+
+        /* ---- loss and its gradient with respect to the network's output */
+        memset(gf, 0, sizeof(float) * (size_t)D * NB);
+        double loss = 0.0;
+        for (int b = 0; b < B; b++) {
+            float cs = mskip ? mskip[b] : 1.0f, co = mout[b], err = 0.0f;
+            for (int d = 0; d < D; d++) {
+                float diff = cs * mx[b * D + d] + co * outf[d * NB + b] - mx0[b * D + d];
+                err += diff * diff;
+                outf[d * NB + b] = diff;
+            }
+            float coef = mrow[b] * mw[b];
+            loss += (double)(coef * (err / (float)D));
+            float scale = coef / (float)D * 2.0f * co;
+            for (int d = 0; d < D; d++) gf[d * NB + b] = scale * outf[d * NB + b];
+        }
+        losses[m] = (float)loss;
+
+        /* ---- backward */
+        float *const *gt = g + 6 + 8 * L;
+        transpose(W, NB, oa, xt);
+        linear_back_weight(D, W, NB, gf, xt, gt[2], gt[3]);
+        linear_back_input(D, W, NB, t[2], gf, g1, 0);          /* g_oa */
+        silu_back(g1, oln, g2, WN, 0);                           /* g_oln */
+        layer_norm_back(W, NB, g2, hs + L * WN, means + L * NB, rstds + L * NB, t[0], g_h, gt[0], gt[1], 0);
+        for (int l = L - 1; l >= 0; l--) {
+            const float *const *q = p + 6 + 8 * l;
+            float *const *gq = g + 6 + 8 * l;
+            float *h = hs + l * WN, *ln = lns + l * WN, *a = as + l * WN, *z = zs + l * WN, *sz = szs + l * WN;
+            transpose(W, NB, sz, xt);
+            linear_back_weight(W, W, NB, g_h, xt, gq[6], gq[7]);  /* fc2 */
+            linear_back_input(W, W, NB, q[6], g_h, g1, 0);        /* g_sz */
+            silu_back(g1, z, g2, WN, 0);                          /* g_z */
+            transpose(W, NB, emb, xt);
+            linear_back_weight(W, W, NB, g2, xt, gq[4], gq[5]);   /* emb projection */
+            linear_back_input(W, W, NB, q[4], g2, g_emb, l != L - 1);
+            transpose(W, NB, a, xt);
+            linear_back_weight(W, W, NB, g2, xt, gq[2], gq[3]);   /* fc1 */
+            linear_back_input(W, W, NB, q[2], g2, g1, 0);         /* g_a */
+            silu_back(g1, ln, g2, WN, 0);                         /* g_ln */
+            layer_norm_back(W, NB, g2, h, means + l * NB, rstds + l * NB, q[0], g_h, gq[0], gq[1], 1);
+        }
+        if (L == 0) memset(g_emb, 0, sizeof(float) * WN);
+        transpose(D, NB, xin, xt);
+        linear_back_weight(W, D, NB, g_h, xt, g[4], g[5]);        /* inp */
+        silu_back(g_emb, e2, g2, WN, 0);                          /* g_e2 */
+        transpose(W, NB, a1, xt);
+        linear_back_weight(W, W, NB, g2, xt, g[2], g[3]);         /* emb_mlp.2 */
+        linear_back_input(W, W, NB, p[2], g2, g1, 0);             /* g_a1 */
+        silu_back(g1, e1, g2, WN, 0);                             /* g_e1 */
+        transpose(E, NB, enct, xt);
+        linear_back_weight(W, E, NB, g2, xt, g[0], g[1]);         /* emb_mlp.0 */
+    }
+}
+
+/* The network's forward alone, for sampling: out [k, B, D] = F(c_in x, c_noise) of each member, given
+ * xin [k, B, D] (already scaled by c_in) and enc [k, B, E]. `work` as for mlp_step. */
+void mlp_forward(const int64_t *dims, const float *const *params, const float *xin_rows, const float *enc,
+                 float *out, float *work) {
+    const int K = (int)dims[DIM_K], B = (int)dims[DIM_B], NB = (int)dims[DIM_NB], D = (int)dims[DIM_D],
+              E = (int)dims[DIM_E], W = (int)dims[DIM_W], L = (int)dims[DIM_L];
+    const int64_t np = param_count(dims);
+    int64_t sizes[6 + 8 * 64 + 4];
+    param_sizes(dims, sizes);
+    const size_t WN = (size_t)W * NB;
+    float *xin = work, *enct = xin + (size_t)D * NB, *outf = enct + (size_t)E * NB, *e1 = outf + (size_t)D * NB,
+          *emb = e1 + WN, *h = emb + WN, *ln = h + WN, *z = ln + WN, *mean = z + WN, *rstd = mean + NB;
+    for (int m = 0; m < K; m++) {
+        const float *p[6 + 8 * 64 + 4];
+        for (int64_t j = 0; j < np; j++) p[j] = params[j] + (size_t)m * sizes[j];
+        const float *mx = xin_rows + (size_t)m * B * D, *menc = enc + (size_t)m * B * E;
+        memset(xin, 0, sizeof(float) * (size_t)D * NB);
+        memset(enct, 0, sizeof(float) * (size_t)E * NB);
+        for (int b = 0; b < B; b++) {
+            for (int d = 0; d < D; d++) xin[d * NB + b] = mx[b * D + d];
+            for (int e = 0; e < E; e++) enct[e * NB + b] = menc[b * E + e];
+        }
+        linear(W, E, NB, p[0], p[1], enct, e1);
+        silu(e1, e1, WN);
+        linear(W, W, NB, p[2], p[3], e1, emb);
+        silu(emb, emb, WN);
+        linear(W, D, NB, p[4], p[5], xin, h);
+        for (int l = 0; l < L; l++) {
+            const float *const *q = p + 6 + 8 * l;
+            layer_norm(W, NB, h, q[0], q[1], ln, mean, rstd);
+            silu(ln, ln, WN);
+            linear(W, W, NB, q[2], q[3], ln, z);
+            gemm(W, NB, W, q[4], W, 1, emb, NB, z, NB, 1, NULL);
+            for (int o = 0; o < W; o++) {
+                __m256 bv = _mm256_set1_ps(q[5][o]);
+                for (int b = 0; b < NB; b += 8)
+                    _mm256_storeu_ps(z + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(z + o * NB + b), bv));
+            }
+            silu(z, z, WN);
+            gemm(W, NB, W, q[6], W, 1, z, NB, h, NB, 1, NULL);
+            for (int o = 0; o < W; o++) {
+                __m256 bv = _mm256_set1_ps(q[7][o]);
+                for (int b = 0; b < NB; b += 8)
+                    _mm256_storeu_ps(h + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(h + o * NB + b), bv));
+            }
+        }
+        const float *const *t = p + 6 + 8 * L;
+        layer_norm(W, NB, h, t[0], t[1], ln, mean, rstd);
+        silu(ln, ln, WN);
+        linear(D, W, NB, t[2], t[3], ln, outf);
+        float *mo = out + (size_t)m * B * D;
+        for (int b = 0; b < B; b++)
+            for (int d = 0; d < D; d++) mo[b * D + d] = outf[d * NB + b];
+    }
+}
+
+/* ---------------------------------------------------------------- the EDM step with its inputs made here */
+
+/* Floats of scratch mlp_step_edm needs: mlp_step's, plus the noisy data, the encoding and four coefficients. */
+int64_t mlp_step_edm_workspace(const int64_t *dims) {
+    return mlp_step_workspace(dims) + dims[DIM_K] * dims[DIM_B] * (dims[DIM_D] + dims[DIM_E] + 5);
+}
+
+/* mlp_step behind models/precond.py's EDMPrecond, computing in C what the torch side would: the noisy input
+ * x = x0 + sigma noise, the coefficients c_skip, c_out, c_in and c_noise = 250 ln sigma, the loss weight
+ * (sigma^2 + sd^2) / (sigma sd)^2 and models/mlp.py's encoding [cos(c_noise f_j) | sin(c_noise f_j)] with
+ * freqs [k, E/2]. rowscale [k, B] as for mlp_step, or NULL for 1/B. */
+void mlp_step_edm(const int64_t *dims, const float *const *params, float *const *grads, const float *x0,
+                  const float *sigma, const float *noise, const float *freqs, double sigma_data,
+                  const float *rowscale, float *losses, float *work) {
+    const int64_t K = dims[DIM_K], B = dims[DIM_B], D = dims[DIM_D], E = dims[DIM_E], half = E / 2;
+    float *x = work + mlp_step_workspace(dims), *enc = x + K * B * D, *c_skip = enc + K * B * E, *c_out = c_skip + K * B,
+          *c_in = c_out + K * B, *weight = c_in + K * B, *rows = weight + K * B;
+    const float sd = (float)sigma_data, sd2 = (float)(sigma_data * sigma_data);
+    for (int64_t r = 0; r < K * B; r++) {
+        const float s = sigma[r], s2 = s * s + sd2, root = sqrtf(s2), c_noise = 250.0f * logf(s);
+        c_skip[r] = sd2 / s2;
+        c_out[r] = s * sd / root;
+        c_in[r] = 1.0f / root;
+        weight[r] = s2 / ((s * sd) * (s * sd));
+        rows[r] = rowscale ? rowscale[r] : 1.0f / (float)B;
+        for (int64_t d = 0; d < D; d++) x[r * D + d] = x0[r * D + d] + s * noise[r * D + d];
+        const float *f = freqs + (r / B) * half;
+        for (int64_t j = 0; j < half; j++) {
+            const float arg = c_noise * f[j];
+            enc[r * E + j] = cosf(arg);
+            enc[r * E + half + j] = sinf(arg);
+        }
+    }
+    mlp_step(dims, params, grads, x0, x, enc, c_skip, c_out, c_in, weight, rows, losses, work);
+}

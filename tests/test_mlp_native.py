@@ -1,0 +1,204 @@
+"""models/mlp_native.py and native/: diffmem's C kernel for the default MLP's training step.
+
+It computes the loss and gradients autograd computes on the module, to float32 rounding; a member trains
+in a stack exactly as alone; training resumes exactly; a run differs from torch's only by rounding; and a
+machine where the kernel cannot run gets a one-line reason (train.kernel: native) or torch's kernels
+(train.kernel: auto)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from diffmem import native
+from diffmem.checkpoint import checkpoint_path, load_checkpoint
+from diffmem.config import ModelConfig, TrainConfig
+from diffmem.engine import Run, make_step_loss, train_runs
+from diffmem.loss import denoising_loss, sample_sigma
+from diffmem.models import build_denoiser, mlp_native
+
+REASON = native.available()
+needs_native = pytest.mark.skipif(REASON is not None, reason=f"the native kernel does not run here: {REASON}")
+CPU = torch.device("cpu")
+CASES = {  # (data dim, width, depth, emb_dim, batch, members, padded rows of member 0)
+    "digits": (64, 128, 3, 64, 16, 1, 0),
+    "digits-stack-masked": (64, 128, 3, 64, 16, 3, 5),
+    "gmm": (8, 128, 2, 16, 256, 1, 0),
+    "odd-sizes": (10, 40, 1, 8, 5, 2, 0),  # D and B not multiples of 8: the plain loops and padded columns
+}
+
+
+def members_and_batch(parameterization, case, seed=0):
+    dim, width, depth, emb_dim, batch, k, padded = CASES[case]
+    cfg = ModelConfig(arch="mlp", parameterization=parameterization, width=width, depth=depth, emb_dim=emb_dim)
+    torch.manual_seed(seed)
+    nets = [build_denoiser(cfg, data_shape=(dim,)) for _ in range(k)]
+    with torch.no_grad():  # off the initial values, so no gradient is trivially zero
+        for net in nets:
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    gen = torch.Generator().manual_seed(seed + 1)
+    vp = nets[0].sigmas if parameterization == "ddpm" else None
+    sigma = torch.stack([sample_sigma(batch, parameterization=parameterization, p_mean=-1.2, p_std=1.2, vp_sigmas=vp,
+                                      generator=gen, device=CPU) for _ in range(k)])
+    x0, noise = torch.randn(k, batch, dim, generator=gen), torch.randn(k, batch, dim, generator=gen)
+    mask = None
+    if padded:
+        mask = torch.ones(k, batch)
+        mask[0, batch - padded:] = 0
+    params = {name: torch.stack([dict(n.named_parameters())[name].detach() for n in nets]).contiguous()
+              for name, _ in nets[0].named_parameters()}
+    return nets, params, x0, sigma, noise, mask
+
+
+@needs_native
+@pytest.mark.parametrize("parameterization", ["edm", "ddpm"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_loss_and_gradients_equal_autograds_to_float_rounding(parameterization, case):
+    nets, params, x0, sigma, noise, mask = members_and_batch(parameterization, case)
+    losses, grads = mlp_native.NativeMLPStep(nets[0], params)(x0, sigma, noise, mask)
+    assert losses.shape == (len(nets),)
+    for m, net in enumerate(nets):
+        per_sample = denoising_loss(net, x0[m], sigma[m], noise[m])
+        loss = per_sample.mean() if mask is None else (per_sample * mask[m]).sum() / mask[m].sum()
+        reference = torch.autograd.grad(loss, list(net.parameters()))
+        assert float(losses[m]) == pytest.approx(float(loss.detach()), rel=2e-6)
+        for name, g, r in zip(params, grads, reference):
+            assert g.shape[1:] == r.shape, name
+            err = float((g[m] - r).norm() / r.norm())
+            assert err < 2e-5, f"{name}: relative error {err:.2e}"
+            assert bool(r.abs().sum() > 0), name
+
+
+@needs_native
+def test_padded_rows_add_nothing():
+    """Rows masked out of the loss may hold anything finite: the loss and gradients do not move."""
+    nets, params, x0, sigma, noise, mask = members_and_batch("edm", "digits-stack-masked")
+    step = mlp_native.NativeMLPStep(nets[0], params)
+    losses, grads = step(x0, sigma, noise, mask)
+    losses, grads = losses.clone(), [g.clone() for g in grads]
+    x0[0, -5:] += 3.0
+    noise[0, -5:] *= -2.0
+    again, grads_again = step(x0, sigma, noise, mask)
+    assert torch.equal(losses, again)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_again))
+
+
+@needs_native
+def test_a_member_gets_in_a_stack_exactly_what_it_gets_alone():
+    nets, params, x0, sigma, noise, _ = members_and_batch("edm", "digits-stack-masked")
+    losses, grads = mlp_native.NativeMLPStep(nets[0], params)(x0, sigma, noise)
+    grads = [g.clone() for g in grads]
+    for m in range(len(nets)):
+        alone = {name: t[m:m + 1].clone() for name, t in params.items()}
+        one_loss, one_grads = mlp_native.NativeMLPStep(nets[0], alone)(x0[m:m + 1], sigma[m:m + 1], noise[m:m + 1])
+        assert torch.equal(one_loss[0], losses[m])
+        assert all(torch.equal(a[0], b[m]) for a, b in zip(one_grads, grads))
+
+
+@needs_native
+def test_forward_equals_the_module_to_float_rounding():
+    nets, _, x0, sigma, _, _ = members_and_batch("edm", "digits")
+    net = nets[0]
+    _, _, c_in, c_noise = net.coefficients(sigma[0])
+    x_in = c_in[:, None] * x0[0]
+    with torch.no_grad():
+        want = net.net(x_in, c_noise)
+    got = mlp_native.NativeMLPForward(net)(x_in, c_noise)
+    assert float((got - want).norm() / want.norm()) < 2e-6
+
+
+def train(tmp_path, kernel, *, max_steps=60, members=((40, 0),), name="run", extra=None):
+    """Train `members` ((n, seed), ...) as one stack; their checkpoints at `max_steps`. Every tensor's size is a
+    multiple of 8 (data dim 8), so torch's fused Adam updates a stack's members with the kernels it uses alone."""
+    pool = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    xt = np.random.default_rng(1).normal(size=(20, 8)).astype(np.float32)
+    model = ModelConfig(width=32, depth=1, emb_dim=8)
+    cfg = TrainConfig(max_steps=max_steps, batch_size=16, checkpoints_per_decade=2, probe_size=32, lr=3e-3,
+                      log_every=10**6, keep="all", kernel=kernel, **(extra or {}))
+    runs = [Run(pool[:n], seed, tmp_path / f"{name}_n{n}_s{seed}") for n, seed in members]
+    train_runs(runs, xt, model_cfg=model, train_cfg=cfg, data_shape=(8,), device=CPU, log=lambda m: None)
+    return [load_checkpoint(checkpoint_path(r.state_dir, max_steps)) for r in runs]
+
+
+@needs_native
+def test_a_run_differs_from_torchs_only_by_rounding(tmp_path):
+    """60 Adam steps: the same draws (random streams equal), weights within 1e-4 of torch's, not equal."""
+    (ours,) = train(tmp_path, "native", name="native")
+    (theirs,) = train(tmp_path, "torch", name="torch")
+    assert torch.equal(ours["rng"], theirs["rng"]) and torch.equal(ours["perm"], theirs["perm"])
+    worst = max(float((ours["model"][k] - theirs["model"][k]).abs().max()) for k in theirs["model"])
+    assert 0 < worst < 1e-4
+
+
+def same_state(a, b):
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for i, state in a["optimizer"]["state"].items():
+        assert all(torch.equal(v, b["optimizer"]["state"][i][key]) for key, v in state.items())
+    assert torch.equal(a["rng"], b["rng"])
+
+
+@needs_native
+def test_grouped_and_resumed_runs_equal_the_run_alone_exactly(tmp_path):
+    alone = [train(tmp_path, "native", members=(member,), name="alone")[0] for member in ((40, 0), (24, 1))]
+    grouped = train(tmp_path, "native", members=((40, 0), (24, 1)), name="group")
+    (first,) = train(tmp_path, "native", members=((40, 0),), name="resumed", max_steps=20)
+    (resumed,) = train(tmp_path, "native", members=((40, 0),), name="resumed")  # from step 20
+    assert first["step"] == 20
+    for a, g in zip(alone, grouped):
+        same_state(a, g)
+    same_state(alone[0], resumed)
+
+
+@needs_native
+def test_the_engine_uses_the_kernel_where_asked_and_where_it_runs():
+    base = build_denoiser(ModelConfig(arch="mlp", width=16, depth=1, emb_dim=8), data_shape=(4,))
+    auto = TrainConfig(max_steps=10)
+    assert auto.kernel == "auto"
+    assert make_step_loss(base, auto, CPU).kernel == "native"
+    assert make_step_loss(base, dataclasses.replace(auto, kernel="torch"), CPU).kernel == "torch"
+    # what the kernel does not compute keeps torch's kernels under auto and is refused under native
+    for cfg, net in [(dataclasses.replace(auto, tikhonov=0.1), base),
+                     (auto, build_denoiser(ModelConfig(arch="time_mlp", width=16, depth=1), data_shape=(4,)))]:
+        assert make_step_loss(net, cfg, CPU).kernel == "torch"
+        with pytest.raises(ValueError, match="train.kernel: native cannot run this job"):
+            make_step_loss(net, dataclasses.replace(cfg, kernel="native"), CPU)
+
+
+def test_no_compiler_is_a_one_line_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(native.NativeUnavailable, match="no C compiler") as info:
+        native.build(directory=tmp_path / "cache")
+    assert "\n" not in str(info.value)
+
+
+def test_a_source_that_does_not_compile_is_a_one_line_reason(monkeypatch, tmp_path):
+    bad = tmp_path / "mlp_step.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(native, "SOURCE", bad)
+    try:
+        cc = native.compiler()
+    except native.NativeUnavailable:
+        pytest.skip("no C compiler here")
+    with pytest.raises(native.NativeUnavailable, match="building the native kernels failed") as info:
+        native.build(cc, directory=tmp_path / "cache")
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "cache").iterdir())  # nothing half-built is left to load
+
+
+@needs_native
+def test_the_build_is_cached_by_source(tmp_path):
+    first = native.build(directory=tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert native.build(directory=tmp_path) == first and first.stat().st_mtime_ns == stamp
+
+
+def test_a_cpu_without_avx2_is_refused(monkeypatch):
+    monkeypatch.setattr(native.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(native, "cpu_flags", lambda: {"sse2", "avx"})
+    with pytest.raises(native.NativeUnavailable, match="lacks avx2, fma"):
+        native.check_cpu()
+    monkeypatch.setattr(native.platform, "machine", lambda: "arm64")
+    with pytest.raises(native.NativeUnavailable, match="x86-64"):
+        native.check_cpu()
