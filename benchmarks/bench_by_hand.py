@@ -1,14 +1,18 @@
-"""Training steps by hand (models/mlp_grad.py) against autograd, and stacks against one model, side by side.
+"""Training steps by hand (models/mlp_grad.py) and in the native kernel (models/mlp_native.py) against autograd,
+and stacks against one model, side by side.
 
 Every configuration is a training engine driven as `bench_training.py` drives it (`start_stack`,
 `make_step_loss`, `train_step`: batch draws, forward, backward, Adam) on random data, all of them built
 in this one process and timed in interleaved rounds, so machine drift hits every row alike. One thread.
-Rows: k members (k = 1: one model, the per-run job; k > 1: a grouped job), gradients by autograd or by
-hand. Each figure is the median over rounds of model-steps/s; "x single autograd" is the median over
-rounds of the ratio to the k = 1 autograd row of the same round (what a per-run job did before).
+Rows: k members (k = 1: one model, the per-run job; k > 1: a grouped job), gradients by autograd, by
+hand (`train.kernel: torch`) or by diffmem's C kernel (`native`; --modes picks). Each figure is the
+median over rounds of model-steps/s; "x single <mode>" is the median over rounds of the ratio to the
+k = 1 row of the first mode in the same round (autograd first: what a per-run job did before).
 
 It also checks, after timing, that the one-model engines by hand and by autograd hold the same weights
-(both took the same steps from the same start): "same weights" is torch.equal on every tensor. (A stack
+(both took the same steps from the same start): "equal" is torch.equal on every tensor; the native
+kernel's engine differs from them by float rounding, printed as the largest difference over the largest
+weight. (A stack
 by hand computes each member as it is computed alone, not as autograd's stacked forward does;
 tests/test_mlp_grad.py holds grouped runs of the default experiment to their runs alone, bit for bit.)
 
@@ -47,21 +51,24 @@ from machine import cpu_model, load  # noqa: E402
 
 from diffmem import engine as train  # noqa: E402
 
+MODES = ("autograd", "by hand", "native")  # how the gradients are computed: autograd; train.kernel torch; native
 
-def engine_for(model: str, k: int, *, by_hand: bool) -> Engine:
+
+def engine_for(model: str, k: int, *, mode: str) -> Engine:
     args = argparse.Namespace(unet_batch=4, device="cpu", precision="fp32", compile=False, tf32=False,
-                              channels_last=False)
+                              channels_last=False, kernel="native" if mode == "native" else "torch")
     engine = Engine(model, k, 0, args, torch.device("cpu"))
-    engine.step_loss = train.make_step_loss(engine.base, engine.train_cfg, torch.device("cpu"), by_hand=by_hand)
-    if by_hand and getattr(engine.step_loss, "by_hand", None) is None:
+    engine.step_loss = train.make_step_loss(engine.base, engine.train_cfg, torch.device("cpu"),
+                                            by_hand=mode != "autograd")
+    if mode == "by hand" and getattr(engine.step_loss, "by_hand", None) is None:
         raise SystemExit(f"{model}: the network is not one models/mlp_grad.py differentiates by hand")
     return engine
 
 
-def worker(model: str, k: int, by_hand: bool, steps: int, warmup: int) -> None:
+def worker(model: str, k: int, mode: str, steps: int, warmup: int) -> None:
     """One process of a --procs measurement: prints {"rate": model-steps/s} as its last line."""
     torch.set_num_threads(1)
-    engine = engine_for(model, k, by_hand=by_hand)
+    engine = engine_for(model, k, mode=mode)
     for _ in range(warmup):
         engine.step()
     n = max(5, steps // k)
@@ -71,9 +78,9 @@ def worker(model: str, k: int, by_hand: bool, steps: int, warmup: int) -> None:
     print(json.dumps({"rate": k * n / (time.perf_counter() - t0)}))
 
 
-def concurrent(args, model: str, k: int, by_hand: bool) -> float:
+def concurrent(args, model: str, k: int, mode: str) -> float:
     """Summed model-steps/s of args.procs single-thread processes running the configuration at once."""
-    cmd = [sys.executable, __file__, "--worker", model, str(k), str(int(by_hand)), str(args.steps), str(args.warmup)]
+    cmd = [sys.executable, __file__, "--worker", model, str(k), mode, str(args.steps), str(args.warmup)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(args.procs)]
     outs = [p.communicate()[0] for p in procs]
@@ -107,7 +114,7 @@ def matmul_floor(engine: Engine) -> Callable[[], None]:
 
 def main_floor(args) -> None:
     for model in args.models:
-        engine = engine_for(model, 1, by_hand=True)
+        engine = engine_for(model, 1, mode="by hand")
         floor = matmul_floor(engine)
         for _ in range(args.warmup):
             engine.step()
@@ -129,26 +136,26 @@ def main_floor(args) -> None:
 
 def main_concurrent(args) -> None:
     for model in args.models:
-        keys = [(k, hand) for k in args.ks for hand in (False, True)]
-        rates: dict[tuple[int, bool], list[float]] = {key: [] for key in keys}
+        keys = [(k, mode) for k in args.ks for mode in args.modes]
+        rates: dict[tuple[int, str], list[float]] = {key: [] for key in keys}
         for _ in range(args.rounds):
-            for k, hand in keys:
-                rates[(k, hand)].append(concurrent(args, model, k, hand))
+            for k, mode in keys:
+                rates[(k, mode)].append(concurrent(args, model, k, mode))
         ref = rates[keys[0]]
         print(f"### {model}: {args.procs} processes at once, one thread each\n")
-        print(f"| k per process | gradients | model-steps/s, {args.procs} processes | x {keys[0][0]} autograd |")
+        print(f"| k per process | gradients | model-steps/s, {args.procs} processes | x {keys[0][0]} {keys[0][1]} |")
         print("|---:|---|---:|---:|")
-        for (k, hand), r in rates.items():
+        for (k, mode), r in rates.items():
             ratio = statistics.median(a / b for a, b in zip(r, ref))
-            print(f"| {k} | {'by hand' if hand else 'autograd'} | {statistics.median(r):,.0f} | {ratio:.2f} |")
+            print(f"| {k} | {mode} | {statistics.median(r):,.0f} | {ratio:.2f} |")
         print(f"\n- load average at end: {load()}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        model, k, hand, steps, warmup = argv[1:6]
-        worker(model, int(k), hand == "1", int(steps), int(warmup))
+        model, k, mode, steps, warmup = argv[1:6]
+        worker(model, int(k), mode, int(steps), int(warmup))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["digits", "gmm"], help="bench_training.py's model names")
@@ -156,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=240, help="model-steps per configuration per round")
     parser.add_argument("--warmup", type=int, default=20, help="stack steps before timing")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="how the gradients are computed; the first is the reference of the ratios")
     parser.add_argument("--floor", action="store_true", help="time a step against its matmuls alone")
     parser.add_argument("--procs", type=int, default=1,
                         help="run each configuration as this many single-thread processes at once")
@@ -172,30 +181,32 @@ def main(argv: list[str] | None = None) -> None:
         main_concurrent(args)
         return
     for model in args.models:
-        engines = {(k, hand): engine_for(model, k, by_hand=hand) for k in args.ks for hand in (False, True)}
+        engines = {(k, mode): engine_for(model, k, mode=mode) for k in args.ks for mode in args.modes}
         for engine in engines.values():
             for _ in range(args.warmup):
                 engine.step()
-        rates: dict[tuple[int, bool], list[float]] = {key: [] for key in engines}
+        rates: dict[tuple[int, str], list[float]] = {key: [] for key in engines}
         for _ in range(args.rounds):
-            for (k, hand), engine in engines.items():
+            for (k, mode), engine in engines.items():
                 steps = max(5, args.steps // k)
                 t0 = time.perf_counter()
                 for _ in range(steps):
                     engine.step()
-                rates[(k, hand)].append(k * steps / (time.perf_counter() - t0))
-        ref = rates[(min(args.ks), False)] if 1 not in args.ks else rates[(1, False)]
+                rates[(k, mode)].append(k * steps / (time.perf_counter() - t0))
+        first = args.modes[0]
+        ref = rates[(min(args.ks), first)] if 1 not in args.ks else rates[(1, first)]
         print(f"### {model}\n")
-        print("| k | gradients | model-steps/s | x single autograd | same weights as autograd |")
+        print(f"| k | gradients | model-steps/s | x single {first} | weights against {first}, k = 1 |")
         print("|---:|---|---:|---:|---|")
-        for (k, hand), r in rates.items():
+        for (k, mode), r in rates.items():
             ratio = statistics.median(a / b for a, b in zip(r, ref))
             same = "—"
-            if hand and k == 1:
-                other = engines[(k, False)].stack
-                mine = engines[(k, True)].stack
-                same = "yes" if all(torch.equal(mine.params[n], other.params[n]) for n in mine.params) else "no"
-            print(f"| {k} | {'by hand' if hand else 'autograd'} | {statistics.median(r):,.0f} | {ratio:.2f} | {same} |")
+            if mode != first and k == 1 and (1, first) in engines:
+                other, mine = engines[(1, first)].stack, engines[(1, mode)].stack
+                gap = max(float((mine.params[n] - other.params[n]).abs().max()) for n in mine.params)
+                scale = max(float(other.params[n].abs().max()) for n in mine.params)
+                same = "equal" if gap == 0 else f"differ by {gap / scale:.1e} of the largest"
+            print(f"| {k} | {mode} | {statistics.median(r):,.0f} | {ratio:.2f} | {same} |")
         print(f"\n- load average at end: {load()}\n")
 
 
