@@ -14,7 +14,7 @@ import xarray as xr
 
 from diffmem import names
 from diffmem.config import ScoreConfig
-from diffmem.io import INTEGER_FILL, NETCDF_ENGINE, atomic_to_netcdf, chunk_shape
+from diffmem.io import INTEGER_FILL, NETCDF_ENGINE, atomic_to_netcdf, chunk_shape, read_netcdf_raw
 from diffmem.stages import cube as cube_stage
 from diffmem.stages import fit as fit_stage
 from diffmem.stages.score import score_run
@@ -188,6 +188,24 @@ def test_large_variables_are_compressed_in_chunks_along_step(tmp_path, rng):
     with xr.open_dataset(path, engine=NETCDF_ENGINE) as back:
         np.testing.assert_array_equal(back[names.NEAREST].values, ds[names.NEAREST].values)
         np.testing.assert_array_equal(back[names.D1].values, ds[names.D1].values)
+
+
+def test_the_raw_reader_gives_what_xarray_reads_and_refuses_encoded_variables(tmp_path, rng):
+    # the sampling stage reads train_metrics.nc's steps, n, seed and attributes this way (without xarray)
+    ds = xr.Dataset({names.F_MEM: ((names.STEP,), rng.random(5)),
+                     names.NEAREST: ((names.STEP, names.SAMPLE), rng.integers(0, 9, (5, 3)))},
+                    coords={names.STEP: np.array([0, 1, 3, 10, 4000], dtype=np.int64), names.N: 16, names.SEED: 2},
+                    attrs={"trajectory_hash": "84b919e495c9", "checkpoint_dir": "runs/n16_seed2/checkpoints"})
+    path = tmp_path / "run.nc"
+    atomic_to_netcdf(ds, path)
+    attrs, values = read_netcdf_raw(path, [names.STEP, names.N, names.SEED, names.F_MEM])
+    with xr.open_dataset(path, engine=NETCDF_ENGINE) as back:
+        assert attrs == back.attrs
+        for name, value in values.items():
+            assert value.dtype == back[name].dtype and np.array_equal(value, back[name].values), name
+    assert values[names.STEP].tolist() == [0, 1, 3, 10, 4000] and int(values[names.N]) == 16
+    with pytest.raises(ValueError, match="CF-encoded"):  # int32 with _FillValue on disk, float64 with NaN in xarray
+        read_netcdf_raw(path, [names.NEAREST])
 
 
 def test_chunk_shape_fills_trailing_dimensions_first():

@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, trajectory_of
 from diffmem.config import ConfigError, SampleConfig, read_slice
 from diffmem.generation import denoiser_from_checkpoint, generate_stack, open_sample_cache
 from diffmem.gpus import select_device
-from diffmem.io import NETCDF_ENGINE, atomic_write_text, fail
+from diffmem.io import atomic_write_text, fail, read_netcdf_raw
 from diffmem.log import configure
 from diffmem.stages import add_run_settings, stage_parser
 
@@ -56,11 +55,12 @@ def main(argv: list[str] | None = None) -> None:
         device, _gpu_lease = select_device(args.device)  # the lease holds this job's GPU until exit
     except RuntimeError as exc:
         fail(str(exc))
-    with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:
-        state_dir = Path(args.checkpoints or tm.attrs["checkpoint_dir"])
-        trajectory = str(tm.attrs["trajectory_hash"])
-        steps = [int(s) for s in tm[names.STEP].values]
-        n, seed = int(tm[names.N]), int(tm[names.SEED])
+    # four values of train_metrics.nc: read without xarray, which this job would import for nothing else
+    attrs, values = read_netcdf_raw(args.train_metrics, [names.STEP, names.N, names.SEED])
+    state_dir = Path(args.checkpoints or attrs["checkpoint_dir"])
+    trajectory = str(attrs["trajectory_hash"])
+    steps = [int(s) for s in values[names.STEP]]
+    n, seed = int(values[names.N]), int(values[names.SEED])
     if trajectory_of(state_dir) not in (None, trajectory):
         fail(f"{state_dir} holds checkpoints of trajectory {trajectory_of(state_dir)}, not {trajectory} of "
              f"{args.train_metrics}; retrain the run")
