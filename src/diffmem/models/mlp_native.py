@@ -8,11 +8,11 @@ in its own order and uses its own exp. What that changes in a run was measured (
 "The native kernel"); `tests/test_mlp_native.py` holds the gradients to autograd's within float32
 tolerance.
 
-What runs in torch, per step, is what is cheap and shared with every other path: the noisy input,
-the preconditioning's coefficients and loss weight (`base.coefficients`, `base.loss_weight`), the
-noise-level encoding (`timestep_encoding`) and the mean's weights of the rows (1 / B, or a padded
-stack's mask over its count). The network, the loss and the backward run in C, one member after
-another on the calling thread.
+Everything of the step but the batch draws and the optimizer runs in C, one member after another on the
+calling thread: the noisy input, the preconditioning's coefficients and loss weight (models/precond.py's
+EDMPrecond and VPPrecond, written out again in mlp_step_precond), the noise-level encoding
+(models/mlp.py's `timestep_encoding`), the network, the loss and the backward. Only a padded stack's
+row weights (its mask over its count) are made in torch.
 
 `NativeMLPForward` evaluates the network F(c_in x, c_noise) of one model for sampling.
 """
@@ -50,12 +50,13 @@ def supports(base: nn.Module) -> bool:
     return len(net.blocks) <= MAX_DEPTH and width % 8 == 0 and net.embed.freqs.shape[0] * 2 % 8 == 0
 
 
-def _dims(net: MLP, k: int, batch: int, *, edm: bool = False) -> tuple[torch.Tensor, int]:
-    """mlp_step.c's sizes [k, B, B padded to 8, D, E, W, depth] and the floats of scratch a call needs."""
+def _dims(net: MLP, k: int, batch: int, *, step: bool = True) -> tuple[torch.Tensor, int]:
+    """mlp_step.c's sizes [k, B, B padded to 8, D, E, W, depth] and the floats of scratch a call needs
+    (a training step's, `step`, or the forward's)."""
     padded = -(-batch // 8) * 8
     dims = torch.tensor([k, batch, padded, net.inp.in_features, net.embed.freqs.shape[0] * 2, net.inp.out_features,
                          len(net.blocks)], dtype=torch.int64)
-    size = library().mlp_step_edm_workspace if edm else library().mlp_step_workspace
+    size = library().mlp_step_precond_workspace if step else library().mlp_step_workspace
     return dims, int(size(ctypes.cast(dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))))
 
 
@@ -88,14 +89,18 @@ class NativeMLPStep:
         self.grads = {name: torch.empty_like(params[name]) for name in order}
         self.grad_ptrs = _pointers(list(self.grads.values()))
         self.out_order = list(params)
-        # EDM: the noisy input, coefficients, loss weight and encoding are computed in C as well (mlp_step_edm)
-        self.edm = isinstance(base, EDMPrecond)
+        # the preconditioning, computed in C (mlp_step_precond): EDM's sigma_data, or VP's log sigma_t grid
+        if isinstance(base, EDMPrecond):
+            self.kind, self.sigma_data, self.log_sigmas = 0, float(base.sigma_data), None
+        else:
+            self.kind, self.sigma_data = 1, 0.0
+            self.log_sigmas = base.log_sigmas.to(torch.float64).contiguous()
         self.freqs = self.net.embed.freqs.expand(self.k, -1).contiguous()
         self.batch = None
 
     def _size(self, batch: int) -> None:
         if batch != self.batch:
-            self.dims, floats = _dims(self.net, self.k, batch, edm=self.edm)
+            self.dims, floats = _dims(self.net, self.k, batch)
             self.dims_ptr = ctypes.cast(self.dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))
             self.work = torch.empty(floats, dtype=torch.float32)
             self.losses = torch.empty(self.k, dtype=torch.float32)
@@ -109,25 +114,13 @@ class NativeMLPStep:
         if k != self.k:
             raise ValueError(f"a stack of {self.k} members got a batch for {k}")
         self._size(batch)
-        lead = (k, batch)
         rowscale = None if mask is None else (mask / mask.sum(dim=1, keepdim=True)).float().contiguous()
-        if self.edm:
-            self.lib.mlp_step_edm(self.dims_ptr, self.param_ptrs, self.grad_ptrs, _ptr(x0.float().contiguous()),
-                                  _ptr(sigma.float().contiguous()), _ptr(noise.float().contiguous()), _ptr(self.freqs),
-                                  float(self.base.sigma_data), _ptr(rowscale), self.losses.data_ptr(), self.work.data_ptr())
-            return self.losses.clone(), [self.grads[name] for name in self.out_order]
-        flat = x0.reshape(k, batch, -1)
-        x = (x0 + sigma.reshape(*lead, *(1,) * (x0.ndim - 2)) * noise).reshape(k, batch, -1)
-        c_skip, c_out, c_in, c_noise = self.base.coefficients(sigma.to(x.dtype))
-        enc = timestep_encoding(c_noise, self.freqs)
-        weight = self.base.loss_weight(sigma)
-        if rowscale is None:
-            rowscale = torch.full(lead, 1.0 / batch)
-        tensors = [flat.contiguous(), x.contiguous(), enc.contiguous(),
-                   None if c_skip is None else c_skip.contiguous(), c_out.contiguous(), c_in.contiguous(),
-                   weight.float().contiguous(), rowscale.float().contiguous()]
-        self.lib.mlp_step(self.dims_ptr, self.param_ptrs, self.grad_ptrs, *[_ptr(t) for t in tensors],
-                          self.losses.data_ptr(), self.work.data_ptr())
+        x0, sigma, noise = (t.float().contiguous() for t in (x0, sigma, noise))
+        self.lib.mlp_step_precond(
+            self.dims_ptr, self.param_ptrs, self.grad_ptrs, x0.data_ptr(), sigma.data_ptr(), noise.data_ptr(),
+            self.freqs.data_ptr(), self.kind, self.sigma_data, _ptr(self.log_sigmas),
+            0 if self.log_sigmas is None else self.log_sigmas.shape[0], _ptr(rowscale), self.losses.data_ptr(),
+            self.work.data_ptr())
         return self.losses.clone(), [self.grads[name] for name in self.out_order]
 
 
@@ -148,7 +141,7 @@ class NativeMLPForward:
     def __call__(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         batch = x_in.shape[0]
         if batch != self.batch:
-            self.dims, floats = _dims(self.net, 1, batch)
+            self.dims, floats = _dims(self.net, 1, batch, step=False)
             self.dims_ptr = ctypes.cast(self.dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))
             self.work = torch.empty(floats, dtype=torch.float32)
             self.batch = batch

@@ -117,10 +117,11 @@ def library() -> ctypes.CDLL:
     lib.mlp_step_workspace.restype = ctypes.c_int64
     lib.mlp_step.argtypes = [i64p, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp]
     lib.mlp_step.restype = None
-    lib.mlp_step_edm_workspace.argtypes = [i64p]
-    lib.mlp_step_edm_workspace.restype = ctypes.c_int64
-    lib.mlp_step_edm.argtypes = [i64p, vp, vp, vp, vp, vp, vp, ctypes.c_double, vp, vp, vp]
-    lib.mlp_step_edm.restype = None
+    lib.mlp_step_precond_workspace.argtypes = [i64p]
+    lib.mlp_step_precond_workspace.restype = ctypes.c_int64
+    lib.mlp_step_precond.argtypes = [i64p, vp, vp, vp, vp, vp, vp, ctypes.c_int64, ctypes.c_double, vp, ctypes.c_int64,
+                                     vp, vp, vp]
+    lib.mlp_step_precond.restype = None
     lib.mlp_forward.argtypes = [i64p, vp, vp, vp, vp, vp]
     lib.mlp_forward.restype = None
     return lib

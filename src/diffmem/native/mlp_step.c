@@ -54,23 +54,22 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* y = silu(x), n a multiple of 8 */
-static void silu(const float *x, float *y, size_t n) {
+/* y = silu(x) = x s, s = sigmoid(x), kept in sig (NULL: not kept) for the backward; n a multiple of 8 */
+static void silu(const float *x, float *y, float *sig, size_t n) {
     for (size_t i = 0; i < n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(v, sigmoid8(v)));
+        __m256 v = _mm256_loadu_ps(x + i), s = sigmoid8(v);
+        if (sig) _mm256_storeu_ps(sig + i, s);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(v, s));
     }
 }
 
-/* g_in = g * silu'(x) = g * s (1 + x (1 - s)), s = sigmoid(x); `accumulate` adds to g_in */
-static void silu_back(const float *g, const float *x, float *g_in, size_t n, int accumulate) {
+/* g_in = g * silu'(x) = g * s (1 + x (1 - s)), with s = sigmoid(x) as silu kept it */
+static void silu_back(const float *g, const float *x, const float *sig, float *g_in, size_t n) {
     const __m256 one = _mm256_set1_ps(1.0f);
     for (size_t i = 0; i < n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i), s = sigmoid8(v);
+        __m256 v = _mm256_loadu_ps(x + i), s = _mm256_loadu_ps(sig + i);
         __m256 d = _mm256_mul_ps(s, _mm256_fmadd_ps(v, _mm256_sub_ps(one, s), one));
-        __m256 r = _mm256_mul_ps(_mm256_loadu_ps(g + i), d);
-        if (accumulate) r = _mm256_add_ps(r, _mm256_loadu_ps(g_in + i));
-        _mm256_storeu_ps(g_in + i, r);
+        _mm256_storeu_ps(g_in + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), d));
     }
 }
 
@@ -177,9 +176,34 @@ static void linear_back_weight(int O, int I, int NB, const float *g, const float
     }
 }
 
-/* xt[NB, F] = transpose of x[F, NB] */
+/* the 8 x 8 block at src (row stride ss) transposed into dst (row stride ds) */
+static inline void transpose8(const float *src, ptrdiff_t ss, float *dst, ptrdiff_t ds) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss), r2 = _mm256_loadu_ps(src + 2 * ss),
+           r3 = _mm256_loadu_ps(src + 3 * ss), r4 = _mm256_loadu_ps(src + 4 * ss), r5 = _mm256_loadu_ps(src + 5 * ss),
+           r6 = _mm256_loadu_ps(src + 6 * ss), r7 = _mm256_loadu_ps(src + 7 * ss);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* xt[NB, F] = transpose of x[F, NB] (NB a multiple of 8) */
 static void transpose(int F, int NB, const float *x, float *xt) {
-    for (int f = 0; f < F; f++)
+    int f = 0;
+    for (; f + 8 <= F; f += 8)
+        for (int b = 0; b < NB; b += 8) transpose8(x + (size_t)f * NB + b, NB, xt + (size_t)b * F + f, F);
+    for (; f < F; f++)
         for (int b = 0; b < NB; b++) xt[b * F + f] = x[f * NB + b];
 }
 
@@ -273,8 +297,10 @@ int64_t mlp_step_workspace(const int64_t *dims) {
     int64_t F = W > D ? W : D;
     F = F > E ? F : E;
     /* activations: xin, enc, outF, diff/g_f [D or E, NB]; e1 a1 e2 emb oln oa [W, NB]; per block h ln a z sz,
-     * plus h_L; stats 2 (L + 1) NB; gradients g_h g_emb g1 g2 [W, NB]; one transposed input [NB, F] */
-    return (3 * D + E) * NB + 6 * W * NB + (5 * L + 1) * W * NB + 2 * (L + 1) * NB + 4 * W * NB + NB * F + 64;
+     * plus h_L; the sigmoids of e1 e2 oln and of each block's ln and z; stats 2 (L + 1) NB; gradients g_h g_emb
+     * g1 g2 [W, NB]; one transposed input [NB, F] */
+    return (3 * D + E) * NB + 6 * W * NB + (5 * L + 1) * W * NB + (2 * L + 3) * W * NB + 2 * (L + 1) * NB +
+           4 * W * NB + NB * F + 64;
 }
 
 int64_t mlp_step_abi(void) { return 1; }
@@ -309,6 +335,11 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
     float *as = w; w += (size_t)L * WN;
     float *zs = w; w += (size_t)L * WN;
     float *szs = w; w += (size_t)L * WN;
+    float *s_e1 = w; w += WN;  /* sigmoids kept by the forward's silu for the backward */
+    float *s_e2 = w; w += WN;
+    float *s_oln = w; w += WN;
+    float *s_lns = w; w += (size_t)L * WN;
+    float *s_zs = w; w += (size_t)L * WN;
     float *means = w; w += (size_t)(L + 1) * NB;
     float *rstds = w; w += (size_t)(L + 1) * NB;
     float *g_h = w; w += WN;
@@ -338,16 +369,16 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
 
         /* ---- forward */
         linear(W, E, NB, p[0], p[1], enct, e1);
-        silu(e1, a1, WN);
+        silu(e1, a1, s_e1, WN);
         linear(W, W, NB, p[2], p[3], a1, e2);
-        silu(e2, emb, WN);
+        silu(e2, emb, s_e2, WN);
         linear(W, D, NB, p[4], p[5], xin, hs);
         for (int l = 0; l < L; l++) {
             const float *const *q = p + 6 + 8 * l;
             float *h = hs + l * WN, *hn = hs + (l + 1) * WN, *ln = lns + l * WN, *a = as + l * WN, *z = zs + l * WN,
                   *sz = szs + l * WN;
             layer_norm(W, NB, h, q[0], q[1], ln, means + l * NB, rstds + l * NB);
-            silu(ln, a, WN);
+            silu(ln, a, s_lns + l * WN, WN);
             linear(W, W, NB, q[2], q[3], a, z);
             gemm(W, NB, W, q[4], W, 1, emb, NB, z, NB, 1, NULL);  /* + emb.weight emb */
             for (int o = 0; o < W; o++) {                          /* + emb.bias */
@@ -355,7 +386,7 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
                 for (int b = 0; b < NB; b += 8)
                     _mm256_storeu_ps(z + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(z + o * NB + b), bv));
             }
-            silu(z, sz, WN);
+            silu(z, sz, s_zs + l * WN, WN);
             memcpy(hn, h, sizeof(float) * WN);
             gemm(W, NB, W, q[6], W, 1, sz, NB, hn, NB, 1, NULL);    /* h + fc2.weight sz */
             for (int o = 0; o < W; o++) {
@@ -366,7 +397,7 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
         }
         const float *const *t = p + 6 + 8 * L;
         layer_norm(W, NB, hs + L * WN, t[0], t[1], oln, means + L * NB, rstds + L * NB);
-        silu(oln, oa, WN);
+        silu(oln, oa, s_oln, WN);
         linear(D, W, NB, t[2], t[3], oa, outf);
 
         /* ---- loss and its gradient with respect to the network's output */
@@ -391,7 +422,7 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
         transpose(W, NB, oa, xt);
         linear_back_weight(D, W, NB, gf, xt, gt[2], gt[3]);
         linear_back_input(D, W, NB, t[2], gf, g1, 0);          /* g_oa */
-        silu_back(g1, oln, g2, WN, 0);                           /* g_oln */
+        silu_back(g1, oln, s_oln, g2, WN);                      /* g_oln */
         layer_norm_back(W, NB, g2, hs + L * WN, means + L * NB, rstds + L * NB, t[0], g_h, gt[0], gt[1], 0);
         for (int l = L - 1; l >= 0; l--) {
             const float *const *q = p + 6 + 8 * l;
@@ -400,24 +431,24 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
             transpose(W, NB, sz, xt);
             linear_back_weight(W, W, NB, g_h, xt, gq[6], gq[7]);  /* fc2 */
             linear_back_input(W, W, NB, q[6], g_h, g1, 0);        /* g_sz */
-            silu_back(g1, z, g2, WN, 0);                          /* g_z */
+            silu_back(g1, z, s_zs + l * WN, g2, WN);              /* g_z */
             transpose(W, NB, emb, xt);
             linear_back_weight(W, W, NB, g2, xt, gq[4], gq[5]);   /* emb projection */
             linear_back_input(W, W, NB, q[4], g2, g_emb, l != L - 1);
             transpose(W, NB, a, xt);
             linear_back_weight(W, W, NB, g2, xt, gq[2], gq[3]);   /* fc1 */
             linear_back_input(W, W, NB, q[2], g2, g1, 0);         /* g_a */
-            silu_back(g1, ln, g2, WN, 0);                         /* g_ln */
+            silu_back(g1, ln, s_lns + l * WN, g2, WN);            /* g_ln */
             layer_norm_back(W, NB, g2, h, means + l * NB, rstds + l * NB, q[0], g_h, gq[0], gq[1], 1);
         }
         if (L == 0) memset(g_emb, 0, sizeof(float) * WN);
         transpose(D, NB, xin, xt);
         linear_back_weight(W, D, NB, g_h, xt, g[4], g[5]);        /* inp */
-        silu_back(g_emb, e2, g2, WN, 0);                          /* g_e2 */
+        silu_back(g_emb, e2, s_e2, g2, WN);                       /* g_e2 */
         transpose(W, NB, a1, xt);
         linear_back_weight(W, W, NB, g2, xt, g[2], g[3]);         /* emb_mlp.2 */
         linear_back_input(W, W, NB, p[2], g2, g1, 0);             /* g_a1 */
-        silu_back(g1, e1, g2, WN, 0);                             /* g_e1 */
+        silu_back(g1, e1, s_e1, g2, WN);                          /* g_e1 */
         transpose(E, NB, enct, xt);
         linear_back_weight(W, E, NB, g2, xt, g[0], g[1]);         /* emb_mlp.0 */
     }
@@ -446,14 +477,14 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
             for (int e = 0; e < E; e++) enct[e * NB + b] = menc[b * E + e];
         }
         linear(W, E, NB, p[0], p[1], enct, e1);
-        silu(e1, e1, WN);
+        silu(e1, e1, NULL, WN);
         linear(W, W, NB, p[2], p[3], e1, emb);
-        silu(emb, emb, WN);
+        silu(emb, emb, NULL, WN);
         linear(W, D, NB, p[4], p[5], xin, h);
         for (int l = 0; l < L; l++) {
             const float *const *q = p + 6 + 8 * l;
             layer_norm(W, NB, h, q[0], q[1], ln, mean, rstd);
-            silu(ln, ln, WN);
+            silu(ln, ln, NULL, WN);
             linear(W, W, NB, q[2], q[3], ln, z);
             gemm(W, NB, W, q[4], W, 1, emb, NB, z, NB, 1, NULL);
             for (int o = 0; o < W; o++) {
@@ -461,7 +492,7 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
                 for (int b = 0; b < NB; b += 8)
                     _mm256_storeu_ps(z + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(z + o * NB + b), bv));
             }
-            silu(z, z, WN);
+            silu(z, z, NULL, WN);
             gemm(W, NB, W, q[6], W, 1, z, NB, h, NB, 1, NULL);
             for (int o = 0; o < W; o++) {
                 __m256 bv = _mm256_set1_ps(q[7][o]);
@@ -471,7 +502,7 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
         }
         const float *const *t = p + 6 + 8 * L;
         layer_norm(W, NB, h, t[0], t[1], ln, mean, rstd);
-        silu(ln, ln, WN);
+        silu(ln, ln, NULL, WN);
         linear(D, W, NB, t[2], t[3], ln, outf);
         float *mo = out + (size_t)m * B * D;
         for (int b = 0; b < B; b++)
@@ -479,30 +510,58 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
     }
 }
 
-/* ---------------------------------------------------------------- the EDM step with its inputs made here */
+/* ---------------------------------------------------------------- the step with its inputs made here */
 
-/* Floats of scratch mlp_step_edm needs: mlp_step's, plus the noisy data, the encoding and four coefficients. */
-int64_t mlp_step_edm_workspace(const int64_t *dims) {
+/* Floats of scratch mlp_step_precond needs: mlp_step's, plus the noisy data, the encoding and five per-row
+ * coefficients. */
+int64_t mlp_step_precond_workspace(const int64_t *dims) {
     return mlp_step_workspace(dims) + dims[DIM_K] * dims[DIM_B] * (dims[DIM_D] + dims[DIM_E] + 5);
 }
 
-/* mlp_step behind models/precond.py's EDMPrecond, computing in C what the torch side would: the noisy input
- * x = x0 + sigma noise, the coefficients c_skip, c_out, c_in and c_noise = 250 ln sigma, the loss weight
- * (sigma^2 + sd^2) / (sigma sd)^2 and models/mlp.py's encoding [cos(c_noise f_j) | sin(c_noise f_j)] with
- * freqs [k, E/2]. rowscale [k, B] as for mlp_step, or NULL for 1/B. */
-void mlp_step_edm(const int64_t *dims, const float *const *params, float *const *grads, const float *x0,
-                  const float *sigma, const float *noise, const float *freqs, double sigma_data,
-                  const float *rowscale, float *losses, float *work) {
+/* VPPrecond.sigma_to_t: the continuous timestep of sigma, by linear interpolation of log sigma_t on the
+ * schedule's grid log_s [T] (increasing), in double as there */
+static float sigma_to_t(float sigma, const double *log_s, int64_t T) {
+    double ls = log((double)sigma);
+    ls = ls < log_s[0] ? log_s[0] : (ls > log_s[T - 1] ? log_s[T - 1] : ls);
+    int64_t lo = 0, hi = T;  /* searchsorted (left): the first index with log_s[i] >= ls */
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (log_s[mid] < ls) lo = mid + 1; else hi = mid;
+    }
+    int64_t idx = lo < 1 ? 1 : (lo > T - 1 ? T - 1 : lo);
+    return (float)((double)(idx - 1) + (ls - log_s[idx - 1]) / (log_s[idx] - log_s[idx - 1]));
+}
+
+/* mlp_step behind models/precond.py's preconditioning, computing here what the torch side would: the noisy
+ * input x = x0 + sigma noise, the coefficients, the loss weight and models/mlp.py's encoding
+ * [cos(c_noise f_j) | sin(c_noise f_j)] with freqs [k, E/2]. kind 0, EDMPrecond (sigma_data): c_skip =
+ * sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2), c_noise = 250 ln s, weight
+ * (s^2 + sd^2) / (s sd)^2. kind 1, VPPrecond (log_sigmas [T]): c_skip = 1, c_out = -s, c_in = 1 / sqrt(1 + s^2),
+ * c_noise = sigma_to_t(s), weight 1 / s^2. rowscale [k, B] as for mlp_step, or NULL for 1/B. */
+void mlp_step_precond(const int64_t *dims, const float *const *params, float *const *grads, const float *x0,
+                      const float *sigma, const float *noise, const float *freqs, int64_t kind, double sigma_data,
+                      const double *log_sigmas, int64_t num_t, const float *rowscale, float *losses, float *work) {
     const int64_t K = dims[DIM_K], B = dims[DIM_B], D = dims[DIM_D], E = dims[DIM_E], half = E / 2;
     float *x = work + mlp_step_workspace(dims), *enc = x + K * B * D, *c_skip = enc + K * B * E, *c_out = c_skip + K * B,
           *c_in = c_out + K * B, *weight = c_in + K * B, *rows = weight + K * B;
     const float sd = (float)sigma_data, sd2 = (float)(sigma_data * sigma_data);
     for (int64_t r = 0; r < K * B; r++) {
-        const float s = sigma[r], s2 = s * s + sd2, root = sqrtf(s2), c_noise = 250.0f * logf(s);
-        c_skip[r] = sd2 / s2;
-        c_out[r] = s * sd / root;
-        c_in[r] = 1.0f / root;
-        weight[r] = s2 / ((s * sd) * (s * sd));
+        const float s = sigma[r];
+        float c_noise;
+        if (kind == 0) {
+            const float s2 = s * s + sd2, root = sqrtf(s2);
+            c_skip[r] = sd2 / s2;
+            c_out[r] = s * sd / root;
+            c_in[r] = 1.0f / root;
+            weight[r] = s2 / ((s * sd) * (s * sd));
+            c_noise = 250.0f * logf(s);
+        } else {
+            c_skip[r] = 1.0f;
+            c_out[r] = -s;
+            c_in[r] = 1.0f / sqrtf(1.0f + s * s);
+            weight[r] = 1.0f / (s * s);
+            c_noise = sigma_to_t(s, log_sigmas, num_t);
+        }
         rows[r] = rowscale ? rowscale[r] : 1.0f / (float)B;
         for (int64_t d = 0; d < D; d++) x[r * D + d] = x0[r * D + d] + s * noise[r * D + d];
         const float *f = freqs + (r / B) * half;
