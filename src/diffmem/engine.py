@@ -14,10 +14,14 @@ stack of one, not a separate path. For every member, at every step, the loop:
 
 So a member's trajectory does not depend on the group it trains in: exactly (bit for bit) for a
 stack of one, which tests/test_engine.py holds to a plain torch.optim loop, and to float rounding of
-the batched kernels (~1e-6) in a larger stack. On CPU the default MLP in fp32 is differentiated by hand
-(models/mlp_grad.py: the same numbers as autograd, bit for bit), and there a larger stack computes
-each member with the kernels it gets alone: at the default experiment's shapes a grouped run equals
-its run alone bit for bit (tests/test_mlp_grad.py). Members with different n train full-batch on their
+the batched kernels (~1e-6) in a larger stack. On CPU the default MLP in fp32 trains, by default
+(`train.kernel: auto`), in diffmem's own C kernel (models/mlp_native.py: the loss and gradients of each
+member in turn, the same as autograd's to float rounding; 3.5x the model-steps/s of torch's kernels for
+one digits model, 2.2x in a stack of six, docs/benchmarks.md "The native kernel"), whose members
+train in a stack exactly as alone (tests/test_mlp_native.py); with `train.kernel: torch` it is
+differentiated by hand (models/mlp_grad.py: the same numbers as autograd, bit for bit), and there too a
+larger stack computes each member with the kernels it gets alone: at the default experiment's shapes a
+grouped run equals its run alone bit for bit (tests/test_mlp_grad.py). Members with different n train full-batch on their
 own n when n < batch_size: batches are padded to the largest and a mask drops the padded rows from
 each member's mean.
 
@@ -470,10 +474,14 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
     channels-last; `train.compile` compiles the function, so its backward is compiled with it
     (mode reduce-overhead on CUDA: the forward and backward replay as CUDA graphs).
 
-    For the default MLP in fp32, uncompiled, on CPU, the function carries `by_hand`: the losses and gradients
-    computed without autograd by models/mlp_grad.py, the same bit for bit: 1.28x the model-steps/s of
-    autograd for one model on CPU and 1.96x in a stack of six (docs/benchmarks.md, "Training by hand");
-    `loss_and_grads` uses it. `by_hand=False` leaves it off (benchmarks), and so does `train.tikhonov` > 0.
+    For the default MLP in fp32, uncompiled, on CPU, the function carries `native` (`train.kernel` auto where
+    the C kernel runs, or native): a factory of models/mlp_native.py's step, bound to a stack's parameters
+    by `loss_and_grads` (the same losses and gradients to float rounding, docs/benchmarks.md "The native
+    kernel"); and `by_hand`: the losses and gradients computed without autograd by models/mlp_grad.py, the
+    same bit for bit: 1.28x the model-steps/s of autograd for one model on CPU and 1.96x in a stack of six
+    (docs/benchmarks.md, "Training by hand"), which `loss_and_grads` uses where there is no `native`.
+    `kernel` names the one used ("native" or "torch"). `by_hand=False` leaves both off (benchmarks), and
+    so does `train.tikhonov` > 0.
 
     The losses include `train.tikhonov`'s penalty on the score (loss.denoising_loss); the probe losses
     (`probe_loss`) do not: they stay the plain denoising loss, comparable across penalties.
