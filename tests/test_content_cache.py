@@ -219,3 +219,18 @@ def test_the_workflow_reruns_on_new_bytes_under_an_old_mtime(tmp_path):
     rewrite_keeping_mtime(path, changed)
     assert planned(tmp_path, target) == {"prepare_data": 1, "subsample": 1}
     assert (tmp_path / "results" / ".fingerprints").is_dir()
+
+
+def test_the_same_object_saved_twice_has_the_same_bytes(tmp_path):
+    """io.atomic_torch_save writes through an open file: torch.save given a path names the archive's inner
+    folder after the (random) temporary file, so the classifier retrained to the same weights had other
+    bytes, and with them another digest for the quality cache to key on."""
+    import torch
+
+    from diffmem.io import atomic_torch_save, sha256_of
+
+    obj = {"args": {"width": 8}, "state": {"w": torch.arange(12.0).reshape(3, 4)}}
+    atomic_torch_save(tmp_path / "a" / "classifier.pt", obj)
+    atomic_torch_save(tmp_path / "b" / "classifier.pt", obj)
+    assert sha256_of(tmp_path / "a" / "classifier.pt") == sha256_of(tmp_path / "b" / "classifier.pt")
+    assert torch.equal(torch.load(tmp_path / "a" / "classifier.pt")["state"]["w"], obj["state"]["w"])

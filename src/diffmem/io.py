@@ -69,9 +69,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """torch.save to `path` atomically. Through an open file: torch.save given a path names the archive's
+    inner folder after the file, here the random temporary name, so the same object would give other
+    bytes at every save, and every digest of the file (the quality cache keys on the classifier's) with them."""
     import torch
 
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+
+    _atomic(path, write)
 
 
 NETCDF_ENGINE = "h5netcdf"
