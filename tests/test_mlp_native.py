@@ -14,7 +14,7 @@ import torch
 from diffmem import native
 from diffmem.checkpoint import checkpoint_path, load_checkpoint
 from diffmem.config import ModelConfig, TrainConfig
-from diffmem.engine import Run, make_step_loss, train_runs
+from diffmem.engine import KernelRefused, Run, make_step_loss, train_runs
 from diffmem.loss import denoising_loss, sample_sigma
 from diffmem.models import build_denoiser, mlp_native
 
@@ -162,7 +162,7 @@ def test_the_engine_uses_the_kernel_where_asked_and_where_it_runs():
     for cfg, net in [(dataclasses.replace(auto, tikhonov=0.1), base),
                      (auto, build_denoiser(ModelConfig(arch="time_mlp", width=16, depth=1), data_shape=(4,)))]:
         assert make_step_loss(net, cfg, CPU).kernel == "torch"
-        with pytest.raises(ValueError, match="train.kernel: native cannot run this job"):
+        with pytest.raises(KernelRefused, match="train.kernel: native cannot run this job"):
             make_step_loss(net, dataclasses.replace(cfg, kernel="native"), CPU)
 
 
@@ -202,3 +202,23 @@ def test_a_cpu_without_avx2_is_refused(monkeypatch):
     monkeypatch.setattr(native.platform, "machine", lambda: "arm64")
     with pytest.raises(native.NativeUnavailable, match="x86-64"):
         native.check_cpu()
+
+
+def test_diffmem_train_refuses_native_for_another_network_in_one_line(tmp_path, capsys):
+    """`train.kernel: native` on a network the kernel does not compute: the job exits with one line naming it,
+    before writing anything."""
+    from diffmem.stages import train as train_stage
+
+    pool = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    dataset, data = tmp_path / "dataset.npz", tmp_path / "train.npz"
+    np.savez(dataset, pool=pool, test=pool[:10])
+    np.savez(data, x=pool[:20], indices=np.arange(20))
+    cfg = '{"batch_size": 16, "max_steps": 5, "device": "cpu", "kernel": "native"}'
+    with pytest.raises(SystemExit) as info:
+        train_stage.main(["--train", str(data), "--dataset", str(dataset), "--seed", "0",
+                          "--model", '{"arch": "time_mlp", "width": 16, "depth": 1}', "--train-cfg", cfg,
+                          "--checkpoints", str(tmp_path / "ckpt"), "--out", str(tmp_path / "m.nc")])
+    assert info.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and "train.kernel: native cannot run this job" in err[-1]
+    assert not (tmp_path / "m.nc").exists()

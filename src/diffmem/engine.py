@@ -111,6 +111,10 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+class KernelRefused(ValueError):
+    """`train.kernel: native` asked for a step the native kernel cannot compute here; the message says why."""
+
+
 class TrainingInterrupted(RuntimeError):
     """Training stopped on a signal after saving its state to resume.pt; rerunning continues it."""
 
@@ -517,12 +521,12 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
                 step_loss.native = functools.partial(NativeMLPStep, base)
                 step_loss.kernel = "native"
             elif train_cfg.kernel == "native":
-                raise ValueError(f"train.kernel: native cannot run this job: {why}; set train.kernel to auto or torch")
+                raise KernelRefused(f"train.kernel: native cannot run this job: {why}; set train.kernel to auto or torch")
             else:
                 logger.info(f"the native kernel does not run this job ({why}); torch's kernels compute the step")
         return step_loss
     if train_cfg.kernel == "native":
-        raise ValueError("train.kernel: native cannot run this job: train.compile is on; set train.kernel to auto or torch")
+        raise KernelRefused("train.kernel: native cannot run this job: train.compile is on; set train.kernel to auto or torch")
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(step_loss, mode=mode, dynamic=False)
 

@@ -24,7 +24,7 @@ from diffmem import names
 from diffmem.checkpoint import CheckpointError, adopt_checkpoints, publish_checkpoints
 from diffmem.config import ConfigError, ModelConfig, TrainConfig, read_json_arg, read_slice
 from diffmem.data import load_dataset, load_train
-from diffmem.engine import Run, TrainingDiverged, TrainingInterrupted, set_tf32, train_runs, trajectory_hash
+from diffmem.engine import KernelRefused, Run, TrainingDiverged, TrainingInterrupted, set_tf32, train_runs, trajectory_hash
 from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.log import configure
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         metrics = train_runs(runs, test, model_cfg=model_cfg, train_cfg=train_cfg, data_shape=shapes.pop(),
                              device=device)
-    except (TrainingDiverged, CheckpointError) as exc:
+    except (TrainingDiverged, CheckpointError, KernelRefused) as exc:
         fail(str(exc))
     except TrainingInterrupted as exc:
         fail(str(exc), code=128 + exc.signum)  # the shell's convention for "killed by this signal"
