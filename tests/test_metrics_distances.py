@@ -155,3 +155,21 @@ def test_sliced_wasserstein_with_unequal_sizes(rng):
     assert distances.sliced_wasserstein(x, y, num_projections=3, rng=rng) == pytest.approx(0.7, rel=0.02)
     a, b = rng.normal(size=(500, 3)), rng.normal(size=(300, 3))
     assert distances.sliced_wasserstein(a, b, rng=rng) < 0.15
+
+
+def test_polynomial_mmd_by_products_equals_numpys_power_to_float64_rounding():
+    """mmd2_polynomial raises its kernel to the degree by repeated products (numpy's ** 3 calls pow() per
+    element): the estimate equals the textbook formula with ** to float64 rounding, for degrees 1 to 4."""
+    from diffmem.metrics import distances
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(60, 16)), rng.normal(0.3, 1.0, size=(50, 16))
+    for degree in (1, 2, 3, 4):
+        k = lambda a, b, p=degree: (a @ b.T / 16 + 1.0) ** p  # noqa: E731
+        kxx, kyy = k(x, x), k(y, y)
+        want = ((kxx.sum() - np.trace(kxx)) / (60 * 59) + (kyy.sum() - np.trace(kyy)) / (50 * 49)
+                - 2 * k(x, y).mean())
+        got = distances.mmd2_polynomial(x, y, degree=degree)
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-14), degree
+    base = rng.uniform(0.5, 2.0, size=(100, 100))
+    assert np.max(np.abs(distances._power(base, 3) / base**3 - 1)) < 1e-15

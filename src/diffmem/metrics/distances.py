@@ -64,6 +64,18 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return gaussian_frechet(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
+def _power(base: np.ndarray, degree: int) -> np.ndarray:
+    """base ** degree for a small positive integer degree by repeated products: numpy's ** 3 calls pow() per
+    element, ~24x slower than two products on a 100 x 100 float64 kernel matrix, KID's whole cost in the
+    quality stage (~25 CPU-seconds of the default run); the two differ by ~1 float64 ulp (2e-16)."""
+    if not (isinstance(degree, (int, np.integer)) and 1 <= degree <= 8):
+        return base**degree
+    out = base.copy()
+    for _ in range(int(degree) - 1):
+        out *= base
+    return out
+
+
 def mmd2_polynomial(x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: float | None = None,
                     coef0: float = 1.0) -> float:
     """Unbiased MMD^2 of [m, F] and [n, F] with the kernel k(u, v) = (gamma u.v + coef0)^degree.
@@ -74,9 +86,9 @@ def mmd2_polynomial(x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: flo
     _check_pair(x, y, min_rows=2)
     gamma = 1.0 / x.shape[1] if gamma is None else float(gamma)
     m, n = x.shape[0], y.shape[0]
-    kxx = (gamma * (x @ x.T) + coef0) ** degree  # [m, m]
-    kyy = (gamma * (y @ y.T) + coef0) ** degree  # [n, n]
-    kxy = (gamma * (x @ y.T) + coef0) ** degree  # [m, n]
+    kxx = _power(gamma * (x @ x.T) + coef0, degree)  # [m, m]
+    kyy = _power(gamma * (y @ y.T) + coef0, degree)  # [n, n]
+    kxy = _power(gamma * (x @ y.T) + coef0, degree)  # [m, n]
     within_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
     within_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
     return float(within_x + within_y - 2.0 * kxy.mean())
