@@ -149,7 +149,6 @@ class Engine:
 
     def breakdown(self, reps: int) -> dict[str, float]:
         """Milliseconds per call of the step's three parts, each timed alone: draw, loss fwd+bwd, optimizer."""
-        from diffmem.optim import optimizer_step_
 
         def timed_ms(fn) -> float:
             fn()
@@ -167,9 +166,7 @@ class Engine:
             grads[:] = train.loss_and_grads(self.stack, self.step_loss, *batch)[1]
 
         out = {"draw_ms": timed_ms(self.draw), "loss_fwd_bwd_ms": timed_ms(fwd_bwd)}
-        out["optimizer_ms"] = timed_ms(lambda: optimizer_step_(
-            self.stack.params, grads, self.stack.opt, self.train_cfg, step=self.stack.step + 1,
-            workspace=self.stack.workspace))
+        out["optimizer_ms"] = timed_ms(lambda: train.update_(self.stack, grads, self.train_cfg))
         return out
 
 

@@ -222,3 +222,30 @@ def test_diffmem_train_refuses_native_for_another_network_in_one_line(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) >= 1 and "train.kernel: native cannot run this job" in err[-1]
     assert not (tmp_path / "m.nc").exists()
+
+
+@needs_native
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_the_kernels_adam_is_torchs_fused_adam_to_float_rounding(weight_decay):
+    """adam_ against torch.optim.Adam(fused=True) on the same gradients, 5 steps: the moments and weights agree
+    to float32 rounding (the update's products are fused differently)."""
+    nets, params, x0, sigma, noise, _ = members_and_batch("edm", "digits")
+    net = nets[0]
+    step = mlp_native.NativeMLPStep(net, params)
+    opt, ref = {}, torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=weight_decay, fused=True)
+    for t in range(1, 6):
+        _, grads = step(x0 * (1 + 0.1 * t), sigma, noise)  # other gradients at every step
+        for p, g in zip(net.parameters(), grads):
+            p.grad = g[0].clone()
+        step.adam_(opt, step=t, lr=2e-3, weight_decay=weight_decay)
+        ref.step()
+        with torch.no_grad():  # the next gradients are taken at the weights the kernel updated: keep both equal
+            for (name, p) in net.named_parameters():
+                gap = float((params[name][0] - p).abs().max() / p.abs().max())
+                assert gap < 1e-6, (t, name, gap)
+                p.copy_(params[name][0])
+    state = ref.state_dict()["state"]
+    for i, (name, _) in enumerate(net.named_parameters()):
+        for key in ("exp_avg", "exp_avg_sq"):
+            want, got = state[i][key], opt[name][key][0]
+            assert float((got - want).abs().max()) <= 1e-6 * float(want.abs().max()) + 1e-30, (name, key)

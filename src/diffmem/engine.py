@@ -559,6 +559,16 @@ def loss_and_grads(stack: Stack, step_loss: Callable, x0: torch.Tensor, sigma: t
     return losses, ([g.unsqueeze(0) for g in grads] if stack.single else list(grads))
 
 
+def update_(stack: Stack, grads: list[torch.Tensor], train_cfg: TrainConfig) -> None:
+    """The optimizer's update of every member (its step `stack.step + 1`) from `grads`: optim.py's, or, where the
+    native kernel computed them, its own Adam on the gradients it just wrote (models/mlp_native.py; Adam
+    without gradient clipping, to the float rounding of torch's fused kernel)."""
+    if stack.kernel is not None and train_cfg.optimizer == "adam" and train_cfg.grad_clip is None:
+        stack.kernel.adam_(stack.opt, step=stack.step + 1, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    else:
+        optimizer_step_(stack.params, grads, stack.opt, train_cfg, step=stack.step + 1, workspace=stack.workspace)
+
+
 def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg: ModelConfig, train_cfg: TrainConfig,
                vp_sigmas: torch.Tensor | None) -> torch.Tensor:
     """One optimizer step of every member; returns the detached per-member mean losses [k]."""
@@ -567,7 +577,7 @@ def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg:
     if graphed:
         torch.compiler.cudagraph_mark_step_begin()  # a new training step: the graphs' outputs may be reused
     losses, grads = loss_and_grads(stack, step_loss, x0, sigma, noise, mask)
-    optimizer_step_(stack.params, grads, stack.opt, train_cfg, step=stack.step + 1, workspace=stack.workspace)
+    update_(stack, grads, train_cfg)
     if stack.ema is not None:
         torch._foreach_lerp_(list(stack.ema.values()), [p.detach() for p in stack.params.values()],
                              1 - train_cfg.ema_decay)

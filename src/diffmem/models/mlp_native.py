@@ -20,6 +20,7 @@ row weights (its mask over its count) are made in torch.
 from __future__ import annotations
 
 import ctypes
+import math
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from diffmem.models import mlp_grad
 from diffmem.models.mlp import MLP, timestep_encoding
 from diffmem.models.precond import EDMPrecond
 from diffmem.native import library
+from diffmem.optim import ADAM_BETAS, ADAM_EPS
 
 MAX_DEPTH = 64  # mlp_step.c's parameter tables
 
@@ -83,8 +85,11 @@ class NativeMLPStep:
         order = [prefix + name for name in parameter_names(self.depth)]
         if sorted(order) != sorted(params):
             raise ValueError("the parameters are not the MLP's")
+        self.names = order
         self.params = [params[name] for name in order]
         self.k = self.params[0].shape[0]
+        self.numel = torch.tensor([t.numel() for t in self.params], dtype=torch.int64)
+        self.moment_ptrs = None
         self.param_ptrs = _pointers(self.params)
         self.grads = {name: torch.empty_like(params[name]) for name in order}
         self.grad_ptrs = _pointers(list(self.grads.values()))
@@ -122,6 +127,27 @@ class NativeMLPStep:
             0 if self.log_sigmas is None else self.log_sigmas.shape[0], _ptr(rowscale), self.losses.data_ptr(),
             self.work.data_ptr())
         return self.losses.clone(), [self.grads[name] for name in self.out_order]
+
+
+    @torch.no_grad()
+    def adam_(self, opt: dict[str, dict[str, torch.Tensor]], *, step: int, lr: float, weight_decay: float,
+              betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS) -> None:
+        """One Adam update of every member from the gradients of the last call, in C (mlp_step.c's adam_update):
+        torch.optim.Adam's update as its fused CPU kernel computes it, to float rounding. `opt` is optim.py's
+        state layout ({name: {"exp_avg", "exp_avg_sq"}}, [k, ...]), filled with zeros on the first step; `step`
+        counts this update (1 for the first), a float32 as torch.optim keeps it; the bias corrections in double."""
+        if not opt:
+            opt.update({name: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                        for name, p in zip(self.names, self.params)})
+        if self.moment_ptrs is None:
+            self.moment_ptrs = (_pointers([opt[name]["exp_avg"] for name in self.names]),
+                                _pointers([opt[name]["exp_avg_sq"] for name in self.names]))
+        step_f = float(torch.tensor(float(step), dtype=torch.float32))
+        beta1, beta2 = betas
+        step_size = lr / (1 - beta1**step_f)
+        bias_correction2_sqrt = math.sqrt(1 - beta2**step_f)
+        self.lib.adam_update(len(self.params), self.param_ptrs, self.grad_ptrs, *self.moment_ptrs, self.numel.data_ptr(),
+                             beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt)
 
 
 class NativeMLPForward:

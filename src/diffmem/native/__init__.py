@@ -122,6 +122,9 @@ def library() -> ctypes.CDLL:
     lib.mlp_step_precond.argtypes = [i64p, vp, vp, vp, vp, vp, vp, ctypes.c_int64, ctypes.c_double, vp, ctypes.c_int64,
                                      vp, vp, vp]
     lib.mlp_step_precond.restype = None
+    lib.adam_update.argtypes = [ctypes.c_int64, vp, vp, vp, vp, vp, ctypes.c_double, ctypes.c_double, ctypes.c_double,
+                                ctypes.c_double, ctypes.c_double, ctypes.c_double]
+    lib.adam_update.restype = None
     lib.mlp_forward.argtypes = [i64p, vp, vp, vp, vp, vp]
     lib.mlp_forward.restype = None
     return lib

@@ -573,3 +573,42 @@ void mlp_step_precond(const int64_t *dims, const float *const *params, float *co
     }
     mlp_step(dims, params, grads, x0, x, enc, c_skip, c_out, c_in, weight, rows, losses, work);
 }
+
+/* ---------------------------------------------------------------- Adam */
+
+/* One Adam step over `count` tensors of numel[i] floats each (torch.optim.Adam's update, as its fused CPU
+ * kernel computes it, non-amsgrad): g += weight_decay p; m = m + (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2;
+ * p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps). The step's scalars come from the caller (in double). */
+void adam_update(int64_t count, float *const *p, const float *const *g, float *const *m, float *const *v,
+                 const int64_t *numel, double beta1, double beta2, double eps, double weight_decay, double step_size,
+                 double bias_correction2_sqrt) {
+    const __m256 b1 = _mm256_set1_ps((float)(1.0 - beta1)), b2 = _mm256_set1_ps((float)beta2),
+                 c2 = _mm256_set1_ps((float)(1.0 - beta2)), e = _mm256_set1_ps((float)eps),
+                 wd = _mm256_set1_ps((float)weight_decay), ss = _mm256_set1_ps((float)step_size),
+                 bc = _mm256_set1_ps((float)bias_correction2_sqrt);
+    const int decay = weight_decay != 0.0;
+    for (int64_t t = 0; t < count; t++) {
+        float *pt = p[t], *mt = m[t], *vt = v[t];
+        const float *gt = g[t];
+        int64_t i = 0;
+        for (; i + 8 <= numel[t]; i += 8) {
+            __m256 pv = _mm256_loadu_ps(pt + i), gv = _mm256_loadu_ps(gt + i);
+            if (decay) gv = _mm256_fmadd_ps(pv, wd, gv);
+            __m256 mv = _mm256_loadu_ps(mt + i), vv = _mm256_loadu_ps(vt + i);
+            mv = _mm256_fmadd_ps(b1, _mm256_sub_ps(gv, mv), mv);
+            vv = _mm256_fmadd_ps(_mm256_mul_ps(gv, gv), c2, _mm256_mul_ps(vv, b2));
+            __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vv), bc), e);
+            pv = _mm256_sub_ps(pv, _mm256_mul_ps(ss, _mm256_div_ps(mv, denom)));
+            _mm256_storeu_ps(mt + i, mv);
+            _mm256_storeu_ps(vt + i, vv);
+            _mm256_storeu_ps(pt + i, pv);
+        }
+        for (; i < numel[t]; i++) {
+            float gs = gt[i];
+            if (decay) gs += pt[i] * (float)weight_decay;
+            mt[i] = mt[i] + (float)(1.0 - beta1) * (gs - mt[i]);
+            vt[i] = vt[i] * (float)beta2 + gs * gs * (float)(1.0 - beta2);
+            pt[i] -= (float)step_size * (mt[i] / (sqrtf(vt[i]) / (float)bias_correction2_sqrt + (float)eps));
+        }
+    }
+}
