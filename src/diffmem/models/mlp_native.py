@@ -8,11 +8,12 @@ in its own order and uses its own exp. What that changes in a run was measured (
 "The native kernel"); `tests/test_mlp_native.py` holds the gradients to autograd's within float32
 tolerance.
 
-Everything of the step but the batch draws and the optimizer runs in C, one member after another on the
-calling thread: the noisy input, the preconditioning's coefficients and loss weight (models/precond.py's
-EDMPrecond and VPPrecond, written out again in mlp_step_precond), the noise-level encoding
-(models/mlp.py's `timestep_encoding`), the network, the loss and the backward. Only a padded stack's
-row weights (its mask over its count) are made in torch.
+Everything of the step but the batch draws runs in C, one member after another on the calling thread:
+the noisy input, the preconditioning's coefficients and loss weight (models/precond.py's EDMPrecond and
+VPPrecond, written out again in mlp_step_precond), the noise-level encoding (models/mlp.py's
+`timestep_encoding`), the network, the loss and the backward; and, through `adam_` (engine.update_, for
+Adam without gradient clipping), the optimizer's update. Only a padded stack's row weights (its mask over
+its count) are made in torch.
 
 `NativeMLPForward` evaluates the network F(c_in x, c_noise) of one model for sampling.
 """
