@@ -8,8 +8,11 @@
  * and, for each weight gradient, the layer's input. Padded batch columns carry zeros and a zero row
  * scale, so they add nothing to the loss or to any gradient.
  *
- * Built by diffmem.native at first use (gcc -O3 -march=native); see that module for the interface.
- * Compiled with AVX2 and FMA only: the loader refuses other machines, which keep the torch path.
+ * Also here: mlp_step_precond (the step with the preconditioning's inputs made in C), mlp_forward (the
+ * network alone, for sampling) and adam_update (the optimizer's update, as torch's fused Adam computes it).
+ *
+ * Built by diffmem.native at first use ($CC -O3 -std=c11 -mavx2 -mfma); see that module for why those flags.
+ * It needs AVX2 and FMA: the loader refuses other machines, which keep torch's kernels.
  */
 
 #include <immintrin.h>
