@@ -210,6 +210,24 @@ static void transpose(int F, int NB, const float *x, float *xt) {
         for (int b = 0; b < NB; b++) xt[b * F + f] = x[f * NB + b];
 }
 
+/* y[F, NB] += bias[f] on every column */
+static void add_bias(int F, int NB, const float *bias, float *y) {
+    for (int f = 0; f < F; f++) {
+        __m256 bv = _mm256_set1_ps(bias[f]);
+        for (int b = 0; b < NB; b += 8)
+            _mm256_storeu_ps(y + f * NB + b, _mm256_add_ps(_mm256_loadu_ps(y + f * NB + b), bv));
+    }
+}
+
+/* out[F, NB] = rows[B, F] transposed, row b scaled by scale[b] (NULL: 1), padded columns zero */
+static void feature_major(int B, int NB, int F, const float *rows, const float *scale, float *out) {
+    memset(out, 0, sizeof(float) * (size_t)F * NB);
+    for (int b = 0; b < B; b++) {
+        const float c = scale ? scale[b] : 1.0f;
+        for (int f = 0; f < F; f++) out[f * NB + b] = scale ? c * rows[b * F + f] : rows[b * F + f];
+    }
+}
+
 /* ---------------------------------------------------------------- layer norm over features (rows) */
 
 /* y = (h - mean) rstd gamma + beta per column; keeps mean and rstd [NB] */
@@ -363,12 +381,8 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
                     *min = c_in + (size_t)m * B, *mw = weight + (size_t)m * B, *mrow = rowscale + (size_t)m * B;
 
         /* inputs, feature-major, padded columns zero */
-        memset(xin, 0, sizeof(float) * (size_t)D * NB);
-        memset(enct, 0, sizeof(float) * (size_t)E * NB);
-        for (int b = 0; b < B; b++) {
-            for (int d = 0; d < D; d++) xin[d * NB + b] = min[b] * mx[b * D + d];
-            for (int e = 0; e < E; e++) enct[e * NB + b] = menc[b * E + e];
-        }
+        feature_major(B, NB, D, mx, min, xin);
+        feature_major(B, NB, E, menc, NULL, enct);
 
         /* ---- forward */
         linear(W, E, NB, p[0], p[1], enct, e1);
@@ -384,19 +398,11 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
             silu(ln, a, s_lns + l * WN, WN);
             linear(W, W, NB, q[2], q[3], a, z);
             gemm(W, NB, W, q[4], W, 1, emb, NB, z, NB, 1, NULL);  /* + emb.weight emb */
-            for (int o = 0; o < W; o++) {                          /* + emb.bias */
-                __m256 bv = _mm256_set1_ps(q[5][o]);
-                for (int b = 0; b < NB; b += 8)
-                    _mm256_storeu_ps(z + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(z + o * NB + b), bv));
-            }
+            add_bias(W, NB, q[5], z);                              /* + emb.bias */
             silu(z, sz, s_zs + l * WN, WN);
             memcpy(hn, h, sizeof(float) * WN);
             gemm(W, NB, W, q[6], W, 1, sz, NB, hn, NB, 1, NULL);    /* h + fc2.weight sz */
-            for (int o = 0; o < W; o++) {
-                __m256 bv = _mm256_set1_ps(q[7][o]);
-                for (int b = 0; b < NB; b += 8)
-                    _mm256_storeu_ps(hn + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(hn + o * NB + b), bv));
-            }
+            add_bias(W, NB, q[7], hn);
         }
         const float *const *t = p + 6 + 8 * L;
         layer_norm(W, NB, hs + L * WN, t[0], t[1], oln, means + L * NB, rstds + L * NB);
@@ -473,12 +479,8 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
         const float *p[6 + 8 * 64 + 4];
         for (int64_t j = 0; j < np; j++) p[j] = params[j] + (size_t)m * sizes[j];
         const float *mx = xin_rows + (size_t)m * B * D, *menc = enc + (size_t)m * B * E;
-        memset(xin, 0, sizeof(float) * (size_t)D * NB);
-        memset(enct, 0, sizeof(float) * (size_t)E * NB);
-        for (int b = 0; b < B; b++) {
-            for (int d = 0; d < D; d++) xin[d * NB + b] = mx[b * D + d];
-            for (int e = 0; e < E; e++) enct[e * NB + b] = menc[b * E + e];
-        }
+        feature_major(B, NB, D, mx, NULL, xin);
+        feature_major(B, NB, E, menc, NULL, enct);
         linear(W, E, NB, p[0], p[1], enct, e1);
         silu(e1, e1, NULL, WN);
         linear(W, W, NB, p[2], p[3], e1, emb);
@@ -490,18 +492,10 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
             silu(ln, ln, NULL, WN);
             linear(W, W, NB, q[2], q[3], ln, z);
             gemm(W, NB, W, q[4], W, 1, emb, NB, z, NB, 1, NULL);
-            for (int o = 0; o < W; o++) {
-                __m256 bv = _mm256_set1_ps(q[5][o]);
-                for (int b = 0; b < NB; b += 8)
-                    _mm256_storeu_ps(z + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(z + o * NB + b), bv));
-            }
+            add_bias(W, NB, q[5], z);
             silu(z, z, NULL, WN);
             gemm(W, NB, W, q[6], W, 1, z, NB, h, NB, 1, NULL);
-            for (int o = 0; o < W; o++) {
-                __m256 bv = _mm256_set1_ps(q[7][o]);
-                for (int b = 0; b < NB; b += 8)
-                    _mm256_storeu_ps(h + o * NB + b, _mm256_add_ps(_mm256_loadu_ps(h + o * NB + b), bv));
-            }
+            add_bias(W, NB, q[7], h);
         }
         const float *const *t = p + 6 + 8 * L;
         layer_norm(W, NB, h, t[0], t[1], ln, mean, rstd);
