@@ -53,14 +53,15 @@ def supports(base: nn.Module) -> bool:
     return len(net.blocks) <= MAX_DEPTH and width % 8 == 0 and net.embed.freqs.shape[0] * 2 % 8 == 0
 
 
-def _dims(net: MLP, k: int, batch: int, *, step: bool = True) -> tuple[torch.Tensor, int]:
-    """mlp_step.c's sizes [k, B, B padded to 8, D, E, W, depth] and the floats of scratch a call needs
-    (a training step's, `step`, or the forward's)."""
+def _dims(net: MLP, k: int, batch: int, *, step: bool = True) -> tuple[torch.Tensor, ctypes._Pointer, torch.Tensor]:
+    """mlp_step.c's sizes [k, B, B padded to 8, D, E, W, depth] (the tensor, to keep alive, and its pointer) and
+    the scratch a call needs (a training step's, `step`, or the forward's)."""
     padded = -(-batch // 8) * 8
     dims = torch.tensor([k, batch, padded, net.inp.in_features, net.embed.freqs.shape[0] * 2, net.inp.out_features,
                          len(net.blocks)], dtype=torch.int64)
+    pointer = ctypes.cast(dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))
     size = library().mlp_step_precond_workspace if step else library().mlp_step_workspace
-    return dims, int(size(ctypes.cast(dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))))
+    return dims, pointer, torch.empty(int(size(pointer)), dtype=torch.float32)
 
 
 def _pointers(tensors: list[torch.Tensor]) -> ctypes.Array:
@@ -80,10 +81,9 @@ class NativeMLPStep:
     def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], *, prefix: str = "net.") -> None:
         if not supports(base):
             raise ValueError("the native kernel computes the preconditioned MLP (arch mlp) only")
-        self.base, self.net, self.prefix = base, base.net, prefix
+        self.net = base.net
         self.lib = library()
-        self.depth = len(self.net.blocks)
-        order = [prefix + name for name in parameter_names(self.depth)]
+        order = [prefix + name for name in parameter_names(len(self.net.blocks))]
         if sorted(order) != sorted(params):
             raise ValueError("the parameters are not the MLP's")
         self.names = order
@@ -106,9 +106,7 @@ class NativeMLPStep:
 
     def _size(self, batch: int) -> None:
         if batch != self.batch:
-            self.dims, floats = _dims(self.net, self.k, batch)
-            self.dims_ptr = ctypes.cast(self.dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))
-            self.work = torch.empty(floats, dtype=torch.float32)
+            self.dims, self.dims_ptr, self.work = _dims(self.net, self.k, batch)
             self.losses = torch.empty(self.k, dtype=torch.float32)
             self.batch = batch
 
@@ -157,7 +155,7 @@ class NativeMLPForward:
     def __init__(self, base: nn.Module, *, prefix: str = "net.") -> None:
         if not supports(base):
             raise ValueError("the native kernel computes the preconditioned MLP (arch mlp) only")
-        self.base, self.net = base, base.net
+        self.net = base.net
         self.lib = library()
         named = dict(base.named_parameters())
         self.params = [named[prefix + name].detach().contiguous() for name in parameter_names(len(self.net.blocks))]
@@ -168,9 +166,7 @@ class NativeMLPForward:
     def __call__(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         batch = x_in.shape[0]
         if batch != self.batch:
-            self.dims, floats = _dims(self.net, 1, batch, step=False)
-            self.dims_ptr = ctypes.cast(self.dims.data_ptr(), ctypes.POINTER(ctypes.c_int64))
-            self.work = torch.empty(floats, dtype=torch.float32)
+            self.dims, self.dims_ptr, self.work = _dims(self.net, 1, batch, step=False)
             self.batch = batch
         rows = x_in.reshape(batch, -1).float().contiguous()
         enc = timestep_encoding(c_noise, self.net.embed.freqs).contiguous()

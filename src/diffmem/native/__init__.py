@@ -115,8 +115,6 @@ def library() -> ctypes.CDLL:
         raise NativeUnavailable("the cached native library is of another version; delete " + str(cache_dir()))
     lib.mlp_step_workspace.argtypes = [i64p]
     lib.mlp_step_workspace.restype = ctypes.c_int64
-    lib.mlp_step.argtypes = [i64p, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp]
-    lib.mlp_step.restype = None
     lib.mlp_step_precond_workspace.argtypes = [i64p]
     lib.mlp_step_precond_workspace.restype = ctypes.c_int64
     lib.mlp_step_precond.argtypes = [i64p, vp, vp, vp, vp, vp, vp, ctypes.c_int64, ctypes.c_double, vp, ctypes.c_int64,
