@@ -97,7 +97,6 @@ from diffmem.config import (
 )
 from diffmem.loss import denoising_loss, sample_sigma, sigma_draw, sigma_from_draw
 from diffmem.models import build_denoiser, mlp_grad, mlp_native
-from diffmem.models.mlp_native import NativeMLPStep
 from diffmem.models.stacked import StackedDenoiser, stack_modules, unstack_state_dict
 from diffmem.optim import member_optimizer_state, optimizer_step_, param_groups, stacked_optimizer_state
 
@@ -518,7 +517,7 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
         if by_hand and train_cfg.kernel != "torch":
             why = native_kernel_refusal(base, plain_cpu_mlp)
             if why is None:
-                step_loss.native = functools.partial(NativeMLPStep, base)
+                step_loss.native = functools.partial(mlp_native.NativeMLPStep, base)
                 step_loss.kernel = "native"
             elif train_cfg.kernel == "native":
                 raise KernelRefused(f"train.kernel: native cannot run this job: {why}; set train.kernel to auto or torch")
