@@ -14,7 +14,7 @@ import torch
 from diffmem import native
 from diffmem.checkpoint import checkpoint_path, load_checkpoint
 from diffmem.config import ModelConfig, TrainConfig
-from diffmem.engine import KernelRefused, Run, make_step_loss, train_runs
+from diffmem.engine import KernelRefused, Run, make_step_loss, stack_width, train_runs
 from diffmem.loss import denoising_loss, sample_sigma
 from diffmem.models import build_denoiser, mlp_native
 
@@ -142,13 +142,28 @@ def same_state(a, b):
 @needs_native
 def test_grouped_and_resumed_runs_equal_the_run_alone_exactly(tmp_path):
     alone = [train(tmp_path, "native", members=(member,), name="alone")[0] for member in ((40, 0), (24, 1))]
-    grouped = train(tmp_path, "native", members=((40, 0), (24, 1)), name="group")
+    stacked = train(tmp_path, "native", members=((40, 0), (24, 1)), name="group", extra={"stack": 2})
+    in_turn = train(tmp_path, "native", members=((40, 0), (24, 1)), name="turns")  # train.stack auto: one at a time
     (first,) = train(tmp_path, "native", members=((40, 0),), name="resumed", max_steps=20)
     (resumed,) = train(tmp_path, "native", members=((40, 0),), name="resumed")  # from step 20
     assert first["step"] == 20
-    for a, g in zip(alone, grouped):
+    for a, g, t in zip(alone, stacked, in_turn):
         same_state(a, g)
+        same_state(a, t)
     same_state(alone[0], resumed)
+
+
+@needs_native
+def test_stack_width_is_one_run_under_the_native_kernel_and_the_job_under_torchs():
+    base = build_denoiser(ModelConfig(arch="mlp", width=16, depth=1, emb_dim=8), data_shape=(4,))
+    auto = TrainConfig(max_steps=10)
+    assert auto.stack == "auto"
+    assert stack_width(base, auto, CPU, 6) == 1
+    assert stack_width(base, dataclasses.replace(auto, kernel="torch"), CPU, 6) == 6
+    assert stack_width(base, dataclasses.replace(auto, tikhonov=0.1), CPU, 6) == 6
+    assert stack_width(base, dataclasses.replace(auto, compile=True), CPU, 6) == 6
+    assert stack_width(base, dataclasses.replace(auto, stack=4), CPU, 6) == 4
+    assert stack_width(base, dataclasses.replace(auto, stack=4, kernel="torch"), CPU, 3) == 3
 
 
 @needs_native

@@ -536,6 +536,7 @@ class TrainConfig:
     grouped: bool | str  # validate_config resolves auto to true or false
     group_by: str
     max_group: int | None
+    stack: int | str  # auto, or at most this many runs in one stack
     precision: str
     tf32: bool
     compile: bool
@@ -549,7 +550,7 @@ class TrainConfig:
     # different value may resume from the same checkpoints.
     TRAJECTORY_FREE = (
         "max_steps", "checkpoints_per_decade", "checkpoint_steps", "checkpoint_grid", "device", "threads", "log_every", "grouped",
-        "compile", "kernel", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "keep",
+        "compile", "kernel", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "stack", "keep",
     )
 
 
@@ -637,7 +638,7 @@ class FitConfig:
 # `run_settings`); the stage merges them back with `read_slice`. Keys that change the numbers a job
 # writes are not here; docs/reruns.md says why the device, tf32 and compile are.
 RUN_SETTINGS = {
-    "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
+    "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group", "stack",
               "tf32", "compile", "kernel", "channels_last", "keep"),
     "sample": ("batch_size", "stack_checkpoints"),
     "score": ("chunk_size", "device"),

@@ -508,10 +508,7 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
 
     step_loss.kernel = "torch"
     if not train_cfg.compile:
-        # CPU only: measured there; on a GPU a stack's per-member layer norms would be k launches each and
-        # the loss's unit gradient a host-to-device copy every step, where autograd's path has neither
-        # (the Tikhonov penalty is differentiated by autograd: mlp_grad computes the plain loss's gradients)
-        plain_cpu_mlp = tikhonov == 0 and device.type == "cpu" and train_cfg.precision == "fp32"
+        plain_cpu_mlp = _plain_cpu(train_cfg, device)
         if by_hand and plain_cpu_mlp and mlp_grad.supports(base):
             step_loss.by_hand = functools.partial(mlp_grad.mlp_loss_and_grads, base)
         if by_hand and train_cfg.kernel != "torch":
@@ -528,6 +525,27 @@ def make_step_loss(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.
         raise KernelRefused("train.kernel: native cannot run this job: train.compile is on; set train.kernel to auto or torch")
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(step_loss, mode=mode, dynamic=False)
+
+
+def _plain_cpu(train_cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the step is the plain loss in fp32 on CPU, the one the by-hand and native steps compute. CPU only:
+    measured there; on a GPU a stack's per-member layer norms would be k launches each and the loss's unit
+    gradient a host-to-device copy every step, where autograd's path has neither (the Tikhonov penalty is
+    differentiated by autograd: mlp_grad computes the plain loss's gradients)."""
+    return float(train_cfg.tikhonov) == 0 and device.type == "cpu" and train_cfg.precision == "fp32"
+
+
+def stack_width(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.device, runs: int) -> int:
+    """How many of a job's `runs` train at once as one stack (`train.stack`). auto: one at a time where the native
+    kernel computes the step (make_step_loss's choice, without its logging): each run's weights, gradients and
+    Adam moments then stay in the core's caches between steps, where a stack of six cycles six times as much memory
+    through them every step (docs/benchmarks.md, "One run at a time"); every run otherwise, for torch's kernels,
+    whose small-batch steps are launch-bound and gain from stacking, and for a GPU."""
+    if train_cfg.stack != "auto":
+        return max(1, min(int(train_cfg.stack), runs))
+    native_step = (not train_cfg.compile and train_cfg.kernel != "torch"
+                   and native_kernel_refusal(base, _plain_cpu(train_cfg, device)) is None)
+    return 1 if native_step else runs
 
 
 def native_kernel_refusal(base: torch.nn.Module, plain_cpu_mlp: bool) -> str | None:
@@ -698,7 +716,7 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
     """Train every run until each grid checkpoint exists in its state folder; return, per run, {step: probe losses}.
 
     Runs with nothing missing are skipped; runs resuming from different steps train as separate
-    stacks. A diverged run does not stop the others: TrainingDiverged, naming it, is raised after
+    stacks, and so do runs beyond `stack_width` (train.stack), one stack after another. A diverged run does not stop the others: TrainingDiverged, naming it, is raised after
     every other run has finished.
     """
     grid = checkpoint_grid(dataclasses.asdict(train_cfg))
@@ -721,8 +739,13 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
         by_start.setdefault(start, []).append(i)
     errors: list[str] = []
     written: dict[int, dict[int, dict[str, float]]] = {}  # run index -> probe losses of the steps trained here
+    width = stack_width(base, train_cfg, device, len(runs))
+    stacks = [(start, indices[j:j + width]) for start, indices in sorted(by_start.items())
+              for j in range(0, len(indices), width)]
+    if width < len(runs) and len(stacks) > 1:
+        log(f"{len(runs)} runs train in stacks of at most {width} (train.stack: {train_cfg.stack}), one stack after another")
     with ResumeTrigger(train_cfg.resume_every_min).handling_signals() as trigger:
-        for start, indices in sorted(by_start.items()):
+        for start, indices in stacks:
             sub = [runs[i] for i in indices]
             log(f"training {len(sub)} run{'s' if len(sub) > 1 else ''} from step {start} to {grid[-1]}"
                 f" on {device}")
