@@ -716,8 +716,8 @@ def train_runs(runs: list[Run], x_test: np.ndarray, *, model_cfg: ModelConfig, t
     """Train every run until each grid checkpoint exists in its state folder; return, per run, {step: probe losses}.
 
     Runs with nothing missing are skipped; runs resuming from different steps train as separate
-    stacks, and so do runs beyond `stack_width` (train.stack), one stack after another. A diverged run does not stop the others: TrainingDiverged, naming it, is raised after
-    every other run has finished.
+    stacks, and so do runs beyond `stack_width` (train.stack), one stack after another. A diverged run does
+    not stop the others: TrainingDiverged, naming it, is raised after every other run has finished.
     """
     grid = checkpoint_grid(dataclasses.asdict(train_cfg))
     xv = torch.as_tensor(x_test, dtype=torch.float32, device=device).reshape(x_test.shape[0], *data_shape)
