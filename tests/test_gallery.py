@@ -85,13 +85,18 @@ def test_make_gallery_shows_the_samples_beside_their_nearest_training_points(tmp
         memorized = at[names.RATIO].values < threshold
         if step == 100:
             assert memorized[:5].all()  # the planted copies
-        if image_shape is not None:  # rows of (sample, nearest training image) per checkpoint, a spacer between
-            columns = 3 * len(chosen) - 1
+        if image_shape is not None:  # one panel per checkpoint: rows of (sample, nearest training image)
+            ax = fig.axes[j]
+            labels = [t.get_text() for t in ax.texts][2:]  # after the two tile titles: d1/d2 and d1 of each row
+            assert len(ax.images) == 2 * 6 and len(labels) == 2 * 6
             for i in range(6):
-                ax_s, ax_t = fig.axes[i * columns + 3 * j], fig.axes[i * columns + 3 * j + 1]
-                np.testing.assert_allclose(ax_s.images[0].get_array(), as_image(samples[i], image_shape, lo, hi))
-                np.testing.assert_allclose(ax_t.images[0].get_array(), as_image(nearest[i], image_shape, lo, hi))
-                assert ax_s.get_xlabel().endswith(" MEM") == memorized[i]
+                np.testing.assert_allclose(ax.images[2 * i].get_array(), as_image(samples[i], image_shape, lo, hi))
+                np.testing.assert_allclose(ax.images[2 * i + 1].get_array(), as_image(nearest[i], image_shape, lo, hi))
+                assert labels[2 * i].startswith(f"d1/d2 {at[names.RATIO].values[i]:.2f}")
+                assert labels[2 * i].endswith(" MEM") == memorized[i]
+                assert labels[2 * i + 1] == f"d1 {at[names.D1].values[i]:.2f}"
+                frame = ax.patches[2 * i]  # red and thick around a memorized sample
+                assert (frame.get_linewidth() == 3) == memorized[i]
         else:  # every sample on the training set's first two principal components, memorized ones red
             ax = fig.axes[j]
             mean, comps = pca_2d(train)

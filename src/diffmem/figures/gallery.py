@@ -7,7 +7,7 @@ first / last checkpoint and the column header says so. The same samples (the fir
 sample indices, i.e. the same initial noise) are shown at every checkpoint.
 
 - Image data: each sample beside its nearest training image, framed red when memorized
-  (d1/d2 below the score's ratio_threshold), with d1/d2 and d1 written under it.
+  (d1/d2 below the score's ratio_threshold), with d1/d2 and d1 written under it; one panel per checkpoint.
 - Flat data: a 2-D projection on the training set's first two principal components, training
   points and all samples of the checkpoint, memorized samples red and joined to their nearest point.
 
@@ -100,48 +100,45 @@ def as_image(x: np.ndarray, shape: tuple[int, ...], lo: float, hi: float) -> np.
 
 def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: tuple[int, ...], threshold: float,
                        title: str):
-    """columns: dicts with label, step, f_mem, samples [K, D], nearest [K] (training-set rows), ratio [K], d1 [K]."""
+    """columns: dicts with label, step, f_mem, samples [K, D], nearest [K] (training-set rows), ratio [K], d1 [K].
+
+    One panel per checkpoint: row i holds sample i (left) and its nearest training image (right), each tile an
+    image of the panel (`ax.images[2 i]`, `[2 i + 1]`), framed red when memorized, with d1/d2 (ending " MEM" when
+    memorized) and d1 written under it (`ax.texts`, in the same order). One axes per checkpoint, not per tile: a
+    gallery of 8 pairs at 3 checkpoints was 48 axes, whose creation and drawing were ~90 % of the gallery job.
+    """
     num = max(len(c["samples"]) for c in columns)
     lo, hi = float(np.min(train)), float(np.max(train))
-    height = 1.25 * num + 1.4
-    ratios = ([1, 1, 0.35] * len(columns))[:-1]  # a narrow spacer column between checkpoints
-    fig, grid = plt.subplots(num, len(ratios), figsize=(3.4 * len(columns), height), squeeze=False,
-                             gridspec_kw={"width_ratios": ratios})
-    fig.subplots_adjust(wspace=0.08, hspace=0.45, top=1.0 - 1.25 / height)
-    for ax in grid[:, 2::3].ravel():
-        ax.axis("off")
-    axes = np.delete(grid, np.s_[2::3], axis=1)  # [num, 2 * columns]: sample, nearest per checkpoint
+    cmap = "gray" if image_shape[0] == 1 else None
+    gap, row, tile = 0.12, 1.4, 0.95  # between a row's two tiles and a row's height (tile and labels), in tiles; inches
+    xlim, ylim = (-0.05, 2 + gap + 0.05), (num * row, -0.35)  # rows top down; room above the first for the titles
+    panel_w, panel_h = tile * (xlim[1] - xlim[0]), tile * (ylim[0] - ylim[1])
+    pad, head = 0.6, 0.85  # inches between panels, and above them for the column headers and the title
+    width, height = len(columns) * (panel_w + pad), panel_h + head + 0.1
+    fig = plt.figure(figsize=(width, height))
     for j, col in enumerate(columns):
-        for i in range(num):
-            ax_s, ax_t = axes[i, 2 * j], axes[i, 2 * j + 1]
-            for ax in (ax_s, ax_t):
-                ax.set_xticks([])
-                ax.set_yticks([])
-            if i >= len(col["samples"]):
-                ax_s.axis("off")
-                ax_t.axis("off")
-                continue
+        ax = fig.add_axes(((j * (panel_w + pad) + pad / 2) / width, 0.1 / height, panel_w / width, panel_h / height))
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.axis("off")
+        ax.text(0.5, -0.08, "sample", ha="center", va="bottom", fontsize=7)
+        ax.text(1.5 + gap, -0.08, "nearest train", ha="center", va="bottom", fontsize=7)
+        for i in range(len(col["samples"])):
             mem = bool(col["ratio"][i] < threshold)
-            cmap = "gray" if image_shape[0] == 1 else None
-            ax_s.imshow(as_image(col["samples"][i], image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1)
-            ax_t.imshow(as_image(train[col["nearest"][i]], image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1)
             color = "#d62728" if mem else "#7f7f7f"
-            for ax in (ax_s, ax_t):
-                for spine in ax.spines.values():
-                    spine.set_edgecolor(color)
-                    spine.set_linewidth(3 if mem else 1)
-            ax_s.set_xlabel(f"d1/d2 {col['ratio'][i]:.2f}" + (" MEM" if mem else ""), fontsize=7, color=color,
-                            labelpad=1)
-            ax_t.set_xlabel(f"d1 {col['d1'][i]:.2f}", fontsize=7, labelpad=1)
-            if i == 0:
-                ax_s.set_title("sample", fontsize=7)
-                ax_t.set_title("nearest train", fontsize=7)
-        # a header over each pair of columns
-        left, right = axes[0, 2 * j].get_position(), axes[0, 2 * j + 1].get_position()
-        fig.text((left.x0 + right.x1) / 2, 1.0 - 0.3 / height,
+            top = i * row
+            for k, (x, label, label_color) in enumerate((
+                    (col["samples"][i], f"d1/d2 {col['ratio'][i]:.2f}" + (" MEM" if mem else ""), color),
+                    (train[col["nearest"][i]], f"d1 {col['d1'][i]:.2f}", "black"))):
+                left = k * (1 + gap)
+                ax.imshow(as_image(x, image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1, interpolation="nearest",
+                          extent=(left, left + 1, top + 1, top), aspect="auto")
+                ax.add_patch(plt.Rectangle((left, top), 1, 1, fill=False, edgecolor=color, lw=3 if mem else 1))
+                ax.text(left + 0.5, top + 1.04, label, ha="center", va="top", fontsize=7, color=label_color)
+        fig.text((j * (panel_w + pad) + pad / 2 + panel_w / 2) / width, 1.0 - 0.35 / height,
                  f"step {col['step']}\n{col['label']}\nf_mem = {col['f_mem']:.2f}", ha="center", va="top",
                  fontsize=8)
-    fig.suptitle(title, fontsize=9, y=1.0 + 0.15 / height)
+    fig.suptitle(title, fontsize=9, y=1.0 - 0.05 / height, va="top")
     return fig
 
 
