@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -141,7 +142,7 @@ class NativeMLPStep:
         if self.moment_ptrs is None:
             self.moment_ptrs = (_pointers([opt[name]["exp_avg"] for name in self.names]),
                                 _pointers([opt[name]["exp_avg_sq"] for name in self.names]))
-        step_f = float(torch.tensor(float(step), dtype=torch.float32))
+        step_f = float(np.float32(step))  # torch.optim's step count is a float32 tensor
         beta1, beta2 = betas
         step_size = lr / (1 - beta1**step_f)
         bias_correction2_sqrt = math.sqrt(1 - beta2**step_f)
