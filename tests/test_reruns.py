@@ -54,6 +54,9 @@ def other_value(prop: dict, current):
     """A valid value of a schema property that differs from `current` (and does not resolve back to it)."""
     if "enum" in prop:
         return next(v for v in prop["enum"] if v != current and v != "auto")
+    if "oneOf" in prop:  # auto or a number (train.stack): a number for auto, else another number
+        number = next(alt for alt in prop["oneOf"] if "type" in alt)
+        return other_value(number, (number.get("minimum", 1) if current == "auto" else current))
     types = prop.get("type", [])
     types = types if isinstance(types, list) else [types]
     if isinstance(current, bool):
