@@ -64,3 +64,18 @@ def test_costs_command_names_a_folder_without_benchmarks(tmp_path, capsys):
     with pytest.raises(SystemExit):
         costs_stage.main([str(tmp_path)])
     assert "has no benchmarks/ folder" in capsys.readouterr().err
+
+
+def test_an_experiments_figures_are_one_job_of_the_plot_stage(tmp_path):
+    """plot.smk's one job per experiment writes benchmarks/plot.tsv and logs/plot.log (its cost line read from
+    there); the horizons figure's job (benchmarks/plot/horizons.tsv) is a second job of the same stage."""
+    exp = tmp_path / "exp"
+    bench(exp / "benchmarks/plot.tsv", 17.0, 250, 16.0)
+    (exp / "logs").mkdir(parents=True)
+    (exp / "logs/plot.log").write_text(f"x\n{COST_PREFIX} plot wall_s=17.1 cpu_s=17.2 startup_s=3.4 peak_rss_mb=252.0\n")
+    (plot,) = stage_costs(job_costs(exp))
+    assert (plot["stage"], plot["jobs"], plot["cpu_s"], plot["startup_s"]) == ("plot", 1, 17.2, 3.4)
+    bench(exp / "benchmarks/plot/horizons.tsv", 3.0, 200, 2.5)
+    jobs = job_costs(exp)
+    assert sorted(j["job"] for j in jobs) == ["plot", "plot/horizons"]
+    assert [(r["stage"], r["jobs"]) for r in stage_costs(jobs)] == [("plot", 2)]

@@ -99,11 +99,12 @@ def test_linear_closed_form_cube_has_e_tg_against_n_over_d(finished, drawn, tmp_
     # the population, so Delta < 0 for every seed
     assert float(cube[names.P_DELTA_POS].sel({names.N: 2}).squeeze()) == 0.0
     exp = workdir / "results" / "lin"
-    for name, flags in (("f_mem_vs_n", []), ("quality_vs_n", ["--quality"])):  # the plot rule's commands
-        figs = redrawn(drawn, experiment, [f"{name}.png"], exp / "figures", tmp_path, lambda name=name, flags=flags: diffmem(
-            ["plot", "--closed-form", *flags, "--data-dim", "4", "--figures", name, "--cube", str(exp / "cube.nc"),
-             "--fit", str(exp / "fit.nc"), "--outdir", str(tmp_path), "--title", "lin"]))
-        check_closed_form_figure(figs, cube, quality=bool(flags), data_dim=4)
+    figures = ["f_mem_vs_n", "quality_vs_n"]  # the plot job's command: both figures in one call
+    figs = redrawn(drawn, experiment, [f"{name}.png" for name in figures], exp / "figures", tmp_path, lambda: diffmem(
+        ["plot", "--closed-form", "--data-dim", "4", "--figures", *figures, "--cube", str(exp / "cube.nc"),
+         "--fit", str(exp / "fit.nc"), "--outdir", str(tmp_path), "--title", "lin"]))
+    for quality in (False, True):
+        check_closed_form_figure(figs, cube, quality=quality, data_dim=4)
 
 
 def test_linear_net_trains_through_the_normal_training_stage(finished):

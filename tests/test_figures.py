@@ -15,7 +15,9 @@ from matplotlib.container import ErrorbarContainer
 from diffmem import names
 from diffmem.config import FitConfig
 from diffmem.figures import experiment, sweep
+from diffmem.fitfile import write_fit
 from diffmem.onsets import fit_onsets, pick_quality_metric
+from diffmem.stages import plot as plot_stage
 from diffmem.stages.sweep import combine_sweep, width_collapse
 
 N = np.array([32, 64, 128])
@@ -385,6 +387,71 @@ def test_compare_p_delta_draws_one_curve_per_dimension(tmp_path, drawn):
     assert_curves(curves(ax), [(c[names.N].values / d, c[names.P_DELTA_POS].isel({names.STEP: -1}).values)
                                for c, d in zip(cubes, (8, 16))])
     assert legend(ax) == ["d = 8", "d = 16"] and hlines(ax) == [0.5]
+
+
+# ---- the plot stage: the figures of one experiment in one call
+
+
+def written_files(tmp_path, cube: xr.Dataset, fit: xr.Dataset) -> list[str]:
+    """--cube and --fit of the plot stage: the cube and the fit written as the cube and fit stages write them."""
+    cube.to_netcdf(tmp_path / "cube.nc", engine="h5netcdf")
+    write_fit(fit, tmp_path / "fit.nc")
+    return ["--cube", str(tmp_path / "cube.nc"), "--fit", str(tmp_path / "fit.nc")]
+
+
+def test_the_plot_stage_draws_memorization_and_quality_figures_in_one_call(tmp_path, drawn, cube_and_fit):
+    """What the workflow's one plot job per experiment does: `diffmem plot --figures` with figures of both
+    families draws each from the same cube and fit, pixel for pixel as a call of its own (a process per
+    figure, as the workflow drew them before) draws it."""
+    cube, fit = cube_and_fit
+    files = written_files(tmp_path, cube, fit)
+    figs = drawn.watch(experiment)
+    one_call = tmp_path / "one_call"
+    with drawn.as_a_new_process():
+        plot_stage.main(["--figures", "tau_mem_vs_n", "p_delta_pos", *files, "--data-dim", "4", "--outdir", str(one_call),
+                         "--title", "synthetic"])
+    assert sorted(p.name for p in one_call.iterdir()) == sorted(figs) == ["p_delta_pos.png", "tau_mem_vs_n.png"]
+    check_experiment_figures(figs, cube, fit, only={"tau_mem_vs_n.png"})
+    check_quality_figures(figs, cube, fit, data_dim=4, only={"p_delta_pos.png"})
+    for name in ("tau_mem_vs_n", "p_delta_pos"):
+        with drawn.as_a_new_process():
+            plot_stage.main(["--figures", name, *files, "--data-dim", "4", "--outdir", str(tmp_path / name), "--title", "synthetic"])
+        assert drawn.same_pixels(tmp_path / name / f"{name}.png", one_call / f"{name}.png"), name
+
+
+@pytest.mark.parametrize("flags, figures, message", [
+    ([], ["overview", "f_mem_vs_n"], "no figure(s) ['f_mem_vs_n'] among the figures (overview, "),
+    (["--closed-form"], ["f_mem_vs_n", "overview"], "no figure(s) ['overview'] among the closed-form figures (f_mem_vs_n, quality_vs_n)"),
+])
+def test_the_plot_stage_names_a_figure_of_no_family_before_drawing(tmp_path, capsys, cube_and_fit, flags, figures, message):
+    files = written_files(tmp_path, *cube_and_fit)
+    with pytest.raises(SystemExit):
+        plot_stage.main([*flags, "--figures", *figures, *files, "--outdir", str(tmp_path / "figures")])
+    assert f"diffmem: error: plot: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "figures").exists()
+
+
+def test_the_plot_stage_draws_a_closed_form_experiments_two_figures_in_one_call(tmp_path, drawn):
+    cube = synthetic_cube(steps=np.array([300])).drop_vars([names.TRAIN_LOSS, names.TEST_LOSS])
+    files = written_files(tmp_path, cube, xr.Dataset())
+    figs = drawn.watch(experiment)
+    plot_stage.main(["--closed-form", "--figures", "f_mem_vs_n", "quality_vs_n", *files, "--data-dim", "8",
+                     "--outdir", str(tmp_path / "figures")])
+    assert sorted(figs) == ["f_mem_vs_n.png", "quality_vs_n.png"]
+    for quality in (False, True):
+        check_closed_form_figure(figs, cube, quality=quality, data_dim=8)
+
+
+def test_the_plot_stage_compares_p_delta_across_cubes(tmp_path, drawn):
+    cubes = [synthetic_cube(seed=s) for s in (0, 1)]
+    for k, cube in enumerate(cubes):
+        cube.to_netcdf(tmp_path / f"cube{k}.nc", engine="h5netcdf")
+    figs = drawn.watch(experiment)
+    plot_stage.main(["--compare", str(tmp_path / "cube0.nc"), str(tmp_path / "cube1.nc"), "--dims", "8", "16",
+                     "--out", str(tmp_path / "cmp.png")])
+    ax = figs["cmp.png"].axes[0]
+    assert_curves(curves(ax), [(c[names.N].values / d, c[names.P_DELTA_POS].isel({names.STEP: -1}).values)
+                               for c, d in zip(cubes, (8, 16))])
 
 
 def test_strength_sweep_figure_shows_f_mem_against_strength_per_n(tmp_path, drawn):

@@ -48,7 +48,7 @@ def test_png_folder_through_the_workflow(tmp_path, drawn):
     with xr.open_dataset(exp / "cube.nc", engine="h5netcdf") as cube:
         assert list(cube["n"].values) == [16, 32] and cube["ratio"].dims == ("n", "seed", "step", "sample")
         assert np.isfinite(cube["f_mem"].values).all() and "fd_data" in cube
-    # the overview shows the cube and the fit: redrawn here as the plot job drew it, the same pixels
+    # the overview shows the cube and the fit: redrawn here on its own, the same pixels as the plot job's file
     cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), read_fit(exp / "fit.nc")
     figs = drawn.watch(experiment)
     with drawn.as_a_new_process():

@@ -35,7 +35,7 @@ def test_synthetic_quality_variables(tmp_path, drawn):
         assert fit["tau_gen"].dims == ("n", "seed")
         assert "tau_gen_exponent" in fit and fit["tau_gen_exponent_ci"].sizes["bound"] == 2
         assert fit.attrs["tau_gen_metric"] == "loglik"
-    # the quality figures show the cube and the fit (redrawn here as the plot jobs drew them, d = 4, and
+    # the quality figures show the cube and the fit (redrawn here one by one, d = 4, and
     # the same pixels as the workflow's files)
     cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), read_fit(exp / "fit.nc")
     figs = drawn.watch(experiment)

@@ -12,6 +12,7 @@ import copy
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from diffmem.config import RUN_SETTINGS, load_schema, validate_config
+from diffmem.fitfile import read_fit, write_fit
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema()
@@ -120,10 +122,11 @@ def test_moving_a_finished_local_run_to_the_slurm_profile_reruns_nothing(smoke):
 
 @pytest.mark.parametrize("section, key, value, reruns", [
     # gallery and copies_figure read the scores (and fit): every result key upstream of scoring reruns them
-    ("score", "ratio_threshold", 0.5, {"score", "cube", "fit", "plot", "gallery", "copies_figure"}),
-    ("train", "precision", "bf16", {"train", "sample", "score", "quality", "cube", "fit", "plot", "gallery",
+    # plot_smoke: the experiment's one plot job (workflow/rules/plot.smk generates a rule per experiment)
+    ("score", "ratio_threshold", 0.5, {"score", "cube", "fit", "plot_smoke", "gallery", "copies_figure"}),
+    ("train", "precision", "bf16", {"train", "sample", "score", "quality", "cube", "fit", "plot_smoke", "gallery",
                                     "copies_figure"}),
-    ("sample", "num_steps", 7, {"sample", "score", "quality", "cube", "fit", "plot", "gallery", "copies_figure"}),
+    ("sample", "num_steps", 7, {"sample", "score", "quality", "cube", "fit", "plot_smoke", "gallery", "copies_figure"}),
 ])
 def test_a_result_key_reruns_its_stage_and_downstream(smoke, section, key, value, reruns):
     workdir, raw = smoke
@@ -139,19 +142,25 @@ def test_removing_a_seed_rebuilds_the_cube(smoke):
     cfg = copy.deepcopy(raw)
     cfg["experiments"]["smoke"]["data"]["seeds"] = [0]
     jobs = planned(workdir, cfg)
-    assert {"cube", "fit", "plot"} <= set(jobs) and not {"train", "sample", "score"} & set(jobs), jobs
+    assert {"cube", "fit", "plot_smoke"} <= set(jobs) and not {"train", "sample", "score"} & set(jobs), jobs
 
 
-def test_a_failed_jobs_cause_reaches_the_terminal(smoke):
-    """p_delta_pos needs E_TG, which the smoke experiment does not compute: the target lists never
-    ask for it, and asking by hand fails with the reason printed (show-failed-logs in profiles/default)."""
-    workdir, _ = smoke
-    assert not (workdir / "results_smoke/smoke/figures/p_delta_pos.png").exists()
-    proc = snakemake(workdir, None, "results_smoke/smoke/figures/p_delta_pos.png")
+def test_a_failed_jobs_cause_reaches_the_terminal(smoke, tmp_path):
+    """A plot job that cannot draw a figure it must (here: in a copy of the smoke run, a fit.nc stripped of its
+    tau_gen metric) fails with its one-line cause printed (show-failed-logs in profiles/default), and leaves
+    no figure of its own behind."""
+    source, _ = smoke
+    workdir = tmp_path / "wf"
+    shutil.copytree(source, workdir, symlinks=True)  # timestamps and Snakemake's records kept
+    exp = workdir / "results_smoke/smoke"
+    fit = read_fit(exp / "fit.nc")
+    del fit.attrs["tau_gen_metric"]
+    write_fit(fit, exp / "fit.nc")  # newer than the figures: their plot job runs again
+    proc = snakemake(workdir, None, "results_smoke/smoke/figures/quality_vs_step.png")
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "diffmem: error: plot: cannot draw p_delta_pos.png: the cube has no p_delta_pos" in out, out[-3000:]
-    assert not (workdir / "results_smoke/smoke/figures/p_delta_pos.png").exists()
+    assert "diffmem: error: plot: cannot draw quality_vs_step.png: the fit has no tau_gen metric" in out, out[-3000:]
+    assert not (exp / "figures/quality_vs_step.png").exists() and not (exp / "figures/overview.png").exists()
 
 
 def test_report_holds_every_figure_with_its_caption(smoke):

@@ -94,8 +94,8 @@ def test_end_to_end_outputs(finished, drawn, tmp_path):
     with xr.open_datatree(exp / "fit.nc", engine="h5netcdf") as tree:  # each readout's fit in its own group
         assert tree["tau_mem"]["tau_mem"].dims == ("n", "seed")
         assert "exponent" in tree["tau_mem"] and "exponent_ci" in tree["tau_mem"]
-    # each figure shows the cube and the fit: redrawn here as the plot job drew it (one figure per call,
-    # a new process's settings), checked, and the same pixels as the workflow's file
+    # each figure shows the cube and the fit: redrawn here on its own (a new process's settings), checked, and
+    # the same pixels as the workflow's file, which the experiment's one plot job drew with all the others
     cube, fit = xr.load_dataset(exp / "cube.nc", engine="h5netcdf"), read_fit(exp / "fit.nc")
     figs = drawn.watch(experiment)
     figures = ("overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling")
@@ -117,7 +117,7 @@ def test_b_ratio_threshold_reruns_scoring_and_fitting_only(copied):
     write_config(workdir, cfg)
     planned = counts(planned_jobs(workdir))
     pictures = {"gallery", "copies_figure"}  # figures drawn from the scores (workflow/rules/pictures.smk)
-    assert set(planned) <= {"score", "cube", "fit", "plot", "plot_quality", "all"} | pictures, planned
+    assert set(planned) <= {"score", "cube", "fit", "plot_smoke", "all"} | pictures, planned
     assert planned["score"] == 4
     snakemake(workdir)
     with xr.open_dataset(workdir / "results/smoke/cube.nc", engine="h5netcdf") as cube:

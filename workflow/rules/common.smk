@@ -336,13 +336,29 @@ def data_dim(exp):
 
 
 def plot_flags(wildcards):
-    """Which figure family `diffmem plot` draws from, and d for the n/d axes of synthetic data."""
+    """What `diffmem plot` needs besides the figure names: the closed-form family's figures, and d for the
+    n/d axes of synthetic data."""
     flags = ["--closed-form"] if is_closed_form(wildcards.exp) else []
-    if wildcards.figure in QUALITY_FIGURES or wildcards.figure == "quality_vs_n":
-        flags.append("--quality")
     if data_dim(wildcards.exp):
         flags.append(f"--data-dim {data_dim(wildcards.exp)}")
     return " ".join(flags)
+
+
+def plot_jobs():
+    """(experiment, name of its plot rule) of every sampled experiment (SAMPLED_EXPS, i.e. not random_features
+    and not linear_exact): one job draws all of its figures (plot.smk)."""
+    jobs = [(exp, plot_rule_name(exp)) for exp in EXPERIMENTS if not is_rf(exp) and not is_linear_exact(exp)]
+    seen = {}
+    for exp, name in jobs:
+        if seen.setdefault(name, exp) != exp:
+            raise WorkflowError(f"config error: experiments '{seen[name]}' and '{exp}' both give the plot rule name "
+                                f"'{name}' (in rule names, '_' stands for any other non-word character); rename one of them")
+    return jobs
+
+
+def plot_rule_name(exp):
+    safe = re.sub(r"\W", "_", exp)  # rule names are identifiers; experiment names may hold '-', '.' and '/'
+    return f"plot_{safe}"
 
 
 def quality_enabled(exp):

@@ -20,7 +20,8 @@ With `--quality` (experiments with `quality.enabled`):
 - `tau_gen_levels.png`: the quality metric with the experiment-wide targets of each quality level, and
   tau_gen's exponent with its CI at each level against 0 (independent of n) and 1 (proportional to n).
 
-Drawn by the plot stage: `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/`
+Drawn by the plot stage, any of them in one call (`make_experiment_figures` hands each name to its
+family's function): `diffmem plot --cube cube.nc --fit fit.nc --outdir figures/ --figures overview timescales`
 """
 
 from __future__ import annotations
@@ -452,6 +453,43 @@ def make_closed_form_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Pa
     fig.tight_layout()
     save_figure(fig, outdir / "quality_vs_n.png")
     return [outdir / "quality_vs_n.png"]
+
+
+# The figure names (without .png) of each family; workflow/rules/common.smk holds the same lists.
+MEMORIZATION_FIGURES = ("overview", "f_mem_vs_step", "f_mem_vs_step_over_n", "tau_mem_vs_n", "losses", "scaling")
+QUALITY_FIGURES = ("timescales", "quality_vs_step", "loss_gap", "p_delta_pos", "tau_gen_levels")
+CLOSED_FORM_FIGURES = ("f_mem_vs_n", "quality_vs_n")
+
+
+def make_experiment_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, figures: list[str] | None = None,
+                            quality: bool = False, closed_form: bool = False, title: str = "",
+                            data_dim: int | None = None) -> list[Path]:
+    """The figures `figures` (names without .png) of one experiment, memorization and quality ones together,
+    each drawn by its family's function from the same cube and fit (with `closed_form`, the names are
+    CLOSED_FORM_FIGURES). A name of no family, or one the cube and fit cannot fill, is a ValueError.
+    Without `figures`: every memorization figure (closed form: f_mem_vs_n) and, with `quality`, every
+    quality figure the cube and fit can fill."""
+    family = CLOSED_FORM_FIGURES if closed_form else MEMORIZATION_FIGURES + QUALITY_FIGURES
+    unknown = sorted(set(figures or ()) - set(family))
+    if unknown:
+        raise ValueError(f"no figure(s) {unknown} among the {'closed-form ' if closed_form else ''}figures "
+                         f"({', '.join(family)})")
+    if closed_form:
+        wanted = set(figures) if figures is not None else {"f_mem_vs_n"} | ({"quality_vs_n"} if quality else set())
+        return [path for name, with_quality in (("f_mem_vs_n", False), ("quality_vs_n", True)) if name in wanted
+                for path in make_closed_form_figures(cube, fit, outdir, title=title, quality=with_quality,
+                                                     data_dim=data_dim)]
+    if figures is None:
+        paths = make_figures(cube, fit, outdir, title=title)
+        if quality:
+            paths += make_quality_figures(cube, fit, outdir, title=title, data_dim=data_dim)
+        return paths
+    paths = []
+    if memorization := set(figures) & set(MEMORIZATION_FIGURES):
+        paths += make_figures(cube, fit, outdir, title=title, only=memorization)
+    if of_quality := set(figures) & set(QUALITY_FIGURES):
+        paths += make_quality_figures(cube, fit, outdir, title=title, data_dim=data_dim, only=of_quality)
+    return paths
 
 
 def compare_p_delta(cubes: list[xr.Dataset], dims: list[int], out: str | Path, *, labels: list[str] | None = None,
