@@ -538,8 +538,8 @@ def _plain_cpu(train_cfg: TrainConfig, device: torch.device) -> bool:
 def stack_width(base: torch.nn.Module, train_cfg: TrainConfig, device: torch.device, runs: int) -> int:
     """How many of a job's `runs` train at once as one stack (`train.stack`). auto: one at a time where the native
     kernel computes the step (make_step_loss's choice, without its logging): each run's weights, gradients and
-    Adam moments then stay in the core's caches between steps, where a stack of six cycles six times as much memory
-    through them every step (docs/benchmarks.md, "One run at a time"); every run otherwise, for torch's kernels,
+    Adam moments (3 MB for the digits MLP) then stay in the caches between steps, where a stack of six cycles six
+    times as much memory through them every step (docs/benchmarks.md, "One run at a time"); every run otherwise, for torch's kernels,
     whose small-batch steps are launch-bound and gain from stacking, and for a GPU."""
     if train_cfg.stack != "auto":
         return max(1, min(int(train_cfg.stack), runs))
