@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
-from test_profiles import REPO, dry_run, planned_jobs
+from test_profiles import REPO, dry_run, failed_dry_run, planned_jobs
 
 from diffmem.figures import experiment
 
@@ -68,10 +66,4 @@ def test_plot_rule_name_collision_is_a_clear_error(tmp_path):
     exp = cfg["experiments"]["smoke"]
     cfg["experiments"] = {"a-b": exp, "a_b": yaml.safe_load(yaml.safe_dump(exp))}
     cfg["run"] = ["a-b"]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
-                           "--snakefile", str(REPO / "Snakefile"), f"--configfile={path}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "experiments 'a-b' and 'a_b' both give the plot rule name 'plot_a_b'" in proc.stdout + proc.stderr
+    assert "experiments 'a-b' and 'a_b' both give the plot rule name 'plot_a_b'" in failed_dry_run(tmp_path, cfg)

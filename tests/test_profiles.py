@@ -75,6 +75,17 @@ def dry_run(tmp_path: Path, *args: str, snakefile_path: Path | None = None) -> s
     return out
 
 
+def failed_dry_run(tmp_path: Path, cfg: dict) -> str:
+    """The output of a dry run of the Snakefile on config `cfg`, which must fail."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+                           "--snakefile", str(REPO / "Snakefile"), f"--configfile={path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
 def planned_jobs(out: str) -> list[dict]:
     """rule, output, wildcards, threads and resources of every job block of a dry run."""
     jobs = []
@@ -201,10 +212,4 @@ def test_grouped_rule_name_collision_is_a_clear_error(tmp_path):
     exp = cfg["experiments"]["smoke"]
     exp["train"]["grouped"] = True
     cfg["experiments"] = {"a-b": exp, "a_b": yaml.safe_load(yaml.safe_dump(exp))}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
-                           "--snakefile", str(REPO / "Snakefile"), f"--configfile={path}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "experiments 'a-b' and 'a_b' both give the grouped training rule name" in proc.stdout + proc.stderr
+    assert "experiments 'a-b' and 'a_b' both give the grouped training rule name" in failed_dry_run(tmp_path, cfg)

@@ -347,18 +347,9 @@ def plot_flags(wildcards):
 def plot_jobs():
     """(experiment, name of its plot rule) of every sampled experiment (SAMPLED_EXPS, i.e. not random_features
     and not linear_exact): one job draws all of its figures (plot.smk)."""
-    jobs = [(exp, plot_rule_name(exp)) for exp in EXPERIMENTS if not is_rf(exp) and not is_linear_exact(exp)]
-    seen = {}
-    for exp, name in jobs:
-        if seen.setdefault(name, exp) != exp:
-            raise WorkflowError(f"config error: experiments '{seen[name]}' and '{exp}' both give the plot rule name "
-                                f"'{name}' (in rule names, '_' stands for any other non-word character); rename one of them")
+    jobs = [(exp, generated_rule_name("plot_", exp)) for exp in EXPERIMENTS if not is_rf(exp) and not is_linear_exact(exp)]
+    unique_rule_names(jobs, "plot")
     return jobs
-
-
-def plot_rule_name(exp):
-    safe = re.sub(r"\W", "_", exp)  # rule names are identifiers; experiment names may hold '-', '.' and '/'
-    return f"plot_{safe}"
 
 
 def quality_enabled(exp):
@@ -448,18 +439,29 @@ def sweep_params(wildcards):
 def grouped_train_jobs():
     """(experiment, label, [(n, seed), ...]) of every grouped training job (train.group_by, max_group)."""
     jobs = [(exp, label, members) for exp in grouped_experiments() for label, members in training_groups(EXPERIMENTS[exp])]
-    seen = {}
-    for exp, label, _ in jobs:
-        name = grouped_rule_name(exp, label)
-        if seen.setdefault(name, exp) != exp:
-            raise WorkflowError(f"config error: experiments '{seen[name]}' and '{exp}' both give the grouped training "
-                                f"rule name '{name}' (in rule names, '_' stands for any other non-word character); rename one of them")
+    unique_rule_names([(exp, grouped_rule_name(exp, label)) for exp, label, _ in jobs], "grouped training")
     return jobs
 
 
 def grouped_rule_name(exp, label):
-    safe = re.sub(r"\W", "_", exp)  # rule names are identifiers; experiment names may hold '-' and '/'
-    return f"train_grouped_{safe}_{label}"
+    return generated_rule_name("train_grouped_", exp, f"_{label}")
+
+
+def generated_rule_name(prefix, exp, suffix=""):
+    """The generated rule's name for experiment `exp`, between `prefix` and `suffix`. Rule names are identifiers,
+    so every character of the experiment's name that is not a word character (a dash, a dot, a slash) becomes an
+    underscore."""
+    safe = re.sub(r"\W", "_", exp)
+    return f"{prefix}{safe}{suffix}"
+
+
+def unique_rule_names(named, kind):
+    """One clear config error where two experiments of `named` ((experiment, rule name), ...) give one name."""
+    seen = {}
+    for exp, name in named:
+        if seen.setdefault(name, exp) != exp:
+            raise WorkflowError(f"config error: experiments '{seen[name]}' and '{exp}' both give the {kind} rule name "
+                                f"'{name}' (in rule names, '_' stands for any other non-word character); rename one of them")
 
 
 # --- Pictures and twin models (workflow/rules/pictures.smk, src/diffmem/stages/twin.py) ------------------
