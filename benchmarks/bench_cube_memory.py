@@ -4,9 +4,9 @@ Writes synthetic per-run files shaped like `diffmem score` and `diffmem train` w
 f_mem_se per step; ratio, d1, d2, d_test and nearest_train per step and sample; copy_count,
 first_copy_step, train_pool_index and the two isolation distances per training example; train_loss and
 test_loss per step) for every (n, seed) into a temporary folder, then runs `python -m
-diffmem.stages.cube` on them in a child process twice: as the stage runs (files opened lazily, the cube
-written chunk by chunk) and with `--in-memory` (every file read into memory first, as the stage did
-before). Prints each child's peak resident memory (os.wait4's ru_maxrss), its seconds, the sizes of the
+diffmem.stages.cube` on them in a child process twice: with `--lazy` (files opened lazily, the cube
+written chunk by chunk: what the stage does for inputs over 64 MiB on disk) and with `--in-memory` (every
+file read into memory first: what it does for smaller ones). Prints each child's peak resident memory (os.wait4's ru_maxrss), its seconds, the sizes of the
 inputs and of the cube, and checks that both cubes read back identical.
 
 Run: `python benchmarks/bench_cube_memory.py [--n 128 256 512 1024 2048 4096] [--seeds 5] [--steps 60]
@@ -86,11 +86,10 @@ def synthesize(folder: Path, *, ns: list[int], seeds: int, num_steps: int, num_s
 
 
 def run_cube(scores: list[str], metrics: list[str], out: Path, *, in_memory: bool) -> tuple[float, float]:
-    """Peak RSS (MiB) and seconds of one `diffmem cube` child process."""
+    """Peak RSS (MiB) and seconds of one `diffmem cube` child process, forced to one way of reading."""
     cmd = [sys.executable, "-m", "diffmem.stages.cube", "--scores", *scores, "--train-metrics", *metrics,
-           "--config-hash", "bench", "--experiment", "bench", "--out", str(out)]
-    if in_memory:
-        cmd.append("--in-memory")
+           "--config-hash", "bench", "--experiment", "bench", "--out", str(out),
+           "--in-memory" if in_memory else "--lazy"]
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd)
     _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not the sum over children
@@ -124,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"- {len(scores) + len(metrics)} per-run files, {mib(inputs)} on disk, written in "
               f"{time.perf_counter() - t0:.0f} s\n")
         rows = []
-        for label, in_memory in (("lazy, chunk by chunk (default)", False), ("--in-memory (before)", True)):
+        for label, in_memory in (("--lazy, chunk by chunk (default over 64 MiB)", False),
+                                  ("--in-memory (default up to 64 MiB)", True)):
             out = folder / f"cube_{'in_memory' if in_memory else 'lazy'}.nc"
             peak, seconds = run_cube(scores, metrics, out, in_memory=in_memory)
             rows.append((label, peak, seconds, out))

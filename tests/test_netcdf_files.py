@@ -4,6 +4,7 @@ chunked, openable lazily, and the cube stage's lazy combine equal to reading eve
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,8 +65,8 @@ def smoke(tmp_path_factory) -> SimpleNamespace:
                 attrs={"trajectory_hash": f"{n}-{seed}"})), metrics[-1])
     args = ["--scores", *map(str, scores.values()), "--train-metrics", *map(str, metrics), "--experiment", "smoke"]
     cube, in_memory, fit = tmp / "cube.nc", tmp / "cube_in_memory.nc", tmp / "fit.nc"
-    cube_stage.main([*args, "--out", str(cube)])
-    cube_stage.main([*args, "--in-memory", "--out", str(in_memory)])
+    cube_stage.main([*args, "--lazy", "--out", str(cube)])  # what inputs over IN_MEMORY_MAX_BYTES get
+    cube_stage.main([*args, "--in-memory", "--out", str(in_memory)])  # what these small ones get by default
     fit_stage.main(["--cube", str(cube), "--fit-cfg", json.dumps({"num_bootstrap": 20}), "--out", str(fit)])
     return SimpleNamespace(scores=scores, cube=cube, in_memory=in_memory, fit=fit)
 
@@ -241,3 +242,12 @@ def test_the_lazy_cube_stage_writes_what_reading_everything_first_writes(smoke):
             ds.attrs.pop(key)
     xr.testing.assert_identical(lazy, eager)
     assert {k: v.dtype for k, v in lazy.variables.items()} == {k: v.dtype for k, v in eager.variables.items()}
+
+
+def test_the_cube_stage_reads_small_inputs_into_memory_and_large_ones_lazily(smoke, monkeypatch):
+    paths = [str(p) for p in smoke.scores.values()]
+    assert cube_stage.read_in_memory(paths)
+    assert not cube_stage.read_in_memory(paths, lazy=True)
+    monkeypatch.setattr(cube_stage, "IN_MEMORY_MAX_BYTES", sum(os.path.getsize(p) for p in paths) - 1)
+    assert not cube_stage.read_in_memory(paths)
+    assert cube_stage.read_in_memory(paths, in_memory=True)
