@@ -7,7 +7,11 @@ in this one process and timed in interleaved rounds, so machine drift hits every
 Rows: k members (k = 1: one model, the per-run job; k > 1: a grouped job), gradients by autograd, by
 hand (`train.kernel: torch`) or by diffmem's C kernel (`native`; --modes picks). Each figure is the
 median over rounds of model-steps/s; "x single <mode>" is the median over rounds of the ratio to the
-k = 1 row of the first mode in the same round (autograd first: what a per-run job did before).
+k = 1 row of the first mode in the same round (autograd first: what a per-run job did before). Mode `native
+chunks` (k = 1 only) is the native kernel as `diffmem train` drives one run: `engine.train_chunk`, up to
+`engine.CHUNK_STEPS` steps per call, bounded by --chunk (the engine's chunks also end at grid steps and progress
+lines); `native` is the same kernel one `train_step` at a time. `--n` trains on n rows instead of
+bench_training.py's 1024 (the default experiment's n is 16 to 128: with B = 16, n = 16 is full-batch).
 
 It also checks, after timing, that the one-model engines by hand and by autograd hold the same weights
 (both took the same steps from the same start): "equal" is torch.equal on every tensor; the native
@@ -29,6 +33,7 @@ with these kernels can go below.
 Run: `python benchmarks/bench_by_hand.py --models digits gmm --ks 1 6 12 --rounds 5`
      `python benchmarks/bench_by_hand.py --models digits --floor --rounds 5`
      `python benchmarks/bench_by_hand.py --models digits --ks 1 3 6 --procs 2 --rounds 3`
+     `python benchmarks/bench_by_hand.py --models digits --ks 1 --modes native "native chunks" --n 32 --rounds 5`
 """
 
 from __future__ import annotations
@@ -51,36 +56,55 @@ from machine import cpu_model, load  # noqa: E402
 
 from diffmem import engine as train  # noqa: E402
 
-MODES = ("autograd", "by hand", "native")  # how the gradients are computed: autograd; train.kernel torch; native
+# how the gradients are computed: autograd; train.kernel torch; native, one step at a time or in chunks
+MODES = ("autograd", "by hand", "native", "native chunks")
 
 
-def engine_for(model: str, k: int, *, mode: str) -> Engine:
+def engine_for(model: str, k: int, *, mode: str, n: int | None = None) -> Engine:
     args = argparse.Namespace(unet_batch=4, device="cpu", precision="fp32", compile=False, tf32=False,
-                              channels_last=False, kernel="native" if mode == "native" else "torch")
+                              channels_last=False, kernel="native" if mode.startswith("native") else "torch")
     engine = Engine(model, k, 0, args, torch.device("cpu"))
+    if n is not None:  # the first n rows of each member's data, and a fresh epoch order of them
+        engine.data = train.StackData.stack([engine.data.x[m, :n] for m in range(k)])
+        for stream in engine.stack.streams:
+            stream.perm, stream.cursor = torch.randperm(n, generator=stream.generator), 0
     engine.step_loss = train.make_step_loss(engine.base, engine.train_cfg, torch.device("cpu"),
                                             by_hand=mode != "autograd")
     if mode == "by hand" and getattr(engine.step_loss, "by_hand", None) is None:
         raise SystemExit(f"{model}: the network is not one models/mlp_grad.py differentiates by hand")
+    if mode == "native chunks" and not train.chunked_native(engine.stack, engine.data, engine.step_loss,
+                                                            model_cfg=engine.model_cfg, train_cfg=engine.train_cfg):
+        raise SystemExit(f"{model}, k = {k}: the engine does not take these steps in chunks (engine.chunked_native)")
     return engine
 
 
-def worker(model: str, k: int, mode: str, steps: int, warmup: int) -> None:
+def advance(engine: Engine, mode: str, steps: int, chunk: int = train.CHUNK_STEPS) -> None:
+    """`steps` steps of the engine: one train_step at a time, or (native chunks) train_chunk's of up to `chunk`."""
+    if mode != "native chunks":
+        for _ in range(steps):
+            engine.step()
+        return
+    end = engine.stack.step + steps
+    while engine.stack.step < end:
+        train.train_chunk(engine.stack, engine.data, engine.step_loss, steps=min(chunk, end - engine.stack.step),
+                          train_cfg=engine.train_cfg)
+
+
+def worker(model: str, k: int, mode: str, steps: int, warmup: int, n: int | None, chunk: int) -> None:
     """One process of a --procs measurement: prints {"rate": model-steps/s} as its last line."""
     torch.set_num_threads(1)
-    engine = engine_for(model, k, mode=mode)
-    for _ in range(warmup):
-        engine.step()
-    n = max(5, steps // k)
+    engine = engine_for(model, k, mode=mode, n=n)
+    advance(engine, mode, warmup, chunk)
+    count = max(5, steps // k)
     t0 = time.perf_counter()
-    for _ in range(n):
-        engine.step()
-    print(json.dumps({"rate": k * n / (time.perf_counter() - t0)}))
+    advance(engine, mode, count, chunk)
+    print(json.dumps({"rate": k * count / (time.perf_counter() - t0)}))
 
 
 def concurrent(args, model: str, k: int, mode: str) -> float:
     """Summed model-steps/s of args.procs single-thread processes running the configuration at once."""
-    cmd = [sys.executable, __file__, "--worker", model, str(k), mode, str(args.steps), str(args.warmup)]
+    cmd = [sys.executable, __file__, "--worker", model, str(k), mode, str(args.steps), str(args.warmup),
+           str(args.n or 0), str(args.chunk)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(args.procs)]
     outs = [p.communicate()[0] for p in procs]
@@ -154,8 +178,8 @@ def main_concurrent(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        model, k, mode, steps, warmup = argv[1:6]
-        worker(model, int(k), mode, int(steps), int(warmup))
+        model, k, mode, steps, warmup, n, chunk = argv[1:8]
+        worker(model, int(k), mode, int(steps), int(warmup), int(n) or None, int(chunk))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["digits", "gmm"], help="bench_training.py's model names")
@@ -165,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=20, help="stack steps before timing")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
                         help="how the gradients are computed; the first is the reference of the ratios")
+    parser.add_argument("--n", type=int, default=None, help="training rows per member (default: bench_training's 1024)")
+    parser.add_argument("--chunk", type=int, default=train.CHUNK_STEPS, help="the most steps of one native chunk")
     parser.add_argument("--floor", action="store_true", help="time a step against its matmuls alone")
     parser.add_argument("--procs", type=int, default=1,
                         help="run each configuration as this many single-thread processes at once")
@@ -181,17 +207,15 @@ def main(argv: list[str] | None = None) -> None:
         main_concurrent(args)
         return
     for model in args.models:
-        engines = {(k, mode): engine_for(model, k, mode=mode) for k in args.ks for mode in args.modes}
-        for engine in engines.values():
-            for _ in range(args.warmup):
-                engine.step()
+        engines = {(k, mode): engine_for(model, k, mode=mode, n=args.n) for k in args.ks for mode in args.modes}
+        for (_k, mode), engine in engines.items():
+            advance(engine, mode, args.warmup, args.chunk)
         rates: dict[tuple[int, str], list[float]] = {key: [] for key in engines}
         for _ in range(args.rounds):
             for (k, mode), engine in engines.items():
                 steps = max(5, args.steps // k)
                 t0 = time.perf_counter()
-                for _ in range(steps):
-                    engine.step()
+                advance(engine, mode, steps, args.chunk)
                 rates[(k, mode)].append(k * steps / (time.perf_counter() - t0))
         first = args.modes[0]
         ref = rates[(min(args.ks), first)] if 1 not in args.ks else rates[(1, first)]

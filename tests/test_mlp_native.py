@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffmem import native
+from diffmem import engine, native
 from diffmem.checkpoint import checkpoint_path, load_checkpoint
 from diffmem.config import ModelConfig, TrainConfig
 from diffmem.engine import KernelRefused, Run, make_step_loss, stack_width, train_runs
@@ -264,3 +264,149 @@ def test_the_kernels_adam_is_torchs_fused_adam_to_float_rounding(weight_decay):
         for key in ("exp_avg", "exp_avg_sq"):
             want, got = state[i][key], opt[name][key][0]
             assert float((got - want).abs().max()) <= 1e-6 * float(want.abs().max()) + 1e-30, (name, key)
+
+
+# ----------------------------------------------------------------------------- chunks of steps (engine.train_chunk)
+
+
+def one_run(n, *, batch=16, dim=8, seed=0, **extra):
+    """A fresh stack of one native-kernel run on n rows, its data, step loss and configs."""
+    model = ModelConfig(width=32, depth=1, emb_dim=8)
+    cfg = TrainConfig(max_steps=400, batch_size=batch, kernel="native", **{"lr": 3e-3, **extra})
+    pool = np.random.default_rng(0).normal(size=(200, dim)).astype(np.float32)
+    run = Run(pool[:n], seed, None)
+    stack = engine.start_stack([run], [None], model_cfg=model, train_cfg=cfg, data_shape=(dim,), device=CPU,
+                               log=lambda m: None)
+    data = engine.StackData.stack([torch.as_tensor(pool[:n])])
+    step_loss = make_step_loss(build_denoiser(model, data_shape=(dim,)), cfg, CPU)
+    return stack, data, step_loss, model, cfg
+
+
+def assert_same_stack(a, b):
+    assert a.step == b.step
+    assert all(torch.equal(a.params[k], b.params[k]) for k in a.params)
+    assert a.opt.keys() == b.opt.keys()
+    assert all(torch.equal(a.opt[k][j], b.opt[k][j]) for k in a.opt for j in a.opt[k])
+    sa, sb = a.streams[0], b.streams[0]
+    assert torch.equal(sa.generator.get_state(), sb.generator.get_state())
+    assert torch.equal(sa.perm, sb.perm) and sa.cursor == sb.cursor
+
+
+@needs_native
+@pytest.mark.parametrize("n", [16, 40, 64, 128])  # full batch; B = 16 not dividing n; epochs of 4 and 8 steps
+def test_chunks_of_steps_equal_the_steps_one_at_a_time_bit_for_bit(n):
+    stepwise, chunked = one_run(n), one_run(n)
+    stack, data, step_loss, model, cfg = chunked
+    assert engine.chunked_native(stack, data, step_loss, model_cfg=model, train_cfg=cfg)
+    want = torch.cat([engine.train_step(stepwise[0], stepwise[1], step_loss=stepwise[2], model_cfg=model,
+                                        train_cfg=cfg, vp_sigmas=None) for _ in range(300)])
+    got, sizes = [], np.random.default_rng(n).integers(1, 40, size=300)  # chunks across epochs, of every length
+    for size in sizes:
+        if stack.step == 300:
+            break
+        got.append(engine.train_chunk(stack, data, step_loss, steps=int(min(size, 300 - stack.step)), train_cfg=cfg))
+    got = torch.cat(got)
+    assert got.shape == (300, 1)
+    assert torch.equal(got[:, 0], want)
+    assert_same_stack(stepwise[0], stack)
+
+
+def train_one(tmp_path, name, *, chunked, n=40, batch=16, max_steps=300, monkeypatch=None, log=None, **extra):
+    """One run through train_runs (grid steps 1, 3, 10, 32, 100, 300; a progress line every 50 steps), with the
+    chunks where they apply or (chunked False) one step at a time; returns its checkpoints and progress lines."""
+    if not chunked:
+        monkeypatch.setattr(engine, "chunked_native", lambda *a, **k: False)
+    pool = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    xt = np.random.default_rng(1).normal(size=(20, 8)).astype(np.float32)
+    cfg = TrainConfig(max_steps=max_steps, batch_size=batch, checkpoints_per_decade=2, probe_size=32,
+                      log_every=50, keep="all", kernel="native", **{"lr": 3e-3, **extra})
+    lines = []
+    run = Run(pool[:n], 0, tmp_path / name)
+    train_runs([run], xt, model_cfg=ModelConfig(width=32, depth=1, emb_dim=8), train_cfg=cfg, data_shape=(8,),
+               device=CPU, log=log or lines.append)
+    if not chunked:
+        monkeypatch.undo()
+    grid = [s for s in (1, 3, 10, 32, 100, 300) if s <= max_steps]
+    return [load_checkpoint(checkpoint_path(run.state_dir, s)) for s in grid], lines
+
+
+def progress(lines):
+    """The progress lines without their rates."""
+    return [line.split("  ")[:2] for line in lines if line.startswith("step ")]
+
+
+def same_checkpoint(a, b):
+    same_state(a, b)
+    assert torch.equal(a["perm"], b["perm"]) and a["cursor"] == b["cursor"] and a["metrics"] == b["metrics"]
+
+
+@needs_native
+@pytest.mark.parametrize("n", [16, 40, 64, 128])
+def test_a_run_in_chunks_equals_the_run_step_by_step(tmp_path, monkeypatch, n):
+    """Through the engine: every grid checkpoint (weights, Adam moments, generator, order, position, probe losses)
+    and every progress line's loss equal."""
+    calls = []
+    chunk = engine.train_chunk
+    monkeypatch.setattr(engine, "train_chunk", lambda *a, **k: calls.append(k["steps"]) or chunk(*a, **k))
+    fast, fast_lines = train_one(tmp_path, "fast", chunked=True, n=n)
+    assert calls and max(calls) > 1
+    slow, slow_lines = train_one(tmp_path, "slow", chunked=False, n=n, monkeypatch=monkeypatch)
+    for a, b in zip(fast, slow):
+        same_checkpoint(a, b)
+    assert progress(fast_lines) == progress(slow_lines) and len(progress(fast_lines)) == 6
+
+
+@needs_native
+def test_a_run_stopped_in_chunks_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    import signal
+
+    def stop_at_150(line):
+        if line.startswith("step       150/"):
+            signal.raise_signal(signal.SIGTERM)
+
+    straight, _ = train_one(tmp_path, "straight", chunked=False, monkeypatch=monkeypatch)
+    with pytest.raises(engine.TrainingInterrupted) as info:
+        train_one(tmp_path, "stopped", chunked=True, log=stop_at_150)
+    assert info.value.step == 151  # a pending request makes the next chunk one step
+    resumed, _ = train_one(tmp_path, "stopped", chunked=True)
+    for a, b in zip(straight, resumed):
+        same_checkpoint(a, b)
+
+
+@needs_native
+def test_draws_that_do_not_split_keep_the_steps_one_at_a_time(tmp_path, monkeypatch):
+    """B = 12: torch draws 12 normals in another way than 16 of a larger draw; the check sees it and the run
+    takes its steps one at a time, as it would without the chunks."""
+    stack, data, step_loss, model, cfg = one_run(40, batch=12)
+    assert not engine.chunked_native(stack, data, step_loss, model_cfg=model, train_cfg=cfg)
+    calls = []
+    chunk = engine.train_chunk
+    monkeypatch.setattr(engine, "train_chunk", lambda *a, **k: calls.append(k["steps"]) or chunk(*a, **k))
+    fast, fast_lines = train_one(tmp_path, "fast", chunked=True, batch=12)
+    assert not calls
+    slow, slow_lines = train_one(tmp_path, "slow", chunked=False, batch=12, monkeypatch=monkeypatch)
+    for a, b in zip(fast, slow):
+        same_checkpoint(a, b)
+    assert progress(fast_lines) == progress(slow_lines)
+
+
+@needs_native
+def test_a_divergence_in_a_chunk_is_reported_at_its_first_step(tmp_path, monkeypatch):
+    with pytest.raises(engine.TrainingDiverged) as fast:
+        train_one(tmp_path, "fast", chunked=True, lr=2e8, checkpoint_steps=[300])  # grid 0, 300: the first chunk 1..50
+    with pytest.raises(engine.TrainingDiverged) as slow:
+        train_one(tmp_path, "slow", chunked=False, lr=2e8, checkpoint_steps=[300], monkeypatch=monkeypatch)
+    assert "non-finite training loss at step 8;" in str(slow.value)
+    assert str(fast.value).replace("fast", "slow") == str(slow.value)
+
+
+@needs_native
+def test_the_chunks_keep_to_their_conditions():
+    """VP, EMA, SGD and gradient clipping keep the steps one at a time."""
+    for extra, model in [({}, ModelConfig(width=32, depth=1, emb_dim=8, parameterization="ddpm")),
+                         ({"ema_decay": 0.9}, None), ({"optimizer": "sgd"}, None), ({"grad_clip": 1.0}, None)]:
+        stack, data, step_loss, default_model, cfg = one_run(40, **extra)
+        model = model or default_model
+        if model.parameterization == "ddpm":
+            step_loss = make_step_loss(build_denoiser(model, data_shape=(8,)), cfg, CPU)
+        assert not engine.chunked_native(stack, data, step_loss, model_cfg=model, train_cfg=cfg), extra

@@ -12,6 +12,14 @@ stack of one, not a separate path. For every member, at every step, the loop:
   own gradient) and updates every member with optim.py's Adam or SGD, elementwise, so each member
   gets exactly the update torch.optim would give it alone; then the EMA.
 
+One run under the native kernel (a stack of one; EDM, Adam without gradient clipping, no EMA) takes its steps
+in chunks instead (`train_chunk`, up to CHUNK_STEPS steps in one call of the kernel, ending at every grid
+step, progress line and epoch's end): per epoch one randn holds the steps' noise levels and noise in the
+order the steps draw them (`bulk_draws`, checked bit for bit against `draw_batch` on a copy of the stream
+before a run starts, `chunked_native`; where the check fails, the steps go one at a time), so the
+weights, Adam moments, losses and random streams are those of the steps one at a time, bit for bit
+(tests/test_mlp_native.py).
+
 So a member's trajectory does not depend on the group it trains in: exactly (bit for bit) for a
 stack of one, which tests/test_engine.py holds to a plain torch.optim loop, and to float rounding of
 the batched kernels (~1e-6) in a larger stack. On CPU the default MLP in fp32 trains, by default
@@ -36,7 +44,8 @@ finish, then the job fails naming it.
 Grid steps are log-spaced, so on long runs they are far apart. In between, the state is also saved
 to `resume.pt` in each state folder every `train.resume_every_min` minutes, and at once when the job
 gets SIGTERM or SIGUSR1 (what SLURM sends before its time limit or on preemption): the run then
-stops after the current step with exit status 128 + signal number and writes no train_metrics.nc.
+stops after the current step (or chunk of steps, milliseconds) with exit status 128 + signal number and
+writes no train_metrics.nc.
 Rerunning the same command continues from `resume.pt` when it is later than the last grid
 checkpoint; it is deleted once the grid is complete.
 
@@ -64,6 +73,7 @@ import math
 import signal
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +111,7 @@ from diffmem.models.stacked import StackedDenoiser, stack_modules, unstack_state
 from diffmem.optim import member_optimizer_state, optimizer_step_, param_groups, stacked_optimizer_state
 
 PROBE_SEED = 20250523  # one probe for every n, seed and step
+CHUNK_STEPS = 256  # the most steps one native call takes (train_chunk); a stop request waits for them
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends before a time limit or a preemption
 
 logger = logging.getLogger(__name__)  # `log` is the progress callback of the functions below
@@ -127,7 +138,9 @@ class ResumeTrigger:
 
     `due()` is cheap enough to ask after every step (one monotonic clock read). The signal handlers
     only record the signal; the training loop saves and stops after the next step it completes that
-    is not a grid step (a grid step writes its checkpoint, then trains one more step).
+    is not a grid step (a grid step writes its checkpoint, then trains one more step). Where the steps
+    go in chunks (`train_chunk`), it asks after each chunk, and a chunk that starts with a save due is
+    one step long, so a request made between steps is met after the same step.
     """
 
     def __init__(self, every_min: float) -> None:
@@ -560,11 +573,8 @@ def native_kernel_refusal(base: torch.nn.Module, plain_cpu_mlp: bool) -> str | N
 def loss_and_grads(stack: Stack, step_loss: Callable, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
                    mask: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Per-member losses [k] of one batch and the gradients, shaped like `stack.params` ([k, ...])."""
-    make_native = getattr(step_loss, "native", None)
-    if make_native is not None:  # diffmem's C kernel, bound to the stack's parameters (models/mlp_native.py)
-        if stack.kernel is None:
-            stack.kernel = make_native(stack.params)
-        return stack.kernel(x0, sigma, noise, mask)
+    if getattr(step_loss, "native", None) is not None:  # diffmem's C kernel (models/mlp_native.py)
+        return native_kernel(stack, step_loss)(x0, sigma, noise, mask)
     if stack.single:  # one model: its own shapes (mask is None: a single member is never padded)
         x0, sigma, noise = x0[0], sigma[0], noise[0]
     by_hand = getattr(step_loss, "by_hand", None)
@@ -584,6 +594,99 @@ def update_(stack: Stack, grads: list[torch.Tensor], train_cfg: TrainConfig) -> 
         stack.kernel.adam_(stack.opt, step=stack.step + 1, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     else:
         optimizer_step_(stack.params, grads, stack.opt, train_cfg, step=stack.step + 1, workspace=stack.workspace)
+
+
+def native_kernel(stack: Stack, step_loss: Callable) -> Callable:
+    """The native step bound to the stack's parameters (made on first use; step_loss.native is its factory)."""
+    if stack.kernel is None:
+        stack.kernel = step_loss.native(stack.params)
+    return stack.kernel
+
+
+def chunked_native(stack: Stack, data: StackData, step_loss: Callable, *, model_cfg: ModelConfig,
+                   train_cfg: TrainConfig) -> bool:
+    """Whether `_train_until` takes this stack's steps in chunks (`train_chunk`) instead of one `train_step` at a
+    time: the native kernel's step of one run (a stack of one), EDM, Adam without gradient clipping, no EMA, and
+    draws that `bulk_draws` makes bit for bit as `draw_batch` makes them (`bulk_draws_exact`, tried here on a copy
+    of the run's stream)."""
+    if (getattr(step_loss, "native", None) is None or not stack.single or stack.ema is not None
+            or model_cfg.parameterization != "edm" or train_cfg.optimizer != "adam" or train_cfg.grad_clip is not None):
+        return False
+    return bulk_draws_exact(stack.streams[0], data, model_cfg=model_cfg, train_cfg=train_cfg)
+
+
+def bulk_draws(stream: Stream, n: int, steps: int, shape: tuple[int, ...], *,
+               train_cfg: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The next `steps` EDM steps' batch rows [steps, B] (None: the full set), noise levels [steps, B] and noise
+    [steps, B, *shape] of one member's stream, drawn in as few calls as they can be: per epoch, the order when
+    the epoch's first step needs it (Stream.next_batch), then the epoch's steps' normals (each step's
+    sigma_draw, then its noise: draw_batch's order) in one randn. torch's CPU randn of a float tensor of 16 or
+    more elements turns one 32-bit uniform per element into normals 16 at a time, so one randn equals the
+    steps' own where B and the noise's size are multiples of 16; `bulk_draws_exact` checks it where it is used.
+    A step's noise is a view into the draws, [B, *shape] contiguous."""
+    batch = min(n, train_cfg.batch_size)
+    per_step = batch * (1 + math.prod(shape))
+    device = stream.generator.device
+    normals = torch.empty(steps * per_step, device=device)
+    rows = None if train_cfg.batch_size >= n else torch.empty((steps, batch), dtype=torch.long, device=device)
+    done = 0
+    while done < steps:
+        todo = steps - done
+        if rows is not None:  # the steps up to the epoch's end: consecutive rows of its order
+            stream.next_batch(n, batch)  # the first of them draws a new order when the last epoch is used up
+            todo = min(todo, 1 + (n - stream.cursor) // batch)
+            start = stream.cursor - batch
+            rows[done:done + todo] = stream.perm[start:start + todo * batch].view(todo, batch)
+            stream.cursor = start + todo * batch
+        torch.randn(todo * per_step, generator=stream.generator, out=normals[done * per_step:(done + todo) * per_step])
+        done += todo
+    normals = normals.view(steps, per_step)
+    sigma = sigma_from_draw(normals[:, :batch], parameterization="edm", p_mean=train_cfg.p_mean,
+                            p_std=train_cfg.p_std, vp_sigmas=None).contiguous()
+    return rows, sigma, normals[:, batch:].view(steps, batch, *shape)
+
+
+def bulk_draws_exact(stream: Stream, data: StackData, *, model_cfg: ModelConfig, train_cfg: TrainConfig) -> bool:
+    """Whether `bulk_draws` makes, bit for bit, the batch rows, noise levels and noise `draw_batch` makes one step at
+    a time, and leaves the stream (generator, order, position) as it does: tried on two copies of `stream` for
+    three steps, or two epochs and a step (at most 300 steps)."""
+    def copy() -> Stream:
+        generator = torch.Generator(device=stream.generator.device)
+        generator.set_state(stream.generator.get_state())
+        return Stream(generator, stream.perm.clone(), stream.cursor)
+
+    n, shape, batch = data.n[0], tuple(data.x.shape[2:]), train_cfg.batch_size
+    steps = 3 if batch >= n else min(300, 2 * (n // batch) + 1)
+    one, bulk = copy(), copy()
+    stepwise = types.SimpleNamespace(streams=[one])  # what draw_batch reads of a stack
+    x0s, sigmas, noises = [], [], []
+    for _ in range(steps):
+        x0, sigma, noise, _ = draw_batch(stepwise, data, model_cfg=model_cfg, train_cfg=train_cfg, vp_sigmas=None)
+        x0s.append(x0[0])
+        sigmas.append(sigma[0])
+        noises.append(noise[0])
+    rows, sigma, noise = bulk_draws(bulk, n, steps, shape, train_cfg=train_cfg)
+    x0 = data.x[0, :n].expand(steps, *data.x.shape[1:]) if rows is None else data.x[0][rows]
+
+    def same(a: list[torch.Tensor], b: torch.Tensor) -> bool:
+        return torch.equal(torch.stack(a).contiguous().view(torch.int32), b.contiguous().view(torch.int32))
+
+    return (same(x0s, x0) and same(sigmas, sigma) and same(noises, noise)
+            and torch.equal(one.generator.get_state(), bulk.generator.get_state())
+            and torch.equal(one.perm, bulk.perm) and one.cursor == bulk.cursor)
+
+
+def train_chunk(stack: Stack, data: StackData, step_loss: Callable, *, steps: int, train_cfg: TrainConfig) -> torch.Tensor:
+    """`steps` steps of a stack of one in one call of the native kernel (where `chunked_native` says so): the same
+    steps, bit for bit, as `train_step` takes one at a time (the draws of `bulk_draws`; NativeMLPStep.train_steps);
+    returns their losses [steps, 1]."""
+    n = data.n[0]
+    rows, sigma, noise = bulk_draws(stack.streams[0], n, steps, tuple(data.x.shape[2:]), train_cfg=train_cfg)
+    losses = native_kernel(stack, step_loss).train_steps(
+        data.x[0, :n].reshape(n, -1).contiguous(), rows, sigma, noise.reshape(steps, sigma.shape[1], -1), stack.opt,
+        first_step=stack.step + 1, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    stack.step += steps
+    return losses.unsqueeze(1)
 
 
 def train_step(stack: Stack, data: StackData, *, step_loss: Callable, model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -642,20 +745,28 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
     last, k = targets[-1], len(members)
     check_every = 1 if data.x.device.type == "cpu" else 100  # a finiteness check syncs a GPU
     diverged: dict[int, str] = {}
+    chunked = chunked_native(stack, data, step_loss, model_cfg=model_cfg, train_cfg=train_cfg)
     t0, steps0, running = time.perf_counter(), stack.step, []
     for target in targets:
         while stack.step < target:
-            losses = train_step(stack, data, step_loss=step_loss, model_cfg=model_cfg, train_cfg=train_cfg,
-                                vp_sigmas=vp_sigmas)
+            if chunked:  # steps up to the target, the next progress line, and one step when a save is due already
+                steps = 1 if trigger.due() else min(CHUNK_STEPS, target - stack.step,
+                                                    train_cfg.log_every - stack.step % train_cfg.log_every)
+                losses = train_chunk(stack, data, step_loss, steps=steps, train_cfg=train_cfg)  # [S, k]
+            else:
+                losses = train_step(stack, data, step_loss=step_loss, model_cfg=model_cfg, train_cfg=train_cfg,
+                                    vp_sigmas=vp_sigmas).unsqueeze(0)
             running.append(losses)
             # at a grid step the checkpoints below are the resume point; a stop request waits one step
             save_resume_now = stack.step < target and trigger.due()
             if ((stack.step % check_every == 0 or stack.step == target or save_resume_now)
                     and not bool(torch.isfinite(losses).all())):
-                for m in torch.nonzero(~torch.isfinite(losses)).flatten().tolist():
+                bad = ~torch.isfinite(losses)
+                for m in torch.nonzero(bad.any(dim=0)).flatten().tolist():
                     if m not in diverged:
-                        kept = max([s for s in members[m].have if s < stack.step] or [0])
-                        diverged[m] = (f"{members[m].run.label}: non-finite training loss at step {stack.step}"
+                        at = stack.step - losses.shape[0] + 1 + int(torch.nonzero(bad[:, m])[0, 0])  # first bad step
+                        kept = max([s for s in members[m].have if s < at] or [0])
+                        diverged[m] = (f"{members[m].run.label}: non-finite training loss at step {at}"
                                        + ("" if check_every == 1 else f" (checked every {check_every} steps)")
                                        + f"; checkpoints up to step {kept} are kept in {members[m].run.state_dir}")
                         logger.warning(diverged[m])
@@ -663,7 +774,7 @@ def _train_until(stack: Stack, data: StackData, members: list[_Member], *, base:
                     return diverged
             if stack.step % train_cfg.log_every == 0:
                 rate = (stack.step - steps0) / (time.perf_counter() - t0)
-                mean = torch.stack(running).mean(dim=0)
+                mean = torch.cat(running).mean(dim=0)
                 running = []
                 spread = "" if k == 1 else f" (members {float(mean.min()):.4f}..{float(mean.max()):.4f})"
                 log(f"step {stack.step:>9d}/{last}  loss {float(mean.mean()):.4f}{spread}  {rate:,.0f} steps/s"

@@ -13,7 +13,9 @@ the noisy input, the preconditioning's coefficients and loss weight (models/prec
 VPPrecond, written out again in mlp_step_precond), the noise-level encoding (models/mlp.py's
 `timestep_encoding`), the network, the loss and the backward; and, through `adam_` (engine.update_, for
 Adam without gradient clipping), the optimizer's update. Only a padded stack's row weights (its mask over
-its count) are made in torch.
+its count) are made in torch. `train_steps` takes consecutive steps of a stack of one in one call, each
+that step and that update, so bit for bit the steps taken one call at a time (engine.train_chunk, which
+draws the steps' batches at once).
 
 `NativeMLPForward` evaluates the network F(c_in x, c_noise) of one model for sampling.
 """
@@ -108,6 +110,7 @@ class NativeMLPStep:
     def _size(self, batch: int) -> None:
         if batch != self.batch:
             self.dims, self.dims_ptr, self.work = _dims(self.net, self.k, batch)
+            self.train_work = None  # train_steps' scratch, made at its first call
             self.losses = torch.empty(self.k, dtype=torch.float32)
             self.batch = batch
 
@@ -129,25 +132,67 @@ class NativeMLPStep:
         return self.losses.clone(), [self.grads[name] for name in self.out_order]
 
 
-    @torch.no_grad()
-    def adam_(self, opt: dict[str, dict[str, torch.Tensor]], *, step: int, lr: float, weight_decay: float,
-              betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS) -> None:
-        """One Adam update of every member from the gradients of the last call, in C (mlp_step.c's adam_update):
-        torch.optim.Adam's update as its fused CPU kernel computes it, to float rounding. `opt` is optim.py's
-        state layout ({name: {"exp_avg", "exp_avg_sq"}}, [k, ...]), filled with zeros on the first step; `step`
-        counts this update (1 for the first), a float32 as torch.optim keeps it; the bias corrections in double."""
+    def _moments(self, opt: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Fill `opt` with zero moments on the first step; bind the kernel to its moments."""
         if not opt:
             opt.update({name: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                         for name, p in zip(self.names, self.params)})
         if self.moment_ptrs is None:
             self.moment_ptrs = (_pointers([opt[name]["exp_avg"] for name in self.names]),
                                 _pointers([opt[name]["exp_avg_sq"] for name in self.names]))
-        step_f = float(np.float32(step))  # torch.optim's step count is a float32 tensor
-        beta1, beta2 = betas
-        step_size = lr / (1 - beta1**step_f)
-        bias_correction2_sqrt = math.sqrt(1 - beta2**step_f)
+
+    @torch.no_grad()
+    def adam_(self, opt: dict[str, dict[str, torch.Tensor]], *, step: int, lr: float, weight_decay: float,
+              betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS) -> None:
+        """One Adam update of every member from the gradients of the last call, in C (mlp_step.c's adam_update):
+        torch.optim.Adam's update as its fused CPU kernel computes it, to float rounding. `opt` is optim.py's
+        state layout ({name: {"exp_avg", "exp_avg_sq"}}, [k, ...]), filled with zeros on the first step; `step`
+        counts this update (1 for the first); its scalars are `adam_scalars`'."""
+        self._moments(opt)
+        step_size, bias_correction2_sqrt = adam_scalars(step, lr, betas)
         self.lib.adam_update(len(self.params), self.param_ptrs, self.grad_ptrs, *self.moment_ptrs, self.numel.data_ptr(),
-                             beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt)
+                             betas[0], betas[1], eps, weight_decay, step_size, bias_correction2_sqrt)
+
+    @torch.no_grad()
+    def train_steps(self, x: torch.Tensor, idx: torch.Tensor | None, sigma: torch.Tensor, noise: torch.Tensor,
+                    opt: dict[str, dict[str, torch.Tensor]], *, first_step: int, lr: float, weight_decay: float,
+                    betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS) -> torch.Tensor:
+        """S consecutive training steps of a stack of one, each `__call__` then `adam_` (mlp_step.c's
+        mlp_train_steps: the same calls, one step after another, in C), so the numbers are exactly those of the
+        steps taken one at a time. x [n, D]: the training set; idx [S, B] (int64): each step's rows, or None for
+        the rows 0 .. B - 1 (the full set); sigma [S, B]; noise [S, B, D], each step's [B, D] contiguous
+        (the steps may be apart: a view into a larger draw); `first_step` counts the first update (as `adam_`'s
+        `step`). Returns the losses [S]."""
+        if self.k != 1:
+            raise ValueError("train_steps trains a stack of one")
+        steps, batch = sigma.shape
+        self._size(batch)
+        self._moments(opt)
+        if x.dtype != torch.float32 or not x.is_contiguous() or sigma.dtype != torch.float32 or not sigma.is_contiguous():
+            raise ValueError("train_steps takes contiguous float32 data and noise levels")
+        if noise.dtype != torch.float32 or noise.stride()[1:] != (noise.shape[2], 1):
+            raise ValueError("train_steps takes each step's noise [B, D] contiguous in float32")
+        if idx is not None and (idx.dtype != torch.int64 or not idx.is_contiguous() or idx.shape != sigma.shape):
+            raise ValueError("train_steps takes the rows idx [S, B] as contiguous int64")
+        if self.train_work is None:
+            self.train_work = torch.empty(int(self.lib.mlp_train_steps_workspace(self.dims_ptr)), dtype=torch.float32)
+        scalars = torch.tensor([adam_scalars(first_step + s, lr, betas) for s in range(steps)], dtype=torch.float64)
+        step_size, bias_correction2_sqrt = scalars[:, 0].contiguous(), scalars[:, 1].contiguous()
+        losses = torch.empty(steps, dtype=torch.float32)
+        self.lib.mlp_train_steps(
+            self.dims_ptr, self.param_ptrs, self.grad_ptrs, *self.moment_ptrs, x.data_ptr(), _ptr(idx),
+            sigma.data_ptr(), noise.data_ptr(), noise.stride()[0], self.freqs.data_ptr(), self.kind, self.sigma_data,
+            _ptr(self.log_sigmas), 0 if self.log_sigmas is None else self.log_sigmas.shape[0], betas[0], betas[1], eps,
+            weight_decay, step_size.data_ptr(), bias_correction2_sqrt.data_ptr(), steps, losses.data_ptr(),
+            self.train_work.data_ptr())
+        return losses
+
+
+def adam_scalars(step: int, lr: float, betas: tuple[float, float]) -> tuple[float, float]:
+    """Adam's step size and the square root of its second bias correction for update `step` (1 for the first), in
+    double from the step count as a float32, the tensor torch.optim keeps it in."""
+    step_f = float(np.float32(step))
+    return lr / (1 - betas[0]**step_f), math.sqrt(1 - betas[1]**step_f)
 
 
 class NativeMLPForward:

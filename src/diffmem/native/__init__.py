@@ -1,7 +1,7 @@
 """diffmem's own CPU kernels: C sources built at first use with the system's C compiler and loaded with ctypes.
 
-`library()` returns the loaded `mlp_step` library (mlp_step.c: the default MLP's whole training step, and
-its forward for sampling) or raises `NativeUnavailable` with the reason in one line. The build is
+`library()` returns the loaded `mlp_step` library (mlp_step.c: the default MLP's whole training step, a run
+of consecutive steps of one model, and its forward for sampling) or raises `NativeUnavailable` with the reason in one line. The build is
 `$CC` (default `cc`) with `-O3 -std=c11 -mavx2 -mfma -shared -fPIC`: the same instructions on every
 x86-64 machine with AVX2 and FMA (not -march=native), and C11 keeps the compiler from contracting the
 scalar a * b + c into FMAs on its own, so the numbers do not depend on which such machine built it.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("mlp_step.c")
 FLAGS = ("-O3", "-std=c11", "-mavx2", "-mfma", "-shared", "-fPIC")
-ABI = 1  # mlp_step_abi() of the source this module calls
+ABI = 2  # mlp_step_abi() of the source this module calls
 REQUIRED_CPU_FLAGS = ("avx2", "fma")
 
 
@@ -123,6 +123,12 @@ def library() -> ctypes.CDLL:
     lib.adam_update.argtypes = [ctypes.c_int64, vp, vp, vp, vp, vp, ctypes.c_double, ctypes.c_double, ctypes.c_double,
                                 ctypes.c_double, ctypes.c_double, ctypes.c_double]
     lib.adam_update.restype = None
+    d = ctypes.c_double
+    lib.mlp_train_steps_workspace.argtypes = [i64p]
+    lib.mlp_train_steps_workspace.restype = ctypes.c_int64
+    lib.mlp_train_steps.argtypes = [i64p, vp, vp, vp, vp, vp, vp, vp, vp, ctypes.c_int64, vp, ctypes.c_int64, d, vp,
+                                    ctypes.c_int64, d, d, d, d, vp, vp, ctypes.c_int64, vp, vp]
+    lib.mlp_train_steps.restype = None
     lib.mlp_forward.argtypes = [i64p, vp, vp, vp, vp, vp]
     lib.mlp_forward.restype = None
     return lib

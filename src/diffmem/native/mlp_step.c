@@ -9,7 +9,8 @@
  * scale, so they add nothing to the loss or to any gradient.
  *
  * Also here: mlp_step_precond (the step with the preconditioning's inputs made in C), mlp_forward (the
- * network alone, for sampling) and adam_update (the optimizer's update, as torch's fused Adam computes it).
+ * network alone, for sampling), adam_update (the optimizer's update, as torch's fused Adam computes it) and
+ * mlp_train_steps (consecutive steps of one member, each mlp_step_precond then adam_update).
  *
  * Built by diffmem.native at first use ($CC -O3 -std=c11 -mavx2 -mfma); see that module for why those flags.
  * It needs AVX2 and FMA: the loader refuses other machines, which keep torch's kernels.
@@ -324,7 +325,7 @@ int64_t mlp_step_workspace(const int64_t *dims) {
            4 * W * NB + NB * F + 64;
 }
 
-int64_t mlp_step_abi(void) { return 1; }
+int64_t mlp_step_abi(void) { return 2; }
 
 /* One step for k members.
  * x0, x: [k, B, D] clean and noisy data; enc: [k, B, E] the noise-level encoding; c_skip (NULL: 1),
@@ -607,5 +608,43 @@ void adam_update(int64_t count, float *const *p, const float *const *g, float *c
             vt[i] = vt[i] * (float)beta2 + gs * gs * (float)(1.0 - beta2);
             pt[i] -= (float)step_size * (mt[i] / (sqrtf(vt[i]) / (float)bias_correction2_sqrt + (float)eps));
         }
+    }
+}
+
+/* ---------------------------------------------------------------- consecutive steps */
+
+/* Floats of scratch mlp_train_steps needs: mlp_step_precond's, plus one batch of clean rows [B, D]. */
+int64_t mlp_train_steps_workspace(const int64_t *dims) {
+    return mlp_step_precond_workspace(dims) + dims[DIM_B] * dims[DIM_D];
+}
+
+/* `steps` consecutive training steps of one member (dims k = 1), each exactly what one mlp_step_precond call
+ * and one adam_update call make of it, so the numbers are those of the calls made one step at a time:
+ * step s takes the rows idx[s B .. s B + B - 1] of the data x [n, D] as its batch (idx NULL: the rows 0 ..
+ * B - 1, the full set), sigma [steps, B], its noise at noise + s noise_stride ([B, D] each), writes its loss to
+ * losses[s] and updates params and the moments exp_avg, exp_avg_sq with step_size[s] and
+ * bias_correction2_sqrt[s]. The other arguments are mlp_step_precond's and adam_update's; `work` holds
+ * mlp_train_steps_workspace(dims) floats. */
+void mlp_train_steps(const int64_t *dims, float *const *params, float *const *grads, float *const *exp_avg,
+                     float *const *exp_avg_sq, const float *x, const int64_t *idx, const float *sigma,
+                     const float *noise, int64_t noise_stride, const float *freqs, int64_t kind, double sigma_data,
+                     const double *log_sigmas, int64_t num_t, double beta1, double beta2, double eps,
+                     double weight_decay, const double *step_size, const double *bias_correction2_sqrt,
+                     int64_t steps, float *losses, float *work) {
+    const int64_t B = dims[DIM_B], D = dims[DIM_D], np = param_count(dims);
+    int64_t numel[6 + 8 * 64 + 4];
+    param_sizes(dims, numel);  /* one member: each tensor's size */
+    float *x0 = work + mlp_step_precond_workspace(dims);
+    for (int64_t s = 0; s < steps; s++) {
+        const float *rows = x;
+        if (idx) {
+            const int64_t *ix = idx + s * B;
+            for (int64_t b = 0; b < B; b++) memcpy(x0 + b * D, x + ix[b] * D, sizeof(float) * (size_t)D);
+            rows = x0;
+        }
+        mlp_step_precond(dims, (const float *const *)params, grads, rows, sigma + s * B, noise + s * noise_stride,
+                         freqs, kind, sigma_data, log_sigmas, num_t, NULL, losses + s, work);
+        adam_update(np, params, (const float *const *)grads, exp_avg, exp_avg_sq, numel, beta1, beta2, eps,
+                    weight_decay, step_size[s], bias_correction2_sqrt[s]);
     }
 }
