@@ -255,6 +255,9 @@ def check_family(name: str, exp: dict) -> None:
         what = "has no training" if family in (*CLOSED_FORM, "linear_exact") else "is trained by its own rf_train stage"
         raise ConfigError(f"config error at 'experiments.{name}.train.grouped': family '{family}' {what}; "
                           "grouped training is for family network")
+    if family != "network" and exp["train"]["group_evaluation"]:
+        raise ConfigError(f"config error at 'experiments.{name}.train.group_evaluation': family '{family}' has no "
+                          "training jobs whose groups the evaluation could follow; grouped evaluation is for family network")
 
 
 def resolve_grouping(exp: dict) -> None:
@@ -536,6 +539,7 @@ class TrainConfig:
     grouped: bool | str  # validate_config resolves auto to true or false
     group_by: str
     max_group: int | None
+    group_evaluation: bool
     stack: int | str  # auto, or at most this many runs in one stack
     precision: str
     tf32: bool
@@ -550,7 +554,7 @@ class TrainConfig:
     # different value may resume from the same checkpoints.
     TRAJECTORY_FREE = (
         "max_steps", "checkpoints_per_decade", "checkpoint_steps", "checkpoint_grid", "device", "threads", "log_every", "grouped",
-        "compile", "kernel", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "stack", "keep",
+        "compile", "kernel", "tf32", "channels_last", "resume_every_min", "group_by", "max_group", "group_evaluation", "stack", "keep",
     )
 
 
@@ -638,8 +642,8 @@ class FitConfig:
 # `run_settings`); the stage merges them back with `read_slice`. Keys that change the numbers a job
 # writes are not here; docs/reruns.md says why the device, tf32 and compile are.
 RUN_SETTINGS = {
-    "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group", "stack",
-              "tf32", "compile", "kernel", "channels_last", "keep"),
+    "train": ("device", "threads", "log_every", "resume_every_min", "grouped", "group_by", "max_group",
+              "group_evaluation", "stack", "tf32", "compile", "kernel", "channels_last", "keep"),
     "sample": ("batch_size", "stack_checkpoints"),
     "score": ("chunk_size", "device"),
 }

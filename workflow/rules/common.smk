@@ -5,6 +5,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.settings.types import DeploymentMethod
 
@@ -160,10 +161,11 @@ def quality_content(wildcards):
     return with_content(keys, {"quality.inception_weights": file_sha256(weights) if weights else None})
 
 
-def untracked(param):
+def untracked(param, exp=None):
     """The same param for the command line, evaluated when the job runs and not recorded for the params
-    trigger (a function of `output` is a derived param), as its *_content twin tracks it."""
-    return lambda wildcards, output: param(wildcards)
+    trigger (a function of `output` is a derived param), as its *_content twin tracks it; `exp` names the
+    experiment of a rule without an {exp} wildcard (the grouped rules)."""
+    return lambda wildcards, output: param(SimpleNamespace(exp=exp) if exp else wildcards)
 
 
 def result_slice(exp, name):
@@ -196,9 +198,14 @@ def run_settings(name, exp=None):
     return param
 
 
-def train_device(wildcards, output):
-    """Sampling runs where training ran (train.device), a run setting like run_settings'."""
-    return shlex.quote(EXPERIMENTS[wildcards.exp]["train"]["device"])
+def sample_device(exp=None):
+    """The sampling rules' param: sampling runs where training ran (train.device), a run setting like
+    run_settings'; `exp` as there."""
+
+    def param(wildcards, output):
+        return shlex.quote(EXPERIMENTS[exp or wildcards.exp]["train"]["device"])
+
+    return param
 
 
 def model_slice(wildcards):
@@ -364,6 +371,43 @@ def classifier_slice(wildcards):
     return as_arg({k: quality[k] for k in CLASSIFIER_KEYS})
 
 
+def snakemake_mtime(path):
+    """A file's modification time as Snakemake's mtime trigger reads it (a directory: its .snakemake_timestamp
+    where it has one)."""
+    stamp = Path(path) / ".snakemake_timestamp"
+    return (stamp if stamp.is_file() else Path(path)).stat().st_mtime
+
+
+def own_mtime(paths, outputs):
+    """A grouped job's input files, one per member, each marked ancient() where it is not newer than that
+    member's own outputs (`outputs`: one path or list per member). Snakemake compares every input of a job
+    with its oldest output, so a group would rerun after its members were made apart (by the per-run rules,
+    or in another grouping) just because one member finished after another; this makes the mtime trigger
+    compare each member's inputs with its own outputs, as the per-run rules do. A member whose input is newer
+    than its outputs still reruns the group. Read when the workflow is parsed, before anything runs."""
+    marked = []
+    for path, own in zip(paths, outputs):
+        own = [own] if isinstance(own, str) else own
+        try:
+            fresh = snakemake_mtime(path) <= min(snakemake_mtime(out) for out in own)
+        except FileNotFoundError:  # a missing output runs the job anyway; a missing input is made first
+            fresh = False
+        marked.append(ancient(path) if fresh else path)
+    return marked
+
+
+def grouped_quality_inputs(exp, runs):
+    """quality_inputs of a grouped evaluation job: a list over the group's `runs` folders for each per-run input."""
+    out, run_level = {}, "{exp}/runs/n{n}_seed{seed}"
+    outputs = [R(f"{run}/quality.nc") for run in runs]
+    for key, path in quality_inputs(SimpleNamespace(exp=exp)).items():  # templates: Snakemake fills the wildcards
+        if run_level in path:
+            out[key] = own_mtime([path.replace(run_level, run) for run in runs], outputs)
+        else:
+            out[key] = path.replace("{exp}", exp)
+    return out
+
+
 def quality_inputs(wildcards):
     inputs = {
         "samples": RUN("samples.json"),
@@ -410,6 +454,15 @@ def exp_regex(names):
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
+def evaluation_grouped_experiments():
+    """Trained experiments whose sample, score and quality jobs follow the training groups (train.group_evaluation)."""
+    return [name for name, exp in EXPERIMENTS.items() if exp["train"]["group_evaluation"] and is_trained(name)]
+
+
+# the per-run sample, score and quality rules serve every other experiment (evaluate_grouped.smk the others)
+PER_RUN_EVALUATION_EXPS = names_where(lambda name: name not in evaluation_grouped_experiments())
+PER_RUN_SAMPLED_TRAINED_EXPS = names_where(lambda name: is_trained(name) and name not in evaluation_grouped_experiments())
+
 # the per-run training rule comes in two, one per kind of checkpoint output (checkpoint_folder)
 UNGROUPED_KEPT_EXPS = names_where(lambda name: is_trained(name) and name not in grouped_experiments() and keeps_checkpoints(name))
 UNGROUPED_TRANSIENT_EXPS = names_where(
@@ -440,6 +493,16 @@ def grouped_train_jobs():
     """(experiment, label, [(n, seed), ...]) of every grouped training job (train.group_by, max_group)."""
     jobs = [(exp, label, members) for exp in grouped_experiments() for label, members in training_groups(EXPERIMENTS[exp])]
     unique_rule_names([(exp, grouped_rule_name(exp, label)) for exp, label, _ in jobs], "grouped training")
+    return jobs
+
+
+def grouped_evaluation_jobs():
+    """(experiment, label, [(n, seed), ...]) of every grouped evaluation job: one per training group
+    (train.group_by, max_group) of each experiment with train.group_evaluation, per stage."""
+    jobs = [(exp, label, members) for exp in evaluation_grouped_experiments()
+            for label, members in training_groups(EXPERIMENTS[exp])]
+    unique_rule_names([(exp, generated_rule_name("sample_grouped_", exp, f"_{label}")) for exp, label, _ in jobs],
+                      "grouped evaluation")
     return jobs
 
 
@@ -517,6 +580,29 @@ def train_seeds(wildcards, output):
     """The seed of each run a training job trains, from its train_metrics.nc (.../runs/n{n}_seed{seed}/)."""
     outs = [output.metrics] if isinstance(output.metrics, str) else output.metrics  # one run, or a group's list
     return " ".join(Path(out).parent.name.rsplit("_seed", 1)[1] for out in outs)
+
+
+# Sampling, scoring and quality (sample.smk, score.smk, quality.smk, evaluate_grouped.smk): one command per
+# stage for the per-run and the grouped rules, so that grouping the evaluation (train.group_evaluation) reruns
+# nothing: the commands take one entry per run in every per-run option.
+SAMPLE_SHELL = (
+    "diffmem sample --train-metrics {input.metrics} --checkpoints {input.checkpoints} --sample-cfg {params.sample}"
+    " --run-settings {params.run} --device {params.device} --out {output} > {log} 2>&1"
+)
+SCORE_SHELL = (
+    "diffmem score --samples {input.samples} --train {input.train} --dataset {input.dataset}"
+    " --score-cfg {params.score} --run-settings {params.run} --out {output} > {log} 2>&1"
+)
+QUALITY_SHELL = (
+    "diffmem quality --samples {input.samples} {params.metrics} {params.checkpoints} --train {input.train}"
+    " --dataset {input.dataset} --data-cfg {params.data} --quality-cfg {params.quality}"
+    " {params.classifier} --threads {threads} --out {output} > {log} 2>&1"
+)
+
+
+def optional_input_arg(option, name):
+    """A param: `--option <the input's files>` where the rule has input `name`, else nothing (derived, untracked)."""
+    return lambda wildcards, input: f"--{option} {getattr(input, name)}" if name in input.keys() else ""
 
 
 def quality_needs_networks(exp):

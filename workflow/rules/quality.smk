@@ -22,7 +22,11 @@ rule classifier:
         "diffmem classifier --dataset {input} --quality-cfg {params.quality} --out {output} > {log} 2>&1"
 
 
+# One job per (n, seed) run here, or one per training group for an experiment with train.group_evaluation
+# (evaluate_grouped.smk); the command (QUALITY_SHELL) is in common.smk.
 rule quality:
+    wildcard_constraints:
+        exp=PER_RUN_EVALUATION_EXPS,
     input:
         unpack(quality_inputs),
     output:
@@ -31,11 +35,9 @@ rule quality:
         data=data_slice,
         content=quality_content,  # tracked: the quality slice with the sha256 of quality.inception_weights
         quality=untracked(section("quality")),
-        metrics=lambda wildcards, input: f"--train-metrics {input.metrics}" if "metrics" in input.keys() else "",
-        checkpoints=lambda wildcards, input: f"--checkpoints {input.checkpoints}" if "checkpoints" in input.keys() else "",
-        classifier=lambda wildcards, input: (
-            f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
-        ),
+        metrics=optional_input_arg("train-metrics", "metrics"),
+        checkpoints=optional_input_arg("checkpoints", "checkpoints"),
+        classifier=optional_input_arg("classifier", "classifier"),
     threads: job_cpus
     resources:
         mem_mb=resource("quality_mem_mb"),
@@ -48,6 +50,4 @@ rule quality:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem quality --samples {input.samples} {params.metrics} {params.checkpoints} --train {input.train}"
-        " --dataset {input.dataset} --data-cfg {params.data} --quality-cfg {params.quality}"
-        " {params.classifier} --threads {threads} --out {output} > {log} 2>&1"
+        QUALITY_SHELL

@@ -1,6 +1,8 @@
+# Sampling of trained runs: one job per (n, seed) run here, or one per training group for an experiment with
+# train.group_evaluation (evaluate_grouped.smk); the command (SAMPLE_SHELL) is in common.smk.
 rule sample:
     wildcard_constraints:
-        exp=TRAINED_EXPS,
+        exp=PER_RUN_SAMPLED_TRAINED_EXPS,
     input:
         metrics=RUN("train_metrics.nc"),
         checkpoints=RUN("checkpoints"),
@@ -9,7 +11,7 @@ rule sample:
     params:
         sample=section("sample"),
         run=run_settings("sample"),
-        device=train_device,
+        device=sample_device(),
     threads: job_cpus
     resources:
         mem_mb=resource("sample_mem_mb"),
@@ -23,8 +25,7 @@ rule sample:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem sample --train-metrics {input.metrics} --checkpoints {input.checkpoints} --sample-cfg {params.sample} --run-settings {params.run}"
-        " --device {params.device} --out {output} > {log} 2>&1"
+        SAMPLE_SHELL
 
 
 # Closed-form families (empirical, linear): the denoiser is computed from the training set, so there is

@@ -1,4 +1,8 @@
+# Scoring: one job per (n, seed) run here, or one per training group for an experiment with
+# train.group_evaluation (evaluate_grouped.smk); the command (SCORE_SHELL) is in common.smk.
 rule score:
+    wildcard_constraints:
+        exp=PER_RUN_EVALUATION_EXPS,
     input:
         samples=RUN("samples.json"),
         train=RUN("train.npz"),
@@ -20,5 +24,4 @@ rule score:
     conda:
         "../../envs/diffmem.yaml"
     shell:
-        "diffmem score --samples {input.samples} --train {input.train} --dataset {input.dataset}"
-        " --score-cfg {params.score} --run-settings {params.run} --out {output} > {log} 2>&1"
+        SCORE_SHELL

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from diffmem.costs import mark_stage_start
+from diffmem.io import fail
 
 
 def stage_parser(prog: str, doc: str, module: str) -> argparse.ArgumentParser:
@@ -24,3 +25,16 @@ def add_run_settings(parser: argparse.ArgumentParser) -> None:
     """--run-settings: the run settings of the stage's config section (diffmem.config.RUN_SETTINGS)."""
     parser.add_argument("--run-settings", default=None,
                         help="the section's run settings as JSON (threads, devices, batching: what does not change results)")
+
+
+def one_per_run(prog: str, **lists: list | None) -> int:
+    """The number of runs of a stage that takes several runs at once (the workflow's grouped evaluation jobs,
+    train.group_evaluation): every given list option holds one entry per run; None (an optional option left
+    out) is skipped. Exits with one line naming the options and their lengths when they disagree."""
+    given = {name: values for name, values in lists.items() if values is not None}
+    counts = {len(values) for values in given.values()}
+    if len(counts) != 1:
+        options = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        found = ", ".join(str(len(values)) for values in given.values())
+        fail(f"{prog}: {options} need one entry per run; got {found}")
+    return counts.pop()

@@ -17,6 +17,9 @@ as many points as the samples, in each feature space (`baseline_fds`): `fd_<spac
 data (the FD of a generator of the data distribution, up to the finite-sample bias every FD here has),
 and `fd_<space>_train`, the training set drawn with replacement (a perfect memorizer's FD).
 
+Several runs in one process (the workflow's grouped evaluation, `train.group_evaluation`): give
+--samples, --train-metrics, --checkpoints, --train and --out one entry per run; each run is evaluated as alone.
+
 Run: `diffmem quality --samples samples.json --train-metrics train_metrics.nc --train train.npz
 --dataset dataset.npz --data-cfg '<json>' --quality-cfg '<json>' [--classifier classifier.pt] --out quality.nc`
 """
@@ -43,7 +46,7 @@ from diffmem.generation import denoiser_from_checkpoint
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail, file_digest
 from diffmem.log import configure
 from diffmem.metrics import distances, exact, features, kde
-from diffmem.stages import stage_parser
+from diffmem.stages import one_per_run, stage_parser
 
 QUALITY_VERSION = 2
 log = logging.getLogger(__name__)
@@ -235,38 +238,46 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("diffmem quality", __doc__, "diffmem.stages.quality")
-    parser.add_argument("--samples", required=True, help="samples.json manifest")
-    parser.add_argument("--train-metrics", default=None,
-                        help="train_metrics.nc (locates the checkpoints; not for closed-form families)")
-    parser.add_argument("--train", required=True)
+    parser.add_argument("--samples", nargs="+", required=True,
+                        help="samples.json manifest (several: one per run, evaluated one after another)")
+    parser.add_argument("--train-metrics", nargs="+", default=None,
+                        help="train_metrics.nc of each run (locates the checkpoints; not for closed-form families)")
+    parser.add_argument("--train", nargs="+", required=True, help="training subset .npz of each run")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-cfg", required=True)
     parser.add_argument("--quality-cfg", required=True)
     parser.add_argument("--classifier", default=None, help="classifier.pt (for the classifier feature space)")
-    parser.add_argument("--checkpoints", default=None,
-                        help="the run's checkpoint folder, for the denoiser errors (default: the one train_metrics.nc names)")
+    parser.add_argument("--checkpoints", nargs="+", default=None,
+                        help="each run's checkpoint folder, for the denoiser errors (default: the one train_metrics.nc names)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", nargs="+", required=True, help="quality.nc of each run")
     args = parser.parse_args(argv)
+    runs = one_per_run("diffmem quality", samples=args.samples, train_metrics=args.train_metrics, train=args.train,
+                       checkpoints=args.checkpoints, out=args.out)
     try:
         data = DataConfig.from_dict(read_json_arg(args.data_cfg))
         cfg = QualityConfig.from_dict(read_json_arg(args.quality_cfg))
     except ConfigError as exc:
         fail(str(exc))
     torch.set_num_threads(args.threads)
-    manifest = json.loads(Path(args.samples).read_text())
-    manifest.setdefault("num_samples", manifest.get("sample_config", {}).get("num_samples", 0))
-    state_dir = None
-    if args.train_metrics is not None:
-        with xr.open_dataset(args.train_metrics, engine=NETCDF_ENGINE) as tm:
-            state_dir = Path(args.checkpoints or tm.attrs["checkpoint_dir"])
-    elif "closed_form" not in manifest:
-        fail("diffmem quality: --train-metrics is needed to find the checkpoints of a trained model")
-    train, train_indices, _ = load_train(args.train)
     ds = load_dataset(args.dataset)
-    out = quality_run(manifest, state_dir=state_dir, train=train, ds=ds, data=data, cfg=cfg,
-                      classifier_path=args.classifier, train_indices=train_indices)
-    atomic_to_netcdf(out, args.out)
+    train_metrics = args.train_metrics or [None] * runs
+    checkpoints = args.checkpoints or [None] * runs
+    for samples, metrics, folder, train_file, out in zip(args.samples, train_metrics, checkpoints, args.train, args.out):
+        manifest = json.loads(Path(samples).read_text())
+        manifest.setdefault("num_samples", manifest.get("sample_config", {}).get("num_samples", 0))
+        state_dir = None
+        if metrics is not None:
+            with xr.open_dataset(metrics, engine=NETCDF_ENGINE) as tm:
+                state_dir = Path(folder or tm.attrs["checkpoint_dir"])
+        elif "closed_form" not in manifest:
+            fail("diffmem quality: --train-metrics is needed to find the checkpoints of a trained model")
+        train, train_indices, _ = load_train(train_file)
+        label = f"n={manifest['n']} seed={manifest['seed']}"
+        result = quality_run(manifest, state_dir=state_dir, train=train, ds=ds, data=data, cfg=cfg,
+                             classifier_path=args.classifier, train_indices=train_indices,
+                             log=lambda line, label=label: log.info(f"{label}: {line}"))
+        atomic_to_netcdf(result, out)
 
 
 if __name__ == "__main__":

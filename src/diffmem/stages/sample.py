@@ -11,6 +11,9 @@ as alone, and its samples equal the one-at-a-time ones to the float rounding of 
 kernels. It pays where one checkpoint's network evaluations cannot fill the device (a GPU with a
 small MLP); on CPU the default, 1, samples one checkpoint at a time with the module itself.
 
+Several runs in one process (the workflow's grouped evaluation, `train.group_evaluation`): give
+--train-metrics, --checkpoints and --out one entry per run; each run is sampled as alone.
+
 Run: `diffmem sample --train-metrics train_metrics.nc [--checkpoints runs/<run>/checkpoints] --sample-cfg '<json>'
 [--run-settings '<json>'] [--device cuda] --out samples.json`
 """
@@ -32,41 +35,25 @@ from diffmem.generation import denoiser_from_checkpoint, generate_stack, open_sa
 from diffmem.gpus import select_device
 from diffmem.io import atomic_write_text, fail, read_netcdf_raw
 from diffmem.log import configure
-from diffmem.stages import add_run_settings, stage_parser
+from diffmem.stages import add_run_settings, one_per_run, stage_parser
 
 log = logging.getLogger(__name__)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("diffmem sample", __doc__, "diffmem.stages.sample")
-    parser.add_argument("--train-metrics", required=True, help="train_metrics.nc of the run")
-    parser.add_argument("--checkpoints", default=None,
-                        help="the run's checkpoint folder (default: the one its train_metrics.nc names)")
-    parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
-    add_run_settings(parser)
-    parser.add_argument("--device", default="auto", help="where to sample (the workflow passes train.device)")
-    parser.add_argument("--out", required=True, help="samples.json manifest")
-    args = parser.parse_args(argv)
-    try:
-        cfg = SampleConfig.from_dict(read_slice("sample", args.sample_cfg, args.run_settings))
-    except ConfigError as exc:
-        fail(str(exc))
-    try:
-        device, _gpu_lease = select_device(args.device)  # the lease holds this job's GPU until exit
-    except RuntimeError as exc:
-        fail(str(exc))
+def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: SampleConfig, device) -> None:
+    """Sample every checkpoint of one run that its cache lacks and write the run's manifest `out`."""
     # four values of train_metrics.nc: read without xarray, which this job would import for nothing else
-    attrs, values = read_netcdf_raw(args.train_metrics, [names.STEP, names.N, names.SEED])
-    state_dir = Path(args.checkpoints or attrs["checkpoint_dir"])
+    attrs, values = read_netcdf_raw(train_metrics, [names.STEP, names.N, names.SEED])
+    state_dir = Path(checkpoints or attrs["checkpoint_dir"])
     trajectory = str(attrs["trajectory_hash"])
     steps = [int(s) for s in values[names.STEP]]
     n, seed = int(values[names.N]), int(values[names.SEED])
     if trajectory_of(state_dir) not in (None, trajectory):
         fail(f"{state_dir} holds checkpoints of trajectory {trajectory_of(state_dir)}, not {trajectory} of "
-             f"{args.train_metrics}; retrain the run")
-    cache = open_sample_cache(Path(args.train_metrics).parent, cfg, source=trajectory[:12])
+             f"{train_metrics}; retrain the run")
+    cache = open_sample_cache(Path(train_metrics).parent, cfg, source=trajectory[:12])
     log.debug(f"{cfg}; samples cached in {cache}")
-    files, done, t0 = {}, 0, time.perf_counter()
+    done, t0 = 0, time.perf_counter()
     missing = [step for step in steps if not (cache / f"step{step:09d}.npy").exists()]
     for i in range(0, len(missing), cfg.stack_checkpoints):
         chunk = missing[i:i + cfg.stack_checkpoints]
@@ -81,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         for step, x in zip(chunk, xs):
             path = cache / f"step{step:09d}.npy"
             if not np.all(np.isfinite(x)):
-                log.warning(f"non-finite samples at step {step}")
+                log.warning(f"n={n} seed={seed}: non-finite samples at step {step}")
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, x.astype(np.float32))
             tmp.replace(path)
@@ -89,9 +76,34 @@ def main(argv: list[str] | None = None) -> None:
             log.info(f"n={n} seed={seed} step {step}: {cfg.num_samples} samples "
                      f"({cfg.num_samples * done / (time.perf_counter() - t0):,.0f} samples/s)")
     files = {str(step): str(cache / f"step{step:09d}.npy") for step in steps}
-    log.info(f"{done} checkpoints sampled, {len(steps) - done} reused from {cache}")
+    log.info(f"n={n} seed={seed}: {done} checkpoints sampled, {len(steps) - done} reused from {cache}")
     manifest = {"n": n, "seed": seed, "steps": steps, "files": files, "sample_config": cfg.__dict__}
-    atomic_write_text(args.out, json.dumps(manifest, indent=1))
+    atomic_write_text(out, json.dumps(manifest, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("diffmem sample", __doc__, "diffmem.stages.sample")
+    parser.add_argument("--train-metrics", nargs="+", required=True,
+                        help="train_metrics.nc of the run (several: one per run, sampled one after another)")
+    parser.add_argument("--checkpoints", nargs="+", default=None,
+                        help="the run's checkpoint folder (default: the one its train_metrics.nc names); one per run")
+    parser.add_argument("--sample-cfg", required=True, help="sample config slice (JSON or path)")
+    add_run_settings(parser)
+    parser.add_argument("--device", default="auto", help="where to sample (the workflow passes train.device)")
+    parser.add_argument("--out", nargs="+", required=True, help="samples.json manifest of each run")
+    args = parser.parse_args(argv)
+    runs = one_per_run("diffmem sample", train_metrics=args.train_metrics, checkpoints=args.checkpoints, out=args.out)
+    try:
+        cfg = SampleConfig.from_dict(read_slice("sample", args.sample_cfg, args.run_settings))
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        device, _gpu_lease = select_device(args.device)  # the lease holds this job's GPU until exit
+    except RuntimeError as exc:
+        fail(str(exc))
+    checkpoints = args.checkpoints or [None] * runs
+    for train_metrics, folder, out in zip(args.train_metrics, checkpoints, args.out):
+        sample_run(train_metrics, folder, out, cfg=cfg, device=device)
 
 
 if __name__ == "__main__":

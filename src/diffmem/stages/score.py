@@ -7,6 +7,9 @@ memorized samples copy it at the last checkpoint, from which step it is copied a
 is in its training set. Distances are cached beside the samples, so a new `ratio_threshold` or a raised
 `max_steps` only recomputes what changed.
 
+Several runs in one process (the workflow's grouped evaluation, `train.group_evaluation`): give
+--samples, --train and --out one entry per run; each run is scored as alone.
+
 Run: `diffmem score --samples samples.json --train train.npz --dataset dataset.npz
 --score-cfg '<json>' --out scores.nc`
 """
@@ -31,7 +34,7 @@ from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.log import configure
 from diffmem.scoring import distance_ratio, fraction_with_se, memorized, nearest_neighbors
-from diffmem.stages import add_run_settings, stage_parser
+from diffmem.stages import add_run_settings, one_per_run, stage_parser
 
 DIST_VERSION = 1
 log = logging.getLogger(__name__)
@@ -98,30 +101,34 @@ def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: n
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("diffmem score", __doc__, "diffmem.stages.score")
-    parser.add_argument("--samples", required=True, help="samples.json manifest")
-    parser.add_argument("--train", required=True, help="training subset .npz")
+    parser.add_argument("--samples", nargs="+", required=True,
+                        help="samples.json manifest (several: one per run, scored one after another)")
+    parser.add_argument("--train", nargs="+", required=True, help="training subset .npz of each run")
     parser.add_argument("--dataset", required=True, help="dataset .npz (for the test split)")
     parser.add_argument("--score-cfg", required=True, help="score config slice (JSON or path)")
     add_run_settings(parser)
-    parser.add_argument("--out", required=True, help="scores.nc")
+    parser.add_argument("--out", nargs="+", required=True, help="scores.nc of each run")
     args = parser.parse_args(argv)
+    one_per_run("diffmem score", samples=args.samples, train=args.train, out=args.out)
     try:
         cfg = ScoreConfig.from_dict(read_slice("score", args.score_cfg, args.run_settings))
     except ConfigError as exc:
         fail(str(exc))
     log.debug(f"{cfg}")
-    manifest = json.loads(Path(args.samples).read_text())
-    train, pool_index, _ = load_train(args.train)
     test = load_dataset(args.dataset).test
     try:
         device, _gpu_lease = select_device(cfg.device)  # the lease holds this job's GPU until exit
     except RuntimeError as exc:
         fail(str(exc))
-    ds = score_run(manifest, train, pool_index, test, cfg=cfg, device=device)
-    f = ds[names.F_MEM].values
-    log.info(f"n={manifest['n']} seed={manifest['seed']}: f_mem from {f[0]:.3f} to {f[-1]:.3f} "
-             f"over {f.size} checkpoints")
-    atomic_to_netcdf(ds, args.out)
+    for samples, train_file, out in zip(args.samples, args.train, args.out):
+        manifest = json.loads(Path(samples).read_text())
+        train, pool_index, _ = load_train(train_file)
+        label = f"n={manifest['n']} seed={manifest['seed']}"
+        ds = score_run(manifest, train, pool_index, test, cfg=cfg, device=device,
+                       log=lambda line, label=label: log.info(f"{label}: {line}"))
+        f = ds[names.F_MEM].values
+        log.info(f"{label}: f_mem from {f[0]:.3f} to {f[-1]:.3f} over {f.size} checkpoints")
+        atomic_to_netcdf(ds, out)
 
 
 if __name__ == "__main__":
