@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffmem.config import ConfigError, ModelConfig, size_experiment, training_groups, validate_config
@@ -152,6 +153,11 @@ def test_resources_command_prints_the_requests(capsys, tmp_path):
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1:3] == ["12", "2 x 6"] and cells[4] == "1"  # 12 runs, grouped as config.yaml says: 2 jobs of 6
+    # train.group_evaluation: one sample and one score job per training job, asking for six runs' time
+    per_run = size_experiment(validate_config(yaml.safe_load(config.read_text()))["experiments"]["digits"])["resources"]
+    for cell, key in ((cells[5], "sample"), (cells[6], "score")):
+        minutes = 6 * per_run[f"{key}_runtime_min"]
+        assert cell == f"{per_run[f'{key}_mem_mb']} / {minutes // 60}:{minutes % 60:02d} (jobs of up to 6 runs)", cell
     main(["resources", str(config), "--all"])
     out = capsys.readouterr().out
     assert "| gaussian_d16 | 24 | 1 x 24 |" in out and "| tikhonov_digits/strength0 | 4 | none (closed form) | — |" in out

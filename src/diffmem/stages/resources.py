@@ -36,10 +36,13 @@ def request_table(cfg: dict, names: list[str]) -> str:
             gpu_hours = runs * res["gpus_per_train_job"] * res["train_runtime_min"] / 60
         train = "—" if gpu_hours == 0.0 and jobs.startswith("none") else \
             f"{res['train_mem_mb']} / {_runtime(res['train_runtime_min'])}"
+        # train.group_evaluation: one sample and one score job per training group, requesting the runtime of its runs
+        per_job = max(len(m) for _, m in training_groups(exp)) if exp["train"].get("group_evaluation") else 1
+        grouped = f" (jobs of up to {per_job} runs)" if per_job > 1 else ""
         rows.append(
-            f"| {name} | {runs} | {jobs} | {train} | "
-            f"{res['gpus_per_train_job']} | {res['sample_mem_mb']} / {_runtime(res['sample_runtime_min'])} | "
-            f"{res['score_mem_mb']} / {_runtime(res['score_runtime_min'])} | {gpu_hours:.1f} |")
+            f"| {name} | {runs} | {jobs} | {train} | {res['gpus_per_train_job']} | "
+            f"{res['sample_mem_mb']} / {_runtime(per_job * res['sample_runtime_min'])}{grouped} | "
+            f"{res['score_mem_mb']} / {_runtime(per_job * res['score_runtime_min'])}{grouped} | {gpu_hours:.1f} |")
     return "\n".join(rows)
 
 
