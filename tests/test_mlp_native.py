@@ -17,6 +17,7 @@ from diffmem.config import ModelConfig, TrainConfig
 from diffmem.engine import KernelRefused, Run, make_step_loss, stack_width, train_runs
 from diffmem.loss import denoising_loss, sample_sigma
 from diffmem.models import build_denoiser, mlp_native
+from diffmem.optim import ADAM_BETAS, ADAM_EPS
 
 REASON = native.available()
 needs_native = pytest.mark.skipif(REASON is not None, reason=f"the native kernel does not run here: {REASON}")
@@ -264,6 +265,36 @@ def test_the_kernels_adam_is_torchs_fused_adam_to_float_rounding(weight_decay):
         for key in ("exp_avg", "exp_avg_sq"):
             want, got = state[i][key], opt[name][key][0]
             assert float((got - want).abs().max()) <= 1e-6 * float(want.abs().max()) + 1e-30, (name, key)
+
+
+def fma32(a, b, c):
+    """fl32(a b + c) with one rounding (a b is exact in float64; the float64 sum's second rounding to float32 can
+    differ only where it lands on a float32 midpoint, which these draws do not hit)."""
+    return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
+
+
+@needs_native
+@pytest.mark.parametrize("step", [1, 1000, 16627, 16628, 40000])  # (float) bias correction 1 from step 16628 on
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_the_kernels_adam_is_its_formula_in_float32_bit_for_bit(step, weight_decay):
+    """adam_update against its formula in float32, each operation rounded once, bit for bit: also late in a run,
+    where the kernel skips dividing by a bias correction that is 1 in float32."""
+    rng = np.random.default_rng(step)
+    n = 4096
+    p, g, m = (rng.normal(scale=s, size=n).astype(np.float32) for s in (1.0, 1e-2, 1e-3))
+    v = (rng.normal(scale=1e-3, size=n) ** 2).astype(np.float32)
+    step_size, bc = mlp_native.adam_scalars(step, 2e-3, ADAM_BETAS)
+    tensors = [torch.from_numpy(a.copy()) for a in (p, g, m, v)]
+    numel = torch.tensor([n], dtype=torch.int64)
+    ptrs = [mlp_native._pointers([t]) for t in tensors]
+    native.library().adam_update(1, *ptrs, numel.data_ptr(), *ADAM_BETAS, ADAM_EPS, weight_decay, step_size, bc)
+    f = np.float32
+    g = fma32(p, f(weight_decay), g) if weight_decay else g
+    m = fma32(f(1 - ADAM_BETAS[0]), g - m, m)
+    v = fma32(g * g, f(1 - ADAM_BETAS[1]), v * f(ADAM_BETAS[1]))
+    p = p - f(step_size) * (m / (np.sqrt(v) / f(bc) + f(ADAM_EPS)))
+    for want, got in zip((p, m, v), (tensors[0], tensors[2], tensors[3])):
+        assert np.array_equal(want.view(np.int32), got.numpy().view(np.int32))
 
 
 # ----------------------------------------------------------------------------- chunks of steps (engine.train_chunk)

@@ -2,9 +2,10 @@
 
 `library()` returns the loaded `mlp_step` library (mlp_step.c: the default MLP's whole training step, a run
 of consecutive steps of one model, and its forward for sampling) or raises `NativeUnavailable` with the reason in one line. The build is
-`$CC` (default `cc`) with `-O3 -std=c11 -mavx2 -mfma -shared -fPIC`: the same instructions on every
-x86-64 machine with AVX2 and FMA (not -march=native), and C11 keeps the compiler from contracting the
-scalar a * b + c into FMAs on its own, so the numbers do not depend on which such machine built it.
+`$CC` (default `cc`) with `-O3 -funroll-loops -std=c11 -mavx2 -mfma -shared -fPIC`: the same instructions
+on every x86-64 machine with AVX2 and FMA (not -march=native), and C11 keeps the compiler from contracting
+the scalar a * b + c into FMAs on its own, so the numbers do not depend on which such machine built it
+(unrolling repeats a loop's operations in their order: the same numbers as without it).
 Machines without AVX2 and FMA (checked in /proc/cpuinfo, Linux only) and machines without a compiler
 keep torch's kernels (`train.kernel: auto`) or get the error (`train.kernel: native`).
 
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("mlp_step.c")
-FLAGS = ("-O3", "-std=c11", "-mavx2", "-mfma", "-shared", "-fPIC")
+FLAGS = ("-O3", "-funroll-loops", "-std=c11", "-mavx2", "-mfma", "-shared", "-fPIC")
 ABI = 2  # mlp_step_abi() of the source this module calls
 REQUIRED_CPU_FLAGS = ("avx2", "fma")
 

@@ -12,7 +12,8 @@
  * network alone, for sampling), adam_update (the optimizer's update, as torch's fused Adam computes it) and
  * mlp_train_steps (consecutive steps of one member, each mlp_step_precond then adam_update).
  *
- * Built by diffmem.native at first use ($CC -O3 -std=c11 -mavx2 -mfma); see that module for why those flags.
+ * Built by diffmem.native at first use ($CC -O3 -funroll-loops -std=c11 -mavx2 -mfma); see that module for why
+ * those flags.
  * It needs AVX2 and FMA: the loader refuses other machines, which keep torch's kernels.
  */
 
@@ -77,53 +78,6 @@ static void silu_back(const float *g, const float *x, const float *sig, float *g
     }
 }
 
-/* ---------------------------------------------------------------- Adam's update of 8 floats
- * (torch.optim.Adam's update as its fused CPU kernel computes it; see adam_update), shared by adam_update and by
- * the weight gradients that mlp_train_steps updates as soon as they are made. */
-
-typedef struct {
-    __m256 b1, b2, c2, e, wd, ss, bc;
-    int decay, unit_bc;  /* weight_decay != 0; (float) bias_correction2_sqrt == 1, where dividing by it is the identity */
-    float *const *p, *const *m, *const *v;  /* the parameters and moments, each tensor's [k, ...] base */
-    int *done;  /* done[j]: tensor j was updated in the step (its weight gradient fused with the update) */
-} AdamStep;
-
-static AdamStep adam_step(double beta1, double beta2, double eps, double weight_decay, double step_size,
-                          double bias_correction2_sqrt) {
-    AdamStep a;
-    a.b1 = _mm256_set1_ps((float)(1.0 - beta1));
-    a.b2 = _mm256_set1_ps((float)beta2);
-    a.c2 = _mm256_set1_ps((float)(1.0 - beta2));
-    a.e = _mm256_set1_ps((float)eps);
-    a.wd = _mm256_set1_ps((float)weight_decay);
-    a.ss = _mm256_set1_ps((float)step_size);
-    a.bc = _mm256_set1_ps((float)bias_correction2_sqrt);
-    a.decay = weight_decay != 0.0;
-    a.unit_bc = (float)bias_correction2_sqrt == 1.0f;
-    a.p = a.m = a.v = NULL;
-    a.done = NULL;
-    return a;
-}
-
-/* g += weight_decay p; m = m + (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2;
- * p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps), for the 8 floats at p, m, v with gradient gv.
- * sqrt(v) / 1 is sqrt(v) exactly, so with unit_bc (late in a run) the division is skipped: the divider (two
- * divisions and a square root per vector) bounds the update. */
-static inline __attribute__((always_inline)) void adam8(const AdamStep *a, float *p, float *m, float *v, __m256 gv) {
-    __m256 pv = _mm256_loadu_ps(p);
-    if (a->decay) gv = _mm256_fmadd_ps(pv, a->wd, gv);
-    __m256 mv = _mm256_loadu_ps(m), vv = _mm256_loadu_ps(v);
-    mv = _mm256_fmadd_ps(a->b1, _mm256_sub_ps(gv, mv), mv);
-    vv = _mm256_fmadd_ps(_mm256_mul_ps(gv, gv), a->c2, _mm256_mul_ps(vv, a->b2));
-    __m256 root = _mm256_sqrt_ps(vv);
-    if (!a->unit_bc) root = _mm256_div_ps(root, a->bc);
-    __m256 denom = _mm256_add_ps(root, a->e);
-    pv = _mm256_sub_ps(pv, _mm256_mul_ps(a->ss, _mm256_div_ps(mv, denom)));
-    _mm256_storeu_ps(m, mv);
-    _mm256_storeu_ps(v, vv);
-    _mm256_storeu_ps(p, pv);
-}
-
 /* ---------------------------------------------------------------- GEMM
  * C[M, N] (row stride ldc) = (acc ? C : bias-or-0) + sum_k A(m, k) B[k, N], A(m, k) = A[m rsa + k csa],
  * B row-major with row stride ldb, N a multiple of 8. A bias, if given, is added per row m.
@@ -167,56 +121,35 @@ static inline __attribute__((always_inline)) void tile(int mr, int nv, int K, co
     }
 }
 
-/* Adam's update of the parameters P (and moments Mo, Vo; laid out as C) of the mr x 8 nv block of C just made */
-static inline __attribute__((always_inline)) void adam_block(const AdamStep *ad, int mr, int nv, const float *C,
-                                                             ptrdiff_t ldc, float *P, float *Mo, float *Vo) {
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) {
-            ptrdiff_t o = r * ldc + 8 * v;
-            adam8(ad, P + o, Mo + o, Vo + o, _mm256_loadu_ps(C + o));
-        }
-}
-
-#define TILE(MR, NV)                                                                                               \
-    do {                                                                                                           \
-        tile(MR, NV, K, A + m * rsa, rsa, csa, B + n, ldb, C + m * ldc + n, ldc, acc, bias ? bias + m : NULL);   \
-        if (ad) adam_block(ad, MR, NV, C + m * ldc + n, ldc, P + m * ldc + n, Mo + m * ldc + n, Vo + m * ldc + n); \
-    } while (0)
-
-/* ad non-NULL: each tile of C, once made, is the gradient of the parameters P (moments Mo, Vo, laid out as C) and
- * updates them by Adam there (the numbers of adam_update on the finished C, sooner: the update's divisions
- * overlap the next tile's FMAs) */
-static inline __attribute__((always_inline)) void gemm_impl(int M, int N, int K, const float *A, ptrdiff_t rsa,
-                                                            ptrdiff_t csa, const float *B, ptrdiff_t ldb, float *C,
-                                                            ptrdiff_t ldc, int acc, const float *bias,
-                                                            const AdamStep *ad, float *P, float *Mo, float *Vo) {
-    /* panels of 6 rows, each across all columns (the Adam epilogue then walks rows of P, Mo, Vo in order) */
-#define PANEL(MR)                                 \
-    for (int n = 0; n < N; n += 16) {             \
-        if (N - n >= 16) TILE(MR, 2);             \
-        else TILE(MR, 1);                         \
-    }
-    int m = 0;
-    for (; m + 6 <= M; m += 6) PANEL(6);
-    switch (M - m) {
-        case 5: PANEL(5); break;
-        case 4: PANEL(4); break;
-        case 3: PANEL(3); break;
-        case 2: PANEL(2); break;
-        case 1: PANEL(1); break;
-        default: break;
-    }
-#undef PANEL
-}
+#define TILE(MR, NV) tile(MR, NV, K, A + m * rsa, rsa, csa, B + n, ldb, C + m * ldc + n, ldc, acc, bias ? bias + m : NULL)
 
 static void gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, const float *B, ptrdiff_t ldb,
                  float *C, ptrdiff_t ldc, int acc, const float *bias) {
-    gemm_impl(M, N, K, A, rsa, csa, B, ldb, C, ldc, acc, bias, NULL, NULL, NULL, NULL);
-}
-
-static void gemm_adam(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, const float *B,
-                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, const AdamStep *ad, float *P, float *Mo, float *Vo) {
-    gemm_impl(M, N, K, A, rsa, csa, B, ldb, C, ldc, 0, NULL, ad, P, Mo, Vo);
+    for (int n = 0; n < N; n += 16) {
+        int nv = N - n >= 16 ? 2 : 1;
+        int m = 0;
+        if (nv == 2) {
+            for (; m + 6 <= M; m += 6) TILE(6, 2);
+            switch (M - m) {
+                case 5: TILE(5, 2); break;
+                case 4: TILE(4, 2); break;
+                case 3: TILE(3, 2); break;
+                case 2: TILE(2, 2); break;
+                case 1: TILE(1, 2); break;
+                default: break;
+            }
+        } else {
+            for (; m + 6 <= M; m += 6) TILE(6, 1);
+            switch (M - m) {
+                case 5: TILE(5, 1); break;
+                case 4: TILE(4, 1); break;
+                case 3: TILE(3, 1); break;
+                case 2: TILE(2, 1); break;
+                case 1: TILE(1, 1); break;
+                default: break;
+            }
+        }
+    }
 }
 
 /* y[O, NB] = W[O, I] x[I, NB] + b */
@@ -229,18 +162,10 @@ static void linear_back_input(int O, int I, int NB, const float *W, const float 
     gemm(I, NB, O, W, 1, I, g, NB, dx, NB, acc, NULL);
 }
 
-/* dW[O, I] = g [O, NB] x^T, with x [I, NB] given as xt [NB, I]; db[O] = row sums of g. With ad (and I a multiple
- * of 8), the weight W (its index j in ad's tensors, at member offset off) is then updated by Adam, tile by tile;
- * ad->done[j] says so. */
-static void linear_back_weight(int O, int I, int NB, const float *g, const float *xt, float *dW, float *db,
-                               const AdamStep *ad, int j, size_t off) {
+/* dW[O, I] = g [O, NB] x^T, with x [I, NB] given as xt [NB, I]; db[O] = row sums of g */
+static void linear_back_weight(int O, int I, int NB, const float *g, const float *xt, float *dW, float *db) {
     if (I % 8 == 0) {
-        if (ad) {
-            gemm_adam(O, I, NB, g, NB, 1, xt, I, dW, I, ad, ad->p[j] + off, ad->m[j] + off, ad->v[j] + off);
-            ad->done[j] = 1;
-        } else {
-            gemm(O, I, NB, g, NB, 1, xt, I, dW, I, 0, NULL);
-        }
+        gemm(O, I, NB, g, NB, 1, xt, I, dW, I, 0, NULL);
     } else {  /* an input width that is not a multiple of 8: plain loops */
         for (int o = 0; o < O; o++)
             for (int i = 0; i < I; i++) {
@@ -407,9 +332,9 @@ int64_t mlp_step_abi(void) { return 2; }
  * x0, x: [k, B, D] clean and noisy data; enc: [k, B, E] the noise-level encoding; c_skip (NULL: 1),
  * c_out, c_in, weight, rowscale: [k, B] (rowscale: d loss / d per-sample loss, 1/B without padding).
  * Writes losses [k] (sum_b rowscale weight mean_d (x0_hat - x0)^2) and every gradient. */
-static void step_impl(const int64_t *dims, const float *const *params, float *const *grads, const float *x0,
-                      const float *x, const float *enc, const float *c_skip, const float *c_out, const float *c_in,
-                      const float *weight, const float *rowscale, float *losses, float *work, const AdamStep *ad) {
+void mlp_step(const int64_t *dims, const float *const *params, float *const *grads, const float *x0, const float *x,
+              const float *enc, const float *c_skip, const float *c_out, const float *c_in, const float *weight,
+              const float *rowscale, float *losses, float *work) {
     const int K = (int)dims[DIM_K], B = (int)dims[DIM_B], NB = (int)dims[DIM_NB], D = (int)dims[DIM_D],
               E = (int)dims[DIM_E], W = (int)dims[DIM_W], L = (int)dims[DIM_L];
     const int64_t np = param_count(dims);
@@ -449,13 +374,10 @@ static void step_impl(const int64_t *dims, const float *const *params, float *co
     for (int m = 0; m < K; m++) {
         const float *p[6 + 8 * 64 + 4];
         float *g[6 + 8 * 64 + 4];
-        size_t off[6 + 8 * 64 + 4];  /* member m's offset in each tensor */
         for (int64_t j = 0; j < np; j++) {
-            off[j] = (size_t)m * sizes[j];
-            p[j] = params[j] + off[j];
-            g[j] = grads[j] + off[j];
+            p[j] = params[j] + (size_t)m * sizes[j];
+            g[j] = grads[j] + (size_t)m * sizes[j];
         }
-        const int jt = 6 + 8 * L;  /* out_norm.weight's index */
         const float *mx0 = x0 + (size_t)m * B * D, *mx = x + (size_t)m * B * D, *menc = enc + (size_t)m * B * E;
         const float *mskip = c_skip ? c_skip + (size_t)m * B : NULL, *mout = c_out + (size_t)m * B,
                     *min = c_in + (size_t)m * B, *mw = weight + (size_t)m * B, *mrow = rowscale + (size_t)m * B;
@@ -509,45 +431,38 @@ static void step_impl(const int64_t *dims, const float *const *params, float *co
         /* ---- backward */
         float *const *gt = g + 6 + 8 * L;
         transpose(W, NB, oa, xt);
+        linear_back_weight(D, W, NB, gf, xt, gt[2], gt[3]);
         linear_back_input(D, W, NB, t[2], gf, g1, 0);          /* g_oa */
-        linear_back_weight(D, W, NB, gf, xt, gt[2], gt[3], ad, jt + 2, off[jt + 2]);
         silu_back(g1, oln, s_oln, g2, WN);                      /* g_oln */
         layer_norm_back(W, NB, g2, hs + L * WN, means + L * NB, rstds + L * NB, t[0], g_h, gt[0], gt[1], 0);
         for (int l = L - 1; l >= 0; l--) {
             const float *const *q = p + 6 + 8 * l;
             float *const *gq = g + 6 + 8 * l;
             float *h = hs + l * WN, *ln = lns + l * WN, *a = as + l * WN, *z = zs + l * WN, *sz = szs + l * WN;
-            const int jq = 6 + 8 * l;
             transpose(W, NB, sz, xt);
+            linear_back_weight(W, W, NB, g_h, xt, gq[6], gq[7]);  /* fc2 */
             linear_back_input(W, W, NB, q[6], g_h, g1, 0);        /* g_sz */
-            linear_back_weight(W, W, NB, g_h, xt, gq[6], gq[7], ad, jq + 6, off[jq + 6]);  /* fc2 */
             silu_back(g1, z, s_zs + l * WN, g2, WN);              /* g_z */
             transpose(W, NB, emb, xt);
+            linear_back_weight(W, W, NB, g2, xt, gq[4], gq[5]);   /* emb projection */
             linear_back_input(W, W, NB, q[4], g2, g_emb, l != L - 1);
-            linear_back_weight(W, W, NB, g2, xt, gq[4], gq[5], ad, jq + 4, off[jq + 4]);  /* emb projection */
             transpose(W, NB, a, xt);
+            linear_back_weight(W, W, NB, g2, xt, gq[2], gq[3]);   /* fc1 */
             linear_back_input(W, W, NB, q[2], g2, g1, 0);         /* g_a */
-            linear_back_weight(W, W, NB, g2, xt, gq[2], gq[3], ad, jq + 2, off[jq + 2]);  /* fc1 */
             silu_back(g1, ln, s_lns + l * WN, g2, WN);            /* g_ln */
             layer_norm_back(W, NB, g2, h, means + l * NB, rstds + l * NB, q[0], g_h, gq[0], gq[1], 1);
         }
         if (L == 0) memset(g_emb, 0, sizeof(float) * WN);
         transpose(D, NB, xin, xt);
-        linear_back_weight(W, D, NB, g_h, xt, g[4], g[5], ad, 4, off[4]);  /* inp */
+        linear_back_weight(W, D, NB, g_h, xt, g[4], g[5]);        /* inp */
         silu_back(g_emb, e2, s_e2, g2, WN);                       /* g_e2 */
         transpose(W, NB, a1, xt);
+        linear_back_weight(W, W, NB, g2, xt, g[2], g[3]);         /* emb_mlp.2 */
         linear_back_input(W, W, NB, p[2], g2, g1, 0);             /* g_a1 */
-        linear_back_weight(W, W, NB, g2, xt, g[2], g[3], ad, 2, off[2]);  /* emb_mlp.2 */
         silu_back(g1, e1, s_e1, g2, WN);                          /* g_e1 */
         transpose(E, NB, enct, xt);
-        linear_back_weight(W, E, NB, g2, xt, g[0], g[1], ad, 0, off[0]);  /* emb_mlp.0 */
+        linear_back_weight(W, E, NB, g2, xt, g[0], g[1]);         /* emb_mlp.0 */
     }
-}
-
-void mlp_step(const int64_t *dims, const float *const *params, float *const *grads, const float *x0, const float *x,
-              const float *enc, const float *c_skip, const float *c_out, const float *c_in, const float *weight,
-              const float *rowscale, float *losses, float *work) {
-    step_impl(dims, params, grads, x0, x, enc, c_skip, c_out, c_in, weight, rowscale, losses, work, NULL);
 }
 
 /* The network's forward alone, for sampling: out [k, B, D] = F(c_in x, c_noise) of each member, given
@@ -622,10 +537,9 @@ static float sigma_to_t(float sigma, const double *log_s, int64_t T) {
  * sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2), c_noise = 250 ln s, weight
  * (s^2 + sd^2) / (s sd)^2. kind 1, VPPrecond (log_sigmas [T]): c_skip = 1, c_out = -s, c_in = 1 / sqrt(1 + s^2),
  * c_noise = sigma_to_t(s), weight 1 / s^2. rowscale [k, B] as for mlp_step, or NULL for 1/B. */
-static void precond_impl(const int64_t *dims, const float *const *params, float *const *grads, const float *x0,
-                         const float *sigma, const float *noise, const float *freqs, int64_t kind, double sigma_data,
-                         const double *log_sigmas, int64_t num_t, const float *rowscale, float *losses, float *work,
-                         const AdamStep *ad) {
+void mlp_step_precond(const int64_t *dims, const float *const *params, float *const *grads, const float *x0,
+                      const float *sigma, const float *noise, const float *freqs, int64_t kind, double sigma_data,
+                      const double *log_sigmas, int64_t num_t, const float *rowscale, float *losses, float *work) {
     const int64_t K = dims[DIM_K], B = dims[DIM_B], D = dims[DIM_D], E = dims[DIM_E], half = E / 2;
     float *x = work + mlp_step_workspace(dims), *enc = x + K * B * D, *c_skip = enc + K * B * E, *c_out = c_skip + K * B,
           *c_in = c_out + K * B, *weight = c_in + K * B, *rows = weight + K * B;
@@ -656,34 +570,42 @@ static void precond_impl(const int64_t *dims, const float *const *params, float 
             enc[r * E + half + j] = sinf(arg);
         }
     }
-    step_impl(dims, params, grads, x0, x, enc, c_skip, c_out, c_in, weight, rows, losses, work, ad);
-}
-
-void mlp_step_precond(const int64_t *dims, const float *const *params, float *const *grads, const float *x0,
-                      const float *sigma, const float *noise, const float *freqs, int64_t kind, double sigma_data,
-                      const double *log_sigmas, int64_t num_t, const float *rowscale, float *losses, float *work) {
-    precond_impl(dims, params, grads, x0, sigma, noise, freqs, kind, sigma_data, log_sigmas, num_t, rowscale, losses,
-                 work, NULL);
+    mlp_step(dims, params, grads, x0, x, enc, c_skip, c_out, c_in, weight, rows, losses, work);
 }
 
 /* ---------------------------------------------------------------- Adam */
 
 /* One Adam step over `count` tensors of numel[i] floats each (torch.optim.Adam's update, as its fused CPU
  * kernel computes it, non-amsgrad): g += weight_decay p; m = m + (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2;
- * p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps). The step's scalars come from the caller (in double). */
+ * p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps). The step's scalars come from the caller (in double).
+ * The divider (two divisions and a square root per 8 floats) bounds it; once (float) bias_correction2_sqrt is 1
+ * (beta2 0.999: from step 16,628 on), sqrt(v) / 1 is sqrt(v) exactly and that division is skipped. */
 void adam_update(int64_t count, float *const *p, const float *const *g, float *const *m, float *const *v,
                  const int64_t *numel, double beta1, double beta2, double eps, double weight_decay, double step_size,
                  double bias_correction2_sqrt) {
-    const AdamStep a = adam_step(beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt);
-    const int decay = a.decay;
+    const __m256 b1 = _mm256_set1_ps((float)(1.0 - beta1)), b2 = _mm256_set1_ps((float)beta2),
+                 c2 = _mm256_set1_ps((float)(1.0 - beta2)), e = _mm256_set1_ps((float)eps),
+                 wd = _mm256_set1_ps((float)weight_decay), ss = _mm256_set1_ps((float)step_size),
+                 bc = _mm256_set1_ps((float)bias_correction2_sqrt);
+    const int decay = weight_decay != 0.0, unit_bc = (float)bias_correction2_sqrt == 1.0f;
     for (int64_t t = 0; t < count; t++) {
         float *pt = p[t], *mt = m[t], *vt = v[t];
         const float *gt = g[t];
         int64_t i = 0;
-        if (a.unit_bc)
-            for (; i + 8 <= numel[t]; i += 8) adam8(&a, pt + i, mt + i, vt + i, _mm256_loadu_ps(gt + i));
-        else
-            for (; i + 8 <= numel[t]; i += 8) adam8(&a, pt + i, mt + i, vt + i, _mm256_loadu_ps(gt + i));
+        for (; i + 8 <= numel[t]; i += 8) {
+            __m256 pv = _mm256_loadu_ps(pt + i), gv = _mm256_loadu_ps(gt + i);
+            if (decay) gv = _mm256_fmadd_ps(pv, wd, gv);
+            __m256 mv = _mm256_loadu_ps(mt + i), vv = _mm256_loadu_ps(vt + i);
+            mv = _mm256_fmadd_ps(b1, _mm256_sub_ps(gv, mv), mv);
+            vv = _mm256_fmadd_ps(_mm256_mul_ps(gv, gv), c2, _mm256_mul_ps(vv, b2));
+            __m256 root = _mm256_sqrt_ps(vv);
+            if (!unit_bc) root = _mm256_div_ps(root, bc);
+            __m256 denom = _mm256_add_ps(root, e);
+            pv = _mm256_sub_ps(pv, _mm256_mul_ps(ss, _mm256_div_ps(mv, denom)));
+            _mm256_storeu_ps(mt + i, mv);
+            _mm256_storeu_ps(vt + i, vv);
+            _mm256_storeu_ps(pt + i, pv);
+        }
         for (; i < numel[t]; i++) {
             float gs = gt[i];
             if (decay) gs += pt[i] * (float)weight_decay;
@@ -718,7 +640,6 @@ void mlp_train_steps(const int64_t *dims, float *const *params, float *const *gr
     int64_t numel[6 + 8 * 64 + 4];
     param_sizes(dims, numel);  /* one member: each tensor's size */
     float *x0 = work + mlp_step_precond_workspace(dims);
-    int done[6 + 8 * 64 + 4];
     for (int64_t s = 0; s < steps; s++) {
         const float *rows = x;
         if (idx) {
@@ -726,19 +647,9 @@ void mlp_train_steps(const int64_t *dims, float *const *params, float *const *gr
             for (int64_t b = 0; b < B; b++) memcpy(x0 + b * D, x + ix[b] * D, sizeof(float) * (size_t)D);
             rows = x0;
         }
-        /* the step, with the weights whose gradients are made tile by tile updated there (their gradients still
-         * written to grads), then Adam on the other tensors */
-        AdamStep ad = adam_step(beta1, beta2, eps, weight_decay, step_size[s], bias_correction2_sqrt[s]);
-        ad.p = params;
-        ad.m = exp_avg;
-        ad.v = exp_avg_sq;
-        ad.done = done;
-        memset(done, 0, sizeof(done));
-        precond_impl(dims, (const float *const *)params, grads, rows, sigma + s * B, noise + s * noise_stride, freqs,
-                     kind, sigma_data, log_sigmas, num_t, NULL, losses + s, work, &ad);
-        for (int64_t j = 0; j < np; j++)
-            if (!done[j])
-                adam_update(1, params + j, (const float *const *)grads + j, exp_avg + j, exp_avg_sq + j, numel + j,
-                            beta1, beta2, eps, weight_decay, step_size[s], bias_correction2_sqrt[s]);
+        mlp_step_precond(dims, (const float *const *)params, grads, rows, sigma + s * B, noise + s * noise_stride,
+                         freqs, kind, sigma_data, log_sigmas, num_t, NULL, losses + s, work);
+        adam_update(np, params, (const float *const *)grads, exp_avg, exp_avg_sq, numel, beta1, beta2, eps,
+                    weight_decay, step_size[s], bias_correction2_sqrt[s]);
     }
 }
