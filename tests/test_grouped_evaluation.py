@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 import yaml
 from test_reruns import planned
-from test_workflow import counts, planned_jobs, snakemake, write_config
+from test_workflow import REPO, counts, planned_jobs, snakemake, write_config
 
 from diffmem.io import NETCDF_ENGINE
 
@@ -134,3 +134,14 @@ def test_lists_of_different_lengths_fail_in_one_line_before_reading_anything(sta
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert errors == [f"diffmem: error: {message}"], proc.stderr  # one line (then the job's cost line)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_default_config_evaluates_in_one_job_per_training_job_and_stage(tmp_path):
+    """config.yaml's digits experiment: two training jobs of six runs, and two jobs per evaluation stage."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    planned = counts(planned_jobs(tmp_path))
+    for stage in ("train", "sample", "score", "quality"):
+        assert stage not in planned, planned
+        assert sorted(rule for rule in planned if rule.startswith(f"{stage}_grouped_digits_")) == [
+            f"{stage}_grouped_digits_all_part0", f"{stage}_grouped_digits_all_part1"], planned
+    assert sum(planned.values()) == 28, planned  # 27 jobs and `all`
