@@ -120,12 +120,12 @@ def test_a_member_with_a_newer_input_reruns_its_group_only(regrouped, tmp_path):
 @pytest.mark.parametrize("stage, args, message", [
     ("score", ["--samples", "a.json", "b.json", "--train", "a.npz", "--dataset", "d.npz", "--score-cfg", "{}",
                "--out", "a.nc", "b.nc"],
-     "diffmem score: --samples, --train, --out need one entry per run; got 2, 1, 2"),
+     "diffmem score: --samples, --train and --out need one entry per run; got 2, 1 and 2"),
     ("sample", ["--train-metrics", "a.nc", "--checkpoints", "a", "b", "--sample-cfg", "{}", "--out", "a.json"],
-     "diffmem sample: --train-metrics, --checkpoints, --out need one entry per run; got 1, 2, 1"),
+     "diffmem sample: --train-metrics, --checkpoints and --out need one entry per run; got 1, 2 and 1"),
     ("quality", ["--samples", "a.json", "--train", "a.npz", "b.npz", "--dataset", "d.npz", "--data-cfg", "{}",
                  "--quality-cfg", "{}", "--out", "a.nc"],
-     "diffmem quality: --samples, --train, --out need one entry per run; got 1, 2, 1"),
+     "diffmem quality: --samples, --train and --out need one entry per run; got 1, 2 and 1"),
 ])
 def test_lists_of_different_lengths_fail_in_one_line_before_reading_anything(stage, args, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "diffmem", stage, *args], capture_output=True, text=True,

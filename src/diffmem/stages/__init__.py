@@ -28,13 +28,18 @@ def add_run_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def one_per_run(prog: str, **lists: list | None) -> int:
-    """The number of runs of a stage that takes several runs at once (the workflow's grouped evaluation jobs,
-    train.group_evaluation): every given list option holds one entry per run; None (an optional option left
-    out) is skipped. Exits with one line naming the options and their lengths when they disagree."""
+    """The number of runs of a stage that takes several runs at once (the workflow's grouped training and
+    evaluation jobs): every given list option holds one entry per run; None (an optional option left out) is
+    skipped. Exits with one line naming the options and their lengths when they disagree."""
     given = {name: values for name, values in lists.items() if values is not None}
     counts = {len(values) for values in given.values()}
     if len(counts) != 1:
-        options = ", ".join(f"--{name.replace('_', '-')}" for name in given)
-        found = ", ".join(str(len(values)) for values in given.values())
+        options = _listing([f"--{name.replace('_', '-')}" for name in given])
+        found = _listing([str(len(values)) for values in given.values()])
         fail(f"{prog}: {options} need one entry per run; got {found}")
     return counts.pop()
+
+
+def _listing(words: list[str]) -> str:
+    """'a, b and c'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

@@ -28,7 +28,7 @@ from diffmem.engine import KernelRefused, Run, TrainingDiverged, TrainingInterru
 from diffmem.gpus import select_device
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.log import configure
-from diffmem.stages import add_run_settings, stage_parser
+from diffmem.stages import add_run_settings, one_per_run, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="checkpoint folder of each run (runs/<run>/checkpoints; it trains in <folder>.partial)")
     parser.add_argument("--out", "--outs", dest="out", nargs="+", required=True, help="train_metrics.nc of each run")
     args = parser.parse_args(argv)
-    k = len(args.train)
-    if not (len(args.seed) == len(args.checkpoints) == len(args.out) == k):
-        fail(f"diffmem train: --train, --seed, --checkpoints and --out need one entry per run; got {k}, "
-             f"{len(args.seed)}, {len(args.checkpoints)} and {len(args.out)}")
+    one_per_run("diffmem train", train=args.train, seed=args.seed, checkpoints=args.checkpoints, out=args.out)
     try:
         model_cfg = ModelConfig.from_dict(read_json_arg(args.model))
         train_cfg = TrainConfig.from_dict(read_slice("train", args.train_cfg, args.run_settings))
