@@ -371,6 +371,11 @@ def classifier_slice(wildcards):
     return as_arg({k: quality[k] for k in CLASSIFIER_KEYS})
 
 
+def run_files(runs, name):
+    """The file `name` of each run folder (`<exp>/runs/n<n>_seed<s>`) of a grouped job."""
+    return [R(f"{run}/{name}") for run in runs]
+
+
 def snakemake_mtime(path):
     """A file's modification time as Snakemake's mtime trigger reads it (a directory: its .snakemake_timestamp
     where it has one)."""
@@ -399,7 +404,7 @@ def own_mtime(paths, outputs):
 def grouped_quality_inputs(exp, runs):
     """quality_inputs of a grouped evaluation job: a list over the group's `runs` folders for each per-run input."""
     out, run_level = {}, "{exp}/runs/n{n}_seed{seed}"
-    outputs = [R(f"{run}/quality.nc") for run in runs]
+    outputs = run_files(runs, "quality.nc")
     for key, path in quality_inputs(SimpleNamespace(exp=exp)).items():  # templates: Snakemake fills the wildcards
         if run_level in path:
             out[key] = own_mtime([path.replace(run_level, run) for run in runs], outputs)

@@ -14,15 +14,16 @@ for _exp, _label, _members in grouped_evaluation_jobs():
     _res = EXPERIMENTS[_exp]["resources"]
     _runs = [f"{_exp}/runs/n{n}_seed{s}" for n, s in _members]
     _as = SimpleNamespace(exp=_exp)  # the wildcards of the per-run rules' param functions
+    _samples, _scores = run_files(_runs, "samples.json"), run_files(_runs, "scores.nc")
 
     rule:
         name:
             generated_rule_name("sample_grouped_", _exp, f"_{_label}")
         input:
-            metrics=own_mtime([R(f"{run}/train_metrics.nc") for run in _runs], [R(f"{run}/samples.json") for run in _runs]),
-            checkpoints=own_mtime([R(f"{run}/checkpoints") for run in _runs], [R(f"{run}/samples.json") for run in _runs]),
+            metrics=own_mtime(run_files(_runs, "train_metrics.nc"), _samples),
+            checkpoints=own_mtime(run_files(_runs, "checkpoints"), _samples),
         output:
-            [R(f"{run}/samples.json") for run in _runs],
+            _samples,
         params:
             sample=section("sample")(_as),
             run=run_settings("sample", _exp),
@@ -46,11 +47,11 @@ for _exp, _label, _members in grouped_evaluation_jobs():
         name:
             generated_rule_name("score_grouped_", _exp, f"_{_label}")
         input:
-            samples=own_mtime([R(f"{run}/samples.json") for run in _runs], [R(f"{run}/scores.nc") for run in _runs]),
-            train=own_mtime([R(f"{run}/train.npz") for run in _runs], [R(f"{run}/scores.nc") for run in _runs]),
+            samples=own_mtime(_samples, _scores),
+            train=own_mtime(run_files(_runs, "train.npz"), _scores),
             dataset=R(f"{_exp}/data/dataset.npz"),
         output:
-            [R(f"{run}/scores.nc") for run in _runs],
+            _scores,
         params:
             score=section("score")(_as),
             run=run_settings("score", _exp),
@@ -76,7 +77,7 @@ for _exp, _label, _members in grouped_evaluation_jobs():
             input:
                 **grouped_quality_inputs(_exp, _runs),
             output:
-                [R(f"{run}/quality.nc") for run in _runs],
+                run_files(_runs, "quality.nc"),
             params:
                 data=data_slice(_as),
                 content=quality_content(_as),  # tracked, as in the per-run rule
