@@ -153,15 +153,22 @@ def in_slabs(update: Callable, lists: list[list[torch.Tensor]], *, max_bytes: in
 
 
 def param_groups(params, cfg) -> list[dict]:
-    """torch.optim's `param_groups` for the train config (the checkpoint's format, as torch.optim writes it)."""
+    """torch.optim's `param_groups` for the train config (the checkpoint's format, as torch.optim writes it).
+
+    Written out rather than read from a constructed torch.optim optimizer: constructing one imports
+    torch._dynamo (~2.5 CPU-seconds per training process). `tests/test_optim.py` holds the dict to the one
+    torch.optim writes, keys in order, so a torch release that changes it fails there.
+    """
     params = list(params)
     if cfg.optimizer == "adam":
         fused = fused_adam(params[0].device)
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None,
-                               foreach=None if fused else True)
+        group = {"lr": cfg.lr, "betas": ADAM_BETAS, "eps": ADAM_EPS, "weight_decay": cfg.weight_decay,
+                 "amsgrad": False, "maximize": False, "foreach": None if fused else True, "capturable": False,
+                 "differentiable": False, "fused": True if fused else None, "decoupled_weight_decay": False}
     else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
-    return opt.state_dict()["param_groups"]
+        group = {"lr": cfg.lr, "momentum": cfg.momentum, "dampening": 0, "weight_decay": cfg.weight_decay,
+                 "nesterov": False, "maximize": False, "foreach": True, "differentiable": False, "fused": None}
+    return [{**group, "params": list(range(len(params)))}]
 
 
 def member_optimizer_state(opt: dict[str, dict[str, torch.Tensor]], names: list[str], m: int, *,
