@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ import xarray as xr
 
 import diffmem
 from diffmem import cli, names
+from diffmem.fitfile import read_fit
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
@@ -110,7 +113,7 @@ def test_check_config_prints_json_and_logs_only_with_v(tmp_path):
     assert proc.stderr == ""
     proc = run_diffmem("-v", "check-config", str(config))
     assert proc.returncode == 0 and json.loads(proc.stdout)
-    assert levels(proc.stderr) == ["DEBUG"] and "diffmem.cli: diffmem" in proc.stderr
+    assert set(levels(proc.stderr)) == {"DEBUG"} and "diffmem.cli: diffmem" in proc.stderr
 
 
 def fit_args(tmp_path) -> list[str]:
@@ -142,3 +145,51 @@ def test_a_stage_run_as_a_module_logs_under_its_name(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and set(levels(proc.stderr)) == {"INFO"}
     assert "INFO    diffmem.stages.fit: final f_mem n=16: 0.500" in proc.stderr
+
+
+def test_each_command_hides_dask_but_the_cube_and_scipy_stats_where_it_draws_with_seaborn():
+    assert set(cli.LAZY_COMMANDS | cli.SEABORN_COMMANDS) <= set(cli.COMMANDS)
+    assert cli.unused_modules("cube") == []
+    assert cli.unused_modules("fit") == ["dask"]
+    assert cli.unused_modules("plot") == ["dask", "scipy.stats"]
+    assert all("dask" in cli.unused_modules(command) for command in set(cli.COMMANDS) - {"cube"})
+
+
+def test_no_diffmem_module_imports_scipy_stats():
+    """The seaborn commands run with scipy.stats marked missing: a module of diffmem that needs it would fail there."""
+    package = Path(diffmem.__file__).parent
+    users = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            imported = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom) else []
+            if any(name == "scipy.stats" or name.startswith("scipy.stats.") for name in imported):
+                users.append(str(path.relative_to(package)))
+    assert not users
+
+
+def test_hide_modules_marks_only_what_is_not_imported_and_xarray_then_leaves_dask_alone():
+    code = ("import sys, importlib.util\n"
+            "from diffmem.cli import hide_modules\n"
+            "print(hide_modules(['json', 'dask']), importlib.util.find_spec('dask'))\n"
+            "import numpy as np, xarray as xr\n"
+            "print(float(xr.Dataset({'a': ('x', np.arange(3.0))})['a'].sum()), 'dask.array' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["['dask'] None", "3.0 False"]
+
+
+def test_a_command_run_as_its_own_process_hides_dask_and_writes_what_it_writes_in_process(tmp_path):
+    """`diffmem fit` as a process marks dask missing; its fit equals the one written in this process, where
+    xarray had dask."""
+    (tmp_path / "own").mkdir()
+    (tmp_path / "in").mkdir()
+    proc = run_diffmem("-v", "fit", *fit_args(tmp_path / "own"))
+    assert proc.returncode == 0, proc.stderr
+    assert "DEBUG   diffmem.cli: marked missing for fit: dask" in proc.stderr
+    cli.main(["fit", *fit_args(tmp_path / "in")])
+    own, inside = (read_fit(tmp_path / where / "fit.nc") for where in ("own", "in"))
+    assert own.equals(inside)
+    for ds in (own, inside):  # when each was written
+        del ds.attrs["date_created"], ds.attrs["history"]
+    xr.testing.assert_identical(own, inside)

@@ -1,9 +1,12 @@
 """Fit diagnostics on tables with known answers: an exact power law, a curved law, pure noise."""
 
+import itertools
+
 import numpy as np
 import pytest
+from scipy import stats
 
-from diffmem.scaling import diagnose, lack_of_fit, local_slopes, weighted_slopes
+from diffmem.scaling import diagnose, f_survival, lack_of_fit, local_slopes, t_quantile, weighted_slopes
 
 N = np.array([16.0, 32, 64, 128, 256])
 
@@ -15,6 +18,26 @@ def table(log_tau_mean, *, seeds=4, noise=0.05, seed=0):
 
 def run(tau, n=N, seed=1):
     return diagnose(n, tau, num_bootstrap=2000, ci_level=0.95, alpha=0.05, rng=np.random.default_rng(seed))
+
+
+def bitwise(a: float, b: float) -> bool:
+    """The same float, NaN for NaN and the sign of a zero or an infinity included."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def test_t_quantile_and_f_survival_are_scipy_stats_bit_for_bit():
+    """The two distributions taken from scipy.special give scipy.stats's answers, at the ends of the domain too."""
+    qs = [0.0, 1e-300, 0.025, 0.5, 0.8, 0.95, 0.975, 1 - 1e-16, 1.0, -0.1, 1.1, np.nan]
+    dofs = [1e-3, 0.5, 1.0, 2.0, 2.5, 7.3, 29.9, 1e6, np.inf, 0.0, -1.0, np.nan]
+    wrong = [(q, d) for q, d in itertools.product(qs, dofs) if not bitwise(t_quantile(q, d), float(stats.t.ppf(q, d)))]
+    assert not wrong
+    fs = [-1.0, -1e-300, 0.0, 1e-300, 0.3, 1.0, 2.2, 17.0, 1e300, np.inf, np.nan]
+    dfs = [1.0, 2.0, 3.0, 33.0, 1e4, np.inf, 0.5, 0.0, -1.0, np.nan]
+    wrong = [(f, m, n) for f, m, n in itertools.product(fs, dfs, dfs)
+             if not bitwise(f_survival(f, m, n), float(stats.f.sf(f, m, n)))]
+    assert not wrong
+    assert t_quantile(0.975, 1e6) == pytest.approx(1.959966, abs=1e-6)  # the normal's quantile in the limit
+    assert f_survival(1.0, 1.0, 1.0) == pytest.approx(0.5)  # F(1, 1) is symmetric about 1 in log
 
 
 def test_weighted_slopes_match_polyfit_and_handle_degenerate_draws():

@@ -13,7 +13,7 @@ import json
 import logging
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from diffmem import __version__
 from diffmem.config import ConfigError, load_config
@@ -187,6 +187,33 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
 }
 
 
+# Packages a library only probes for, marked missing (`hide_modules`) in the process of a command that never
+# uses them, before anything imports the library:
+# - dask: xarray imports dask.array at its first Dataset whenever dask is installed, to ask of every array whether
+#   it is a dask array (~0.9 CPU-seconds of every job that touches xarray). Only the cube stage opens files as dask
+#   arrays (inputs over its in-memory limit, or --lazy); every other command reads its files into memory.
+# - scipy.stats: seaborn imports it for kernel density estimates (~1 CPU-second), which no diffmem figure draws;
+#   diffmem's own statistics take their distributions from scipy.special (diffmem.scaling).
+LAZY_COMMANDS = frozenset({"cube"})
+SEABORN_COMMANDS = frozenset({"plot", "copies-figure", "horizons-plot", "rf-plot", "rf-compare", "sweep",
+                              "linear-exact", "twin-figure"})
+
+
+def unused_modules(command: str) -> list[str]:
+    """The packages `command` never imports although a library it uses would probe for them."""
+    return ([] if command in LAZY_COMMANDS else ["dask"]) + (["scipy.stats"] if command in SEABORN_COMMANDS else [])
+
+
+def hide_modules(modules: Iterable[str]) -> list[str]:
+    """Mark packages missing for the rest of this process, unless already imported: `sys.modules[name] = None`
+    makes importing them raise ImportError and importlib.util.find_spec answer None, as if not installed.
+    Returns the names it marked."""
+    hidden = [name for name in modules if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    return hidden
+
+
 def _help() -> str:
     width = max(map(len, COMMANDS))
     rows = [f"  {name:<{width}}  {what}" for name, (what, _) in COMMANDS.items()]
@@ -194,6 +221,10 @@ def _help() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command: `argv` (default: sys.argv). Without `argv` main is the process's entry point (the
+    `diffmem` script, `python -m diffmem`), and it first hides the packages the command never uses
+    (`unused_modules`); given `argv` (in-process, e.g. from tests) it leaves the interpreter as it is."""
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="diffmem", usage="diffmem [-v | -q] [--version] <command> [options]",
                                      description=__doc__.split("\n", 1)[0], epilog=_help(),
@@ -211,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"diffmem: error: unknown command {args.command!r}; `diffmem --help` lists them\n")
     configure(args.verbose - args.quiet)
     log.debug(f"diffmem {__version__}: {shlex.join([args.command, *args.args])}")
+    if own_process and (hidden := hide_modules(unused_modules(args.command))):
+        log.debug(f"marked missing for {args.command}: {', '.join(hidden)}")
     try:
         COMMANDS[args.command][1](args.args)
     finally:  # the job's cost as its log's last line, also when it fails (`diffmem costs` reads it)

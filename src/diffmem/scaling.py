@@ -22,13 +22,35 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 POWER_LAW_CRITERION = (
     "power law ok when: at least 3 values of n with a reading and 2 seeds at one n at least (so the "
     "test has degrees of freedom), no censored run, and the lack-of-fit F test of the per-n mean "
     "log tau against the seed scatter gives p >= lack_of_fit_alpha"
 )
+
+
+# The two distributions the tests need, from scipy.special rather than scipy.stats, whose import costs a job ~1
+# CPU-second more (its ~100 distributions build their docstrings): the same functions that scipy.stats.t.ppf
+# and scipy.stats.f.sf call, with their answers at the ends of the domain (tests/test_scaling.py holds them to
+# scipy.stats bit for bit).
+def t_quantile(q: float, dof: float) -> float:
+    """Student's t quantile at probability `q` with `dof` degrees of freedom (scipy.stats.t.ppf)."""
+    if not (dof > 0 and 0 <= q <= 1):
+        return float("nan")
+    if q == 0 or q == 1:
+        return float("inf") if q == 1 else float("-inf")
+    return float(special.stdtrit(dof, q))
+
+
+def f_survival(f: float, dfn: float, dfd: float) -> float:
+    """P(F > f) for Fisher's F with (dfn, dfd) degrees of freedom (scipy.stats.f.sf)."""
+    if not (dfn > 0 and dfd > 0) or np.isnan(f):
+        return float("nan")
+    if f <= 0 or f == np.inf:
+        return 1.0 if f <= 0 else 0.0
+    return float(special.fdtrc(dfn, dfd, f))
 
 
 def log_readings(n: np.ndarray, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +132,7 @@ def local_slopes(n: np.ndarray, tau: np.ndarray, *, ci_level: float) -> tuple[np
             ci[i] = slope[i]
             continue
         dof = (v0 + v1) ** 2 / (v0**2 / (count[i] - 1) + v1**2 / (count[i + 1] - 1))
-        half = stats.t.ppf(q, dof) * se
+        half = t_quantile(q, dof) * se
         ci[i] = slope[i] - half, slope[i] + half
     return slope, ci
 
@@ -145,7 +167,7 @@ def lack_of_fit(n: np.ndarray, tau: np.ndarray) -> dict[str, float]:
         return out
     f = (ss_lof / df_lof) / (ss_pe / df_pe)
     out["f"] = float(f)
-    out["p_value"] = float(stats.f.sf(f, df_lof, df_pe))
+    out["p_value"] = f_survival(f, df_lof, df_pe)
     return out
 
 
@@ -229,7 +251,7 @@ def collapse_test(n: np.ndarray, tau: np.ndarray) -> float:
         return float((w * (m0 - ym - slope * (xx - xm)) ** 2).sum())
 
     f = ((ss_resid(False) - ss_resid(True)) / (num_groups - 1)) / (ss_pe / df_pe)
-    return float(stats.f.sf(f, num_groups - 1, df_pe))
+    return f_survival(f, num_groups - 1, df_pe)
 
 
 
