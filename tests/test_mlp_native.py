@@ -110,6 +110,24 @@ def test_forward_equals_the_module_to_float_rounding():
     assert float((got - want).norm() / want.norm()) < 2e-6
 
 
+@needs_native
+@pytest.mark.parametrize("case", ["digits", "odd-sizes"])
+def test_forward_computes_each_row_as_alone_at_its_own_noise_level(case):
+    """The forward computes the time embedding once per run of rows at one noise level: a batch of mixed levels
+    gives every row what it gets alone, bit for bit, and torch's forward to float rounding."""
+    nets, _, x0, sigma, _, _ = members_and_batch("edm", case)
+    net = nets[0]
+    rows = torch.cat([x0[0]] * 10)[:150]  # 150 rows: three chunks of columns, the last one padded
+    c_noise = torch.tensor([float(i // 4 % 13) * 50.0 - 300.0 for i in range(rows.shape[0])])
+    forward = mlp_native.NativeMLPForward(net)
+    together = forward(rows, c_noise)
+    alone = torch.cat([forward(rows[i:i + 1], c_noise[i:i + 1]) for i in range(rows.shape[0])])
+    assert torch.equal(together, alone)
+    with torch.no_grad():
+        want = net.net(rows, c_noise)
+    assert float((together - want).norm() / want.norm()) < 2e-6
+
+
 def train(tmp_path, kernel, *, max_steps=60, members=((40, 0),), name="run", extra=None):
     """Train `members` ((n, seed), ...) as one stack; their checkpoints at `max_steps`. Every tensor's size is a
     multiple of 8 (data dim 8), so torch's fused Adam updates a stack's members with the kernels it uses alone."""

@@ -127,6 +127,8 @@ def test_moving_a_finished_local_run_to_the_slurm_profile_reruns_nothing(smoke):
     ("train", "precision", "bf16", {"train", "sample", "score", "quality", "cube", "fit", "plot_smoke", "gallery",
                                     "copies_figure"}),
     ("sample", "num_steps", 7, {"sample", "score", "quality", "cube", "fit", "plot_smoke", "gallery", "copies_figure"}),
+    # the sampling kernel changes the samples by float rounding: a result key, not a run setting
+    ("sample", "kernel", "torch", {"sample", "score", "quality", "cube", "fit", "plot_smoke", "gallery", "copies_figure"}),
 ])
 def test_a_result_key_reruns_its_stage_and_downstream(smoke, section, key, value, reruns):
     workdir, raw = smoke

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffmem import native
 from diffmem.models.precond import VPPrecond
 from diffmem.samplers import ddim_sampler, heun_sampler, karras_sigmas, per_sample_latents
 
@@ -176,3 +177,92 @@ def test_sample_stage_stacks_checkpoints_into_the_same_files(tmp_path):
     assert manifests[1]["files"] == manifests[3]["files"]  # the same cache folder
     for step, path in manifests[3]["files"].items():
         np.testing.assert_allclose(np.load(path), arrays[step], rtol=1e-4, atol=1e-5)
+
+
+def _mlps(parameterization="edm", arch="mlp", count=2):
+    from diffmem.config import ModelConfig
+    from diffmem.models import build_denoiser
+
+    nets = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        net = build_denoiser(ModelConfig(arch=arch, width=32, depth=2, emb_dim=8, parameterization=parameterization),
+                             data_shape=(12,)).eval()
+        with torch.no_grad():  # off the initial values, so every layer matters
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        nets.append(net)
+    return nets
+
+
+needs_native = pytest.mark.skipif(native.available() is not None, reason="the native kernel does not run here")
+
+
+@needs_native
+@pytest.mark.parametrize("parameterization,sampler", [("edm", "auto"), ("ddpm", "auto"), ("edm", "euler_maruyama")])
+def test_native_kernel_samples_torchs_samples_to_float_rounding(parameterization, sampler):
+    """sample.kernel native: the same samples as torch's kernels to float rounding, not bit for bit."""
+    from diffmem.config import SampleConfig
+    from diffmem.generation import generate
+
+    net = _mlps(parameterization, count=1)[0]
+    cfg = SampleConfig(num_samples=40, num_steps=8, sampler=sampler, batch_size=16)
+    cpu = torch.device("cpu")
+    ours, theirs = (generate(net, cfg, data_shape=(12,), device=cpu, kernel=k) for k in ("native", "torch"))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert not np.array_equal(ours, theirs)
+
+
+@needs_native
+def test_native_samples_do_not_depend_on_the_batch_or_the_stack():
+    """Under the native kernel a sample is the same bit for bit in any batch size and with stacked checkpoints."""
+    from diffmem.config import SampleConfig
+    from diffmem.generation import generate, generate_stack
+
+    nets, cpu = _mlps(), torch.device("cpu")
+    cfg = SampleConfig(num_samples=21, num_steps=6, batch_size=64)
+    alone = [generate(net, cfg, data_shape=(12,), device=cpu, kernel="native") for net in nets]
+    small = generate(nets[0], SampleConfig(**{**cfg.__dict__, "batch_size": 5}), data_shape=(12,), device=cpu,
+                     kernel="native")
+    together = generate_stack(nets, SampleConfig(**{**cfg.__dict__, "stack_checkpoints": 2}), data_shape=(12,),
+                              device=cpu, kernel="native")
+    assert np.array_equal(small, alone[0])
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    assert not np.allclose(alone[0], alone[1])
+
+
+def test_sampling_kernel_is_native_only_where_it_can_run(monkeypatch):
+    """auto: native for the default MLP on CPU where the kernel runs, torch otherwise; native where it cannot run is
+    a one-line error; torch is torch everywhere."""
+    from diffmem import generation
+
+    mlp, time_mlp = _mlps(count=1)[0], _mlps(arch="time_mlp", count=1)[0]
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(generation.native, "available", lambda: None)
+    assert generation.sampling_kernel("auto", mlp, device=cpu) == "native"
+    assert generation.sampling_kernel("native", mlp, device=cpu) == "native"
+    assert generation.sampling_kernel("torch", mlp, device=cpu) == "torch"
+    assert generation.sampling_kernel("auto", time_mlp, device=cpu) == "torch"
+    assert generation.sampling_kernel("auto", mlp, device=gpu) == "torch"
+    with pytest.raises(ValueError, match="not the default MLP") as exc:
+        generation.sampling_kernel("native", time_mlp, device=cpu)
+    assert "\n" not in str(exc.value)
+    monkeypatch.setattr(generation.native, "available", lambda: "no C compiler to build the native kernels")
+    assert generation.sampling_kernel("auto", mlp, device=cpu) == "torch"
+    with pytest.raises(ValueError, match="sample.kernel: native cannot sample this run: no C compiler"):
+        generation.sampling_kernel("native", mlp, device=cpu)
+
+
+def test_the_kernel_as_used_keys_the_sample_cache():
+    """torch's samples keep the cache of the samples before sample.kernel existed (its key leaves the kernel
+    out, whatever the setting); the native kernel's go elsewhere."""
+    from diffmem.config import SampleConfig, stable_hash
+    from diffmem.generation import sample_cache_dir
+
+    auto, torch_cfg = SampleConfig(), SampleConfig(kernel="torch")
+    before = {k: v for k, v in auto.__dict__.items() if k not in ("batch_size", "stack_checkpoints", "kernel", "sampler")}
+    assert sample_cache_dir("r", auto, source="t", kernel="torch") == Path("r") / "samples" / f"t-{stable_hash(before)}"
+    assert sample_cache_dir("r", torch_cfg, source="t", kernel="torch") == sample_cache_dir("r", auto, source="t")
+    assert sample_cache_dir("r", auto, source="t", kernel="native") != sample_cache_dir("r", auto, source="t")
+    with pytest.raises(ValueError, match="torch or native"):
+        sample_cache_dir("r", auto, source="t", kernel="auto")

@@ -571,6 +571,7 @@ class SampleConfig:
     use_ema: bool
     sampler: str
     stack_checkpoints: int
+    kernel: str
 
     from_dict = classmethod(_from_dict)
 

@@ -2,8 +2,10 @@
 
 `generate` runs one denoiser, `generate_stack` k denoisers of one architecture evaluated together
 (every one gets the same latents and noise streams as alone); `denoiser_from_checkpoint` rebuilds a
-trained denoiser; `sample_cache_dir` is where a run's samples are cached, keyed by the sampler
-settings. The sampling stages (`diffmem.stages.sample`, `.closed_form`) and the quality stage call these.
+trained denoiser; `sampling_kernel` says what evaluates a trained network (`sample.kernel`: torch's
+kernels, or diffmem's C kernel for the default MLP, models/mlp_native.py); `sample_cache_dir` is where
+a run's samples are cached, keyed by the sampler settings and that kernel. The sampling stages
+(`diffmem.stages.sample`, `.closed_form`) and the quality stage call these.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffmem import native
 from diffmem.checkpoint import DATA_OFFSET
 from diffmem.config import ModelConfig, SampleConfig, stable_hash
 from diffmem.io import atomic_write_text
-from diffmem.models import build_denoiser
+from diffmem.models import build_denoiser, mlp_native
 from diffmem.models.stacked import StackedDenoiser, stack_modules
 from diffmem.samplers import (
     ddim_sampler,
@@ -83,6 +86,46 @@ class CheckpointStack:
         return out.reshape(x.shape)
 
 
+def native_refusal(denoiser: torch.nn.Module, *, device: torch.device) -> str | None:
+    """Why diffmem's C kernel cannot evaluate `denoiser`'s network here, or None where it can."""
+    base = denoiser.inner if isinstance(denoiser, ShiftedDenoiser) else denoiser
+    if torch.device(device).type != "cpu":
+        return f"it samples on {device}, and the native kernel runs on the CPU"
+    if not mlp_native.supports(base):
+        return "the network is not the default MLP (arch mlp)"
+    if any(p.dtype != torch.float32 for p in base.parameters()):
+        return "the network's weights are not float32"
+    return native.available()
+
+
+def sampling_kernel(setting: str, denoiser: torch.nn.Module, *, device: torch.device) -> str:
+    """What evaluates a trained network, "native" or "torch", for `sample.kernel` (auto, torch or native):
+    auto is native where `native_refusal` has no reason, else torch; native where it cannot run is a ValueError."""
+    if setting not in ("auto", "torch", "native"):
+        raise ValueError(f"sample.kernel must be auto, torch or native; got {setting!r}")
+    if setting == "torch":
+        return "torch"
+    why = native_refusal(denoiser, device=device)
+    if why is not None and setting == "native":
+        raise ValueError(f"sample.kernel: native cannot sample this run: {why}; set sample.kernel to auto or torch")
+    return "torch" if why else "native"
+
+
+class MemberBlocks:
+    """k denoisers as one `denoiser(x, sigma)` over k blocks of rows, each block evaluated by its own (the
+    native kernel's stacked checkpoints: each is computed as alone, bit for bit)."""
+
+    def __init__(self, denoisers: list) -> None:
+        self.denoisers = denoisers
+        if hasattr(denoisers[0], "sigmas"):  # DDPM: the samplers read the timestep schedule
+            self.sigmas = denoisers[0].sigmas
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0] // len(self.denoisers)
+        return torch.cat([d(x[m * rows:(m + 1) * rows], sigma[m * rows:(m + 1) * rows])
+                          for m, d in enumerate(self.denoisers)])
+
+
 @functools.lru_cache(maxsize=16)
 def _shared_latents(num: int, data_shape: tuple[int, ...], *, base_seed: int, start: int) -> torch.Tensor:
     """`per_sample_latents`, drawn once per process: every checkpoint of a run (and every closed-form model)
@@ -93,23 +136,30 @@ def _shared_latents(num: int, data_shape: tuple[int, ...], *, base_seed: int, st
 
 
 def generate(denoiser: torch.nn.Module, cfg: SampleConfig, *, data_shape: tuple[int, ...],
-             device: torch.device) -> np.ndarray:
+             device: torch.device, kernel: str = "torch") -> np.ndarray:
     """[num_samples, D] samples from per-sample seeded noise, in batches of cfg.batch_size."""
-    return generate_stack([denoiser], cfg, data_shape=data_shape, device=device)[0]
+    return generate_stack([denoiser], cfg, data_shape=data_shape, device=device, kernel=kernel)[0]
 
 
 def generate_stack(denoisers: list[torch.nn.Module], cfg: SampleConfig, *, data_shape: tuple[int, ...],
-                   device: torch.device) -> list[np.ndarray]:
+                   device: torch.device, kernel: str = "torch") -> list[np.ndarray]:
     """generate() for each of k denoisers, evaluated together; one [num_samples, D] array per denoiser.
 
     Each denoiser's samples start from the same per-sample latents (and Euler-Maruyama noise
-    streams) as generate() gives it alone; a batch holds cfg.batch_size rows over all k.
+    streams) as generate() gives it alone; a batch holds cfg.batch_size rows over all k. `kernel`
+    ("torch" or "native", `sampling_kernel`'s answer) says what evaluates the networks.
     """
     k = len(denoisers)
     # centred runs: sample with the centred networks, then add each one's offset (ShiftedDenoiser)
     offsets = [d.offset.reshape(1, -1).cpu().numpy() if isinstance(d, ShiftedDenoiser) else None for d in denoisers]
     denoisers = [d.inner if isinstance(d, ShiftedDenoiser) else d for d in denoisers]
-    denoiser = denoisers[0] if k == 1 else CheckpointStack(denoisers)
+    if kernel == "native":
+        denoisers = [mlp_native.NativeDenoiser(d) for d in denoisers]
+        denoiser = denoisers[0] if k == 1 else MemberBlocks(denoisers)
+    elif kernel == "torch":
+        denoiser = denoisers[0] if k == 1 else CheckpointStack(denoisers)
+    else:
+        raise ValueError(f"kernel must be torch or native; got {kernel!r}")
     per_batch = max(1, cfg.batch_size // k)
     out = []
     for start in range(0, cfg.num_samples, per_batch):
@@ -135,25 +185,33 @@ def generate_stack(denoisers: list[torch.nn.Module], cfg: SampleConfig, *, data_
     return [x if o is None else x + o for x, o in zip(samples, offsets)]
 
 
-def sample_cache_dir(run_dir: str | Path, cfg: SampleConfig, *, source: str) -> Path:
+def _sampling_settings(cfg: SampleConfig, kernel: str) -> dict:
+    """The settings that make a cache's samples: the run settings left out, the kernel as used (not auto)."""
+    if kernel not in ("torch", "native"):
+        raise ValueError(f"kernel must be torch or native; got {kernel!r}")
+    return {k: v for k, v in cfg.__dict__.items() if k not in ("batch_size", "stack_checkpoints")} | {"kernel": kernel}
+
+
+def sample_cache_dir(run_dir: str | Path, cfg: SampleConfig, *, source: str, kernel: str = "torch") -> Path:
     """Where a run's samples are cached: <run_dir>/samples/<source>-<sampling key>/ (one .npy per step).
 
     `source` names what was sampled (a trained run's trajectory hash, a closed-form model's key), so a
-    retrained run never reuses another trajectory's samples."""
-    # sampler "auto" is what every cache before the option held: its key leaves it out; the run
-    # settings (batch_size, stack_checkpoints) do not change the samples beyond float rounding
-    key = {k: v for k, v in cfg.__dict__.items()
-           if k not in ("batch_size", "stack_checkpoints") and not (k == "sampler" and v == "auto")}
+    retrained run never reuses another trajectory's samples; `kernel` is what evaluated the network
+    (`sampling_kernel`'s answer for cfg.kernel), so samples of the native kernel never pass for torch's."""
+    # sampler "auto" and kernel "torch" are what every cache before those options held: the key leaves
+    # them out; the run settings (batch_size, stack_checkpoints) do not change the samples beyond float rounding
+    key = {k: v for k, v in _sampling_settings(cfg, kernel).items()
+           if not (k == "sampler" and v == "auto") and not (k == "kernel" and v == "torch")}
     return Path(run_dir) / "samples" / f"{source}-{stable_hash(key)}"
 
 
-def open_sample_cache(run_dir: str | Path, cfg: SampleConfig, *, source: str) -> Path:
+def open_sample_cache(run_dir: str | Path, cfg: SampleConfig, *, source: str, kernel: str = "torch") -> Path:
     """`sample_cache_dir`, created, with `about.json` saying what its .npy files hold (once)."""
-    cache = sample_cache_dir(run_dir, cfg, source=source)
+    cache = sample_cache_dir(run_dir, cfg, source=source, kernel=kernel)
     cache.mkdir(parents=True, exist_ok=True)
     about = cache / "about.json"
     if not about.exists():
-        settings = {k: v for k, v in cfg.__dict__.items() if k not in ("batch_size", "stack_checkpoints")}
+        settings = _sampling_settings(cfg, kernel)
         atomic_write_text(about, json.dumps({"samples_of": source, "sampling": settings,
                                              "files": "step<9 digits>.npy: num_samples x data dimension, float32"}, indent=1))
     return cache

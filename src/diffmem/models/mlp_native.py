@@ -17,7 +17,12 @@ its count) are made in torch. `train_steps` takes consecutive steps of a stack o
 that step and that update, so bit for bit the steps taken one call at a time (engine.train_chunk, which
 draws the steps' batches at once).
 
-`NativeMLPForward` evaluates the network F(c_in x, c_noise) of one model for sampling.
+`NativeMLPForward` evaluates the network F(c_in x, c_noise) of one model, and `NativeDenoiser` the denoiser
+D(x; sigma) around it (models/precond.py's `precondition`, in torch), for sampling (`sample.kernel`). mlp_step.c's
+forward computes the time embedding once per noise level and carries the batch through the network in chunks of
+columns; a row's output does not depend on the batch it is in. It equals torch's forward to float rounding
+(tests/test_mlp_native.py); what that does to the samples is measured in docs/benchmarks.md ("Sampling in the
+native kernel").
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from torch import nn
 
 from diffmem.models import mlp_grad
 from diffmem.models.mlp import MLP, timestep_encoding
-from diffmem.models.precond import EDMPrecond
+from diffmem.models.precond import EDMPrecond, precondition
 from diffmem.native import library
 from diffmem.optim import ADAM_BETAS, ADAM_EPS
 
@@ -196,7 +201,8 @@ def adam_scalars(step: int, lr: float, betas: tuple[float, float]) -> tuple[floa
 
 
 class NativeMLPForward:
-    """F(c_in x, c_noise) of one preconditioned MLP through mlp_step.c's forward (sampling)."""
+    """F(c_in x, c_noise) of one preconditioned MLP through mlp_step.c's forward (sampling); bound to the model's
+    parameters as they are (it reads their memory at every call)."""
 
     def __init__(self, base: nn.Module, *, prefix: str = "net.") -> None:
         if not supports(base):
@@ -220,3 +226,17 @@ class NativeMLPForward:
         self.lib.mlp_forward(self.dims_ptr, self.param_ptrs, rows.data_ptr(), enc.data_ptr(), out.data_ptr(),
                              self.work.data_ptr())
         return out.reshape(x_in.shape)
+
+
+class NativeDenoiser:
+    """`denoiser(x, sigma) -> x0_hat` of one preconditioned MLP whose network runs in mlp_step.c's forward: the
+    preconditioning is `precondition`'s, in torch, as for the module; F is `NativeMLPForward`."""
+
+    def __init__(self, base: nn.Module) -> None:
+        self.base = base
+        self.forward = NativeMLPForward(base)
+        if hasattr(base, "sigmas"):  # DDPM: the samplers read the timestep schedule
+            self.sigmas = base.sigmas
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return precondition(self.base, self.forward, x, sigma)

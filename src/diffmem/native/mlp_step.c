@@ -81,11 +81,14 @@ static void silu_back(const float *g, const float *x, const float *sig, float *g
 /* ---------------------------------------------------------------- GEMM
  * C[M, N] (row stride ldc) = (acc ? C : bias-or-0) + sum_k A(m, k) B[k, N], A(m, k) = A[m rsa + k csa],
  * B row-major with row stride ldb, N a multiple of 8. A bias, if given, is added per row m.
- * Register tiles of MR rows x NV vectors of 8 columns (6 x 2: 12 accumulators). */
+ * Register tiles of MR rows x NV vectors of 8 columns (6 x 2: 12 accumulators).
+ * The forward for sampling (gemm_then) also adds `post` per row m after the sum and applies silu if `act`
+ * before storing; the training step's gemm has neither (the same operations as without them). */
 
 static inline __attribute__((always_inline)) void tile(int mr, int nv, int K, const float *A, ptrdiff_t rsa,
                                                        ptrdiff_t csa, const float *B, ptrdiff_t ldb, float *C,
-                                                       ptrdiff_t ldc, int acc, const float *bias) {
+                                                       ptrdiff_t ldc, int acc, const float *bias, const float *post,
+                                                       int act) {
     __m256 c[6][2];
 #pragma GCC unroll 6
     for (int r = 0; r < 6; r++) {
@@ -116,15 +119,21 @@ static inline __attribute__((always_inline)) void tile(int mr, int nv, int K, co
 #pragma GCC unroll 2
         for (int v = 0; v < 2; v++) {
             if (v >= nv) break;
-            _mm256_storeu_ps(C + r * ldc + 8 * v, c[r][v]);
+            __m256 y = c[r][v];
+            if (post) y = _mm256_add_ps(y, _mm256_set1_ps(post[r]));
+            if (act) y = _mm256_mul_ps(y, sigmoid8(y));
+            _mm256_storeu_ps(C + r * ldc + 8 * v, y);
         }
     }
 }
 
-#define TILE(MR, NV) tile(MR, NV, K, A + m * rsa, rsa, csa, B + n, ldb, C + m * ldc + n, ldc, acc, bias ? bias + m : NULL)
+#define TILE(MR, NV) tile(MR, NV, K, A + m * rsa, rsa, csa, B + n, ldb, C + m * ldc + n, ldc, acc, bias ? bias + m : NULL, \
+                          post ? post + m : NULL, act)
 
-static void gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, const float *B, ptrdiff_t ldb,
-                 float *C, ptrdiff_t ldc, int acc, const float *bias) {
+static inline __attribute__((always_inline)) void gemm_then(int M, int N, int K, const float *A, ptrdiff_t rsa,
+                                                            ptrdiff_t csa, const float *B, ptrdiff_t ldb, float *C,
+                                                            ptrdiff_t ldc, int acc, const float *bias, const float *post,
+                                                            int act) {
     for (int n = 0; n < N; n += 16) {
         int nv = N - n >= 16 ? 2 : 1;
         int m = 0;
@@ -150,6 +159,11 @@ static void gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t c
             }
         }
     }
+}
+
+static void gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, const float *B, ptrdiff_t ldb,
+                 float *C, ptrdiff_t ldc, int acc, const float *bias) {
+    gemm_then(M, N, K, A, rsa, csa, B, ldb, C, ldc, acc, bias, NULL, 0);
 }
 
 /* y[O, NB] = W[O, I] x[I, NB] + b */
@@ -465,47 +479,118 @@ void mlp_step(const int64_t *dims, const float *const *params, float *const *gra
     }
 }
 
-/* The network's forward alone, for sampling: out [k, B, D] = F(c_in x, c_noise) of each member, given
- * xin [k, B, D] (already scaled by c_in) and enc [k, B, E]. `work` as for mlp_step. */
+/* ---------------------------------------------------------------- the forward, for sampling */
+
+/* y[O] = W[O, I] v + b, each output an 8-lane dot product then summed; I a multiple of 8 */
+static void matvec(int O, int I, const float *Wm, const float *b, const float *v, float *y) {
+    for (int o = 0; o < O; o++) {
+        __m256 s = _mm256_setzero_ps();
+        for (int i = 0; i < I; i += 8)
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(Wm + (size_t)o * I + i), _mm256_loadu_ps(v + i), s);
+        y[o] = hsum8(s) + b[o];
+    }
+}
+
+/* y[F, NC] = silu(layer norm of h[F, NC]) per column, as layer_norm then silu compute it (stats not kept) */
+static void layer_norm_silu(int F, int NC, const float *h, const float *gamma, const float *beta, float *y) {
+    const __m256 inv_f = _mm256_set1_ps(1.0f / (float)F), eps = _mm256_set1_ps(LN_EPS), one = _mm256_set1_ps(1.0f);
+    for (int b = 0; b < NC; b += 8) {
+        __m256 s = _mm256_setzero_ps();
+        for (int f = 0; f < F; f++) s = _mm256_add_ps(s, _mm256_loadu_ps(h + f * NC + b));
+        __m256 mu = _mm256_mul_ps(s, inv_f), q = _mm256_setzero_ps();
+        for (int f = 0; f < F; f++) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(h + f * NC + b), mu);
+            q = _mm256_fmadd_ps(d, d, q);
+        }
+        __m256 r = _mm256_div_ps(one, _mm256_sqrt_ps(_mm256_fmadd_ps(q, inv_f, eps)));
+        for (int f = 0; f < F; f++) {
+            __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(h + f * NC + b), mu), r);
+            __m256 v = _mm256_fmadd_ps(xh, _mm256_set1_ps(gamma[f]), _mm256_set1_ps(beta[f]));
+            _mm256_storeu_ps(y + f * NC + b, _mm256_mul_ps(v, sigmoid8(v)));
+        }
+    }
+}
+
+#define FORWARD_COLUMNS 64  /* batch columns carried through the whole network at a time */
+
+/* The network's forward alone, for sampling: out [k, B, D] = F(x_in, c_noise) of each member, given xin_rows
+ * [k, B, D] (already scaled by c_in) and enc [k, B, E]. `work` holds mlp_step_workspace(dims) floats.
+ *
+ * Everything of the time embedding depends on the noise level only, and a sampler evaluates a whole batch at one
+ * level: the embedding MLP and every block's projection of it are computed once per run of equal rows of enc (a
+ * sampler's batch: once), as matrix-vector products, and each block's projection is folded, with fc1's bias, into
+ * the constant that block's z starts from (0.61 of the network's multiply-adds remain). The rest runs through the
+ * network FORWARD_COLUMNS batch columns at a time, so a block's activations stay in the core's caches; layer
+ * norm and silu are one pass, silu(z) and fc2's bias are applied as each GEMM tile is stored. Every column is
+ * computed by the same operations whatever the batch, its size or the other rows' noise levels (a row starts
+ * from its own level's constants either way), so a sample does not depend on the batch it is in. The numbers
+ * differ from mlp_step's forward (and torch's) by float rounding: other sums, in another order. */
 void mlp_forward(const int64_t *dims, const float *const *params, const float *xin_rows, const float *enc,
                  float *out, float *work) {
     const int K = (int)dims[DIM_K], B = (int)dims[DIM_B], NB = (int)dims[DIM_NB], D = (int)dims[DIM_D],
               E = (int)dims[DIM_E], W = (int)dims[DIM_W], L = (int)dims[DIM_L];
     const int64_t np = param_count(dims);
+    const int NC = NB < FORWARD_COLUMNS ? NB : FORWARD_COLUMNS;
     int64_t sizes[6 + 8 * 64 + 4];
     param_sizes(dims, sizes);
-    const size_t WN = (size_t)W * NB;
-    float *xin = work, *enct = xin + (size_t)D * NB, *outf = enct + (size_t)E * NB, *e1 = outf + (size_t)D * NB,
-          *emb = e1 + WN, *h = emb + WN, *ln = h + WN, *z = ln + WN, *mean = z + WN, *rstd = mean + NB;
+    /* scratch (within mlp_step_workspace: B <= NB, L W NB <= its blocks' activations, the rest <= its 6 W NB
+     * and (3 D + E) NB): each row's level index, e1 and emb [W], the levels' constants [levels, L, W], then
+     * one column chunk's x [D, NC], h, a, z [W, NC] and output [D, NC] */
+    int32_t *level = (int32_t *)work;
+    float *e1 = work + NB, *emb = e1 + W, *cst = emb + W;
     for (int m = 0; m < K; m++) {
         const float *p[6 + 8 * 64 + 4];
         for (int64_t j = 0; j < np; j++) p[j] = params[j] + (size_t)m * sizes[j];
         const float *mx = xin_rows + (size_t)m * B * D, *menc = enc + (size_t)m * B * E;
-        feature_major(B, NB, D, mx, NULL, xin);
-        feature_major(B, NB, E, menc, NULL, enct);
-        linear(W, E, NB, p[0], p[1], enct, e1);
-        silu(e1, e1, NULL, WN);
-        linear(W, W, NB, p[2], p[3], e1, emb);
-        silu(emb, emb, NULL, WN);
-        linear(W, D, NB, p[4], p[5], xin, h);
-        for (int l = 0; l < L; l++) {
-            const float *const *q = p + 6 + 8 * l;
-            layer_norm(W, NB, h, q[0], q[1], ln, mean, rstd);
-            silu(ln, ln, NULL, WN);
-            linear(W, W, NB, q[2], q[3], ln, z);
-            gemm(W, NB, W, q[4], W, 1, emb, NB, z, NB, 1, NULL);
-            add_bias(W, NB, q[5], z);
-            silu(z, z, NULL, WN);
-            gemm(W, NB, W, q[6], W, 1, z, NB, h, NB, 1, NULL);
-            add_bias(W, NB, q[7], h);
-        }
-        const float *const *t = p + 6 + 8 * L;
-        layer_norm(W, NB, h, t[0], t[1], ln, mean, rstd);
-        silu(ln, ln, NULL, WN);
-        linear(D, W, NB, t[2], t[3], ln, outf);
         float *mo = out + (size_t)m * B * D;
-        for (int b = 0; b < B; b++)
-            for (int d = 0; d < D; d++) mo[b * D + d] = outf[d * NB + b];
+        int levels = 0;
+        for (int b = 0; b < B; b++) {
+            const float *eb = menc + (size_t)b * E;
+            if (b > 0 && memcmp(eb, eb - E, sizeof(float) * (size_t)E) == 0) {
+                level[b] = levels - 1;
+                continue;
+            }
+            matvec(W, E, p[0], p[1], eb, e1);
+            silu(e1, e1, NULL, W);
+            matvec(W, W, p[2], p[3], e1, emb);
+            silu(emb, emb, NULL, W);
+            float *c = cst + (size_t)levels * L * W;
+            for (int l = 0; l < L; l++) {
+                const float *const *q = p + 6 + 8 * l;
+                matvec(W, W, q[4], q[5], emb, c + l * W);                  /* emb.weight emb + emb.bias */
+                for (int o = 0; o < W; o++) c[l * W + o] += q[3][o];       /* + fc1.bias */
+            }
+            level[b] = levels++;
+        }
+        float *x = cst + (size_t)levels * L * W, *h = x + (size_t)D * NC, *a = h + (size_t)W * NC,
+              *z = a + (size_t)W * NC, *o = z + (size_t)W * NC;
+        for (int c0 = 0; c0 < NB; c0 += NC) {
+            const int nc = NB - c0 < NC ? NB - c0 : NC, valid = B - c0 < nc ? B - c0 : nc;
+            if (valid <= 0) break;
+            memset(x, 0, sizeof(float) * (size_t)D * nc);
+            for (int j = 0; j < valid; j++)
+                for (int f = 0; f < D; f++) x[f * nc + j] = mx[(size_t)(c0 + j) * D + f];
+            const int first = level[c0], last = level[c0 + valid - 1];
+            gemm_then(W, nc, D, p[4], D, 1, x, nc, h, nc, 0, p[5], NULL, 0);              /* inp */
+            for (int l = 0; l < L; l++) {
+                const float *const *q = p + 6 + 8 * l;
+                layer_norm_silu(W, nc, h, q[0], q[1], a);
+                const float *start = cst + ((size_t)first * L + l) * W;
+                if (first != last) {  /* rows of several levels: each column starts from its own constants */
+                    for (int j = 0; j < nc; j++) {
+                        const float *cj = cst + ((size_t)level[c0 + (j < valid ? j : valid - 1)] * L + l) * W;
+                        for (int f = 0; f < W; f++) z[f * nc + j] = cj[f];
+                    }
+                }
+                gemm_then(W, nc, W, q[2], W, 1, a, nc, z, nc, first != last, start, NULL, 1);  /* silu(z) */
+                gemm_then(W, nc, W, q[6], W, 1, z, nc, h, nc, 1, NULL, q[7], 0);              /* h += fc2 */
+            }
+            const float *const *t = p + 6 + 8 * L;
+            layer_norm_silu(W, nc, h, t[0], t[1], a);
+            gemm_then(D, nc, W, t[2], W, 1, a, nc, o, nc, 0, t[3], NULL, 0);               /* out */
+            for (int j = 0; j < valid; j++)
+                for (int f = 0; f < D; f++) mo[(size_t)(c0 + j) * D + f] = o[f * nc + j];
+        }
     }
 }
 

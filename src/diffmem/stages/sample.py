@@ -11,6 +11,10 @@ as alone, and its samples equal the one-at-a-time ones to the float rounding of 
 kernels. It pays where one checkpoint's network evaluations cannot fill the device (a GPU with a
 small MLP); on CPU the default, 1, samples one checkpoint at a time with the module itself.
 
+`sample.kernel` says what evaluates the network: auto (the default) samples the default MLP on CPU
+with diffmem's C kernel (models/mlp_native.py's NativeDenoiser) where it builds, other networks and
+devices with torch; its samples equal torch's to float rounding and are cached apart from them.
+
 Several runs in one process (the workflow's grouped evaluation, `train.group_evaluation`): give
 --train-metrics, --checkpoints and --out one entry per run; each run is sampled as alone.
 
@@ -31,13 +35,20 @@ import numpy as np
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, trajectory_of
 from diffmem.config import ConfigError, SampleConfig, read_slice
-from diffmem.generation import denoiser_from_checkpoint, generate_stack, open_sample_cache
+from diffmem.generation import denoiser_from_checkpoint, generate_stack, open_sample_cache, sampling_kernel
 from diffmem.gpus import select_device
 from diffmem.io import atomic_write_text, fail, read_netcdf_raw
 from diffmem.log import configure
 from diffmem.stages import add_run_settings, one_per_run, stage_parser
 
 log = logging.getLogger(__name__)
+
+
+def _load(state_dir: Path, step: int, device) -> dict:
+    try:
+        return load_checkpoint(checkpoint_path(state_dir, step), map_location=device)
+    except CheckpointError as exc:
+        fail(str(exc))
 
 
 def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: SampleConfig, device) -> None:
@@ -51,20 +62,25 @@ def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: Sa
     if trajectory_of(state_dir) not in (None, trajectory):
         fail(f"{state_dir} holds checkpoints of trajectory {trajectory_of(state_dir)}, not {trajectory} of "
              f"{train_metrics}; retrain the run")
-    cache = open_sample_cache(Path(train_metrics).parent, cfg, source=trajectory[:12])
-    log.debug(f"{cfg}; samples cached in {cache}")
+    # the run's network and where it samples decide the kernel, and with it the cache
+    loaded = {steps[0]: _load(state_dir, steps[0], device)}
+    try:
+        kernel = sampling_kernel(cfg.kernel, denoiser_from_checkpoint(loaded[steps[0]], use_ema=cfg.use_ema,
+                                                                      device=device), device=device)
+    except ValueError as exc:
+        fail(str(exc))
+    cache = open_sample_cache(Path(train_metrics).parent, cfg, source=trajectory[:12], kernel=kernel)
+    log.debug(f"{cfg}; {kernel} kernel; samples cached in {cache}")
     done, t0 = 0, time.perf_counter()
     missing = [step for step in steps if not (cache / f"step{step:09d}.npy").exists()]
     for i in range(0, len(missing), cfg.stack_checkpoints):
         chunk = missing[i:i + cfg.stack_checkpoints]
         denoisers = []
         for step in chunk:
-            try:
-                ckpt = load_checkpoint(checkpoint_path(state_dir, step), map_location=device)
-            except CheckpointError as exc:
-                fail(str(exc))
+            ckpt = loaded.pop(step, None) or _load(state_dir, step, device)
             denoisers.append(denoiser_from_checkpoint(ckpt, use_ema=cfg.use_ema, device=device))
-        xs = generate_stack(denoisers, cfg, data_shape=tuple(ckpt["config"]["data_shape"]), device=device)
+        xs = generate_stack(denoisers, cfg, data_shape=tuple(ckpt["config"]["data_shape"]), device=device,
+                            kernel=kernel)
         for step, x in zip(chunk, xs):
             path = cache / f"step{step:09d}.npy"
             if not np.all(np.isfinite(x)):
@@ -76,7 +92,7 @@ def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: Sa
             log.info(f"n={n} seed={seed} step {step}: {cfg.num_samples} samples "
                      f"({cfg.num_samples * done / (time.perf_counter() - t0):,.0f} samples/s)")
     files = {str(step): str(cache / f"step{step:09d}.npy") for step in steps}
-    log.info(f"n={n} seed={seed}: {done} checkpoints sampled, {len(steps) - done} reused from {cache}")
+    log.info(f"n={n} seed={seed}: {done} checkpoints sampled ({kernel} kernel), {len(steps) - done} reused from {cache}")
     manifest = {"n": n, "seed": seed, "steps": steps, "files": files, "sample_config": cfg.__dict__}
     atomic_write_text(out, json.dumps(manifest, indent=1))
 
