@@ -266,3 +266,31 @@ def test_the_kernel_as_used_keys_the_sample_cache():
     assert sample_cache_dir("r", auto, source="t", kernel="native") != sample_cache_dir("r", auto, source="t")
     with pytest.raises(ValueError, match="torch or native"):
         sample_cache_dir("r", auto, source="t", kernel="auto")
+
+
+@pytest.mark.parametrize("centred", [False, True])
+def test_a_denoiser_given_another_checkpoints_weights_is_the_one_built_for_it(centred):
+    """denoiser_from_checkpoint(into=...): the sampling stage loads each checkpoint into the last one's denoiser;
+    it computes what a denoiser built for that checkpoint computes, bit for bit; another run's is refused."""
+    import dataclasses
+
+    from diffmem.checkpoint import DATA_OFFSET
+    from diffmem.config import ModelConfig
+    from diffmem.generation import denoiser_from_checkpoint
+
+    nets, cpu = _mlps(), torch.device("cpu")
+    cfg = {"model": dataclasses.asdict(ModelConfig(width=32, depth=2, emb_dim=8)), "data_shape": [12]}
+    ckpts = [{"config": cfg, "model": net.state_dict(), "ema": None,
+              DATA_OFFSET: np.full(12, 0.1 * (i + 1), dtype=np.float32) if centred else None}
+             for i, net in enumerate(nets)]
+    x, sigma = torch.randn(5, 12), torch.full((5,), 0.7)
+    first = denoiser_from_checkpoint(ckpts[0], use_ema=True, device=cpu)
+    before = first(x, sigma)
+    reused = denoiser_from_checkpoint(ckpts[1], use_ema=True, device=cpu, into=first)
+    fresh = denoiser_from_checkpoint(ckpts[1], use_ema=True, device=cpu)
+    assert reused is first
+    assert torch.equal(reused(x, sigma), fresh(x, sigma))
+    assert not torch.equal(reused(x, sigma), before)
+    other = dict(ckpts[0], **{DATA_OFFSET: None if centred else np.zeros(12, dtype=np.float32)})
+    with pytest.raises(ValueError, match="another run"):
+        denoiser_from_checkpoint(other, use_ema=True, device=cpu, into=first)

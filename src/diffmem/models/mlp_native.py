@@ -221,7 +221,9 @@ class NativeMLPForward:
             self.dims, self.dims_ptr, self.work = _dims(self.net, 1, batch, step=False)
             self.batch = batch
         rows = x_in.reshape(batch, -1).float().contiguous()
-        enc = timestep_encoding(c_noise, self.net.embed.freqs).contiguous()
+        # the encoding of each noise level once (a sampler's batch has one), each row given its level's
+        levels, level_of_row = torch.unique_consecutive(c_noise, return_inverse=True)
+        enc = timestep_encoding(levels, self.net.embed.freqs)[level_of_row].contiguous()
         out = torch.empty_like(rows)
         self.lib.mlp_forward(self.dims_ptr, self.param_ptrs, rows.data_ptr(), enc.data_ptr(), out.data_ptr(),
                              self.work.data_ptr())

@@ -64,9 +64,9 @@ def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: Sa
              f"{train_metrics}; retrain the run")
     # the run's network and where it samples decide the kernel, and with it the cache
     loaded = {steps[0]: _load(state_dir, steps[0], device)}
+    built = [denoiser_from_checkpoint(loaded[steps[0]], use_ema=cfg.use_ema, device=device)]
     try:
-        kernel = sampling_kernel(cfg.kernel, denoiser_from_checkpoint(loaded[steps[0]], use_ema=cfg.use_ema,
-                                                                      device=device), device=device)
+        kernel = sampling_kernel(cfg.kernel, built[0], device=device)
     except ValueError as exc:
         fail(str(exc))
     cache = open_sample_cache(Path(train_metrics).parent, cfg, source=trajectory[:12], kernel=kernel)
@@ -76,9 +76,11 @@ def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: Sa
     for i in range(0, len(missing), cfg.stack_checkpoints):
         chunk = missing[i:i + cfg.stack_checkpoints]
         denoisers = []
-        for step in chunk:
+        for j, step in enumerate(chunk):  # the last chunk's denoisers take this chunk's weights (none is built)
             ckpt = loaded.pop(step, None) or _load(state_dir, step, device)
-            denoisers.append(denoiser_from_checkpoint(ckpt, use_ema=cfg.use_ema, device=device))
+            denoisers.append(denoiser_from_checkpoint(ckpt, use_ema=cfg.use_ema, device=device,
+                                                      into=built[j] if j < len(built) else None))
+        built = denoisers
         xs = generate_stack(denoisers, cfg, data_shape=tuple(ckpt["config"]["data_shape"]), device=device,
                             kernel=kernel)
         for step, x in zip(chunk, xs):
