@@ -511,3 +511,25 @@ def test_a_legend_never_prints_an_undefined_ci():
     assert "nan" not in ci_label(float("nan"), 0.5)
     assert ci_label(0.1, 0.9, seeds=2) == "[0.10, 0.90] (2 seeds)"
     assert ci_label(0.1, 0.9, seeds=3) == "[0.10, 0.90]"
+
+
+def test_save_figure_writes_the_pixels_of_a_default_png_at_its_own_compression(tmp_path, drawn):
+    """save_figure's zlib level changes the PNG's bytes, not its pixels."""
+    import matplotlib.pyplot as plt
+
+    from diffmem.figures.common import save_figure
+
+    def draw():
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot(np.geomspace(1, 1e4, 50), np.linspace(0, 1, 50), marker="o", label="f_mem")
+        ax.set_xscale("log")
+        ax.legend()
+        ax.set_title("a title")
+        return fig
+
+    save_figure(draw(), tmp_path / "ours.png")
+    fig = draw()
+    fig.savefig(tmp_path / "default.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    assert drawn.same_pixels(tmp_path / "ours.png", tmp_path / "default.png")
+    assert (tmp_path / "ours.png").read_bytes() != (tmp_path / "default.png").read_bytes()
