@@ -95,7 +95,7 @@ def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: Sa
                      f"({cfg.num_samples * done / (time.perf_counter() - t0):,.0f} samples/s)")
     files = {str(step): str(cache / f"step{step:09d}.npy") for step in steps}
     log.info(f"n={n} seed={seed}: {done} checkpoints sampled ({kernel} kernel), {len(steps) - done} reused from {cache}")
-    manifest = {"n": n, "seed": seed, "steps": steps, "files": files, "sample_config": cfg.__dict__}
+    manifest = {"n": n, "seed": seed, "steps": steps, "files": files, "sample_config": cfg.__dict__, "kernel": kernel}
     atomic_write_text(out, json.dumps(manifest, indent=1))
 
 
