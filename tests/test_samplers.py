@@ -294,3 +294,47 @@ def test_a_denoiser_given_another_checkpoints_weights_is_the_one_built_for_it(ce
     other = dict(ckpts[0], **{DATA_OFFSET: None if centred else np.zeros(12, dtype=np.float32)})
     with pytest.raises(ValueError, match="another run"):
         denoiser_from_checkpoint(other, use_ema=True, device=cpu, into=first)
+
+
+def test_sample_stage_samples_in_the_kernel_it_can_run_and_says_so(tmp_path, monkeypatch, caplog, capsys):
+    """`diffmem sample`, sample.kernel auto: the native kernel's samples where it runs, in a cache apart from torch's;
+    torch's where it does not, with the reason in the log; sample.kernel native there: one line, no samples."""
+    import json
+    import logging
+
+    from diffmem import generation
+    from diffmem.stages import sample
+    from diffmem.stages import train as train_stage
+
+    pool = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    np.savez(tmp_path / "dataset.npz", pool=pool, test=pool[:10])
+    np.savez(tmp_path / "train.npz", x=pool[:20], indices=np.arange(20))
+    train_stage.main(["--train", str(tmp_path / "train.npz"), "--dataset", str(tmp_path / "dataset.npz"),
+                      "--model", '{"width": 16, "depth": 1, "emb_dim": 8}',
+                      "--train-cfg", '{"max_steps": 10, "checkpoints_per_decade": 1, "probe_size": 16, "device": "cpu"}',
+                      "--seed", "0", "--checkpoints", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "tm.nc")])
+
+    def run(kernel: str, name: str) -> dict:
+        cfg = json.dumps({"num_samples": 5, "num_steps": 4, "kernel": kernel})
+        out = tmp_path / f"{name}.json"
+        sample.main(["--train-metrics", str(tmp_path / "tm.nc"), "--sample-cfg", cfg, "--device", "cpu", "--out", str(out)])
+        return json.loads(out.read_text())
+
+    theirs = run("torch", "torch")
+    assert theirs["kernel"] == "torch"
+    if native.available() is None:
+        ours = run("auto", "auto")
+        assert ours["kernel"] == "native"
+        assert Path(ours["files"]["10"]).parent != Path(theirs["files"]["10"]).parent
+        np.testing.assert_allclose(np.load(ours["files"]["10"]), np.load(theirs["files"]["10"]), rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(generation.native, "available", lambda: "no C compiler to build the native kernels")
+    with caplog.at_level(logging.INFO, logger="diffmem.stages.sample"):
+        fallback = run("auto", "fallback")
+    assert fallback["kernel"] == "torch" and fallback["files"] == theirs["files"]
+    assert "no C compiler to build the native kernels); torch's kernels do" in caplog.text
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run("native", "refused")
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "sample.kernel: native cannot sample this run: no C compiler" in err
+    assert not (tmp_path / "refused.json").exists()

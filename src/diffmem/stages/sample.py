@@ -35,7 +35,13 @@ import numpy as np
 from diffmem import names
 from diffmem.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, trajectory_of
 from diffmem.config import ConfigError, SampleConfig, read_slice
-from diffmem.generation import denoiser_from_checkpoint, generate_stack, open_sample_cache, sampling_kernel
+from diffmem.generation import (
+    denoiser_from_checkpoint,
+    generate_stack,
+    native_refusal,
+    open_sample_cache,
+    sampling_kernel,
+)
 from diffmem.gpus import select_device
 from diffmem.io import atomic_write_text, fail, read_netcdf_raw
 from diffmem.log import configure
@@ -69,6 +75,9 @@ def sample_run(train_metrics: str, checkpoints: str | None, out: str, *, cfg: Sa
         kernel = sampling_kernel(cfg.kernel, built[0], device=device)
     except ValueError as exc:
         fail(str(exc))
+    if kernel == "torch" and cfg.kernel == "auto":
+        log.info(f"n={n} seed={seed}: the native kernel does not sample this run "
+                 f"({native_refusal(built[0], device=device)}); torch's kernels do")
     cache = open_sample_cache(Path(train_metrics).parent, cfg, source=trajectory[:12], kernel=kernel)
     log.debug(f"{cfg}; {kernel} kernel; samples cached in {cache}")
     done, t0 = 0, time.perf_counter()
