@@ -151,19 +151,21 @@ def test_each_command_hides_dask_but_the_cube_and_scipy_stats_where_it_draws_wit
     assert set(cli.LAZY_COMMANDS | cli.SEABORN_COMMANDS) <= set(cli.COMMANDS)
     assert cli.unused_modules("cube") == []
     assert cli.unused_modules("fit") == ["dask"]
-    assert cli.unused_modules("plot") == ["dask", "scipy.stats"]
+    assert cli.unused_modules("plot") == ["dask", "scipy.stats", "scipy.cluster"]
     assert all("dask" in cli.unused_modules(command) for command in set(cli.COMMANDS) - {"cube"})
 
 
-def test_no_diffmem_module_imports_scipy_stats():
-    """The seaborn commands run with scipy.stats marked missing: a module of diffmem that needs it would fail there."""
+def test_no_diffmem_module_imports_what_the_seaborn_commands_hide():
+    """The seaborn commands run with scipy.stats and scipy.cluster marked missing: a module of diffmem that needs
+    them would fail there."""
     package = Path(diffmem.__file__).parent
     users = []
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             imported = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
                 [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom) else []
-            if any(name == "scipy.stats" or name.startswith("scipy.stats.") for name in imported):
+            if any(name == hidden or name.startswith(hidden + ".") for name in imported
+                   for hidden in cli.SEABORN_OPTIONAL):
                 users.append(str(path.relative_to(package)))
     assert not users
 

@@ -192,16 +192,18 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
 # - dask: xarray imports dask.array at its first Dataset whenever dask is installed, to ask of every array whether
 #   it is a dask array (~0.9 CPU-seconds of every job that touches xarray). Only the cube stage opens files as dask
 #   arrays (inputs over its in-memory limit, or --lazy); every other command reads its files into memory.
-# - scipy.stats: seaborn imports it for kernel density estimates (~1 CPU-second), which no diffmem figure draws;
-#   diffmem's own statistics take their distributions from scipy.special (diffmem.scaling).
+# - scipy.stats and scipy.cluster: seaborn imports them for kernel density estimates and clustered heatmaps
+#   (~1 and ~0.4 CPU-seconds), which no diffmem figure draws; diffmem's own statistics take their distributions
+#   from scipy.special (diffmem.scaling).
 LAZY_COMMANDS = frozenset({"cube"})
 SEABORN_COMMANDS = frozenset({"plot", "copies-figure", "horizons-plot", "rf-plot", "rf-compare", "sweep",
                               "linear-exact", "twin-figure"})
+SEABORN_OPTIONAL = ["scipy.stats", "scipy.cluster"]
 
 
 def unused_modules(command: str) -> list[str]:
     """The packages `command` never imports although a library it uses would probe for them."""
-    return ([] if command in LAZY_COMMANDS else ["dask"]) + (["scipy.stats"] if command in SEABORN_COMMANDS else [])
+    return ([] if command in LAZY_COMMANDS else ["dask"]) + (SEABORN_OPTIONAL if command in SEABORN_COMMANDS else [])
 
 
 def hide_modules(modules: Iterable[str]) -> list[str]:
