@@ -18,6 +18,7 @@ from diffmem.engine import KernelRefused, Run, make_step_loss, stack_width, trai
 from diffmem.loss import denoising_loss, sample_sigma
 from diffmem.models import build_denoiser, mlp_native
 from diffmem.optim import ADAM_BETAS, ADAM_EPS
+from diffmem.samplers import heun_sampler
 
 REASON = native.available()
 needs_native = pytest.mark.skipif(REASON is not None, reason=f"the native kernel does not run here: {REASON}")
@@ -126,6 +127,35 @@ def test_forward_computes_each_row_as_alone_at_its_own_noise_level(case):
     with torch.no_grad():
         want = net.net(rows, c_noise)
     assert float((together - want).norm() / want.norm()) < 2e-6
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["digits", "odd-sizes"])
+@pytest.mark.parametrize("rows", [500, 37])
+def test_heun_in_one_call_equals_the_samplers_loop_bit_for_bit(case, rows):
+    """heun_sampler hands its loop to NativeDenoiser.heun_steps (mlp_step.c's mlp_heun): the same samples bit for bit
+    as its own loop over the same denoiser, for batches whose size is no multiple of torch's vector width."""
+    nets, _, _, _, _, _ = members_and_batch("edm", case)
+    latents = torch.randn(rows, CASES[case][0], generator=torch.Generator().manual_seed(3))
+    denoiser = mlp_native.NativeDenoiser(nets[0])
+    assert hasattr(denoiser, "heun_steps")
+    fused = heun_sampler(denoiser, latents, num_steps=18)
+    del denoiser.heun_steps  # the sampler's own loop, each half-step one call of the denoiser
+    loop = heun_sampler(denoiser, latents, num_steps=18)
+    assert torch.equal(fused, loop)
+    assert torch.equal(heun_sampler(mlp_native.NativeDenoiser(nets[0]), latents[:7], num_steps=18), fused[:7])
+    with torch.no_grad():
+        torch_samples = heun_sampler(nets[0], latents, num_steps=18)
+    assert float((fused - torch_samples).norm() / torch_samples.norm()) < 1e-4
+
+
+@needs_native
+def test_heun_in_one_call_is_offered_under_edm_only_and_takes_double_samples():
+    ddpm, _, _, _, _, _ = members_and_batch("ddpm", "odd-sizes")
+    assert not hasattr(mlp_native.NativeDenoiser(ddpm[0]), "heun_steps")
+    edm, _, _, _, _, _ = members_and_batch("edm", "odd-sizes")
+    with pytest.raises(ValueError, match="double CPU samples"):
+        mlp_native.NativeDenoiser(edm[0]).heun_steps(torch.zeros(2, 10), torch.ones(3, dtype=torch.float64))
 
 
 def train(tmp_path, kernel, *, max_steps=60, members=((40, 0),), name="run", extra=None):

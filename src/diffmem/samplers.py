@@ -3,7 +3,8 @@
 Samplers are plain functions `sampler(denoiser, latents, *, num_steps, ...) -> x` where `latents`
 are standard normal and every sample's trajectory is independent of the batch it runs in.
 - `heun_sampler`: EDM's 2nd-order Heun method on dx/dsigma = (x - D(x; sigma)) / sigma with the
-  Karras et al. 2022 schedule (Eq. 5; Algorithm 1 without churn).
+  Karras et al. 2022 schedule (Eq. 5; Algorithm 1 without churn). A denoiser with a `heun_steps(x, sigmas)`
+  takes these steps itself in one call, with the same operations (models/mlp_native.py's NativeDenoiser).
 - `ddim_sampler`: deterministic DDIM (Song et al. 2021, eta = 0) on the DDPM timesteps; in the VE
   variable x = x_t / sqrt(alpha_bar_t) one DDIM step is exactly an Euler step in sigma.
 - `euler_maruyama_sampler`: the reverse-time SDE (Song et al. 2021, Eq. 6, in the variance-exploding
@@ -51,6 +52,9 @@ def heun_sampler(denoiser, latents: torch.Tensor, *, num_steps: int = 18, sigma_
                  sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho).to(latents.device)
     x = latents.to(torch.float64) * sigmas[0]
+    steps = getattr(denoiser, "heun_steps", None)
+    if steps is not None:  # the denoiser takes the steps below itself, in one call (models/mlp_native.py)
+        return steps(x, sigmas).float()
     ones = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
 
     def d_dsigma(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

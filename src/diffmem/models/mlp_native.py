@@ -22,12 +22,16 @@ D(x; sigma) around it (models/precond.py's `precondition`, in torch), for sampli
 forward computes the time embedding once per noise level and carries the batch through the network in chunks of
 columns; a row's output does not depend on the batch it is in. It equals torch's forward to float rounding
 (tests/test_mlp_native.py); what that does to the samples is measured in docs/benchmarks.md ("Sampling in the
-native kernel").
+native kernel"). Under EDM's preconditioning, samplers.py's heun_sampler hands its whole loop to the denoiser's
+`heun_steps`: mlp_step.c's mlp_heun takes a trajectory's steps in one call, the sampler's and `precondition`'s
+operations in their order (the coefficients and encodings made by torch once per noise level, `heun_tables`), so
+the samples are those of the loop bit for bit without a torch operation between network evaluations.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 
 import numpy as np
@@ -221,24 +225,86 @@ class NativeMLPForward:
             self.dims, self.dims_ptr, self.work = _dims(self.net, 1, batch, step=False)
             self.batch = batch
         rows = x_in.reshape(batch, -1).float().contiguous()
-        # the encoding of each noise level once (a sampler's batch has one), each row given its level's
-        levels, level_of_row = torch.unique_consecutive(c_noise, return_inverse=True)
-        enc = timestep_encoding(levels, self.net.embed.freqs)[level_of_row].contiguous()
+        enc = encode(c_noise, self.net.embed.freqs)
         out = torch.empty_like(rows)
         self.lib.mlp_forward(self.dims_ptr, self.param_ptrs, rows.data_ptr(), enc.data_ptr(), out.data_ptr(),
                              self.work.data_ptr())
         return out.reshape(x_in.shape)
 
 
+def encode(c_noise: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """[B, E] rows of `timestep_encoding` for c_noise [B], computed once per run of equal levels (a sampler's batch
+    has one) and given to each of its rows."""
+    levels, level_of_row = torch.unique_consecutive(c_noise, return_inverse=True)
+    return timestep_encoding(levels, freqs)[level_of_row].contiguous()
+
+
+@functools.lru_cache(maxsize=8)
+def heun_tables(sigma_data: float, freqs: tuple[float, ...], sigmas: tuple[float, ...],
+                batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mlp_heun's tables for a batch of `batch` rows: coef [N, 3, B] (c_skip, c_out, c_in of each row) and enc
+    [N, B, E] at each noise level sigmas[i] > 0, made as heun_sampler's call of NativeDenoiser makes them: sigma
+    the double level times a row of ones in float32, EDMPrecond's `coefficients` on it, `encode` of its c_noise.
+    They depend on the levels and the batch only, so a run's checkpoints share them (kept for 8 batch sizes)."""
+    precond = EDMPrecond(nn.Identity(), sigma_data=sigma_data)
+    freqs_t = torch.tensor(freqs, dtype=torch.float32)
+    ones = torch.ones(batch, dtype=torch.float64)
+    coef, enc = [], []
+    for s in torch.tensor(sigmas, dtype=torch.float64):
+        if not s > 0:
+            break
+        c_skip, c_out, c_in, c_noise = precond.coefficients((s * ones).float())
+        coef.append(torch.stack([c_skip, c_out, c_in]))
+        enc.append(encode(c_noise, freqs_t))
+    return torch.stack(coef).contiguous(), torch.stack(enc).contiguous()
+
+
 class NativeDenoiser:
     """`denoiser(x, sigma) -> x0_hat` of one preconditioned MLP whose network runs in mlp_step.c's forward: the
-    preconditioning is `precondition`'s, in torch, as for the module; F is `NativeMLPForward`."""
+    preconditioning is `precondition`'s, in torch, as for the module; F is `NativeMLPForward`.
+
+    Under EDM's preconditioning it also offers `heun_steps`, which samplers.py's heun_sampler hands its whole loop:
+    mlp_step.c's mlp_heun takes every step of the trajectory in one call, the sampler's and `precondition`'s
+    operations in their order, so the same samples bit for bit as the loop over this denoiser (tested)."""
 
     def __init__(self, base: nn.Module) -> None:
         self.base = base
         self.forward = NativeMLPForward(base)
         if hasattr(base, "sigmas"):  # DDPM: the samplers read the timestep schedule
             self.sigmas = base.sigmas
+        if isinstance(base, EDMPrecond):
+            self.heun_steps = self._heun_steps
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return precondition(self.base, self.forward, x, sigma)
+
+    @torch.no_grad()
+    def _heun_steps(self, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """heun_sampler's steps from x [B, ...] (double: the latents times sigmas[0]) through the decreasing levels
+        `sigmas` (double, ending with 0); returns x at the last level (double)."""
+        if x.dtype != torch.float64 or x.device.type != "cpu" or sigmas.dtype != torch.float64:
+            raise ValueError("heun_steps takes double CPU samples and noise levels")
+        batch, forward = x.shape[0], self.forward
+        coef, enc = heun_tables(self.base.sigma_data, tuple(forward.net.embed.freqs.tolist()),
+                                tuple(sigmas.tolist()), batch)
+        if batch != forward.batch:
+            forward.dims, forward.dims_ptr, forward.work = _dims(forward.net, 1, batch, step=False)
+            forward.batch = batch
+        rows = x.reshape(batch, -1).contiguous().clone()  # [B, D], stepped in place
+        levels = sigmas.contiguous()
+        x_next, d, d2 = (torch.empty_like(rows) for _ in range(3))
+        xin, out = (torch.empty(rows.shape, dtype=torch.float32) for _ in range(2))
+        _bind_heun(forward.lib)(
+            forward.dims_ptr, forward.param_ptrs, rows.data_ptr(), levels.shape[0] - 1, levels.data_ptr(),
+            coef.data_ptr(), enc.data_ptr(), x_next.data_ptr(), d.data_ptr(), d2.data_ptr(), xin.data_ptr(),
+            out.data_ptr(), forward.work.data_ptr())
+        return rows.reshape(x.shape)
+
+
+@functools.cache
+def _bind_heun(lib: ctypes.CDLL):
+    """lib.mlp_heun with its argument types (dims, params, x, num_steps, sigmas, coef, enc and six scratch)."""
+    vp = ctypes.c_void_p
+    lib.mlp_heun.argtypes = [ctypes.POINTER(ctypes.c_int64), vp, vp, ctypes.c_int64] + [vp] * 9
+    lib.mlp_heun.restype = None
+    return lib.mlp_heun

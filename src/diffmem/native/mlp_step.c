@@ -9,8 +9,9 @@
  * scale, so they add nothing to the loss or to any gradient.
  *
  * Also here: mlp_step_precond (the step with the preconditioning's inputs made in C), mlp_forward (the
- * network alone, for sampling), adam_update (the optimizer's update, as torch's fused Adam computes it) and
- * mlp_train_steps (consecutive steps of one member, each mlp_step_precond then adam_update).
+ * network alone, for sampling), mlp_heun (a Heun trajectory of samples around it), adam_update (the optimizer's
+ * update, as torch's fused Adam computes it) and mlp_train_steps (consecutive steps of one member, each
+ * mlp_step_precond then adam_update).
  *
  * Built by diffmem.native at first use ($CC -O3 -funroll-loops -std=c11 -mavx2 -mfma); see that module for why
  * those flags.
@@ -590,6 +591,51 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
             gemm_then(D, nc, W, t[2], W, 1, a, nc, o, nc, 0, t[3], NULL, 0);               /* out */
             for (int j = 0; j < valid; j++)
                 for (int f = 0; f < D; f++) mo[(size_t)(c0 + j) * D + f] = o[f * nc + j];
+        }
+    }
+}
+
+/* The slope of the probability-flow ODE at one noise level, d = (x - D(x; sigma)) / sigma, with the denoiser
+ * D = c_skip x + c_out F(c_in x, c_noise) of mlp_forward's network evaluated in float32 on x [B, D] rounded to
+ * float, and the slope in double: the operations of samplers.py's heun_sampler (d_dsigma) around
+ * models/precond.py's `precondition`, one after another with their roundings (C11 contracts nothing into an FMA).
+ * coef [3, B]: each row's c_skip, c_out and c_in; enc [B, E]: each row's encoding of c_noise. */
+static void heun_slope(const int64_t *dims, const float *const *params, const double *x, double sigma,
+                       const float *coef, const float *enc, float *xin, float *out, double *d, float *work) {
+    const int B = (int)dims[DIM_B], D = (int)dims[DIM_D];
+    const float *c_skip = coef, *c_out = coef + B, *c_in = coef + 2 * B;
+    for (int b = 0; b < B; b++)
+        for (int f = 0; f < D; f++) xin[(size_t)b * D + f] = c_in[b] * (float)x[(size_t)b * D + f];
+    mlp_forward(dims, params, xin, enc, out, work);
+    for (int b = 0; b < B; b++)
+        for (int f = 0; f < D; f++) {
+            const size_t j = (size_t)b * D + f;
+            const float skip = c_skip[b] * (float)x[j], scaled = c_out[b] * out[j];
+            d[j] = (x[j] - (double)(skip + scaled)) / sigma;
+        }
+}
+
+/* Heun's method (EDM's Algorithm 1 without churn) on dx/dsigma = (x - D(x; sigma)) / sigma for one member, in
+ * place on x [B, D] (double, the latents times sigmas[0]), from sigmas[0] down through sigmas[num_steps] = 0:
+ * samplers.py's heun_sampler step for step, each of its double operations in its order, so the same numbers as
+ * its loop over the native forward. Level i of coef [num_steps, 3, B] and enc [num_steps, B, E] holds the
+ * preconditioning and encoding of sigmas[i] (made by torch, as the module's call makes them). Scratch: x_next,
+ * d, d2 [B, D] doubles, xin and out [B, D] floats, work mlp_step_workspace(dims) floats. */
+void mlp_heun(const int64_t *dims, const float *const *params, double *x, int64_t num_steps, const double *sigmas,
+              const float *coef, const float *enc, double *x_next, double *d, double *d2, float *xin, float *out,
+              float *work) {
+    const int64_t B = dims[DIM_B], n = B * dims[DIM_D], E = dims[DIM_E];
+    for (int64_t i = 0; i < num_steps; i++) {
+        const double s_cur = sigmas[i], s_next = sigmas[i + 1], h = s_next - s_cur;
+        heun_slope(dims, params, x, s_cur, coef + i * 3 * B, enc + i * B * E, xin, out, d, work);
+        for (int64_t j = 0; j < n; j++) x_next[j] = x[j] + h * d[j];
+        if (s_next > 0) {
+            heun_slope(dims, params, x_next, s_next, coef + (i + 1) * 3 * B, enc + (i + 1) * B * E, xin, out, d2,
+                       work);
+            const double half = h * 0.5;
+            for (int64_t j = 0; j < n; j++) x[j] = x[j] + half * (d[j] + d2[j]);
+        } else {
+            memcpy(x, x_next, sizeof(double) * (size_t)n);
         }
     }
 }
