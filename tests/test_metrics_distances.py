@@ -173,3 +173,30 @@ def test_polynomial_mmd_by_products_equals_numpys_power_to_float64_rounding():
         assert got == pytest.approx(want, rel=1e-12, abs=1e-14), degree
     base = rng.uniform(0.5, 2.0, size=(100, 100))
     assert np.max(np.abs(distances._power(base, 3) / base**3 - 1)) < 1e-15
+
+
+def test_kid_averages_mmd2_polynomial_over_the_subsets_it_draws(rng):
+    """KID is the mean and std of mmd2_polynomial over its subsets, drawn a then b per subset from rng:
+    bit for bit, whatever the kernel's in-place arithmetic."""
+    a, b = rng.normal(size=(90, 12)), rng.normal(0.2, 1.0, size=(70, 12))
+    for degree, gamma, coef0 in ((3, None, 1.0), (2, 0.5, 0.0), (1, 1.0, 2.0)):
+        draws = np.random.default_rng(11)
+        values = []
+        for _ in range(7):
+            ia, ib = draws.choice(90, 40, replace=False), draws.choice(70, 40, replace=False)
+            values.append(distances.mmd2_polynomial(a[ia], b[ib], degree=degree, gamma=gamma, coef0=coef0))
+        got = distances.kernel_inception_distance(a, b, degree=degree, gamma=gamma, coef0=coef0, num_subsets=7,
+                                                  subset_size=40, rng=np.random.default_rng(11))
+        assert got == (float(np.mean(values)), float(np.std(values))), degree
+
+
+def test_polynomial_kernel_is_the_textbook_formula_bit_for_bit(rng):
+    x, y = rng.normal(size=(30, 8)), rng.normal(size=(20, 8))
+    for degree in (1, 2, 3, 4):
+        want = distances._power(0.125 * (x @ y.T) + 1.0, degree)
+        assert np.array_equal(distances.polynomial_kernel(x, y, degree=degree, gamma=0.125), want), degree
+        base = 0.125 * (x @ x.T) + 1.0
+        manual = base.copy()
+        for _ in range(degree - 1):
+            manual *= base
+        assert np.array_equal(distances.polynomial_kernel(x, x, degree=degree, gamma=0.125), manual), degree

@@ -52,6 +52,36 @@ def test_classifier_training_is_reproducible(digits):
     assert not torch.equal(a["head.weight"], c["head.weight"])
 
 
+@pytest.mark.parametrize("height, width", [(8, 8), (7, 5), (2, 3), (32, 32)])
+def test_max_pool_without_autograd_equals_max_pool2d_bit_for_bit(rng, height, width):
+    x = torch.relu(torch.as_tensor(rng.normal(size=(6, 4, height, width)), dtype=torch.float32))
+    x[0, 0, :2, :2] = 0.5  # a tie
+    x[1, 1, 0, 0] = float("nan")  # a NaN keeps its block NaN
+    pool = features.MaxPool2x2()
+    with torch.no_grad():
+        got = pool(x)
+    want = torch.nn.functional.max_pool2d(x, 2)
+    assert got.shape == want.shape and torch.equal(torch.nan_to_num(got, nan=-7.0), torch.nan_to_num(want, nan=-7.0))
+    assert bool(torch.isnan(got[1, 1, 0, 0]))
+    # with autograd it is max_pool2d itself: the gradient goes to the first maximum of each block
+    leaf = x.clone().requires_grad_(True)
+    pool(leaf).nansum().backward()
+    other = x.clone().requires_grad_(True)
+    torch.nn.functional.max_pool2d(other, 2).nansum().backward()
+    assert torch.equal(leaf.grad, other.grad)
+
+
+def test_classifier_features_do_not_depend_on_the_batch_size(rng):
+    model = features.DigitClassifier().eval()
+    x = rng.uniform(-1, 1, size=(300, 1, 8, 8)).astype(np.float32)
+    ref = features.classifier_features(model, x, batch_size=300)
+    for size in (4, 32, 128, 299, 1024):  # 299: one batch of 150 and one of 150, not 299 and 1
+        assert np.array_equal(features.classifier_features(model, x, batch_size=size), ref), size
+    for count in (129, 131, 259, 387):  # counts whose batches of 128 would end with 1-3 rows
+        want = features.classifier_features(model, x[:count], batch_size=1024)
+        assert np.array_equal(features.classifier_features(model, x[:count], batch_size=128), want), count
+
+
 def test_classifier_handles_32x32_images(rng):
     model = features.DigitClassifier(num_classes=3).eval()
     x = rng.uniform(-1, 1, size=(3, 1, 32, 32)).astype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 __all__ = ["gaussian_frechet", "frechet_distance", "kernel_inception_distance", "mmd2_polynomial",
-           "energy_distance", "sliced_wasserstein"]
+           "polynomial_kernel", "energy_distance", "sliced_wasserstein"]
 
 
 def _as_2d_float64(x, name: str) -> np.ndarray:
@@ -70,10 +70,35 @@ def _power(base: np.ndarray, degree: int) -> np.ndarray:
     quality stage (~25 CPU-seconds of the default run); the two differ by ~1 float64 ulp (2e-16)."""
     if not (isinstance(degree, (int, np.integer)) and 1 <= degree <= 8):
         return base**degree
-    out = base.copy()
-    for _ in range(int(degree) - 1):
+    if degree == 1:
+        return base.copy()
+    out = base * base  # the value of base.copy() *= base, without the copy
+    for _ in range(int(degree) - 2):
         out *= base
     return out
+
+
+def polynomial_kernel(x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: float, coef0: float = 1.0) -> np.ndarray:
+    """The kernel matrix k(x_i, y_j) = (gamma x_i.y_j + coef0)^degree of float64 [m, F] and [n, F]: [m, n].
+
+    Scaled and shifted in place on the product's buffer: the same roundings, in the same order, as
+    `gamma * (x @ y.T) + coef0`, with two fewer [m, n] temporaries (KID evaluates three kernels of
+    100 x 100 per subset, 50 subsets per checkpoint and feature space)."""
+    base = x @ y.T  # [m, n]; x @ x.T takes BLAS's symmetric product
+    base *= gamma
+    base += coef0
+    return _power(base, degree)
+
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, *, degree: int, gamma: float, coef0: float) -> float:
+    """The unbiased MMD^2 of float64 [m, F] and [n, F] (m, n >= 2) with the polynomial kernel."""
+    m, n = x.shape[0], y.shape[0]
+    kxx = polynomial_kernel(x, x, degree=degree, gamma=gamma, coef0=coef0)  # [m, m]
+    kyy = polynomial_kernel(y, y, degree=degree, gamma=gamma, coef0=coef0)  # [n, n]
+    kxy = polynomial_kernel(x, y, degree=degree, gamma=gamma, coef0=coef0)  # [m, n]
+    within_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    within_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(within_x + within_y - 2.0 * kxy.mean())
 
 
 def mmd2_polynomial(x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: float | None = None,
@@ -85,13 +110,7 @@ def mmd2_polynomial(x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: flo
     x, y = _as_2d_float64(x, "x"), _as_2d_float64(y, "y")
     _check_pair(x, y, min_rows=2)
     gamma = 1.0 / x.shape[1] if gamma is None else float(gamma)
-    m, n = x.shape[0], y.shape[0]
-    kxx = _power(gamma * (x @ x.T) + coef0, degree)  # [m, m]
-    kyy = _power(gamma * (y @ y.T) + coef0, degree)  # [n, n]
-    kxy = _power(gamma * (x @ y.T) + coef0, degree)  # [m, n]
-    within_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    within_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(within_x + within_y - 2.0 * kxy.mean())
+    return _mmd2_unbiased(x, y, degree=degree, gamma=gamma, coef0=coef0)
 
 
 def kernel_inception_distance(
@@ -109,11 +128,12 @@ def kernel_inception_distance(
     if num_subsets < 1 or subset_size < 2:
         raise ValueError(f"need num_subsets >= 1 and subset_size >= 2; got {num_subsets}, {subset_size}")
     size = min(subset_size, a.shape[0], b.shape[0])
+    kernel = {"degree": degree, "gamma": 1.0 / a.shape[1] if gamma is None else float(gamma), "coef0": coef0}
     values = np.empty(num_subsets)
     for k in range(num_subsets):
         ia = rng.choice(a.shape[0], size, replace=False)
         ib = rng.choice(b.shape[0], size, replace=False)
-        values[k] = mmd2_polynomial(a[ia], b[ib], degree=degree, gamma=gamma, coef0=coef0)
+        values[k] = _mmd2_unbiased(a[ia], b[ib], **kernel)
     return float(values.mean()), float(values.std())
 
 

@@ -15,6 +15,7 @@ import torch
 
 from diffmem.config import ConfigError, QualityConfig, read_json_arg
 from diffmem.data import load_dataset
+from diffmem.heap import keep_freed_memory
 from diffmem.io import fail
 from diffmem.log import configure
 from diffmem.metrics import features
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = QualityConfig.from_dict(read_json_arg(args.quality_cfg))
     except ConfigError as exc:
         fail(str(exc))
+    keep_freed_memory()  # the network's activations reuse the heap instead of faulting pages in anew
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset)
     if ds.pool_labels is None or ds.image_shape is None:

@@ -43,6 +43,7 @@ from diffmem.config import ConfigError, DataConfig, ModelConfig, QualityConfig, 
 from diffmem.data import load_dataset, load_train
 from diffmem.families.closed_form import closed_form_denoiser
 from diffmem.generation import denoiser_from_checkpoint
+from diffmem.heap import keep_freed_memory
 from diffmem.io import NETCDF_ENGINE, atomic_to_netcdf, atomic_write_text, fail, file_digest
 from diffmem.log import configure
 from diffmem.metrics import distances, exact, features, kde
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = QualityConfig.from_dict(read_json_arg(args.quality_cfg))
     except ConfigError as exc:
         fail(str(exc))
+    keep_freed_memory()  # the network's activations reuse the heap instead of faulting pages in anew
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset)
     train_metrics = args.train_metrics or [None] * runs
