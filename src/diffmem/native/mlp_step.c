@@ -247,19 +247,26 @@ static void feature_major(int B, int NB, int F, const float *rows, const float *
 
 /* ---------------------------------------------------------------- layer norm over features (rows) */
 
+/* The mean and 1 / sqrt(variance + eps) over the F features of the 8 columns at h (column stride NB) */
+static inline void column_stats(int F, int NB, const float *h, __m256 *mean, __m256 *rstd) {
+    const __m256 inv_f = _mm256_set1_ps(1.0f / (float)F), eps = _mm256_set1_ps(LN_EPS), one = _mm256_set1_ps(1.0f);
+    __m256 s = _mm256_setzero_ps();
+    for (int f = 0; f < F; f++) s = _mm256_add_ps(s, _mm256_loadu_ps(h + f * NB));
+    __m256 mu = _mm256_mul_ps(s, inv_f), q = _mm256_setzero_ps();
+    for (int f = 0; f < F; f++) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(h + f * NB), mu);
+        q = _mm256_fmadd_ps(d, d, q);
+    }
+    *mean = mu;
+    *rstd = _mm256_div_ps(one, _mm256_sqrt_ps(_mm256_fmadd_ps(q, inv_f, eps)));
+}
+
 /* y = (h - mean) rstd gamma + beta per column; keeps mean and rstd [NB] */
 static void layer_norm(int F, int NB, const float *h, const float *gamma, const float *beta, float *y, float *mean,
                        float *rstd) {
-    const __m256 inv_f = _mm256_set1_ps(1.0f / (float)F), eps = _mm256_set1_ps(LN_EPS), one = _mm256_set1_ps(1.0f);
     for (int b = 0; b < NB; b += 8) {
-        __m256 s = _mm256_setzero_ps();
-        for (int f = 0; f < F; f++) s = _mm256_add_ps(s, _mm256_loadu_ps(h + f * NB + b));
-        __m256 mu = _mm256_mul_ps(s, inv_f), q = _mm256_setzero_ps();
-        for (int f = 0; f < F; f++) {
-            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(h + f * NB + b), mu);
-            q = _mm256_fmadd_ps(d, d, q);
-        }
-        __m256 r = _mm256_div_ps(one, _mm256_sqrt_ps(_mm256_fmadd_ps(q, inv_f, eps)));
+        __m256 mu, r;
+        column_stats(F, NB, h + b, &mu, &r);
         _mm256_storeu_ps(mean + b, mu);
         _mm256_storeu_ps(rstd + b, r);
         for (int f = 0; f < F; f++) {
@@ -494,16 +501,9 @@ static void matvec(int O, int I, const float *Wm, const float *b, const float *v
 
 /* y[F, NC] = silu(layer norm of h[F, NC]) per column, as layer_norm then silu compute it (stats not kept) */
 static void layer_norm_silu(int F, int NC, const float *h, const float *gamma, const float *beta, float *y) {
-    const __m256 inv_f = _mm256_set1_ps(1.0f / (float)F), eps = _mm256_set1_ps(LN_EPS), one = _mm256_set1_ps(1.0f);
     for (int b = 0; b < NC; b += 8) {
-        __m256 s = _mm256_setzero_ps();
-        for (int f = 0; f < F; f++) s = _mm256_add_ps(s, _mm256_loadu_ps(h + f * NC + b));
-        __m256 mu = _mm256_mul_ps(s, inv_f), q = _mm256_setzero_ps();
-        for (int f = 0; f < F; f++) {
-            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(h + f * NC + b), mu);
-            q = _mm256_fmadd_ps(d, d, q);
-        }
-        __m256 r = _mm256_div_ps(one, _mm256_sqrt_ps(_mm256_fmadd_ps(q, inv_f, eps)));
+        __m256 mu, r;
+        column_stats(F, NC, h + b, &mu, &r);
         for (int f = 0; f < F; f++) {
             __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(h + f * NC + b), mu), r);
             __m256 v = _mm256_fmadd_ps(xh, _mm256_set1_ps(gamma[f]), _mm256_set1_ps(beta[f]));
