@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from diffmem import native
 from diffmem.models.precond import VPPrecond
 from diffmem.samplers import ddim_sampler, heun_sampler, karras_sigmas, per_sample_latents
+from diffmem.stages import train as train_stage
 
 
 def test_latents_independent_of_batching():
@@ -149,20 +151,24 @@ def test_stacked_checkpoints_sample_as_each_alone(parameterization, sampler, arc
     assert not np.allclose(together[0], together[1])  # each checkpoint its own samples
 
 
-def test_sample_stage_stacks_checkpoints_into_the_same_files(tmp_path):
-    """`diffmem sample` with stack_checkpoints 3 writes every checkpoint's samples, as 1 does."""
-    import json
-
-    from diffmem.stages import sample
-    from diffmem.stages import train as train_stage
-
-    pool = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+def train_small_run(tmp_path, *, dim: int, max_steps: int, per_decade: int) -> None:
+    """`diffmem train` of a width-16 MLP on 20 of 60 normal points in `dim` dimensions: checkpoints in
+    tmp_path/checkpoints, train metrics tmp_path/tm.nc (what `diffmem sample` reads)."""
+    pool = np.random.default_rng(0).normal(size=(60, dim)).astype(np.float32)
     np.savez(tmp_path / "dataset.npz", pool=pool, test=pool[:10])
     np.savez(tmp_path / "train.npz", x=pool[:20], indices=np.arange(20))
+    train_cfg = json.dumps({"max_steps": max_steps, "checkpoints_per_decade": per_decade, "probe_size": 16,
+                            "device": "cpu"})
     train_stage.main(["--train", str(tmp_path / "train.npz"), "--dataset", str(tmp_path / "dataset.npz"),
-                "--model", '{"width": 16, "depth": 1, "emb_dim": 8}',
-                "--train-cfg", '{"max_steps": 30, "checkpoints_per_decade": 2, "probe_size": 16, "device": "cpu"}',
-                "--seed", "0", "--checkpoints", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "tm.nc")])
+                      "--model", '{"width": 16, "depth": 1, "emb_dim": 8}', "--train-cfg", train_cfg,
+                      "--seed", "0", "--checkpoints", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "tm.nc")])
+
+
+def test_sample_stage_stacks_checkpoints_into_the_same_files(tmp_path):
+    """`diffmem sample` with stack_checkpoints 3 writes every checkpoint's samples, as 1 does."""
+    from diffmem.stages import sample
+
+    train_small_run(tmp_path, dim=4, max_steps=30, per_decade=2)
     manifests = {}
     for k in (1, 3):
         cfg = json.dumps({"num_samples": 5, "num_steps": 4, "stack_checkpoints": k, "batch_size": 6})
@@ -299,20 +305,12 @@ def test_a_denoiser_given_another_checkpoints_weights_is_the_one_built_for_it(ce
 def test_sample_stage_samples_in_the_kernel_it_can_run_and_says_so(tmp_path, monkeypatch, caplog, capsys):
     """`diffmem sample`, sample.kernel auto: the native kernel's samples where it runs, in a cache apart from torch's;
     torch's where it does not, with the reason in the log; sample.kernel native there: one line, no samples."""
-    import json
     import logging
 
     from diffmem import generation
     from diffmem.stages import sample
-    from diffmem.stages import train as train_stage
 
-    pool = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
-    np.savez(tmp_path / "dataset.npz", pool=pool, test=pool[:10])
-    np.savez(tmp_path / "train.npz", x=pool[:20], indices=np.arange(20))
-    train_stage.main(["--train", str(tmp_path / "train.npz"), "--dataset", str(tmp_path / "dataset.npz"),
-                      "--model", '{"width": 16, "depth": 1, "emb_dim": 8}',
-                      "--train-cfg", '{"max_steps": 10, "checkpoints_per_decade": 1, "probe_size": 16, "device": "cpu"}',
-                      "--seed", "0", "--checkpoints", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "tm.nc")])
+    train_small_run(tmp_path, dim=8, max_steps=10, per_decade=1)
 
     def run(kernel: str, name: str) -> dict:
         cfg = json.dumps({"num_samples": 5, "num_steps": 4, "kernel": kernel})
