@@ -218,12 +218,16 @@ class NativeMLPForward:
         self.param_ptrs = _pointers(self.params)
         self.batch = None
 
-    @torch.no_grad()
-    def __call__(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        batch = x_in.shape[0]
+    def bind_batch(self, batch: int) -> None:
+        """Sizes and scratch for batches of `batch` rows (made again only when the batch size changes)."""
         if batch != self.batch:
             self.dims, self.dims_ptr, self.work = _dims(self.net, 1, batch, step=False)
             self.batch = batch
+
+    @torch.no_grad()
+    def __call__(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        batch = x_in.shape[0]
+        self.bind_batch(batch)
         rows = x_in.reshape(batch, -1).float().contiguous()
         enc = encode(c_noise, self.net.embed.freqs)
         out = torch.empty_like(rows)
@@ -287,9 +291,7 @@ class NativeDenoiser:
         batch, forward = x.shape[0], self.forward
         coef, enc = heun_tables(self.base.sigma_data, tuple(forward.net.embed.freqs.tolist()),
                                 tuple(sigmas.tolist()), batch)
-        if batch != forward.batch:
-            forward.dims, forward.dims_ptr, forward.work = _dims(forward.net, 1, batch, step=False)
-            forward.batch = batch
+        forward.bind_batch(batch)
         rows = x.reshape(batch, -1).contiguous().clone()  # [B, D], stepped in place
         levels = sigmas.contiguous()
         x_next, d, d2 = (torch.empty_like(rows) for _ in range(3))
