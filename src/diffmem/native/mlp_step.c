@@ -83,13 +83,13 @@ static void silu_back(const float *g, const float *x, const float *sig, float *g
  * C[M, N] (row stride ldc) = (acc ? C : bias-or-0) + sum_k A(m, k) B[k, N], A(m, k) = A[m rsa + k csa],
  * B row-major with row stride ldb, N a multiple of 8. A bias, if given, is added per row m.
  * Register tiles of MR rows x NV vectors of 8 columns (6 x 2: 12 accumulators).
- * The forward for sampling (gemm_then) also adds `post` per row m after the sum and applies silu if `act`
- * before storing; the training step's gemm has neither (the same operations as without them). */
+ * The forward for sampling (gemm_then) also adds `post` per row m after the sum; the training step's gemm does
+ * not (the same operations as without it). An activation applied in the tiles before the store doubled the
+ * GEMM's time (register pressure); the forward applies silu in a pass of its own. */
 
 static inline __attribute__((always_inline)) void tile(int mr, int nv, int K, const float *A, ptrdiff_t rsa,
                                                        ptrdiff_t csa, const float *B, ptrdiff_t ldb, float *C,
-                                                       ptrdiff_t ldc, int acc, const float *bias, const float *post,
-                                                       int act) {
+                                                       ptrdiff_t ldc, int acc, const float *bias, const float *post) {
     __m256 c[6][2];
 #pragma GCC unroll 6
     for (int r = 0; r < 6; r++) {
@@ -122,19 +122,17 @@ static inline __attribute__((always_inline)) void tile(int mr, int nv, int K, co
             if (v >= nv) break;
             __m256 y = c[r][v];
             if (post) y = _mm256_add_ps(y, _mm256_set1_ps(post[r]));
-            if (act) y = _mm256_mul_ps(y, sigmoid8(y));
             _mm256_storeu_ps(C + r * ldc + 8 * v, y);
         }
     }
 }
 
 #define TILE(MR, NV) tile(MR, NV, K, A + m * rsa, rsa, csa, B + n, ldb, C + m * ldc + n, ldc, acc, bias ? bias + m : NULL, \
-                          post ? post + m : NULL, act)
+                          post ? post + m : NULL)
 
 static inline __attribute__((always_inline)) void gemm_then(int M, int N, int K, const float *A, ptrdiff_t rsa,
                                                             ptrdiff_t csa, const float *B, ptrdiff_t ldb, float *C,
-                                                            ptrdiff_t ldc, int acc, const float *bias, const float *post,
-                                                            int act) {
+                                                            ptrdiff_t ldc, int acc, const float *bias, const float *post) {
     for (int n = 0; n < N; n += 16) {
         int nv = N - n >= 16 ? 2 : 1;
         int m = 0;
@@ -164,7 +162,7 @@ static inline __attribute__((always_inline)) void gemm_then(int M, int N, int K,
 
 static void gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, const float *B, ptrdiff_t ldb,
                  float *C, ptrdiff_t ldc, int acc, const float *bias) {
-    gemm_then(M, N, K, A, rsa, csa, B, ldb, C, ldc, acc, bias, NULL, 0);
+    gemm_then(M, N, K, A, rsa, csa, B, ldb, C, ldc, acc, bias, NULL);
 }
 
 /* y[O, NB] = W[O, I] x[I, NB] + b */
@@ -522,7 +520,8 @@ static void layer_norm_silu(int F, int NC, const float *h, const float *gamma, c
  * sampler's batch: once), as matrix-vector products, and each block's projection is folded, with fc1's bias, into
  * the constant that block's z starts from (0.61 of the network's multiply-adds remain). The rest runs through the
  * network FORWARD_COLUMNS batch columns at a time, so a block's activations stay in the core's caches; layer
- * norm and silu are one pass, silu(z) and fc2's bias are applied as each GEMM tile is stored. Every column is
+ * norm and silu are one pass, fc2's bias is added as each GEMM tile is stored, silu(z) in a pass after fc1's GEMM
+ * (in the tiles it doubled the GEMM's time: registers). Every column is
  * computed by the same operations whatever the batch, its size or the other rows' noise levels (a row starts
  * from its own level's constants either way), so a sample does not depend on the batch it is in. The numbers
  * differ from mlp_step's forward (and torch's) by float rounding: other sums, in another order. */
@@ -572,7 +571,7 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
             for (int j = 0; j < valid; j++)
                 for (int f = 0; f < D; f++) x[f * nc + j] = mx[(size_t)(c0 + j) * D + f];
             const int first = level[c0], last = level[c0 + valid - 1];
-            gemm_then(W, nc, D, p[4], D, 1, x, nc, h, nc, 0, p[5], NULL, 0);              /* inp */
+            gemm_then(W, nc, D, p[4], D, 1, x, nc, h, nc, 0, p[5], NULL);              /* inp */
             for (int l = 0; l < L; l++) {
                 const float *const *q = p + 6 + 8 * l;
                 layer_norm_silu(W, nc, h, q[0], q[1], a);
@@ -583,12 +582,13 @@ void mlp_forward(const int64_t *dims, const float *const *params, const float *x
                         for (int f = 0; f < W; f++) z[f * nc + j] = cj[f];
                     }
                 }
-                gemm_then(W, nc, W, q[2], W, 1, a, nc, z, nc, first != last, start, NULL, 1);  /* silu(z) */
-                gemm_then(W, nc, W, q[6], W, 1, z, nc, h, nc, 1, NULL, q[7], 0);              /* h += fc2 */
+                gemm_then(W, nc, W, q[2], W, 1, a, nc, z, nc, first != last, start, NULL);
+                silu(z, z, NULL, (size_t)W * nc);  /* apart from the GEMM: in its tiles, twice its time */
+                gemm_then(W, nc, W, q[6], W, 1, z, nc, h, nc, 1, NULL, q[7]);              /* h += fc2 */
             }
             const float *const *t = p + 6 + 8 * L;
             layer_norm_silu(W, nc, h, t[0], t[1], a);
-            gemm_then(D, nc, W, t[2], W, 1, a, nc, o, nc, 0, t[3], NULL, 0);               /* out */
+            gemm_then(D, nc, W, t[2], W, 1, a, nc, o, nc, 0, t[3], NULL);               /* out */
             for (int j = 0; j < valid; j++)
                 for (int f = 0; f < D; f++) mo[(size_t)(c0 + j) * D + f] = o[f * nc + j];
         }
