@@ -91,7 +91,7 @@ def _noisy(argv: list[str]) -> None:
                                           (["-v"], ["DEBUG", "DEBUG", "INFO", "WARNING", "INFO"]),
                                           (["-qq"], [])])
 def test_quiet_and_verbose_set_the_level(flags, shown, monkeypatch, capsys):
-    monkeypatch.setitem(cli.COMMANDS, "noisy", ("a command that logs at every level", _noisy))
+    monkeypatch.setitem(cli.COMMANDS, "noisy", ("a command that logs at every level", lambda: _noisy))
     cli.main([*flags, "noisy"])
     out, err = capsys.readouterr()
     assert out == ""  # messages go to stderr; stdout is for what a command produces

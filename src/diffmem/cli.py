@@ -9,11 +9,13 @@ plus a few for people: check-config, resources, plan, summary. Docs: docs/ (pipe
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import logging
 import shlex
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from diffmem import __version__
 from diffmem.config import ConfigError, load_config
@@ -25,121 +27,123 @@ log = logging.getLogger(__name__)
 
 
 # Each command imports its stage when it runs, not before: `diffmem fit` need not import torch, and
-# `diffmem --help` stays instant. The imports are explicit, so readers and tools can follow them.
-def _prepare_data(argv):
+# `diffmem --help` stays instant. The imports are explicit, so readers and tools can follow them. A command's
+# loader imports its stage and returns the function that runs it on the command's arguments, so that `main`
+# can tell the imports (collected apart, `quiet_imports`) from the work.
+def _prepare_data():
     from diffmem.stages import data
-    data.main(["prepare", *argv])
+    return lambda argv: data.main(["prepare", *argv])
 
 
-def _subsample(argv):
+def _subsample():
     from diffmem.stages import data
-    data.main(["subsample", *argv])
+    return lambda argv: data.main(["subsample", *argv])
 
 
-def _train(argv):
+def _train():
     from diffmem.stages import train
-    train.main(argv)
+    return train.main
 
 
-def _sample(argv):
+def _sample():
     from diffmem.stages import sample
-    sample.main(argv)
+    return sample.main
 
 
-def _score(argv):
+def _score():
     from diffmem.stages import score
-    score.main(argv)
+    return score.main
 
 
-def _classifier(argv):
+def _classifier():
     from diffmem.stages import classifier
-    classifier.main(argv)
+    return classifier.main
 
 
-def _quality(argv):
+def _quality():
     from diffmem.stages import quality
-    quality.main(argv)
+    return quality.main
 
 
-def _cube(argv):
+def _cube():
     from diffmem.stages import cube
-    cube.main(argv)
+    return cube.main
 
 
-def _fit(argv):
+def _fit():
     from diffmem.stages import fit
-    fit.main(argv)
+    return fit.main
 
 
-def _plot(argv):
+def _plot():
     from diffmem.stages import plot
-    plot.main(argv)
+    return plot.main
 
 
-def _closed_form_sample(argv):
+def _closed_form_sample():
     from diffmem.stages import closed_form
-    closed_form.main(argv)
+    return closed_form.main
 
 
-def _sweep(argv):
+def _sweep():
     from diffmem.stages import sweep
-    sweep.main(argv)
+    return sweep.main
 
 
 def _rf(sub):
-    def run(argv):
+    def load():
         from diffmem.stages import rf
-        rf.main([sub, *argv])
-    return run
+        return lambda argv: rf.main([sub, *argv])
+    return load
 
 
 def _horizons(sub):
-    def run(argv):
+    def load():
         from diffmem.stages import horizons
-        horizons.main([sub, *argv])
-    return run
+        return lambda argv: horizons.main([sub, *argv])
+    return load
 
 
-def _linear_exact(argv):
+def _linear_exact():
     from diffmem.stages import linear_exact
-    linear_exact.main(argv)
+    return linear_exact.main
 
 
-def _resources(argv):
+def _resources():
     from diffmem.stages import resources
-    resources.main(argv)
+    return resources.main
 
 
-def _plan(argv):
+def _plan():
     from diffmem.stages import plan
-    plan.main(argv)
+    return plan.main
 
 
-def _costs(argv):
+def _costs():
     from diffmem.stages import costs
-    costs.main(argv)
+    return costs.main
 
 
-def _summary(argv):
+def _summary():
     from diffmem.stages import summary
-    summary.main(argv)
+    return summary.main
 
 
-def _gallery(argv):
+def _gallery():
     from diffmem.stages import gallery
-    gallery.main(argv)
+    return gallery.main
 
 
-def _copies_figure(argv):
+def _copies_figure():
     from diffmem.stages import copies_figure
-    copies_figure.main(argv)
+    return copies_figure.main
 
 
 def _twin(sub):
-    def run(argv):
+    def load():
         from diffmem.stages import twin
-        twin.main([sub, *argv])
-    return run
+        return lambda argv: twin.main([sub, *argv])
+    return load
 
 
 def check_config(argv: list[str]) -> None:
@@ -154,8 +158,8 @@ def check_config(argv: list[str]) -> None:
     print(json.dumps(cfg, indent=2))
 
 
-# command -> (what it does, its entry point)
-COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
+# command -> (what it does, its loader: imports the command's stage, returns its entry point)
+COMMANDS: dict[str, tuple[str, Callable[[], Callable[[list[str]], None]]]] = {
     "prepare-data": ("build the pool and the held-out test split", _prepare_data),
     "subsample": ("write the nested training set of size n for a seed", _subsample),
     "train": ("train denoisers, checkpoints on a step grid", _train),
@@ -179,7 +183,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
     "copies-figure": ("memorization per training example", _copies_figure),
     "twin": ("compare a run with its twin model", _twin("compare")),
     "twin-figure": ("the twin-model figure", _twin("plot")),
-    "check-config": ("validate a config and print it resolved", check_config),
+    "check-config": ("validate a config and print it resolved", lambda: check_config),
     "resources": ("what each experiment's jobs will request", _resources),
     "plan": ("GPU-hours and disk an experiment will take", _plan),
     "summary": ("an experiment's results at a glance", _summary),
@@ -216,6 +220,26 @@ def hide_modules(modules: Iterable[str]) -> list[str]:
     return hidden
 
 
+@contextlib.contextmanager
+def quiet_imports() -> Iterator[None]:
+    """Import a command's stage without the cyclic garbage collector, then freeze what was imported.
+
+    Importing torch, xarray, scipy or matplotlib makes 200-300 thousand objects that live as long as the process;
+    with the collector on, it examines them again and again while they pile up, 0.5-0.9 CPU-seconds per process
+    (gc.callbacks, measured for the train and plot stages' imports). The collector is off while the stage is
+    imported; then gc.freeze() moves every object alive into the permanent generation, which collections skip,
+    and the collector is on again for the command's own work (figures, for one, make reference cycles)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def _help() -> str:
     width = max(map(len, COMMANDS))
     rows = [f"  {name:<{width}}  {what}" for name, (what, _) in COMMANDS.items()]
@@ -225,7 +249,8 @@ def _help() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run a command: `argv` (default: sys.argv). Without `argv` main is the process's entry point (the
     `diffmem` script, `python -m diffmem`), and it first hides the packages the command never uses
-    (`unused_modules`); given `argv` (in-process, e.g. from tests) it leaves the interpreter as it is."""
+    (`unused_modules`) and imports the command's stage with the garbage collector off (`quiet_imports`); given
+    `argv` (in-process, e.g. from tests) it leaves the interpreter as it is."""
     own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="diffmem", usage="diffmem [-v | -q] [--version] <command> [options]",
@@ -247,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     if own_process and (hidden := hide_modules(unused_modules(args.command))):
         log.debug(f"marked missing for {args.command}: {', '.join(hidden)}")
     try:
-        COMMANDS[args.command][1](args.args)
+        with quiet_imports() if own_process else contextlib.nullcontext():
+            run = COMMANDS[args.command][1]()
+        run(args.args)
     finally:  # the job's cost as its log's last line, also when it fails (`diffmem costs` reads it)
         if args.command not in ("costs", "summary", "check-config", "resources", "plan"):
             log.info(cost_line(args.command))
