@@ -195,3 +195,21 @@ def test_a_command_run_as_its_own_process_hides_dask_and_writes_what_it_writes_i
     for ds in (own, inside):  # when each was written
         del ds.attrs["date_created"], ds.attrs["history"]
     xr.testing.assert_identical(own, inside)
+
+
+def test_quiet_imports_collects_nothing_while_importing_then_freezes_what_was_imported():
+    import gc
+    frozen = gc.get_freeze_count()
+    try:
+        with cli.quiet_imports():
+            assert not gc.isenabled()
+            made = [[i] for i in range(1000)]  # what an import would leave behind, alive
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(made)
+        gc.disable()  # a process that runs without the collector keeps it off
+        with cli.quiet_imports():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
