@@ -233,6 +233,22 @@ def test_cube_and_per_run_files_open_lazily_with_the_same_values(smoke):
             xr.testing.assert_identical(runs[var].load(), at_8[var])
 
 
+def test_the_files_read_the_same_with_h5netcdf_as_with_the_engine_that_wrote_them(smoke):
+    """diffmem writes with netCDF-C (NETCDF_ENGINE, for speed); a notebook may open the files with h5netcdf."""
+    assert NETCDF_ENGINE == "netcdf4"
+    for path in [*smoke.scores.values(), smoke.cube, smoke.in_memory]:
+        with (xr.open_dataset(path, engine=NETCDF_ENGINE) as ours,
+              xr.open_dataset(path, engine="h5netcdf") as theirs):
+            xr.testing.assert_identical(ours.load(), theirs.load())
+            for name, var in ours.variables.items():
+                assert var.dtype == theirs[name].dtype, (path, name)
+                assert {k: type(v) for k, v in var.attrs.items()} == \
+                    {k: type(v) for k, v in theirs[name].attrs.items()}, (path, name)
+    with (xr.open_datatree(smoke.fit, engine=NETCDF_ENGINE) as ours,
+          xr.open_datatree(smoke.fit, engine="h5netcdf") as theirs):
+        xr.testing.assert_identical(ours.load(), theirs.load())
+
+
 def test_the_lazy_cube_stage_writes_what_reading_everything_first_writes(smoke):
     with (xr.open_dataset(smoke.cube, engine=NETCDF_ENGINE) as lazy,
           xr.open_dataset(smoke.in_memory, engine=NETCDF_ENGINE) as eager):
