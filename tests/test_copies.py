@@ -11,6 +11,7 @@ from diffmem import names
 from diffmem.config import ScoreConfig
 from diffmem.copies import copy_counts, first_copy_steps, isolation_correlations, spearman
 from diffmem.cube import combine_runs
+from diffmem.stages import score
 from diffmem.stages.score import score_run
 
 
@@ -44,6 +45,7 @@ def test_isolation_correlation_sign():
 
 
 def _run(tmp_path, *, n, seed, train, samples_by_step):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     files = {}
     for step, x in samples_by_step.items():
         path = tmp_path / f"n{n}_s{seed}_step{step}.npy"
@@ -81,3 +83,19 @@ def test_score_run_records_planted_copies_and_the_cube_pads_by_n(tmp_path):
     cube.to_netcdf(path, engine="h5netcdf")
     with xr.open_dataset(path, engine="h5netcdf") as back:
         xr.testing.assert_identical(back.load(), cube)
+
+
+def test_score_run_searches_checkpoints_together_without_changing_a_number(tmp_path, monkeypatch):
+    # the samples of several uncached checkpoints go to one distance search (score.GROUP_BYTES): every
+    # number equals that of one search per checkpoint, and that of a rerun from the cached distances
+    rng = np.random.default_rng(3)
+    train = rng.standard_normal((12, 6)).astype(np.float32)
+    samples = {step: np.concatenate([train[rng.integers(0, 12, 20)] + 1e-3 * rng.standard_normal((20, 6)),
+                                     rng.standard_normal((30, 6))]) for step in (0, 10, 100, 1000)}
+    together = _run(tmp_path / "together", n=12, seed=0, train=train, samples_by_step=samples)
+    cached = _run(tmp_path / "together", n=12, seed=0, train=train, samples_by_step=samples)
+    monkeypatch.setattr(score, "GROUP_BYTES", 1)  # one checkpoint per search
+    alone = _run(tmp_path / "alone", n=12, seed=0, train=train, samples_by_step=samples)
+    xr.testing.assert_identical(together, alone)
+    xr.testing.assert_identical(together, cached)
+    assert together[names.F_MEM].values[-1] > 0.3

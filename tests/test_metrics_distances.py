@@ -200,3 +200,18 @@ def test_polynomial_kernel_is_the_textbook_formula_bit_for_bit(rng):
         for _ in range(degree - 1):
             manual *= base
         assert np.array_equal(distances.polynomial_kernel(x, x, degree=degree, gamma=0.125), manual), degree
+
+
+def test_fd_from_the_reference_moments_computed_once_is_the_same_number(rng):
+    a, b = rng.normal(size=(50, 7)), rng.normal(size=(80, 7)) + 0.3
+    mean, cov = distances.gaussian_moments(b)
+    assert np.array_equal(mean, b.mean(0)) and np.array_equal(cov, np.cov(b, rowvar=False))
+    assert distances.frechet_distance(a, b, moments_b=(mean, cov)) == distances.frechet_distance(a, b)
+
+
+def test_mmd2_equals_the_numpy_formula_bit_for_bit(rng):
+    # the array methods (trace, sum / count) in place of np.trace and np.mean: the same float64 operations
+    x, y = rng.normal(size=(40, 5)), rng.normal(size=(30, 5))
+    kxx, kyy, kxy = (distances.polynomial_kernel(u, v, gamma=0.2) for u, v in ((x, x), (y, y), (x, y)))
+    want = float((kxx.sum() - np.trace(kxx)) / (40 * 39) + (kyy.sum() - np.trace(kyy)) / (30 * 29) - 2.0 * kxy.mean())
+    assert distances.mmd2_polynomial(x, y, gamma=0.2) == want

@@ -82,6 +82,15 @@ def test_classifier_features_do_not_depend_on_the_batch_size(rng):
         assert np.array_equal(features.classifier_features(model, x[:count], batch_size=128), want), count
 
 
+@pytest.mark.parametrize("size", [8, 32])
+def test_classifier_features_with_relus_in_place_equal_the_module_bit_for_bit(rng, size):
+    model = features.DigitClassifier().eval()
+    x = rng.uniform(-1, 1, size=(260, 1, size, size)).astype(np.float32)
+    with torch.no_grad():
+        want = torch.cat([model.features(torch.as_tensor(x[i : i + 130])) for i in (0, 130)]).double().numpy()
+    assert np.array_equal(features.classifier_features(model, x), want)  # batches of 130 too
+
+
 def test_classifier_handles_32x32_images(rng):
     model = features.DigitClassifier(num_classes=3).eval()
     x = rng.uniform(-1, 1, size=(3, 1, 32, 32)).astype(np.float32)

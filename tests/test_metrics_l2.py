@@ -1,6 +1,8 @@
 """The closed-form L2 terms of E_TG / E_OG against direct numerical integration in d = 1 and 2."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -101,3 +103,11 @@ def test_e_tg_e_og_l2_on_samples_tells_copies_from_fresh_draws():
         from diffmem.metrics.exact import IsotropicGaussian
 
         e_tg_e_og(train, fresh, IsotropicGaussian(d), divergence="l2", rng=rng)
+
+
+def test_importing_the_metrics_leaves_scipy_unimported():
+    # scipy (~0.7 CPU-seconds to import) loads on the first L2 call, not with diffmem.metrics, which every
+    # quality job imports whether or not it computes E_TG
+    code = "import sys, diffmem.metrics; print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -88,3 +88,13 @@ def test_float32_rank_error_bounds_the_float32_key(rng):
                                ref_norm_max=float(np.linalg.norm(ref, axis=1).max())).numpy()
     observed = np.abs(approx - exact).max(axis=1)
     assert (observed <= bound).all() and (observed > 0).any()
+
+
+def test_fraction_of_a_boolean_mask_counts_bit_for_bit_like_the_float_mean(rng):
+    # the boolean path counts each resample's memorized samples; the float path (any other mask) averages
+    # them as float64, as the function always did: the same draws, the same fraction and standard error
+    for p in (0.0, 0.03, 0.5, 0.97, 1.0):
+        mask = rng.random(500) < p
+        counted = fraction_with_se(mask, num_bootstrap=200, rng=np.random.default_rng(1))
+        averaged = fraction_with_se(mask.astype(np.float64), num_bootstrap=200, rng=np.random.default_rng(1))
+        assert counted == averaged, p

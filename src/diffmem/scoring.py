@@ -70,7 +70,9 @@ def nearest_neighbors(
         approx = torch.addmm(ref_sq, q, ref.T, alpha=-2.0, out=buf[: q.shape[0]])  # [C, R]
         top = approx.topk(c, dim=1, largest=False)
         cand = top.indices  # [C, c], ascending approx
-        exact = (q64[:, None, :] - ref_exact[cand].double()).pow(2).sum(dim=2).sqrt()  # [C, c]
+        diff = ref_exact[cand].double()  # [C, c, D]; the squares and the sum are in place on this buffer,
+        torch.sub(q64[:, None, :], diff, out=diff)  # the same roundings as (q - r).pow(2) (torch squares
+        exact = diff.mul_(diff).sum(dim=2).sqrt_()  # with one product), less two [C, c, D] temporaries
         order = exact.argsort(dim=1)[:, :k]
         d_rows, i_rows = exact.gather(1, order), cand.gather(1, order)  # [C, k]
         if c < num_ref:
@@ -103,9 +105,17 @@ def distance_ratio(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
 
 
 def fraction_with_se(mask: np.ndarray, *, num_bootstrap: int, rng: np.random.Generator) -> tuple[float, float]:
-    """Mean of a boolean mask over its last axis and its bootstrap standard error."""
-    mask = np.asarray(mask, dtype=np.float64)
+    """Mean of a boolean mask over its last axis and its bootstrap standard error.
+
+    A boolean mask's resamples are counted, not averaged as floats: a sum of m zeros and ones is exact in
+    float64 whatever its order, so count / m is the float mean bit for bit, without an [B, m] float64 array."""
+    mask = np.asarray(mask)
     m = mask.shape[-1]
     draws = rng.integers(0, m, size=(num_bootstrap, m))
-    boot = mask[draws].mean(axis=1)
-    return float(mask.mean()), float(boot.std(ddof=1)) if num_bootstrap > 1 else 0.0
+    if mask.dtype == bool:
+        boot = np.count_nonzero(mask[draws], axis=1) / m
+        mean = np.count_nonzero(mask) / mask.size
+    else:
+        mask = mask.astype(np.float64)
+        boot, mean = mask[draws].mean(axis=1), mask.mean()
+    return float(mean), float(boot.std(ddof=1)) if num_bootstrap > 1 else 0.0

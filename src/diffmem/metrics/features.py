@@ -163,10 +163,23 @@ def classifier_accuracy(model: DigitClassifier, images: np.ndarray, labels: np.n
     return float((logits.argmax(1).numpy() == np.asarray(labels)).mean())
 
 
+def _features_in_place(model: DigitClassifier):
+    """`model.features` for inference: the same layers in the same order, each ReLU applied in place on the output
+    of the layer before it, which nothing else holds: the same numbers bit for bit, without allocating and
+    filling a new activation tensor per ReLU (~10 % of the quality stage's feature time on CPU). For `_batched`
+    only, which runs without autograd."""
+    def features(x: torch.Tensor) -> torch.Tensor:
+        for layer in model.body:
+            x = torch.relu_(x) if isinstance(layer, nn.ReLU) else layer(x)
+        return x
+
+    return features
+
+
 def classifier_features(model: DigitClassifier, images: np.ndarray, *,
                         batch_size: int = CLASSIFIER_BATCH) -> np.ndarray:
     """Penultimate-layer features [N, feature_dim] (float64) of images [N, C, H, W]."""
-    feats = _batched(model.features, images, device=_device_of(model), batch_size=batch_size)
+    feats = _batched(_features_in_place(model), images, device=_device_of(model), batch_size=batch_size)
     return feats.double().numpy()
 
 

@@ -27,11 +27,30 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import cho_factor, solve_triangular
-from scipy.special import logsumexp
 
 __all__ = ["log_kde_overlap", "log_kde_gaussian_overlap", "log_gaussian_overlap", "l2_kde_gaussian",
            "l2_kde_kde", "halder_width"]
+
+
+# scipy is imported on first use, not with this module: importing scipy.linalg and scipy.special costs a job
+# ~0.7 CPU-seconds, and the package's __init__ imports this module for every stage that uses a metric (the
+# quality stage of a run without E_TG never calls it)
+def _logsumexp(values):
+    from scipy.special import logsumexp as scipy_logsumexp
+
+    return scipy_logsumexp(values)
+
+
+def _cho_factor(a: np.ndarray, *, lower: bool):
+    from scipy.linalg import cho_factor as scipy_cho_factor
+
+    return scipy_cho_factor(a, lower=lower)
+
+
+def _solve_triangular(a: np.ndarray, b: np.ndarray, *, lower: bool) -> np.ndarray:
+    from scipy.linalg import solve_triangular as scipy_solve_triangular
+
+    return scipy_solve_triangular(a, b, lower=lower)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -96,14 +115,14 @@ def log_kde_overlap(x: np.ndarray, y: np.ndarray, *, eps_x: float, eps_y: float,
         parts.append(top + math.log(total))
     if not parts:
         return -math.inf
-    log_sum = logsumexp(parts)
+    log_sum = _logsumexp(parts)
     return float(log_sum - math.log(a.shape[0]) - math.log(b.shape[0]) - 0.5 * d * (_LOG_2PI + math.log(var)))
 
 
 def _chol(cov: np.ndarray) -> np.ndarray:
     c = np.asarray(cov, np.float64)
     try:
-        return cho_factor(0.5 * (c + c.T), lower=True)[0]
+        return _cho_factor(0.5 * (c + c.T), lower=True)[0]
     except np.linalg.LinAlgError as exc:
         raise ValueError("covariance is not positive definite") from exc
 
@@ -116,10 +135,10 @@ def log_kde_gaussian_overlap(x: np.ndarray, *, eps: float, mean: np.ndarray, cov
     m = np.asarray(mean, np.float64).reshape(d)
     k = np.asarray(cov, np.float64).reshape(d, d) + float(eps) ** 2 * np.eye(d)
     low = _chol(k)
-    z = solve_triangular(low, (a - m).T, lower=True)  # [d, N]
+    z = _solve_triangular(low, (a - m).T, lower=True)  # [d, N]
     logdet = 2.0 * np.log(np.diag(low)).sum()
     logs = -0.5 * (z * z).sum(0) - 0.5 * (d * _LOG_2PI + logdet)  # [N]
-    return float(logsumexp(logs) - math.log(a.shape[0]))
+    return float(_logsumexp(logs) - math.log(a.shape[0]))
 
 
 def log_gaussian_overlap(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray, cov2: np.ndarray) -> float:
@@ -127,7 +146,7 @@ def log_gaussian_overlap(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray,
     m1, m2 = np.atleast_1d(np.asarray(mean1, np.float64)), np.atleast_1d(np.asarray(mean2, np.float64))
     d = m1.size
     low = _chol(np.asarray(cov1, np.float64).reshape(d, d) + np.asarray(cov2, np.float64).reshape(d, d))
-    z = solve_triangular(low, m1 - m2, lower=True)
+    z = _solve_triangular(low, m1 - m2, lower=True)
     return float(-0.5 * z @ z - 0.5 * d * _LOG_2PI - np.log(np.diag(low)).sum())
 
 

@@ -116,15 +116,17 @@ def heldout_points(ds, truth, *, train_indices: np.ndarray | None, num: int, rng
 
 
 def quality_of_step(samples: np.ndarray, *, train: np.ndarray, reference: np.ndarray, ref_feats: dict,
-                    featurize: Featurizer, truth, population: np.ndarray | None, denoiser, cfg: QualityConfig,
-                    rng: np.random.Generator) -> dict[str, object]:
-    """All quality numbers of one checkpoint's samples (scalars, or arrays over probe_sigma)."""
+                    ref_moments: dict, featurize: Featurizer, truth, population: np.ndarray | None, denoiser,
+                    cfg: QualityConfig, rng: np.random.Generator) -> dict[str, object]:
+    """All quality numbers of one checkpoint's samples (scalars, or arrays over probe_sigma); `ref_moments` holds
+    `distances.gaussian_moments` of each space's reference features."""
     out: dict[str, object] = {}
     finite = np.all(np.isfinite(samples), axis=1)
     x = samples[finite]
     for space in featurize.spaces:
         feats = featurize(space, x)
-        out[names.FD.format(space=space)] = distances.frechet_distance(feats, ref_feats[space])
+        out[names.FD.format(space=space)] = distances.frechet_distance(feats, ref_feats[space],
+                                                                      moments_b=ref_moments[space])
         kid, kid_se = distances.kernel_inception_distance(
             feats, ref_feats[space], num_subsets=cfg.kid_num_subsets,
             subset_size=min(cfg.kid_subset_size, feats.shape[0], ref_feats[space].shape[0]), rng=rng)
@@ -156,6 +158,7 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
                            inception_weights=cfg.inception_weights, inception_sha256=cfg.inception_sha256)
     reference = reference_set(ds, truth, cfg, rng)
     ref_feats = {space: featurize(space, reference) for space in featurize.spaces}
+    ref_moments = {space: distances.gaussian_moments(feats) for space, feats in ref_feats.items()}  # once per run
     population = None
     if cfg.e_tg:
         population = truth.sample(cfg.num_population, rng).astype(np.float32) if truth is not None else ds.test
@@ -186,7 +189,7 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
                 fail(str(exc))
             denoiser = denoiser_from_checkpoint(ckpt, use_ema=True, device=torch.device("cpu"))
         rows.append(quality_of_step(samples, train=train, reference=reference, ref_feats=ref_feats,
-                                    featurize=featurize, truth=truth, population=population, denoiser=denoiser,
+                                    ref_moments=ref_moments, featurize=featurize, truth=truth, population=population, denoiser=denoiser,
                                     cfg=cfg, rng=np.random.default_rng([cfg.seed, step])))
         atomic_write_text(cache, json.dumps({k: np.asarray(v).tolist() for k, v in rows[-1].items()}))
         log(f"step {step}: " + "  ".join(f"{k} {float(v):.4g}" for k, v in rows[-1].items() if np.ndim(v) == 0))

@@ -31,6 +31,7 @@ from diffmem.config import ConfigError, ScoreConfig, read_slice
 from diffmem.copies import copy_statistics
 from diffmem.data import load_dataset, load_train
 from diffmem.gpus import select_device
+from diffmem.heap import keep_freed_memory
 from diffmem.io import atomic_to_netcdf, fail
 from diffmem.log import configure
 from diffmem.scoring import distance_ratio, fraction_with_se, memorized, nearest_neighbors
@@ -47,24 +48,49 @@ def step_distances(samples: np.ndarray, train: np.ndarray, test: np.ndarray, *, 
     return {"d1": d_train[:, 0], "d2": d_train[:, 1], "nearest": i_train[:, 0], "d_test": d_test[:, 0]}
 
 
+# the samples of consecutive uncached checkpoints go to one distance search up to this size: the search's
+# per-call work (the reference's centring, norms and error bound) is paid once per group, not per checkpoint
+GROUP_BYTES = 64 << 20
+
+
 def score_run(manifest: dict, train: np.ndarray, pool_index: np.ndarray, test: np.ndarray, *, cfg: ScoreConfig,
               device, log: Callable[[str], None] = log.info) -> xr.Dataset:
     steps = [int(s) for s in manifest["steps"]]
-    per_step, computed, t0 = [], 0, time.perf_counter()
+    by_step: dict[int, dict[str, np.ndarray]] = {}
+    group: list[tuple[int, np.ndarray, Path]] = []  # (step, samples, cache) waiting for their distances
+    computed, t0 = 0, time.perf_counter()
+
+    def flush() -> None:
+        # each row's neighbours are exact (the float64 recheck) and found row by row, so several checkpoints'
+        # samples searched at once get the distances and indices each checkpoint gets alone (checked bit for bit
+        # on the default run; only exactly equidistant reference points, duplicates, could come in another order)
+        if not group:
+            return
+        dist = step_distances(np.concatenate([x for _, x, _ in group]), train, test, cfg=cfg, device=device)
+        start = 0
+        for step, x, cache in group:
+            part = {k: v[start : start + x.shape[0]] for k, v in dist.items()}
+            start += x.shape[0]
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, **part)
+            tmp.replace(cache)
+            by_step[step] = part
+        group.clear()
+
     for step in steps:
         sample_file = Path(manifest["files"][str(step)])
         cache = sample_file.with_name(sample_file.stem + f".dist{DIST_VERSION}.npz")
         if cache.exists():
             with np.load(cache) as f:
-                dist = {k: f[k] for k in f.files}
-        else:
-            samples = np.load(sample_file)
-            dist = step_distances(samples, train, test, cfg=cfg, device=device)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, **dist)
-            tmp.replace(cache)
-            computed += 1
-        per_step.append(dist)
+                by_step[step] = {k: f[k] for k in f.files}
+            continue
+        samples = np.load(sample_file)
+        if group and sum(x.nbytes for _, x, _ in group) + samples.nbytes > GROUP_BYTES:
+            flush()
+        group.append((step, samples, cache))
+        computed += 1
+    flush()
+    per_step = [by_step[step] for step in steps]
     log(f"distances: {computed} computed, {len(steps) - computed} cached "
         f"({time.perf_counter() - t0:.1f} s)")
     d1 = np.stack([d["d1"] for d in per_step])  # [S, M]
@@ -115,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         fail(str(exc))
     log.debug(f"{cfg}")
+    keep_freed_memory()  # the distance search's [chunk, R] blocks reuse the heap instead of faulting pages in anew
     test = load_dataset(args.dataset).test
     try:
         device, _gpu_lease = select_device(cfg.device)  # the lease holds this job's GPU until exit
