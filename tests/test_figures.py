@@ -513,19 +513,53 @@ def test_a_legend_never_prints_an_undefined_ci():
     assert ci_label(0.1, 0.9, seeds=3) == "[0.10, 0.90]"
 
 
-def test_save_figure_writes_the_pixels_of_a_default_png_at_its_own_compression(tmp_path, drawn):
-    """save_figure's zlib level changes the PNG's bytes, not its pixels."""
+def _one_log_panel():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(np.geomspace(1, 1e4, 50), np.linspace(0, 1, 50), marker="o", label="f_mem")
+    ax.set_xscale("log")
+    ax.legend()
+    ax.set_title("a title")
+    return fig
+
+
+def _tight_layout_panels():  # tight_layout() leaves a placeholder layout engine behind
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(6, 2.5))
+    axes[0].scatter([30, 60, 120], [1e3, 2.2e3, 4.1e3], label="tau_mem")
+    axes[0].set(xscale="log", yscale="log", ylabel="tau_mem")
+    axes[0].legend(fontsize=7)
+    axes[1].errorbar([1, 2, 3], [0.9, 1.1, 1.0], yerr=0.1, capsize=2)
+    axes[1].annotate("1.02", (2, 1.1), xytext=(0, 6), textcoords="offset points")
+    fig.suptitle("an experiment")
+    fig.tight_layout()
+    return fig
+
+
+def _placed_panels():  # add_axes with the axes off and text beyond them, as the copy gallery does
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(3, 2))
+    ax = fig.add_axes((0.1, 0.05, 0.8, 0.7))
+    ax.set_xlim(0, 2)
+    ax.set_ylim(1.5, -0.3)
+    ax.axis("off")
+    ax.imshow(np.linspace(0, 1, 16).reshape(4, 4), cmap="gray", extent=(0, 1, 1, 0), aspect="auto")
+    ax.add_artist(plt.Rectangle((0, 0), 1, 1, fill=False, edgecolor="#d62728", lw=3))
+    ax.text(0.5, 1.04, "d1/d2 0.12 MEM", ha="center", va="top", fontsize=7)
+    fig.text(0.5, 0.97, "step 100\ninside the window", ha="center", va="top", fontsize=8)
+    return fig
+
+
+@pytest.mark.parametrize("draw", [_one_log_panel, _tight_layout_panels, _placed_panels])
+def test_save_figure_writes_the_pixels_of_a_default_png_at_its_own_compression(tmp_path, drawn, draw):
+    """save_figure crops to the box it measures itself (one draw, not savefig("tight")'s two) and sets its own
+    zlib level: the PNG's bytes change, not its pixels."""
     import matplotlib.pyplot as plt
 
     from diffmem.figures.common import save_figure
-
-    def draw():
-        fig, ax = plt.subplots(figsize=(3, 2))
-        ax.plot(np.geomspace(1, 1e4, 50), np.linspace(0, 1, 50), marker="o", label="f_mem")
-        ax.set_xscale("log")
-        ax.legend()
-        ax.set_title("a title")
-        return fig
 
     save_figure(draw(), tmp_path / "ours.png")
     fig = draw()
@@ -533,3 +567,51 @@ def test_save_figure_writes_the_pixels_of_a_default_png_at_its_own_compression(t
     plt.close(fig)
     assert drawn.same_pixels(tmp_path / "ours.png", tmp_path / "default.png")
     assert (tmp_path / "ours.png").read_bytes() != (tmp_path / "default.png").read_bytes()
+
+
+def test_tight_bbox_is_the_box_savefig_tight_crops_to():
+    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import _get_renderer
+
+    from diffmem.figures.common import DPI, tight_bbox
+
+    for draw in (_one_log_panel, _tight_layout_panels, _placed_panels):
+        fig = draw()
+        ours = tight_bbox(fig)
+        fig.dpi = DPI  # savefig("tight"): a draw without rendering at the saving dpi, then the figure's box
+        renderer = _get_renderer(fig)
+        with renderer._draw_disabled():
+            fig.draw(renderer)
+        theirs = fig.get_tightbbox(renderer).padded(plt.rcParams["savefig.pad_inches"])
+        plt.close(fig)
+        np.testing.assert_array_equal(ours.get_points(), theirs.get_points())
+
+
+@pytest.mark.parametrize("style", [None, "probe"])
+def test_lineplot_se_draws_seaborns_mean_and_standard_error(tmp_path, drawn, style):
+    """The grouped mean +- se draws what seaborn's lineplot(errorbar="se") draws, pixel for pixel: lines, bands
+    (one seed at an x: no band there; a missing value: left out), legend."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    rng = np.random.default_rng(0)
+    rows = [{"n": n, "seed": seed, "step": step, "probe": probe, "y": rng.uniform(0.1, 1.0)}
+            for n in (32, 64, 128) for seed in range(3) for step in (1, 10, 100, 1000)
+            for probe in ("train_loss", "test_loss")]
+    df = pd.DataFrame(rows)
+    df.loc[3, "y"] = np.nan
+    df = df[~((df["step"] == 1000) & (df["n"] == 128) & (df["seed"] > 0))]  # one seed left there
+    palette = sns.color_palette("viridis", n_colors=3)
+    with drawn.as_a_new_process():
+        sns.set_theme(style="whitegrid", context="paper")
+        for name, draw in (("seaborn", lambda ax: sns.lineplot(data=df, x="step", y="y", hue="n", style=style,
+                                                               palette=palette, errorbar="se", marker="o", ax=ax)),
+                           ("ours", lambda ax: experiment.lineplot_se(ax, df, x="step", y="y", hue="n", style=style,
+                                                                      palette=palette, marker="o"))):
+            fig, ax = plt.subplots(figsize=(4, 3))
+            draw(ax)
+            ax.set_xscale("log")
+            fig.savefig(tmp_path / f"{name}.png", dpi=80)
+            plt.close(fig)
+    assert drawn.same_pixels(tmp_path / "ours.png", tmp_path / "seaborn.png")

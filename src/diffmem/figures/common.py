@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.layout_engine import PlaceHolderLayoutEngine
+from matplotlib.mathtext import MathTextParser
+from matplotlib.transforms import Bbox
 
 from diffmem import names
 
@@ -44,6 +49,39 @@ def plain_log_ticks(axis, values=None) -> None:
 # zlib level of the PNGs: 1 encodes the default run's 23 figures in ~0.6 CPU-seconds against ~1.0 at PIL's
 # default 6, for ~10 % larger files; the pixels are the same (tests/test_figures.py)
 PNG_COMPRESS_LEVEL = 1
+DPI = 120
+
+
+class SharedMathtextCanvas(FigureCanvasAgg):
+    """The Agg canvas, its renderers sharing one mathtext parser. Each new renderer (one per figure size and
+    dpi: `tight_bbox`'s and the cropped PNG's) brings a parser of its own, and the parser caches its layouts
+    per instance: every log-axis label ("10^3") was parsed again by each (~10 ms a label, ~1 CPU-second of
+    the default run's plot job). The layout of a given text, dpi and font is the same whichever parser made it."""
+
+    def get_renderer(self):
+        renderer = super().get_renderer()
+        renderer.mathtext_parser = MATHTEXT_PARSER
+        return renderer
+
+
+MATHTEXT_PARSER = MathTextParser("path")  # what matplotlib's RendererAgg makes for itself
+
+
+def tight_bbox(fig, *, dpi: float = DPI) -> Bbox:
+    """The box (inches) that `savefig(..., dpi=dpi, bbox_inches="tight")` crops `fig` to, padded as it pads.
+
+    savefig("tight") first draws the whole figure with rendering switched off to place its artists, then
+    asks for this box, then draws again for real: the first draw (every tick, label and image laid out
+    and resampled) was about half of a figure's cost. Handing savefig the box itself skips that draw;
+    the box is the same, since `get_tightbbox` places what it measures (ticks, titles, legends) itself,
+    so the pixels are too (tests/test_figures.py)."""
+    original = fig.dpi
+    fig.dpi = dpi  # text extents depend on the dpi (hinting at the pixel size)
+    try:
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+    finally:
+        fig.dpi = original
+    return box.padded(matplotlib.rcParams["savefig.pad_inches"])
 
 
 def save_figure(fig, path: str | Path) -> None:
@@ -51,6 +89,10 @@ def save_figure(fig, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        # left by tight_layout(), whose layout is done: savefig would draw the figure once more for it
+        fig.set_layout_engine(None)
+    SharedMathtextCanvas(fig)  # becomes the figure's canvas
+    fig.savefig(tmp, dpi=DPI, bbox_inches=tight_bbox(fig), pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     plt.close(fig)
     os.replace(tmp, path)

@@ -51,10 +51,32 @@ def _palette(cube: xr.Dataset):
     return sns.color_palette("viridis", n_colors=cube.sizes[names.N])
 
 
+def lineplot_se(ax, df: pd.DataFrame, *, x: str, y: str, hue: str, style: str | None = None, **kws) -> None:
+    """`sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, errorbar="se", **kws)`, the same lines, bands and
+    legend, with the mean and standard error over seeds taken by one pandas groupby. seaborn aggregates each x
+    of each curve apart (a pandas Series per x), ~60 % of the figures' lineplot time.
+
+    As seaborn: rows missing a variable dropped; per (hue, style, x) the mean and mean +- sem (ddof 1, none from
+    one value); a band of alpha 0.2 in the line's colour per curve, in seaborn's curve order (hue, then style)."""
+    keys = [hue] + ([style] if style else [])
+    data = df.dropna(subset=[x, y, *keys])
+    grouped = data.groupby([*keys, x], sort=False)[y]
+    agg = pd.DataFrame({y: grouped.mean(), "se": grouped.sem()}).reset_index()
+    style_order = list(pd.unique(data[style])) if style else None  # seaborn's: first appearance
+    drawn = len(ax.lines)
+    sns.lineplot(data=agg, x=x, y=y, hue=hue, style=style, style_order=style_order, estimator=None, errorbar=None,
+                 ax=ax, **kws)
+    curves = [agg[(agg[hue] == h) & ((agg[style] == st) if style else True)]
+              for h in np.sort(agg[hue].unique()) for st in (style_order or [None])]
+    curves = [c.sort_values(x) for c in curves if len(c)]  # seaborn skips an empty (hue, style) pair too
+    for line, one in zip(ax.lines[drawn:], curves):  # seaborn draws the curves first, then legend entries
+        ax.fill_between(one[x], one[y] - one["se"], one[y] + one["se"], color=line.get_color(), alpha=0.2)
+
+
 def plot_f_mem(ax, cube: xr.Dataset, *, x: str = names.STEP) -> None:
     df = _frame(cube, [names.F_MEM])
-    sns.lineplot(data=df, x=x, y=names.F_MEM, hue=names.N, palette=_palette(cube), errorbar="se",
-                 marker="o", markersize=3, ax=ax, legend="full")
+    lineplot_se(ax, df, x=x, y=names.F_MEM, hue=names.N, palette=_palette(cube), marker="o", markersize=3,
+                legend="full")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel(f_mem_label(cube[names.F_MEM]))
@@ -179,8 +201,7 @@ def plot_losses(ax, cube: xr.Dataset) -> None:
     df = _frame(cube, [names.TRAIN_LOSS, names.TEST_LOSS]).melt(
         id_vars=[names.N, names.SEED, names.STEP], value_vars=[names.TRAIN_LOSS, names.TEST_LOSS],
         var_name="probe", value_name="loss")
-    sns.lineplot(data=df, x=names.STEP, y="loss", hue=names.N, style="probe", palette=_palette(cube),
-                 errorbar="se", ax=ax)
+    lineplot_se(ax, df, x=names.STEP, y="loss", hue=names.N, style="probe", palette=_palette(cube))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training step")
@@ -230,8 +251,7 @@ def make_figures(cube: xr.Dataset, fit: xr.Dataset, outdir: str | Path, *, title
 
 def plot_quality(ax, cube: xr.Dataset, metric: str) -> None:
     df = _frame(cube, [metric])
-    sns.lineplot(data=df, x=names.STEP, y=metric, hue=names.N, palette=_palette(cube), errorbar="se",
-                 marker="o", markersize=3, ax=ax)
+    lineplot_se(ax, df, x=names.STEP, y=metric, hue=names.N, palette=_palette(cube), marker="o", markersize=3)
     ax.set_xscale("log")
     if metric not in names.HIGHER_IS_BETTER and (df[metric] > 0).all():
         ax.set_yscale("log")
@@ -243,8 +263,7 @@ def plot_loss_gap(ax, cube: xr.Dataset) -> None:
     gap = (cube[names.TEST_LOSS] - cube[names.TRAIN_LOSS]).rename("test - train loss")
     df = gap.to_dataframe().reset_index()
     df = df[df[names.STEP] > 0]
-    sns.lineplot(data=df, x=names.STEP, y="test - train loss", hue=names.N, palette=_palette(cube),
-                 errorbar="se", ax=ax)
+    lineplot_se(ax, df, x=names.STEP, y="test - train loss", hue=names.N, palette=_palette(cube))
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("training step")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -109,7 +110,8 @@ def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: t
     """
     num = max(len(c["samples"]) for c in columns)
     lo, hi = float(np.min(train)), float(np.max(train))
-    cmap = "gray" if image_shape[0] == 1 else None
+    # one colormap object for every tile: a name would make each imshow copy it and rebuild its lookup table
+    cmap = matplotlib.colormaps["gray"] if image_shape[0] == 1 else None
     gap, row, tile = 0.12, 1.4, 0.95  # between a row's two tiles and a row's height (tile and labels), in tiles; inches
     xlim, ylim = (-0.05, 2 + gap + 0.05), (num * row, -0.35)  # rows top down; room above the first for the titles
     panel_w, panel_h = tile * (xlim[1] - xlim[0]), tile * (ylim[0] - ylim[1])
@@ -133,7 +135,8 @@ def draw_image_gallery(columns: list[dict], *, train: np.ndarray, image_shape: t
                 left = k * (1 + gap)
                 ax.imshow(as_image(x, image_shape, lo, hi), cmap=cmap, vmin=0, vmax=1, interpolation="nearest",
                           extent=(left, left + 1, top + 1, top), aspect="auto")
-                ax.add_patch(plt.Rectangle((left, top), 1, 1, fill=False, edgecolor=color, lw=3 if mem else 1))
+                # add_artist, not add_patch: the limits are set, so the data limits add_patch would grow go unused
+                ax.add_artist(plt.Rectangle((left, top), 1, 1, fill=False, edgecolor=color, lw=3 if mem else 1))
                 ax.text(left + 0.5, top + 1.04, label, ha="center", va="top", fontsize=7, color=label_color)
         fig.text((j * (panel_w + pad) + pad / 2 + panel_w / 2) / width, 1.0 - 0.35 / height,
                  f"step {col['step']}\n{col['label']}\nf_mem = {col['f_mem']:.2f}", ha="center", va="top",
