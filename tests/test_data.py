@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from diffmem import data as data_module
 from diffmem.config import ConfigError, DataConfig
-from diffmem.data import prepare_dataset, subset_indices
+from diffmem.data import digits_file, load_digits_array, prepare_dataset, subset_indices
 
 
 def test_digits_range_split_and_shape():
@@ -14,6 +15,20 @@ def test_digits_range_split_and_shape():
     pool_rows = {r.tobytes() for r in ds.pool}
     overlap = sum(r.tobytes() in pool_rows for r in ds.test)
     assert overlap <= 2  # digits contains a couple of exact duplicate images
+
+
+def test_digits_read_from_scikit_learns_file_equal_load_digits_and_without_it_come_through_it(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    want = (bunch.data.astype(np.float32) / 8.0 - 1.0, bunch.target.astype(np.int64))
+    assert digits_file() is not None  # the file is where scikit-learn keeps it
+    got = load_digits_array()
+    assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in zip(got, want))
+    monkeypatch.setattr(data_module, "DIGITS_FILE", ("datasets", "data", "no_such_file.csv.gz"))
+    assert digits_file() is None
+    fallback = load_digits_array()
+    assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in zip(fallback, want))
 
 
 def test_subsets_nested_across_n_and_differ_across_seeds():
