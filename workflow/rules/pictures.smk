@@ -52,6 +52,7 @@ rule gallery:
         ),
     params:
         outs=lambda wildcards: runs(wildcards.exp, R("{exp}/figures/gallery/n{n}_seed{seed}.png")),
+    priority: 1  # after the plot job, before the copies figure (plot.smk)
     resources:
         **SMALL_JOB,
     log:

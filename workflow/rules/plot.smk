@@ -26,6 +26,9 @@ for _exp, _rule in plot_jobs():
             flags=plot_flags,
             figures=" ".join(figure_names(_exp)),
             outdir=R("{exp}/figures"),
+        # the longest of the figure jobs (plot, gallery, copies figure), which end an experiment: first where
+        # they wait for a core (the default run's last 15 s on 2 cores)
+        priority: 2
         resources:
             **SMALL_JOB,
         log:
