@@ -189,8 +189,8 @@ def quality_run(manifest: dict, *, state_dir: Path | None, train: np.ndarray, ds
                 fail(str(exc))
             denoiser = denoiser_from_checkpoint(ckpt, use_ema=True, device=torch.device("cpu"))
         rows.append(quality_of_step(samples, train=train, reference=reference, ref_feats=ref_feats,
-                                    ref_moments=ref_moments, featurize=featurize, truth=truth, population=population, denoiser=denoiser,
-                                    cfg=cfg, rng=np.random.default_rng([cfg.seed, step])))
+                                    ref_moments=ref_moments, featurize=featurize, truth=truth, population=population,
+                                    denoiser=denoiser, cfg=cfg, rng=np.random.default_rng([cfg.seed, step])))
         atomic_write_text(cache, json.dumps({k: np.asarray(v).tolist() for k, v in rows[-1].items()}))
         log(f"step {step}: " + "  ".join(f"{k} {float(v):.4g}" for k, v in rows[-1].items() if np.ndim(v) == 0))
     log(f"{len(steps) - cached} checkpoints evaluated, {cached} cached "
